@@ -1,0 +1,319 @@
+//! `esb-agent`: runs Lambda sandboxes on one host, served over gRPC.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use esb_agent::{BearerAuth, ServeOptions, TlsFiles};
+use esb_runtime::Runtime;
+use esb_runtime::logs::{LogSink, TerminalLogSink};
+use esb_runtime::process::{ProcessConfig, ProcessRuntime};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The sandbox engine behind the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// containerd containers (needs root and a containerd socket).
+    Containerd,
+    /// Child processes of the agent (no isolation; for development and tests).
+    Process,
+}
+
+impl RuntimeKind {
+    /// containerd when this build has it, else process.
+    const DEFAULT: Self = if cfg!(feature = "containerd") {
+        Self::Containerd
+    } else {
+        Self::Process
+    };
+}
+
+/// What to do at start with the sandboxes an earlier agent of this env left in containerd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Reconcile {
+    /// Take the running ones over; remove the others.
+    Adopt,
+    /// Remove them all.
+    Remove,
+}
+
+/// Runs Lambda sandboxes on this host and serves them over gRPC (esb.agent.v1).
+#[derive(Debug, Parser)]
+#[command(name = "esb-agent", version, about)]
+struct Args {
+    /// Sandbox engine.
+    #[arg(long, env = "ESB_RUNTIME", value_enum, default_value_t = RuntimeKind::DEFAULT)]
+    runtime: RuntimeKind,
+
+    /// containerd's socket.
+    #[arg(
+        long,
+        env = "ESB_CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_address: PathBuf,
+
+    /// Environment name: sandboxes live in the containerd namespace `esb-<env>`.
+    #[arg(long = "env", env = "ESB_ENV", default_value = "default", value_parser = parse_env_name)]
+    env_name: String,
+
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "ESB_AGENT_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+
+    /// Bearer token every client must present.
+    #[arg(
+        long,
+        env = "ESB_AGENT_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "insecure_no_auth"
+    )]
+    token: Option<String>,
+
+    /// Accept calls without a token (only behind another authenticating layer).
+    #[arg(long, env = "ESB_AGENT_INSECURE_NO_AUTH", conflicts_with = "token")]
+    insecure_no_auth: bool,
+
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "ESB_AGENT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "ESB_AGENT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// CA of client certificates: when given, clients must present one (mTLS).
+    #[arg(long, env = "ESB_AGENT_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// A registry (HOST:PORT) spoken to over plain HTTP; repeatable.
+    #[arg(
+        long = "insecure-registry",
+        env = "ESB_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_parser = parse_host_port
+    )]
+    insecure_registries: Vec<String>,
+
+    /// Subnet of the CNI bridge sandboxes join (e.g. 10.88.0.0/16); no CNI network when absent.
+    #[arg(long, env = "ESB_CNI_SUBNET", value_parser = parse_cidr)]
+    cni_subnet: Option<String>,
+
+    /// At start, adopt or remove the sandboxes of this env found in containerd.
+    #[arg(long, env = "ESB_RECONCILE", value_enum, default_value_t = Reconcile::Adopt)]
+    reconcile: Reconcile,
+
+    /// Serve gRPC reflection (grpc.reflection.v1), e.g. for grpcurl.
+    #[arg(long, env = "ESB_AGENT_REFLECTION")]
+    reflection: bool,
+
+    /// VictoriaLogs base URL for function and agent logs (also read from VICTORIALOGS_URL).
+    #[arg(long, env = "ESB_VICTORIALOGS_URL")]
+    victorialogs_url: Option<String>,
+
+    /// Destroy every sandbox when shutting down (process sandboxes are always destroyed).
+    #[arg(long, env = "ESB_DESTROY_ON_EXIT")]
+    destroy_on_exit: bool,
+
+    /// Seconds in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value = "30", value_parser = parse_seconds)]
+    shutdown_grace: Duration,
+}
+
+fn parse_env_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 50
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("letters, digits, '-' and '_' only (at most 50)".into())
+    }
+}
+
+fn parse_host_port(value: &str) -> Result<String, String> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!("{value:?} is not HOST:PORT")),
+    }
+}
+
+fn parse_cidr(value: &str) -> Result<String, String> {
+    let parsed = value.split_once('/').and_then(|(addr, prefix)| {
+        Some((addr.parse::<Ipv4Addr>().ok()?, prefix.parse::<u8>().ok()?))
+    });
+    match parsed {
+        Some((_, prefix)) if (8..=30).contains(&prefix) => Ok(value.to_owned()),
+        _ => Err(format!(
+            "{value:?} is not an IPv4 CIDR such as 10.88.0.0/16 (prefix 8 to 30)"
+        )),
+    }
+}
+
+fn parse_seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{value:?} is not a number of seconds"))
+}
+
+/// Where function log lines go: the terminal, and VictoriaLogs once esb-logs is wired here.
+fn log_sink(args: &Args) -> Arc<dyn LogSink> {
+    let url = args
+        .victorialogs_url
+        .clone()
+        .or_else(|| std::env::var("VICTORIALOGS_URL").ok())
+        .filter(|url| !url.is_empty());
+    if let Some(url) = url {
+        // The place to add esb-logs' VictoriaLogs sink (FanOut with the terminal sink).
+        tracing::warn!(%url, "this build does not ship logs to VictoriaLogs yet; function logs go to the terminal only");
+    }
+    Arc::new(TerminalLogSink)
+}
+
+async fn runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+    match args.runtime {
+        RuntimeKind::Process => {
+            let config = ProcessConfig {
+                log_sink: log_sink(args),
+                ..ProcessConfig::default()
+            };
+            Ok(Arc::new(ProcessRuntime::new(config)))
+        }
+        RuntimeKind::Containerd => containerd_runtime(args).await,
+    }
+}
+
+#[cfg(feature = "containerd")]
+async fn containerd_runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+    use esb_runtime::containerd::{
+        CniConfig, ContainerdConfig, ContainerdRuntime, ReconcilePolicy, RegistryConfig,
+    };
+    let config = ContainerdConfig {
+        address: args.containerd_address.clone(),
+        env: args.env_name.clone(),
+        registries: RegistryConfig {
+            insecure: args.insecure_registries.clone(),
+            ..RegistryConfig::default()
+        },
+        cni: args.cni_subnet.clone().map(|subnet| CniConfig {
+            subnet,
+            ..CniConfig::default()
+        }),
+        log_sink: log_sink(args),
+        ..ContainerdConfig::default()
+    };
+    let namespace = config.namespace();
+    let runtime = ContainerdRuntime::connect(config).await.with_context(|| {
+        format!(
+            "cannot use containerd at {} (namespace {namespace})",
+            args.containerd_address.display()
+        )
+    })?;
+    let policy = match args.reconcile {
+        Reconcile::Adopt => ReconcilePolicy::Adopt,
+        Reconcile::Remove => ReconcilePolicy::Remove,
+    };
+    let reconciled = runtime
+        .reconcile(policy)
+        .await
+        .context("cannot reconcile the sandboxes left in containerd")?;
+    tracing::info!(
+        %namespace,
+        adopted = reconciled.adopted.len(),
+        removed = reconciled.removed.len(),
+        "containerd sandboxes reconciled"
+    );
+    Ok(Arc::new(runtime))
+}
+
+#[cfg(not(feature = "containerd"))]
+async fn containerd_runtime(_args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+    anyhow::bail!(
+        "this esb-agent was built without the `containerd` feature; run with --runtime process"
+    )
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    let runtime = runtime(&args).await?;
+    let auth = match (&args.token, args.insecure_no_auth) {
+        (Some(token), _) if !token.is_empty() => BearerAuth::token(token),
+        (_, true) => {
+            tracing::warn!(
+                "authentication disabled (--insecure-no-auth): any client can run sandboxes"
+            );
+            BearerAuth::disabled()
+        }
+        _ => anyhow::bail!("--token (ESB_AGENT_TOKEN) must not be empty"),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        }),
+        _ => None,
+    };
+    let options = ServeOptions {
+        auth,
+        tls,
+        reflection: args.reflection,
+        shutdown_grace: args.shutdown_grace,
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(args.listen),
+        backend = runtime.capabilities().backend,
+        env = %args.env_name,
+        tls = options.tls.is_some(),
+        mtls = args.tls_client_ca.is_some(),
+        reflection = options.reflection,
+        "esb-agent serving"
+    );
+    let served = esb_agent::serve(runtime.clone(), options, listener, shutdown_signal()).await;
+
+    if args.destroy_on_exit || args.runtime == RuntimeKind::Process {
+        let destroyed = esb_agent::destroy_all(runtime.as_ref()).await;
+        tracing::info!(destroyed, "sandboxes destroyed");
+    }
+    served.context("esb-agent stopped with an error")?;
+    tracing::info!("esb-agent stopped");
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `esb.agent.v1.AgentService` over any [`Runtime`].
+
+use std::sync::Arc;
+
+use esb_proto::agent::v1 as pb;
+use esb_runtime::remote::{self as wire, error_to_status};
+use esb_runtime::{Runtime, SandboxId, SandboxState};
+use pb::agent_service_server::AgentService;
+use tonic::{Request, Response, Status};
+
+/// The agent's gRPC service: each call is one [`Runtime`] operation.
+///
+/// Runtime errors become a status in one place, [`error_to_status`]; a function's own
+/// error is a normal [`pb::InvokeWorkerResponse`].
+#[derive(Clone)]
+pub struct Agent {
+    runtime: Arc<dyn Runtime>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("backend", &self.runtime.capabilities().backend)
+            .finish()
+    }
+}
+
+impl Agent {
+    /// A service over this runtime.
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        Self { runtime }
+    }
+
+    /// The runtime it serves.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+}
+
+/// The sandbox id of a request, which must not be empty.
+fn sandbox_id(id: String, rpc: &str) -> Result<SandboxId, Status> {
+    if id.is_empty() {
+        Err(Status::invalid_argument(format!(
+            "{rpc}: container_id is empty"
+        )))
+    } else {
+        Ok(SandboxId::from(id))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for Agent {
+    async fn ensure_container(
+        &self,
+        request: Request<pb::EnsureContainerRequest>,
+    ) -> Result<Response<pb::EnsureContainerResponse>, Status> {
+        let request = request.into_inner();
+        if !request.container_id.is_empty() {
+            let wanted = SandboxId::from(request.container_id.as_str());
+            let existing = self
+                .runtime
+                .list()
+                .await
+                .map_err(|err| error_to_status(&err))?
+                .into_iter()
+                .find(|info| info.id == wanted && info.state != SandboxState::Stopped);
+            if let Some(info) = existing {
+                return Ok(Response::new(pb::EnsureContainerResponse {
+                    container: Some(wire::info_to_proto(info)),
+                    created: false,
+                }));
+            }
+        }
+        let spec = wire::spec_from_proto(request).map_err(|err| error_to_status(&err))?;
+        let function = spec.function_name.clone();
+        let info = self
+            .runtime
+            .create(spec)
+            .await
+            .map_err(|err| error_to_status(&err))?;
+        tracing::info!(%function, sandbox = %info.id, "sandbox created");
+        Ok(Response::new(pb::EnsureContainerResponse {
+            container: Some(wire::info_to_proto(info)),
+            created: true,
+        }))
+    }
+
+    async fn destroy_container(
+        &self,
+        request: Request<pb::DestroyContainerRequest>,
+    ) -> Result<Response<pb::DestroyContainerResponse>, Status> {
+        let id = sandbox_id(request.into_inner().container_id, "DestroyContainer")?;
+        self.runtime
+            .destroy(&id)
+            .await
+            .map_err(|err| error_to_status(&err))?;
+        tracing::info!(sandbox = %id, "sandbox destroyed");
+        Ok(Response::new(pb::DestroyContainerResponse {}))
+    }
+
+    async fn pause_container(
+        &self,
+        request: Request<pb::PauseContainerRequest>,
+    ) -> Result<Response<pb::PauseContainerResponse>, Status> {
+        let id = sandbox_id(request.into_inner().container_id, "PauseContainer")?;
+        self.runtime
+            .pause(&id)
+            .await
+            .map_err(|err| error_to_status(&err))?;
+        Ok(Response::new(pb::PauseContainerResponse {}))
+    }
+
+    async fn resume_container(
+        &self,
+        request: Request<pb::ResumeContainerRequest>,
+    ) -> Result<Response<pb::ResumeContainerResponse>, Status> {
+        let id = sandbox_id(request.into_inner().container_id, "ResumeContainer")?;
+        self.runtime
+            .resume(&id)
+            .await
+            .map_err(|err| error_to_status(&err))?;
+        Ok(Response::new(pb::ResumeContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let function = request.into_inner().function_name;
+        let containers = self
+            .runtime
+            .list()
+            .await
+            .map_err(|err| error_to_status(&err))?
+            .into_iter()
+            .filter(|info| function.is_empty() || info.function_name == function)
+            .map(wire::info_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListContainersResponse { containers }))
+    }
+
+    async fn get_container_metrics(
+        &self,
+        request: Request<pb::GetContainerMetricsRequest>,
+    ) -> Result<Response<pb::GetContainerMetricsResponse>, Status> {
+        let id = sandbox_id(request.into_inner().container_id, "GetContainerMetrics")?;
+        let metrics = self
+            .runtime
+            .metrics(&id)
+            .await
+            .map_err(|err| error_to_status(&err))?;
+        Ok(Response::new(wire::metrics_to_proto(metrics)))
+    }
+
+    async fn invoke_worker(
+        &self,
+        request: Request<pb::InvokeWorkerRequest>,
+    ) -> Result<Response<pb::InvokeWorkerResponse>, Status> {
+        let (id, invoke) = wire::invoke_from_proto(request.into_inner());
+        if id.as_str().is_empty() {
+            return Err(Status::invalid_argument(
+                "InvokeWorker: container_id is empty",
+            ));
+        }
+        let response = self
+            .runtime
+            .invoke(&id, invoke)
+            .await
+            .map_err(|err| error_to_status(&err))?;
+        Ok(Response::new(wire::response_to_proto(response)))
+    }
+
+    async fn get_capabilities(
+        &self,
+        _request: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        Ok(Response::new(wire::capabilities_to_proto(
+            self.runtime.capabilities(),
+        )))
+    }
+}

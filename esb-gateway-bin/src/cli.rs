@@ -1,0 +1,385 @@
+//! Flags and environment of the `esb-gateway` binary, turned into a [`GatewayConfig`] and runtimes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
+use esb_runtime::Runtime;
+use esb_runtime::logs::LogSink;
+use esb_runtime::process::{ProcessConfig, ProcessRuntime};
+use esb_runtime::remote::{RemoteConfig, RemoteRuntime, RemoteTls};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::config::{
+    AuthConfig, FunctionSource, GatewayConfig, InvokeApiAccess, Limits, TlsConfig,
+};
+use crate::{Gateway, logs};
+
+/// Where sandboxes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// Child processes of the gateway ("all-in-one"; no root, no containerd).
+    Process,
+    /// containerd containers on this host (needs the `containerd` feature, root and containerd).
+    Containerd,
+    /// Remote `esb-agent`s (`--agent URL`, one per host).
+    Agent,
+}
+
+/// An API-Gateway-compatible HTTP(S) front door for Lambda functions.
+#[derive(Debug, Parser)]
+#[command(name = "esb-gateway", version, about)]
+pub struct Args {
+    /// functions.yml: the functions and their sandboxes.
+    #[arg(
+        long,
+        env = "ESB_FUNCTIONS",
+        requires = "routing",
+        conflicts_with = "template"
+    )]
+    pub functions: Option<PathBuf>,
+
+    /// routing.yml: the routes.
+    #[arg(long, env = "ESB_ROUTING", requires = "functions")]
+    pub routing: Option<PathBuf>,
+
+    /// A SAM template.yaml, instead of functions.yml + routing.yml.
+    #[arg(long, env = "ESB_TEMPLATE", required_unless_present = "functions")]
+    pub template: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8443 with TLS, 127.0.0.1:8080 without].
+    #[arg(long, env = "ESB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where sandboxes run.
+    #[arg(long, env = "ESB_RUNTIME", value_enum, default_value_t = RuntimeKind::Process)]
+    pub runtime: RuntimeKind,
+
+    /// An esb-agent to place sandboxes on, `http(s)://host:port` (repeatable; with --runtime agent).
+    #[arg(long = "agent", env = "ESB_AGENTS", value_delimiter = ',')]
+    pub agents: Vec<String>,
+
+    /// Bearer token of the agents.
+    #[arg(long, env = "ESB_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<String>,
+
+    /// CA certificate (PEM) that signed the agents' certificates.
+    #[arg(long, env = "ESB_AGENT_CA")]
+    pub agent_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for agents that require mTLS.
+    #[arg(long, env = "ESB_AGENT_CERT", requires = "agent_key")]
+    pub agent_cert: Option<PathBuf>,
+
+    /// Client private key (PEM) for agents that require mTLS.
+    #[arg(long, env = "ESB_AGENT_KEY", requires = "agent_cert")]
+    pub agent_key: Option<PathBuf>,
+
+    /// TLS certificate chain (PEM).
+    #[arg(
+        long,
+        env = "ESB_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "ESB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate generated at start-up for localhost (local use only).
+    #[arg(long, env = "ESB_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+
+    /// HS256 secret of Bearer tokens (at least 32 characters).
+    #[arg(long, env = "JWT_SECRET_KEY", hide_env_values = true)]
+    pub jwt_secret_key: Option<String>,
+
+    /// The x-api-key the auth endpoint requires.
+    #[arg(long, env = "X_API_KEY", hide_env_values = true)]
+    pub x_api_key: Option<String>,
+
+    /// The user the auth endpoint accepts.
+    #[arg(long, env = "AUTH_USER")]
+    pub auth_user: Option<String>,
+
+    /// That user's password.
+    #[arg(long, env = "AUTH_PASS", hide_env_values = true)]
+    pub auth_pass: Option<String>,
+
+    /// Path of the auth endpoint.
+    #[arg(long, env = "AUTH_ENDPOINT_PATH", default_value = "/user/auth/v1")]
+    pub auth_endpoint_path: String,
+
+    /// Lifetime of issued tokens, in seconds.
+    #[arg(long, env = "JWT_EXPIRES_DELTA", default_value_t = 3000)]
+    pub jwt_expires_delta: u64,
+
+    /// Who may call the Lambda Invoke API (POST /2015-03-31/functions/NAME/invocations).
+    #[arg(long, env = "ESB_INVOKE_API", value_enum, default_value_t = InvokeApiAccess::Open)]
+    pub invoke_api: InvokeApiAccess,
+
+    /// Ship function and gateway logs to this VictoriaLogs (http://host:9428).
+    #[arg(long, env = "VICTORIALOGS_URL")]
+    pub victorialogs_url: Option<String>,
+
+    /// AWS_REGION of the functions.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// Largest request body, in bytes.
+    #[arg(long, env = "ESB_MAX_BODY_BYTES", default_value_t = esb_runtime::MAX_PAYLOAD_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Largest request head (request line and headers), in bytes.
+    #[arg(long, env = "ESB_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Connections served at once.
+    #[arg(long, env = "ESB_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Asynchronous (Event) invocations in flight at once; more answer 429.
+    #[arg(long, env = "ESB_EVENT_CONCURRENCY", default_value_t = 64)]
+    pub event_concurrency: usize,
+
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+
+    /// containerd's socket (with --runtime containerd).
+    #[arg(
+        long,
+        env = "ESB_CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_address: PathBuf,
+
+    /// Environment name: containerd sandboxes live in the namespace `esb-<env>`.
+    #[arg(long = "env", env = "ESB_ENV", default_value = "default")]
+    pub env_name: String,
+
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl Args {
+    /// What functions must name for the chosen runtime.
+    pub fn function_source(&self) -> FunctionSource {
+        match self.runtime {
+            RuntimeKind::Process => FunctionSource::Command,
+            RuntimeKind::Containerd => FunctionSource::Image,
+            RuntimeKind::Agent => FunctionSource::Any,
+        }
+    }
+
+    /// Loads the functions and routes, and builds the gateway's config (not yet validated).
+    pub fn config(&self) -> Result<GatewayConfig, crate::Error> {
+        let env = |name: &str| std::env::var(name).ok();
+        let functions = match (&self.template, &self.functions, &self.routing) {
+            (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)?,
+            (None, Some(functions), Some(routing)) => {
+                esb_router::Config::load(functions, routing, &env)?
+            }
+            _ => {
+                return Err(crate::Error::Config(vec![
+                    "give --functions and --routing, or --template".into(),
+                ]));
+            }
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ if self.tls_self_signed => Some(TlsConfig::SelfSigned),
+            _ => None,
+        };
+        let default_port = if tls.is_some() { 8443 } else { 8080 };
+        Ok(GatewayConfig {
+            functions,
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port))),
+            tls,
+            auth: AuthConfig {
+                jwt_secret: self.jwt_secret_key.clone(),
+                api_key: self.x_api_key.clone(),
+                user: self.auth_user.clone(),
+                password: self.auth_pass.clone(),
+                endpoint_path: self.auth_endpoint_path.clone(),
+                token_ttl: Duration::from_secs(self.jwt_expires_delta),
+            },
+            invoke_api: self.invoke_api,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_header_bytes: self.max_header_bytes,
+                max_connections: self.max_connections,
+                event_concurrency: self.event_concurrency,
+                shutdown_grace: Duration::from_secs(self.shutdown_grace),
+                ..Limits::default()
+            },
+            region: self.region.clone(),
+        })
+    }
+
+    /// The runtimes sandboxes are placed on.
+    pub async fn runtimes(
+        &self,
+        log_sink: Arc<dyn LogSink>,
+    ) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
+        match self.runtime {
+            RuntimeKind::Process => Ok(vec![Arc::new(ProcessRuntime::new(ProcessConfig {
+                region: self.region.clone(),
+                log_sink,
+                ..ProcessConfig::default()
+            }))]),
+            RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?]),
+            RuntimeKind::Agent => self.agent_runtimes().await,
+        }
+    }
+
+    /// One remote runtime per `--agent`; agents that cannot be reached are left out (and
+    /// logged) as long as one can.
+    async fn agent_runtimes(&self) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
+        if self.agents.is_empty() {
+            anyhow::bail!("--runtime agent needs at least one --agent URL (or ESB_AGENTS)");
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let tls = if self.agent_ca.is_some() || self.agent_cert.is_some() {
+            Some(RemoteTls {
+                ca_pem: self.agent_ca.as_ref().map(read).transpose()?,
+                identity: match (&self.agent_cert, &self.agent_key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+                domain: None,
+            })
+        } else {
+            None
+        };
+        let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+        let mut failures = Vec::new();
+        for url in &self.agents {
+            let mut config = RemoteConfig::new(url);
+            config.token = self.agent_token.clone();
+            config.tls = tls.clone();
+            match RemoteRuntime::connect(config).await {
+                Ok(runtime) => {
+                    tracing::info!(agent = %url, backend = runtime.agent_backend(), "agent connected");
+                    runtimes.push(Arc::new(runtime));
+                }
+                Err(err) => {
+                    tracing::warn!(agent = %url, error = %err, "agent left out");
+                    failures.push(format!("{url}: {err}"));
+                }
+            }
+        }
+        if runtimes.is_empty() {
+            anyhow::bail!("no agent can be reached:\n  {}", failures.join("\n  "));
+        }
+        Ok(runtimes)
+    }
+}
+
+#[cfg(feature = "containerd")]
+async fn containerd_runtime(
+    args: &Args,
+    log_sink: Arc<dyn LogSink>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
+    use esb_runtime::containerd::{ContainerdConfig, ContainerdRuntime, ReconcilePolicy};
+    let config = ContainerdConfig {
+        address: args.containerd_address.clone(),
+        env: args.env_name.clone(),
+        region: args.region.clone(),
+        log_sink,
+        ..ContainerdConfig::default()
+    };
+    let namespace = config.namespace();
+    let runtime = ContainerdRuntime::connect(config).await.with_context(|| {
+        format!(
+            "cannot use containerd at {} (namespace {namespace})",
+            args.containerd_address.display()
+        )
+    })?;
+    runtime
+        .reconcile(ReconcilePolicy::Remove)
+        .await
+        .context("cannot remove the sandboxes an earlier gateway left in containerd")?;
+    Ok(Arc::new(runtime))
+}
+
+#[cfg(not(feature = "containerd"))]
+async fn containerd_runtime(
+    _args: &Args,
+    _log_sink: Arc<dyn LogSink>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
+    anyhow::bail!(
+        "this esb-gateway was built without the `containerd` feature: \
+         rebuild with `cargo build -p esb-gateway-bin --features containerd`, or use --runtime process"
+    )
+}
+
+/// Sets up logging, loads and validates the configuration, and serves until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let shipper = match &args.victorialogs_url {
+        Some(url) => Some(
+            LogShipper::start(VictoriaLogsConfig::new(url))
+                .with_context(|| format!("--victorialogs-url {url}"))?,
+        ),
+        None => None,
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-gateway")))
+        .try_init();
+
+    let config = args.config()?;
+    config.validate(args.function_source())?;
+    if args.check {
+        println!(
+            "configuration OK: {} functions, {} routes",
+            config.functions.functions.len(),
+            config.functions.routes.len()
+        );
+        return Ok(());
+    }
+    let runtimes = args
+        .runtimes(logs::function_log_sink(shipper.clone()))
+        .await?;
+    let gateway = Gateway::start(config, runtimes).await?;
+    tracing::info!(url = %gateway.url(), "esb-gateway listening");
+    gateway.run_until(shutdown_signal()).await;
+    if let Some(shipper) = shipper {
+        shipper.shutdown(Duration::from_secs(5)).await;
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

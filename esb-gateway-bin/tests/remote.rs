@@ -1,0 +1,154 @@
+//! Remote mode: the gateway places sandboxes on real `esb-agent` processes (process backend)
+//! over gRPC; when an agent goes away the others take over, and with none left requests get 503.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use esb_gateway::Gateway;
+use esb_runtime::Runtime;
+use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
+use reqwest::StatusCode;
+
+const TOKEN: &str = "agent-token-0123456789";
+
+/// An `esb-agent --runtime process` child on a free loopback port; killed on drop.
+struct Agent {
+    child: Child,
+    url: String,
+}
+
+impl Agent {
+    async fn spawn() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let agent = Self {
+            child: Command::new(support::agent_binary())
+                .args([
+                    "--runtime",
+                    "process",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .args(["--token", TOKEN])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            url,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return agent;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("esb-agent did not listen on {}", agent.url);
+    }
+
+    async fn runtime(&self) -> Arc<dyn Runtime> {
+        Arc::new(
+            RemoteRuntime::connect(RemoteConfig::new(&self.url).token(TOKEN))
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const FUNCTIONS: &str = r#"
+functions:
+  web:
+    command: ["${HTTP_FN}"]
+    timeout: 3
+    scaling: { max_capacity: 4, acquire_timeout: 2.0 }
+"#;
+
+const ROUTING: &str = r#"
+routes:
+  - { path: "/web/{proxy+}", method: ANY, function: web, auth: none }
+"#;
+
+async fn get(gateway: &Gateway, path: &str) -> StatusCode {
+    support::client()
+        .get(format!("{}{path}", gateway.url()))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_served_by_sandboxes_on_an_agent() {
+    let agent = Agent::spawn().await;
+    let gateway = Gateway::start(
+        support::config(FUNCTIONS, ROUTING),
+        vec![agent.runtime().await],
+    )
+    .await
+    .unwrap();
+    let response = support::client()
+        .get(format!("{}/web/echo?x=1", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["query"]["x"], serde_json::json!(["1"]));
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_an_agent_goes_away_the_other_serves_and_with_none_left_requests_get_503() {
+    let mut first = Agent::spawn().await;
+    let mut second = Agent::spawn().await;
+    let gateway = Gateway::start(
+        support::config(FUNCTIONS, ROUTING),
+        vec![first.runtime().await, second.runtime().await],
+    )
+    .await
+    .unwrap();
+    // Four at once: sandboxes on both agents.
+    let warm = futures::future::join_all((0..4).map(|_| get(&gateway, "/web/sleep?ms=300"))).await;
+    assert!(warm.iter().all(|s| *s == StatusCode::OK), "{warm:?}");
+
+    first.kill();
+    // The first request may find a sandbox of the lost agent; the pool drops it and the
+    // agent, and places new sandboxes on the other one.
+    let _ = get(&gateway, "/web/echo").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..6 {
+        assert_eq!(get(&gateway, "/web/echo").await, StatusCode::OK);
+    }
+
+    second.kill();
+    let _ = get(&gateway, "/web/echo").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        get(&gateway, "/web/echo").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    gateway.shutdown().await;
+}

@@ -1,0 +1,49 @@
+//! A non-blocking VictoriaLogs sink for function and service logs.
+//!
+//! A [`LogShipper`] takes [`Record`]s without ever waiting and sends them in the background
+//! to VictoriaLogs' JSON-lines endpoint (`POST {url}/insert/jsonline`), in batches, gzip
+//! compressed when large enough, retried with backoff on server and connection errors. Past
+//! its bound the queue drops its oldest records and counts them. [`function_record`] turns a
+//! sandbox's output line into a record; [`ShipperLayer`] ships a service's `tracing` events.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), esb_logs::Error> {
+//! use std::time::{Duration, SystemTime};
+//! use esb_logs::{FunctionLine, LogShipper, ShipperLayer, Stream, VictoriaLogsConfig};
+//! use tracing_subscriber::prelude::*;
+//!
+//! let shipper = LogShipper::start(VictoriaLogsConfig::new("http://127.0.0.1:9428"))?;
+//! tracing_subscriber::registry()
+//!     .with(ShipperLayer::new(shipper.clone(), "esb-gateway"))
+//!     .init();
+//! tracing::info!(request_id = "c0ffee", "request served");
+//!
+//! shipper.push(esb_logs::function_record(FunctionLine {
+//!     time: SystemTime::now(),
+//!     function_name: "orders".into(),
+//!     sandbox_id: "orders-0-1a2b3c4d".into(),
+//!     request_id: Some("c0ffee".into()),
+//!     trace_id: None,
+//!     stream: Stream::Stdout,
+//!     message: r#"{"level":"WARN","message":"stock is low"}"#.into(),
+//! }));
+//!
+//! let metrics = shipper.shutdown(Duration::from_secs(5)).await;
+//! println!("sent {}, dropped {}", metrics.sent, metrics.dropped);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod function;
+mod layer;
+mod queue;
+mod record;
+mod shipper;
+
+pub use config::{Auth, RetryPolicy, VictoriaLogsConfig};
+pub use error::Error;
+pub use function::{FunctionLine, Stream, function_record};
+pub use layer::{SKIPPED_TARGETS, ShipperLayer};
+pub use record::{JOB_LAMBDA, JOB_SERVICES, Level, RESERVED_FIELDS, Record};
+pub use shipper::{LogShipper, ShipperMetrics};

@@ -1,0 +1,427 @@
+//! The handle callers push records into, and the background task that ships them.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::queue::{Pushed, Queue};
+use crate::record::encode_line;
+use crate::{Auth, Error, Record, VictoriaLogsConfig};
+
+/// Counters of a shipper since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShipperMetrics {
+    /// Records waiting to be sent.
+    pub queued: usize,
+    /// Records VictoriaLogs accepted.
+    pub sent: u64,
+    /// Records lost: pushed out of a full queue, in a batch refused or failed after its
+    /// retries, left at shutdown, or pushed after it.
+    pub dropped: u64,
+    /// Requests VictoriaLogs accepted.
+    pub batches_sent: u64,
+    /// Batches given up on.
+    pub batches_failed: u64,
+    /// Requests repeated after a failure.
+    pub retries: u64,
+    /// Bytes of accepted request bodies, as sent (compressed or not).
+    pub bytes_sent: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    batches_sent: AtomicU64,
+    batches_failed: AtomicU64,
+    retries: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+/// What the handles and the task share.
+struct Core {
+    queue: Queue,
+    counters: Counters,
+}
+
+impl Core {
+    fn dropped(&self, n: usize) {
+        self.counters
+            .dropped
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// Owned by the handles: when the last one goes, the task flushes and ends.
+struct Handle {
+    core: Arc<Core>,
+    /// `Some(deadline)` once shutdown is asked.
+    shutdown: watch::Sender<Option<Instant>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    drop_deadline: Duration,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + self.drop_deadline;
+        self.shutdown.send_if_modified(|current| {
+            let unset = current.is_none();
+            if unset {
+                *current = Some(deadline);
+            }
+            unset
+        });
+    }
+}
+
+/// Ships records to VictoriaLogs in the background; cloning gives another handle to the same queue.
+///
+/// [`push`](LogShipper::push) never waits: records go to a bounded queue that a background
+/// task sends in batches. When VictoriaLogs is slow or away, the oldest records are dropped
+/// past [`VictoriaLogsConfig::queue_capacity`], and counted.
+#[derive(Clone)]
+pub struct LogShipper {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for LogShipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogShipper")
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogShipper {
+    /// Validates `config` and starts the background task on the current Tokio runtime.
+    pub fn start(config: VictoriaLogsConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let url = config.insert_url()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .build()?;
+        let core = Arc::new(Core {
+            queue: Queue::new(
+                config.queue_capacity.get(),
+                config.batch_max_records.get(),
+                config.batch_max_bytes.get(),
+            ),
+            counters: Counters::default(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(None);
+        let drop_deadline = config.shutdown_deadline;
+        let sender = Sender {
+            core: core.clone(),
+            client,
+            url,
+            config,
+            shutdown: shutdown_rx,
+            reported_drops: 0,
+        };
+        let task = runtime.spawn(sender.run());
+        Ok(Self {
+            handle: Arc::new(Handle {
+                core,
+                shutdown,
+                task: Mutex::new(Some(task)),
+                drop_deadline,
+            }),
+        })
+    }
+
+    /// Queues one record. Never waits; drops the oldest record when the queue is full.
+    pub fn push(&self, record: Record) {
+        let core = &self.handle.core;
+        match core.queue.push(record) {
+            Pushed::Queued => {}
+            Pushed::DroppedOldest | Pushed::Closed => core.dropped(1),
+        }
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> ShipperMetrics {
+        let c = &self.handle.core.counters;
+        ShipperMetrics {
+            queued: self.handle.core.queue.len(),
+            sent: c.sent.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            batches_sent: c.batches_sent.load(Ordering::Relaxed),
+            batches_failed: c.batches_failed.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends what is queued, for at most `deadline`, then stops; later pushes are dropped.
+    ///
+    /// Returns the final counters. Records still unsent at the deadline count as dropped.
+    /// When several handles call it, the first one waits for the flush.
+    pub async fn shutdown(&self, deadline: Duration) -> ShipperMetrics {
+        let at = Instant::now() + deadline;
+        self.handle.shutdown.send_if_modified(|current| {
+            let unset = current.is_none();
+            if unset {
+                *current = Some(at);
+            }
+            unset
+        });
+        let task = self
+            .handle
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(task) = task {
+            // The task honours the deadline itself; the margin covers its last bookkeeping.
+            let margin = Duration::from_millis(250);
+            if tokio::time::timeout_at(at + margin, task).await.is_err() {
+                tracing::warn!("the VictoriaLogs shipper did not stop by its deadline");
+            }
+        }
+        self.metrics()
+    }
+}
+
+/// How one batch ended.
+enum Outcome {
+    Sent,
+    Failed,
+    /// The shutdown deadline passed while it was in flight.
+    Aborted,
+}
+
+/// The background task.
+struct Sender {
+    core: Arc<Core>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    config: VictoriaLogsConfig,
+    shutdown: watch::Receiver<Option<Instant>>,
+    reported_drops: u64,
+}
+
+impl Sender {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.config.flush_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.reset();
+        let mut in_time = true;
+        loop {
+            if self.shutdown.borrow_and_update().is_some() {
+                break;
+            }
+            let partial = tokio::select! {
+                biased;
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    true
+                }
+                () = self.core.queue.full() => false,
+                _ = tick.tick() => {
+                    self.report_drops();
+                    true
+                }
+            };
+            if !self.drain(partial).await {
+                in_time = false;
+                break;
+            }
+        }
+        if in_time {
+            self.drain(true).await;
+        }
+        let left = self.core.queue.close();
+        self.core.dropped(left);
+        self.report_drops();
+    }
+
+    /// Sends batches while there are (full, unless `partial`) ones. False once the deadline passed.
+    async fn drain(&mut self, partial: bool) -> bool {
+        loop {
+            let batch = self.core.queue.take_batch(partial);
+            if batch.is_empty() {
+                return true;
+            }
+            if let Outcome::Aborted = self.send(batch).await {
+                return false;
+            }
+        }
+    }
+
+    /// Logs and exports the drops since the last report.
+    fn report_drops(&mut self) {
+        let dropped = self.core.counters.dropped.load(Ordering::Relaxed);
+        let new = dropped.saturating_sub(self.reported_drops);
+        self.reported_drops = dropped;
+        metrics::gauge!("esb_logs_queue_length").set(self.core.queue.len() as f64);
+        if new > 0 {
+            metrics::counter!("esb_logs_records_dropped_total").increment(new);
+            tracing::warn!(
+                dropped = new,
+                total = dropped,
+                url = %self.config.url,
+                "VictoriaLogs shipper dropped log records"
+            );
+        }
+    }
+
+    fn encode(&self, batch: &[Record]) -> (Bytes, bool) {
+        let estimate: usize = batch.iter().map(Record::estimated_size).sum();
+        let mut body = Vec::with_capacity(estimate);
+        for record in batch {
+            if let Err(err) = encode_line(
+                &mut body,
+                record,
+                &self.config.extra_stream_fields,
+                self.config.max_message_bytes,
+            ) {
+                self.core.dropped(1);
+                tracing::warn!(error = %err, "a log record could not be encoded");
+            }
+        }
+        match self.config.gzip_min_bytes {
+            Some(min) if body.len() >= min => match gzip(&body) {
+                Ok(compressed) => (Bytes::from(compressed), true),
+                Err(err) => {
+                    tracing::warn!(error = %err, "gzip failed; sending the batch uncompressed");
+                    (Bytes::from(body), false)
+                }
+            },
+            _ => (Bytes::from(body), false),
+        }
+    }
+
+    async fn send(&mut self, batch: Vec<Record>) -> Outcome {
+        let records = batch.len();
+        let (body, gzipped) = self.encode(&batch);
+        drop(batch);
+        let attempts = self.config.retry.max_attempts.get();
+        let mut failure = String::new();
+        for attempt in 1..=attempts {
+            let mut request = self
+                .client
+                .post(self.url.clone())
+                .header(CONTENT_TYPE, "application/stream+json")
+                .body(body.clone());
+            if gzipped {
+                request = request.header(CONTENT_ENCODING, "gzip");
+            }
+            request = match &self.config.auth {
+                Some(Auth::Basic { username, password }) => {
+                    request.basic_auth(username, Some(password))
+                }
+                Some(Auth::Bearer(token)) => request.bearer_auth(token),
+                None => request,
+            };
+            let exchange = async {
+                let response = request.send().await?;
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                Ok::<_, reqwest::Error>((status, text))
+            };
+            let result = tokio::select! {
+                result = exchange => result,
+                () = deadline_passed(&mut self.shutdown) => return self.abort(records),
+            };
+            let retryable = match result {
+                Ok((status, _)) if status.is_success() => {
+                    self.sent(records, body.len());
+                    return Outcome::Sent;
+                }
+                Ok((status, text)) => {
+                    failure = format!("HTTP {status}: {}", text.trim());
+                    status.is_server_error()
+                        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                }
+                Err(err) => {
+                    failure = error_chain(&err);
+                    true
+                }
+            };
+            if !retryable || attempt == attempts {
+                break;
+            }
+            self.core.counters.retries.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("esb_logs_retries_total").increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(self.config.retry.backoff(attempt)) => {}
+                () = deadline_passed(&mut self.shutdown) => return self.abort(records),
+            }
+        }
+        self.core.dropped(records);
+        self.core
+            .counters
+            .batches_failed
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("esb_logs_batches_failed_total").increment(1);
+        tracing::warn!(
+            records,
+            url = %self.url,
+            error = %failure,
+            "VictoriaLogs refused a batch of log records; dropped it"
+        );
+        Outcome::Failed
+    }
+
+    fn sent(&self, records: usize, bytes: usize) {
+        let records = u64::try_from(records).unwrap_or(u64::MAX);
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let c = &self.core.counters;
+        c.sent.fetch_add(records, Ordering::Relaxed);
+        c.batches_sent.fetch_add(1, Ordering::Relaxed);
+        c.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        metrics::counter!("esb_logs_records_sent_total").increment(records);
+        metrics::counter!("esb_logs_bytes_sent_total").increment(bytes);
+    }
+
+    fn abort(&self, records: usize) -> Outcome {
+        self.core.dropped(records);
+        Outcome::Aborted
+    }
+}
+
+/// Resolves once shutdown was asked and its deadline passed.
+async fn deadline_passed(shutdown: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *shutdown.borrow_and_update();
+        if let Some(deadline) = deadline {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            // No handle is left and none set a deadline: nothing will ever end this wait.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+/// An error with its causes, as `a: b: c`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

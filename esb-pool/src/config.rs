@@ -1,0 +1,212 @@
+//! The pool's typed configuration: plain structs, validated once by [`crate::Pool::new`].
+
+use std::time::Duration;
+
+use esb_runtime::SandboxSpec;
+
+use crate::PoolError;
+
+/// How one function's sandboxes are pooled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionPoolConfig {
+    /// What each sandbox is made from; `spec.function_name` names the function in the pool.
+    pub spec: SandboxSpec,
+    /// Sandboxes of this function never exceed this, counting those being created or destroyed.
+    pub max_capacity: usize,
+    /// Sandboxes created at start and kept (provisioned concurrency).
+    pub min_capacity: usize,
+    /// How long a request may wait in the queue for a free or new sandbox before it is throttled.
+    pub acquire_timeout: Duration,
+    /// An idle sandbox is destroyed after this long (never below `min_capacity`).
+    pub idle_timeout: Duration,
+    /// Freeze a sandbox once it has been idle this long; `None` never freezes.
+    pub pause_idle: Option<Duration>,
+}
+
+impl FunctionPoolConfig {
+    /// A config with ESB's defaults: max 10, min 0, 5 s queue wait, 300 s idle, freeze after 1 s.
+    pub fn new(spec: SandboxSpec) -> Self {
+        Self {
+            spec,
+            max_capacity: 10,
+            min_capacity: 0,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            pause_idle: Some(Duration::from_secs(1)),
+        }
+    }
+
+    /// Sets `max_capacity`.
+    pub fn max_capacity(mut self, max: usize) -> Self {
+        self.max_capacity = max;
+        self
+    }
+
+    /// Sets `min_capacity`.
+    pub fn min_capacity(mut self, min: usize) -> Self {
+        self.min_capacity = min;
+        self
+    }
+
+    /// Sets `acquire_timeout`.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets `idle_timeout`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets `pause_idle`.
+    pub fn pause_idle(mut self, after: Option<Duration>) -> Self {
+        self.pause_idle = after;
+        self
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.spec.function_name
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), PoolError> {
+        let invalid = |field: &'static str, reason: String| PoolError::InvalidConfig {
+            function: self.name().to_owned(),
+            field,
+            reason,
+        };
+        if self.name().is_empty() {
+            return Err(invalid("spec.function_name", "must not be empty".into()));
+        }
+        if self.max_capacity == 0 {
+            return Err(invalid("max_capacity", "must be at least 1".into()));
+        }
+        if self.min_capacity > self.max_capacity {
+            return Err(invalid(
+                "min_capacity",
+                format!(
+                    "{} is over max_capacity {}",
+                    self.min_capacity, self.max_capacity
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// When a function's circuit breaker opens and how it recovers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive infrastructure failures (failed creates, lost sandboxes) that open it; 0 disables it.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe request is let through (half-open).
+    pub recovery_time: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            recovery_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Settings of a whole pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// The functions pooled from the start (more can be added with [`crate::Pool::register`]).
+    pub functions: Vec<FunctionPoolConfig>,
+    /// At most this many sandboxes on one runtime (host), all functions together.
+    pub host_cap: Option<usize>,
+    /// How often the janitor runs (idle destroy, freeze, reconcile, min capacity).
+    pub janitor_interval: Duration,
+    /// A sandbox the pool does not know is destroyed by the janitor once it is this old.
+    pub orphan_grace: Duration,
+    /// The per-function circuit breaker.
+    pub breaker: BreakerConfig,
+    /// When set, the sandboxes of this pool are those labelled `esb.env=<env>`; otherwise
+    /// those whose function is pooled. Only those are ever destroyed as orphans.
+    pub env: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            functions: Vec::new(),
+            host_cap: None,
+            janitor_interval: Duration::from_secs(1),
+            orphan_grace: Duration::from_secs(60),
+            breaker: BreakerConfig::default(),
+            env: None,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// A config pooling these functions, with the defaults otherwise.
+    pub fn new(functions: impl IntoIterator<Item = FunctionPoolConfig>) -> Self {
+        Self {
+            functions: functions.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), PoolError> {
+        if self.janitor_interval.is_zero() {
+            return Err(PoolError::InvalidConfig {
+                function: String::new(),
+                field: "janitor_interval",
+                reason: "must be more than zero".into(),
+            });
+        }
+        if self.host_cap == Some(0) {
+            return Err(PoolError::InvalidConfig {
+                function: String::new(),
+                field: "host_cap",
+                reason: "must be at least 1".into(),
+            });
+        }
+        for function in &self.functions {
+            function.validate()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_over_max_names_function_and_field() {
+        let config = FunctionPoolConfig::new(SandboxSpec::new("echo"))
+            .max_capacity(2)
+            .min_capacity(3);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("echo") && err.contains("min_capacity"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_max_is_rejected() {
+        let config = FunctionPoolConfig::new(SandboxSpec::new("echo")).max_capacity(0);
+        assert!(matches!(
+            config.validate(),
+            Err(PoolError::InvalidConfig {
+                field: "max_capacity",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = PoolConfig::new([FunctionPoolConfig::new(SandboxSpec::new("echo"))]);
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,114 @@
+//! The janitor: reconcile with the runtimes, destroy expired idle sandboxes, freeze idle
+//! ones, and keep `min_capacity`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use esb_runtime::{Error as RuntimeError, SandboxId, SandboxState};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::pool::Shared;
+
+/// Runs [`sweep`] every `interval` until the pool is dropped or shut down.
+pub(crate) async fn run(shared: Weak<Shared>, interval: Duration) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        sweep(&shared).await;
+    }
+}
+
+/// One pass of the janitor.
+pub(crate) async fn sweep(shared: &Arc<Shared>) {
+    for runtime in 0..shared.runtimes.len() {
+        reconcile(shared, runtime).await;
+    }
+    for function in shared.snapshot() {
+        function.expire_idle(shared);
+        if let Some(after) = function.config.pause_idle {
+            let now = Instant::now();
+            let leases = function.take_idle(shared, |s| {
+                let slot = &shared.runtimes[s.runtime];
+                !s.paused
+                    && slot.pausable
+                    && slot.healthy.load(Ordering::Acquire)
+                    && s.last_used.is_some_and(|t| now.duration_since(t) >= after)
+            });
+            for mut lease in leases {
+                match lease.runtime().pause(lease.id()).await {
+                    Ok(()) => lease.sandbox_mut().paused = true,
+                    Err(err) => {
+                        tracing::warn!(function = %function.name, sandbox = %lease.id(), %err, "pause failed");
+                        if err.is_sandbox_fatal() {
+                            lease.report.discard = true;
+                        }
+                        if matches!(err, RuntimeError::Unavailable(_)) {
+                            shared.mark_unhealthy(lease.sandbox_mut().runtime);
+                        }
+                    }
+                }
+            }
+        }
+        function.ensure_min(shared);
+    }
+}
+
+/// Compares what a runtime lists with what the pool knows: destroys orphans past the
+/// grace period and drops known sandboxes that are gone or stopped.
+async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
+    let slot = &shared.runtimes[runtime];
+    let listed_at = Instant::now();
+    let listed = match slot.runtime.list().await {
+        Ok(listed) => listed,
+        Err(RuntimeError::Unavailable(reason)) => {
+            tracing::warn!(runtime, %reason, "runtime unavailable");
+            shared.mark_unhealthy(runtime);
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(runtime, %err, "cannot list sandboxes");
+            return;
+        }
+    };
+    if !slot.healthy.swap(true, Ordering::AcqRel) {
+        tracing::info!(runtime, "runtime is reachable again");
+        shared.wake_waiters();
+    }
+    let states: HashMap<&SandboxId, SandboxState> =
+        listed.iter().map(|info| (&info.id, info.state)).collect();
+    let gone = |id: &SandboxId| {
+        states
+            .get(id)
+            .is_none_or(|state| *state == SandboxState::Stopped)
+    };
+    let mut known = HashSet::new();
+    for function in shared.snapshot() {
+        function.drop_vanished(shared, runtime, &gone, listed_at);
+        known.extend(function.known_on(runtime));
+    }
+    let now = SystemTime::now();
+    for info in &listed {
+        if known.contains(&info.id) || !shared.owns(info) {
+            continue;
+        }
+        let age = now
+            .duration_since(info.created_at)
+            .unwrap_or(Duration::ZERO);
+        if age < shared.orphan_grace {
+            continue;
+        }
+        tracing::info!(runtime, sandbox = %info.id, function = %info.function_name, "destroying orphan sandbox");
+        if let Err(err) = slot.runtime.destroy(&info.id).await {
+            tracing::warn!(runtime, sandbox = %info.id, %err, "cannot destroy orphan sandbox");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The pool over the real process backend running `esb-testfn`, a `lambda_runtime` function.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use esb_pool::{FunctionPoolConfig, Invocation, Pool, PoolConfig, PoolError, PoolResponse};
+use esb_runtime::logs::NullLogSink;
+use esb_runtime::process::{ProcessConfig, ProcessRuntime};
+use esb_runtime::{
+    Capabilities, Error as RuntimeError, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId,
+    SandboxInfo, SandboxMetrics, SandboxSpec,
+};
+use serde_json::Value;
+
+/// The process backend, counting the sandboxes it creates.
+struct Counting {
+    inner: ProcessRuntime,
+    creates: AtomicUsize,
+}
+
+#[async_trait]
+impl Runtime for Counting {
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(spec).await
+    }
+    async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
+        self.inner.invoke(id, request).await
+    }
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        self.inner.pause(id).await
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        self.inner.resume(id).await
+    }
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        self.inner.destroy(id).await
+    }
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        self.inner.list().await
+    }
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {
+        self.inner.metrics(id).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}
+
+fn counting_runtime() -> Arc<Counting> {
+    Arc::new(Counting {
+        inner: ProcessRuntime::new(ProcessConfig {
+            log_sink: Arc::new(NullLogSink),
+            ..ProcessConfig::default()
+        }),
+        creates: AtomicUsize::new(0),
+    })
+}
+
+fn testfn(max: usize) -> FunctionPoolConfig {
+    let binary = esb_testfn::binary().expect("build esb-testfn");
+    let spec = SandboxSpec::new("testfn")
+        .command([binary.display().to_string()])
+        .timeout(Duration::from_secs(20));
+    FunctionPoolConfig::new(spec)
+        .max_capacity(max)
+        .acquire_timeout(Duration::from_secs(60))
+}
+
+fn pool(function: FunctionPoolConfig, runtime: Arc<Counting>) -> Pool {
+    let config = PoolConfig {
+        janitor_interval: Duration::from_millis(50),
+        ..PoolConfig::new([function])
+    };
+    Pool::new(config, vec![runtime as Arc<dyn Runtime>]).unwrap()
+}
+
+fn invoke(pool: &Pool, event: &str) -> tokio::task::JoinHandle<Result<PoolResponse, PoolError>> {
+    let pool = pool.clone();
+    let invocation = Invocation::new("testfn", InvokeRequest::new(event.to_owned()));
+    tokio::spawn(async move { pool.invoke(invocation).await })
+}
+
+fn pid(answer: &PoolResponse) -> u64 {
+    let body: Value = serde_json::from_slice(&answer.response.body()).unwrap();
+    body["pid"].as_u64().expect("the answer has a pid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_invocations_with_max_4_use_at_most_4_processes() {
+    let runtime = counting_runtime();
+    let pool = pool(testfn(4), runtime.clone());
+    let tasks: Vec<_> = (0..32)
+        .map(|_| invoke(&pool, r#"{"sleep_ms":200}"#))
+        .collect();
+    let mut pids = HashSet::new();
+    let mut sandboxes = HashSet::new();
+    for task in tasks {
+        let answer = task.await.unwrap().expect("every invocation is answered");
+        pids.insert(pid(&answer));
+        sandboxes.insert(answer.sandbox_id);
+    }
+    assert!(pids.len() <= 4, "{} processes", pids.len());
+    assert!(sandboxes.len() <= 4);
+    assert!(runtime.creates.load(Ordering::SeqCst) <= 4);
+    pool.shutdown().await;
+    assert!(runtime.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_beyond_acquire_timeout_is_throttled() {
+    let runtime = counting_runtime();
+    let function = testfn(1).acquire_timeout(Duration::from_millis(300));
+    let pool = pool(function, runtime.clone());
+    let long = invoke(&pool, r#"{"sleep_ms":2000}"#);
+    while pool.stats("testfn").unwrap().busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let overflow = invoke(&pool, "{}").await.unwrap();
+    match overflow {
+        Err(PoolError::Throttled { waited, .. }) => {
+            assert!(waited >= Duration::from_millis(300));
+        }
+        other => panic!("expected Throttled, got {other:?}"),
+    }
+    long.await
+        .unwrap()
+        .expect("the long invocation is answered");
+    assert_eq!(runtime.creates.load(Ordering::SeqCst), 1);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_process_is_thawed_and_reused() {
+    let runtime = counting_runtime();
+    let function = testfn(2).pause_idle(Some(Duration::from_millis(100)));
+    let pool = pool(function, runtime.clone());
+    let first = invoke(&pool, "{}").await.unwrap().unwrap();
+    assert!(first.cold_start);
+    let mut waited = Duration::ZERO;
+    while pool.stats("testfn").unwrap().paused == 0 {
+        assert!(waited < Duration::from_secs(10), "never frozen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    let listed = runtime.list().await.unwrap();
+    assert_eq!(listed[0].state, esb_runtime::SandboxState::Paused);
+    let second = invoke(&pool, "{}").await.unwrap().unwrap();
+    assert!(!second.cold_start);
+    assert_eq!(pid(&first), pid(&second));
+    assert_eq!(runtime.creates.load(Ordering::SeqCst), 1);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_exits_mid_invocation_is_replaced() {
+    let runtime = counting_runtime();
+    let pool = pool(testfn(1), runtime.clone());
+    let first = invoke(&pool, "{}").await.unwrap().unwrap();
+    let err = invoke(&pool, r#"{"exit":3}"#).await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, PoolError::Runtime(RuntimeError::SandboxLost { .. })),
+        "{err:?}"
+    );
+    let third = invoke(&pool, "{}").await.unwrap().unwrap();
+    assert!(third.cold_start);
+    assert_ne!(pid(&first), pid(&third));
+    assert_eq!(runtime.creates.load(Ordering::SeqCst), 2);
+    pool.shutdown().await;
+}

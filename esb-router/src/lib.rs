@@ -1,0 +1,61 @@
+//! `functions.yml`, `routing.yml` and SAM template loading, and the API Gateway route matcher.
+//!
+//! ```
+//! use esb_router::{Config, NoRoute, Router};
+//!
+//! let functions = r#"
+//! defaults:
+//!   environment: { LOG_LEVEL: "${LOG_LEVEL:-info}" }
+//! functions:
+//!   items: { command: ["./items-fn"], timeout: 10 }
+//! "#;
+//! let routing = r#"
+//! routes:
+//!   - { path: "/items/{id}", method: GET, function: items }
+//!   - { path: "/items/new", method: POST, function: items, auth: none }
+//! "#;
+//! let config = Config::from_yaml_str(functions, routing, &|_| None)?;
+//! assert_eq!(config.functions["items"].environment["LOG_LEVEL"], "info");
+//!
+//! let router = Router::new(&config)?;
+//! let found = router.select(&http::Method::GET, "/items/a%20b").unwrap();
+//! assert_eq!(&*found.resource, "/items/{id}");
+//! assert_eq!(found.path_parameters["id"], "a b");
+//! assert!(matches!(
+//!     router.select(&http::Method::DELETE, "/items/new"),
+//!     Err(NoRoute::MethodNotAllowed { .. })
+//! ));
+//! # Ok::<(), esb_router::Error>(())
+//! ```
+//!
+//! Libraries never read the process environment: `${VAR}` substitution and SAM `!Ref`
+//! parameters are resolved through the lookup the caller passes in, such as
+//! `&|name| std::env::var(name).ok()`.
+//!
+//! # Defaults
+//!
+//! As AWS Lambda: timeout 3 s (1..=900), memory 128 MB (128..=10240), payload format 1.0,
+//! invoke mode `runtime-api`. Scaling: `max_capacity` 10, `min_capacity` 0, `idle_timeout`
+//! 300 s, `acquire_timeout` 5 s. Routes need a JWT unless they say `auth: none`.
+//! In `functions.yml`, `defaults` may set `environment` and `scaling` (merged key by key
+//! under each function's) and `timeout`, `memory_size`, `invoke`, `payload_format`.
+//!
+//! # Fuzzing
+//!
+//! `fuzz/` holds cargo-fuzz targets for configuration and path template parsing; see
+//! `fuzz/README.md`.
+
+mod config;
+mod error;
+mod matcher;
+mod sam;
+mod subst;
+mod template;
+
+pub use config::{
+    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, InvokeMode,
+    MEMORY_SIZE_RANGE, PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
+};
+pub use error::{Error, Problem};
+pub use matcher::{Match, NoRoute, Router};
+pub use template::{PathTemplate, Segment};

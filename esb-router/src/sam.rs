@@ -1,0 +1,318 @@
+//! Reading an AWS SAM `template.yaml` directly.
+
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::config::{
+    Partial, build_route, check_function_name, check_routes, key_text, mapping, read, read_count,
+    read_environment, read_memory, read_payload_format, read_timeout, text_value,
+};
+use crate::error::Report;
+use crate::subst::Env;
+use crate::{Auth, Config, Error, PayloadFormat};
+
+impl Config {
+    /// Reads the `AWS::Serverless::Function` resources of a SAM template and their `Api` /
+    /// `HttpApi` events.
+    ///
+    /// - name: `FunctionName` when it resolves to a string, else the logical id;
+    /// - image: `ImageUri`, else `<logical id in lowercase>:<Metadata.DockerTag>` as `sam build`
+    ///   tags it; only `PackageType: Image` functions are accepted;
+    /// - `Timeout`, `MemorySize`, `Environment.Variables`, `ReservedConcurrentExecutions` (max
+    ///   capacity) and `ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions` (min
+    ///   capacity), each falling back to `Globals.Function`;
+    /// - events of type `Api` become payload 1.0 routes, `HttpApi` 2.0 routes (or their
+    ///   `PayloadFormatVersion`); `Auth.Authorizer: NONE` makes a route `auth: none`.
+    ///
+    /// CloudFormation functions are tolerated: `!Ref P` / `!Sub` resolve from `env(P)`, then from
+    /// the parameter's `Default`; a `!Ref` to a resource gives its logical id (as `sam local`
+    /// does); an environment variable that cannot be resolved (`!GetAtt`) is left out.
+    pub fn from_sam_template(
+        path: impl AsRef<Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = read(path)?;
+        parse_sam(&path.display().to_string(), &text, env)
+    }
+
+    /// Like [`Config::from_sam_template`], from the template's text.
+    pub fn from_sam_str(
+        template: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        parse_sam("template.yaml", template, env)
+    }
+}
+
+struct Resolver<'a> {
+    env: Env<'a>,
+    parameters: Option<&'a Mapping>,
+    resources: Option<&'a Mapping>,
+}
+
+impl Resolver<'_> {
+    /// Resolves a scalar or a `Ref` / `Fn::Sub` to text, or `None` when it cannot.
+    fn resolve(&self, value: &Value) -> Option<String> {
+        match value {
+            Value::Tagged(tagged) => match tagged.tag.to_string().as_str() {
+                "!Ref" => self.reference(tagged.value.as_str()?),
+                "!Sub" => self.sub(&tagged.value),
+                _ => None,
+            },
+            Value::Mapping(map) if map.len() == 1 => {
+                if let Some(name) = map.get("Ref") {
+                    self.reference(name.as_str()?)
+                } else {
+                    self.sub(map.get("Fn::Sub")?)
+                }
+            }
+            other => text_value(other),
+        }
+    }
+
+    fn reference(&self, name: &str) -> Option<String> {
+        if let Some(value) = (self.env)(name) {
+            return Some(value);
+        }
+        if let Some(parameter) = self.parameters.and_then(|p| p.get(name)) {
+            return parameter.get("Default").and_then(text_value);
+        }
+        if name == "AWS::Region" {
+            return (self.env)("AWS_REGION");
+        }
+        self.resources
+            .filter(|r| r.contains_key(name))
+            .map(|_| name.to_owned())
+    }
+
+    fn sub(&self, value: &Value) -> Option<String> {
+        let template = match value {
+            Value::String(s) => s.as_str(),
+            Value::Sequence(items) => items.first()?.as_str()?,
+            _ => return None,
+        };
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}')?;
+            out.push_str(&self.reference(&after[..end])?);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
+    let mut problems = Vec::new();
+    let mut report = Report {
+        file,
+        problems: &mut problems,
+    };
+    let root = match serde_yaml::from_str::<Value>(text) {
+        Ok(Value::Mapping(root)) => root,
+        Ok(_) => {
+            report.push("", "", "expected a mapping at the top level");
+            return Err(Error::Invalid(problems));
+        }
+        Err(e) => {
+            report.push("", "", format!("invalid YAML: {e}"));
+            return Err(Error::Invalid(problems));
+        }
+    };
+    let section = |name: &str| match root.get(name) {
+        Some(Value::Mapping(map)) => Some(map),
+        _ => None,
+    };
+    let resolver = Resolver {
+        env,
+        parameters: section("Parameters"),
+        resources: section("Resources"),
+    };
+    let globals = section("Globals")
+        .and_then(|g| g.get("Function"))
+        .and_then(|f| mapping(f, &mut report, "Globals.Function", ""))
+        .map(|f| read_sam_function(f, &resolver, &mut report, "Globals.Function"))
+        .unwrap_or_default();
+
+    let mut config = Config::default();
+    let mut labels = Vec::new();
+    let Some(resources) = resolver.resources else {
+        report.push("", "Resources", "missing: the template has no resources");
+        return Err(Error::Invalid(problems));
+    };
+    for (key, resource) in resources {
+        let logical_id = key_text(key);
+        if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let item = format!("Resources.{logical_id}");
+        let empty = Mapping::new();
+        let properties = match resource.get("Properties") {
+            Some(p) => mapping(p, &mut report, &item, "Properties").unwrap_or(&empty),
+            None => &empty,
+        };
+        let name = properties
+            .get("FunctionName")
+            .and_then(|n| resolver.resolve(n))
+            .unwrap_or_else(|| logical_id.clone());
+        check_function_name(&name, &mut report, &item);
+        if config.functions.contains_key(&name) {
+            report.push(
+                &item,
+                "FunctionName",
+                format!("function {name:?} is defined twice"),
+            );
+            continue;
+        }
+
+        let mut partial = read_sam_function(properties, &resolver, &mut report, &item);
+        let package_type = properties
+            .get("PackageType")
+            .and_then(|p| resolver.resolve(p));
+        if package_type.as_deref() != Some("Image") {
+            report.push(
+                &item,
+                "PackageType",
+                "only PackageType: Image functions can run here",
+            );
+        }
+        partial.image = properties
+            .get("ImageUri")
+            .and_then(|i| resolver.resolve(i))
+            .or_else(|| {
+                let tag = resource
+                    .get("Metadata")?
+                    .get("DockerTag")
+                    .and_then(text_value)?;
+                Some(format!("{}:{tag}", logical_id.to_ascii_lowercase()))
+            });
+        if partial.image.is_none() && package_type.as_deref() == Some("Image") {
+            report.push(
+                &item,
+                "ImageUri",
+                "missing, and no Metadata.DockerTag to name the built image",
+            );
+        }
+
+        if let Some(events) = properties
+            .get("Events")
+            .and_then(|e| mapping(e, &mut report, &item, "Events"))
+        {
+            for (event_key, event) in events {
+                let label = format!("{item}.Events.{}", key_text(event_key));
+                let payload_format = match event.get("Type").and_then(Value::as_str) {
+                    Some("Api") => PayloadFormat::V1,
+                    Some("HttpApi") => PayloadFormat::V2,
+                    _ => continue,
+                };
+                let empty = Mapping::new();
+                let props = match event.get("Properties") {
+                    Some(p) => mapping(p, &mut report, &label, "Properties").unwrap_or(&empty),
+                    None => &empty,
+                };
+                let payload_format = match props.get("PayloadFormatVersion") {
+                    Some(v) => read_payload_format(v, &mut report, &label, "PayloadFormatVersion"),
+                    None => Some(payload_format),
+                };
+                let auth = match props
+                    .get("Auth")
+                    .and_then(|a| a.get("Authorizer"))
+                    .and_then(|a| resolver.resolve(a))
+                {
+                    Some(authorizer) if authorizer.eq_ignore_ascii_case("NONE") => Auth::None,
+                    _ => Auth::Jwt,
+                };
+                let path = props.get("Path").and_then(|p| resolver.resolve(p));
+                let method = props.get("Method").and_then(|m| resolver.resolve(m));
+                if path.is_none() {
+                    report.push(
+                        &label,
+                        "Path",
+                        "missing (the HttpApi $default route is not supported: give a Path)",
+                    );
+                }
+                if method.is_none() {
+                    report.push(&label, "Method", "missing");
+                }
+                if let Some(route) = build_route(
+                    path,
+                    method,
+                    Some(name.clone()),
+                    auth,
+                    payload_format,
+                    &mut report,
+                    &label,
+                ) && payload_format.is_some()
+                {
+                    config.routes.push(route);
+                    labels.push(label);
+                }
+            }
+        }
+        if let Some(function) = partial
+            .under(&globals)
+            .finish(name.clone(), &mut report, &item)
+        {
+            config.functions.insert(name, function);
+        }
+    }
+    check_routes(&config, &labels, file, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::Invalid(problems))
+    }
+}
+
+fn read_sam_function(
+    props: &Mapping,
+    resolver: &Resolver<'_>,
+    report: &mut Report<'_>,
+    item: &str,
+) -> Partial {
+    let mut p = Partial::default();
+    let resolved = |key: &str| {
+        props
+            .get(key)
+            .map(|v| resolver.resolve(v).map_or(v.clone(), Value::String))
+    };
+    if let Some(v) = resolved("Timeout") {
+        p.timeout = read_timeout(&v, report, item, "Timeout");
+    }
+    if let Some(v) = resolved("MemorySize") {
+        p.memory_size = read_memory(&v, report, item, "MemorySize");
+    }
+    if let Some(v) = resolved("ReservedConcurrentExecutions") {
+        p.scaling.max_capacity = read_count(&v, report, item, "ReservedConcurrentExecutions", 1);
+    }
+    if let Some(v) = props
+        .get("ProvisionedConcurrencyConfig")
+        .and_then(|c| c.get("ProvisionedConcurrentExecutions"))
+    {
+        let v = resolver.resolve(v).map_or(v.clone(), Value::String);
+        p.scaling.min_capacity = read_count(
+            &v,
+            report,
+            item,
+            "ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions",
+            0,
+        );
+    }
+    if let Some(vars) = props.get("Environment").and_then(|e| e.get("Variables"))
+        && let Some(vars) = mapping(vars, report, item, "Environment.Variables")
+    {
+        let mut resolvable = Mapping::new();
+        for (key, value) in vars {
+            if let Some(text) = resolver.resolve(value) {
+                resolvable.insert(key.clone(), Value::String(text));
+            }
+        }
+        p.environment = read_environment(&resolvable, report, item, &text_value);
+    }
+    p
+}

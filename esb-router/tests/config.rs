@@ -1,0 +1,398 @@
+//! Loading functions.yml, routing.yml and SAM templates from fixture files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use esb_router::{Auth, Config, Error, InvokeMode, PayloadFormat, Problem, RouteMethod, Scaling};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
+fn problems(result: Result<Config, Error>) -> Vec<Problem> {
+    match result {
+        Err(Error::Invalid(problems)) => problems,
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+/// Finds the problem about `item` and `field`, or fails listing all of them.
+fn find<'p>(problems: &'p [Problem], item: &str, field: &str) -> &'p Problem {
+    problems
+        .iter()
+        .find(|p| p.item.starts_with(item) && p.field == field)
+        .unwrap_or_else(|| panic!("no problem for {item} / {field} in:\n{problems:#?}"))
+}
+
+#[test]
+fn loads_functions_and_routes_with_defaults_merged() {
+    let config = Config::load(
+        fixture("functions.yml"),
+        fixture("routing.yml"),
+        &env(&[("LOG_LEVEL", "info"), ("REGISTRY", "127.0.0.1:5000")]),
+    )
+    .unwrap();
+
+    let echo = &config.functions["lambda-echo"];
+    assert_eq!(echo.name, "lambda-echo");
+    assert_eq!(
+        echo.image.as_deref(),
+        Some("127.0.0.1:5000/lambda-echo:latest")
+    );
+    assert_eq!(
+        echo.command,
+        Some(vec![
+            "./target/release/echo-fn".to_owned(),
+            "--quiet".to_owned()
+        ])
+    );
+    assert_eq!(echo.timeout, Duration::from_secs(30));
+    assert_eq!(echo.memory_size, 256);
+    assert_eq!(echo.invoke, InvokeMode::RuntimeApi);
+    assert_eq!(echo.payload_format, PayloadFormat::V1);
+    // The function's own environment wins over the defaults, which fill the rest.
+    assert_eq!(
+        echo.environment,
+        BTreeMap::from([
+            ("KEY".to_owned(), "value".to_owned()),
+            ("LOG_LEVEL".to_owned(), "debug".to_owned()),
+            ("REGION".to_owned(), "ap-northeast-1".to_owned()),
+        ])
+    );
+    // defaults.scaling is merged field by field under the function's scaling.
+    assert_eq!(
+        echo.scaling,
+        Scaling {
+            max_capacity: 1,
+            min_capacity: 1,
+            idle_timeout: Duration::from_secs(120),
+            acquire_timeout: Duration::from_millis(2500),
+        }
+    );
+
+    let items = &config.functions["items"];
+    assert_eq!(items.command, Some(vec!["./items-fn".to_owned()]));
+    assert_eq!(items.image, None);
+    assert_eq!(items.invoke, InvokeMode::Rie);
+    assert_eq!(items.payload_format, PayloadFormat::V2);
+    assert_eq!(items.environment["LOG_LEVEL"], "info");
+    assert_eq!(items.scaling.max_capacity, 4);
+    assert_eq!(items.scaling.min_capacity, 0);
+
+    // AWS Lambda's defaults where nothing is said.
+    let files = &config.functions["files"];
+    assert_eq!(files.timeout, Duration::from_secs(3));
+    assert_eq!(files.memory_size, 128);
+
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.as_str().to_owned(),
+                r.function.as_str(),
+                r.auth,
+                r.payload_format,
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            (
+                "POST".into(),
+                "/api/echo".into(),
+                "lambda-echo",
+                Auth::Jwt,
+                None
+            ),
+            (
+                "ANY".into(),
+                "/items/{id}".into(),
+                "items",
+                Auth::Jwt,
+                Some(PayloadFormat::V1)
+            ),
+            ("GET".into(), "/items".into(), "items", Auth::Jwt, None),
+            (
+                "GET".into(),
+                "/files/{proxy+}".into(),
+                "files",
+                Auth::None,
+                None
+            ),
+        ]
+    );
+}
+
+#[test]
+fn unset_variable_is_an_error_naming_it_and_its_line() {
+    let problems = problems(Config::load(
+        fixture("functions.yml"),
+        fixture("routing.yml"),
+        &env(&[("REGISTRY", "r")]),
+    ));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let text = problems[0].to_string();
+    assert!(
+        text.contains("functions.yml: line 4: environment variable LOG_LEVEL is not set"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_file_item_and_field() {
+    let problems = problems(Config::load(
+        fixture("bad_functions.yml"),
+        fixture("bad_routing.yml"),
+        &env(&[]),
+    ));
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+
+    let p = find(&problems, "line 18", "");
+    assert!(p.message.contains("UNSET_SECRET"), "{p}");
+    assert!(p.file.ends_with("bad_functions.yml"));
+    assert!(
+        find(&problems, "defaults", "scaling.max_capacity")
+            .message
+            .contains("at least 1")
+    );
+    assert!(
+        find(&problems, "functions.no-code", "timeout")
+            .message
+            .contains("outside 1..=900")
+    );
+    assert!(
+        find(&problems, "functions.no-code", "")
+            .message
+            .contains("image")
+    );
+    assert!(
+        find(&problems, "functions.too-big", "memory_size")
+            .message
+            .contains("outside 128..=10240")
+    );
+    assert!(
+        find(&problems, "functions.too-big", "timeout")
+            .message
+            .contains("901")
+    );
+    assert!(
+        find(&problems, "functions.inverted", "scaling.min_capacity")
+            .message
+            .contains("above max_capacity 2")
+    );
+    assert!(
+        find(&problems, "functions.inverted", "scaling.idle_timeout")
+            .message
+            .contains("above 0")
+    );
+    assert!(
+        find(&problems, "functions.inverted", "invoke")
+            .message
+            .contains("grpc")
+    );
+    assert!(
+        find(&problems, "functions.inverted", "payload_format")
+            .message
+            .contains("3.0")
+    );
+    assert!(
+        find(&problems, "functions.inverted", "memroy_size")
+            .message
+            .contains("unknown field")
+    );
+    assert!(
+        find(&problems, "functions.bad name!", "")
+            .message
+            .contains("function names")
+    );
+
+    let p = find(&problems, "routes[0]", "function");
+    assert!(
+        p.message.contains("ghost") && p.file.ends_with("bad_routing.yml"),
+        "{p}"
+    );
+    assert!(
+        find(&problems, "routes[2]", "")
+            .message
+            .contains("duplicate route")
+    );
+    assert!(
+        find(&problems, "routes[3]", "path")
+            .message
+            .contains("last segment")
+    );
+    assert!(
+        find(&problems, "routes[4]", "path")
+            .message
+            .contains("start with '/'")
+    );
+    assert!(
+        find(&problems, "routes[5]", "method")
+            .message
+            .contains("FETCH")
+    );
+    assert!(
+        find(&problems, "routes[6]", "auth")
+            .message
+            .contains("basic")
+    );
+    assert!(
+        find(&problems, "routes[7]", "method")
+            .message
+            .contains("missing")
+    );
+
+    let error = Error::Invalid(problems.clone()).to_string();
+    assert!(error.starts_with(&format!(
+        "invalid configuration ({} problems):",
+        problems.len()
+    )));
+    for line in text {
+        assert!(error.contains(&line));
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_and_missing_files_name_the_file() {
+    let problems = problems(Config::from_yaml_str(
+        "functions: [unclosed",
+        "routes: []",
+        &env(&[]),
+    ));
+    assert_eq!(problems[0].file, "functions.yml");
+    assert!(problems[0].message.starts_with("invalid YAML"));
+
+    match Config::load(fixture("nope.yml"), fixture("routing.yml"), &env(&[])) {
+        Err(Error::Read { path, .. }) => assert!(path.ends_with("nope.yml")),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+}
+
+#[test]
+fn sam_template_functions_and_events() {
+    let config = Config::from_sam_template(
+        fixture("template.yaml"),
+        &env(&[("Registry", "registry.local")]),
+    )
+    .unwrap();
+
+    assert_eq!(
+        config.functions.keys().collect::<Vec<_>>(),
+        ["BuiltFunction", "hello-dev"]
+    );
+    let hello = &config.functions["hello-dev"];
+    assert_eq!(hello.image.as_deref(), Some("registry.local/hello:latest"));
+    assert_eq!(hello.timeout, Duration::from_secs(60));
+    assert_eq!(hello.memory_size, 512);
+    assert_eq!(hello.scaling.max_capacity, 3);
+    assert_eq!(hello.scaling.min_capacity, 1);
+    assert_eq!(
+        hello.environment,
+        BTreeMap::from([
+            ("GREETING".to_owned(), "hi".to_owned()),
+            ("SHARED".to_owned(), "from-globals".to_owned()),
+            ("STAGE".to_owned(), "dev".to_owned()),
+            ("TABLE_NAME".to_owned(), "ItemsTable".to_owned()),
+        ])
+    );
+
+    let built = &config.functions["BuiltFunction"];
+    assert_eq!(built.image.as_deref(), Some("builtfunction:python3.12-v1"));
+    assert_eq!(built.timeout, Duration::from_secs(15));
+    assert_eq!(built.scaling, Scaling::default());
+
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.as_str().to_owned(),
+                r.function.as_str(),
+                r.auth,
+                r.payload_format,
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            (
+                RouteMethod::Method(http::Method::GET),
+                "/hello".into(),
+                "hello-dev",
+                Auth::Jwt,
+                Some(PayloadFormat::V1)
+            ),
+            (
+                RouteMethod::Any,
+                "/hello/{name}".into(),
+                "hello-dev",
+                Auth::None,
+                Some(PayloadFormat::V2)
+            ),
+            (
+                RouteMethod::Method(http::Method::POST),
+                "/legacy".into(),
+                "BuiltFunction",
+                Auth::Jwt,
+                Some(PayloadFormat::V1)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn sam_template_validation_names_resources() {
+    let template = r#"
+Resources:
+  Zip:
+    Type: AWS::Serverless::Function
+    Properties: { CodeUri: ./src, Handler: app.handler, Runtime: python3.12, MemorySize: 64 }
+  Img:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      ImageUri: img
+      ReservedConcurrentExecutions: 0
+      Events:
+        E: { Type: Api, Properties: { Path: "/x/{a}{b}", Method: get } }
+"#;
+    let problems = problems(Config::from_sam_str(template, &env(&[])));
+    assert!(
+        find(&problems, "Resources.Zip", "PackageType")
+            .message
+            .contains("Image")
+    );
+    assert!(
+        find(&problems, "Resources.Zip", "MemorySize")
+            .message
+            .contains("64 MB")
+    );
+    assert!(
+        find(&problems, "Resources.Img", "ReservedConcurrentExecutions")
+            .message
+            .contains("at least 1")
+    );
+    assert!(
+        find(&problems, "Resources.Img.Events.E", "path")
+            .message
+            .contains("bad path template")
+    );
+}

@@ -1,0 +1,1216 @@
+//! The `containerd` backend: each sandbox is a containerd container in namespace `esb-<env>`,
+//! in its own network namespace where the backend serves the Lambda Runtime API at
+//! `127.0.0.1:9001`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), esb_runtime::Error> {
+//! use esb_runtime::containerd::{ContainerdConfig, ContainerdRuntime};
+//! use esb_runtime::{InvokeRequest, Runtime, SandboxSpec};
+//!
+//! let runtime = ContainerdRuntime::connect(ContainerdConfig {
+//!     env: "dev".into(),
+//!     ..ContainerdConfig::default()
+//! })
+//! .await?;
+//! let spec = SandboxSpec::new("echo").image("127.0.0.1:5000/lambda-echo:latest");
+//! let sandbox = runtime.create(spec).await?;
+//! let response = runtime.invoke(&sandbox.id, InvokeRequest::new("{}")).await?;
+//! println!("{:?}", response.body());
+//! runtime.destroy(&sandbox.id).await?;
+//! # Ok(()) }
+//! ```
+
+mod cgroup;
+mod client;
+mod cni;
+mod image;
+mod netns;
+mod oci;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, GetContainerRequest, GetRequest as GetTaskRequest, KillRequest,
+    ListContainersRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+};
+use containerd_client::tonic::Code;
+use containerd_client::types::v1::Status as TaskStatus;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use cni::CniConfig;
+pub use image::{RegistryConfig, RegistryCredentials};
+
+use self::cgroup::Cgroup;
+use self::client::{Ctr, ignore_not_found, status_error};
+use self::cni::Cni;
+use self::image::Images;
+use crate::logs::{LogLine, LogSink, LogStream, TerminalLogSink};
+use crate::runtime_api::{self, Broker, BrokerConfig};
+use crate::{
+    Capabilities, Error, FunctionError, InvokeMode, InvokeRequest, InvokeResponse, InvokeResult,
+    Result, Runtime, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState, billed,
+};
+
+/// Label every ESB container carries: who made it.
+pub const LABEL_CREATED_BY: &str = "esb.created-by";
+/// Value of [`LABEL_CREATED_BY`].
+pub const CREATED_BY: &str = "esb-agent";
+/// Label naming the ESB environment of a container.
+pub const LABEL_ENV: &str = "esb.env";
+/// Label naming the function a container runs.
+pub const LABEL_FUNCTION: &str = "esb.function";
+/// Label naming the CNI network a container is attached to.
+pub const LABEL_NETWORK: &str = "esb.network";
+/// Label holding a container's address on its CNI network.
+pub const LABEL_IP: &str = "esb.ip";
+/// Label holding a container's invoke mode.
+pub const LABEL_INVOKE: &str = "esb.invoke";
+
+/// Port of the Runtime Interface Emulator in `rie` images.
+const RIE_PORT: u16 = 8080;
+/// How long destroy waits for a killed task to be reported gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Settings of the containerd backend.
+#[derive(Clone)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC socket.
+    pub address: PathBuf,
+    /// ESB environment: sandboxes live in namespace `esb-<env>` and carry `esb.env=<env>`.
+    pub env: String,
+    /// Snapshotter of images and sandboxes.
+    pub snapshotter: String,
+    /// containerd runtime (shim) of the tasks.
+    pub runtime: String,
+    /// Where network namespaces and I/O FIFOs are kept (a tmpfs such as /run).
+    pub state_dir: PathBuf,
+    /// `AWS_REGION` and the region in function ARNs.
+    pub region: String,
+    /// Account id in function ARNs.
+    pub account_id: String,
+    /// How long a sandbox's init may take before its first invocation fails.
+    pub init_timeout: Duration,
+    /// CPUs each sandbox may use (CFS quota); `None` leaves only the memory-proportional shares.
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads in a sandbox.
+    pub pids_limit: u32,
+    /// Size of each sandbox's writable `/tmp`, in MB.
+    pub tmp_size_mb: u32,
+    /// Extra variables every sandbox gets after the Lambda ones, e.g. `AWS_ENDPOINT_URL_S3`.
+    pub endpoints: BTreeMap<String, String>,
+    /// Registries: insecure (plain HTTP) ones and credentials.
+    pub registries: RegistryConfig,
+    /// Attach sandboxes to a CNI bridge (needed for `rie` mode and to reach services).
+    pub cni: Option<CniConfig>,
+    /// Where function log lines and START/END/REPORT lines go.
+    pub log_sink: Arc<dyn LogSink>,
+}
+
+impl std::fmt::Debug for ContainerdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerdConfig")
+            .field("address", &self.address)
+            .field("env", &self.env)
+            .field("snapshotter", &self.snapshotter)
+            .field("runtime", &self.runtime)
+            .field("state_dir", &self.state_dir)
+            .field("region", &self.region)
+            .field("cpus", &self.cpus)
+            .field("pids_limit", &self.pids_limit)
+            .field("registries", &self.registries)
+            .field("cni", &self.cni)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self {
+            address: PathBuf::from("/run/containerd/containerd.sock"),
+            env: "default".into(),
+            snapshotter: "overlayfs".into(),
+            runtime: "io.containerd.runc.v2".into(),
+            state_dir: PathBuf::from("/run/esb"),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            init_timeout: Duration::from_secs(10),
+            cpus: Some(1.0),
+            pids_limit: 1024,
+            tmp_size_mb: 512,
+            endpoints: BTreeMap::new(),
+            registries: RegistryConfig::default(),
+            cni: None,
+            log_sink: Arc::new(TerminalLogSink),
+        }
+    }
+}
+
+impl ContainerdConfig {
+    /// The containerd namespace of this environment: `esb-<env>`.
+    pub fn namespace(&self) -> String {
+        format!("esb-{}", self.env)
+    }
+}
+
+/// What [`ContainerdRuntime::reconcile`] does with sandboxes of this env it did not create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconcilePolicy {
+    /// Take running `rie` sandboxes over (logs re-attached, exit followed); remove the others.
+    ///
+    /// A `runtime-api` sandbox cannot be taken over: its Runtime API socket belonged to the
+    /// process that made it, and its runtime client does not poll again once that
+    /// connection is cut, so it is removed (a pool makes a new one on demand).
+    Adopt,
+    /// Remove them all.
+    Remove,
+}
+
+/// What a reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Sandboxes taken over.
+    pub adopted: Vec<SandboxId>,
+    /// Sandboxes removed.
+    pub removed: Vec<SandboxId>,
+}
+
+struct Sandbox {
+    info: SandboxInfo,
+    memory_mb: u32,
+    timeout: Duration,
+    mode: InvokeMode,
+    broker: Broker,
+    ip: Option<Ipv4Addr>,
+    cgroup: Cgroup,
+    paused: AtomicBool,
+    exited: watch::Receiver<Option<String>>,
+    stop_server: Mutex<Option<oneshot::Sender<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Sandbox {
+    fn state(&self) -> SandboxState {
+        if self.exited.borrow().is_some() {
+            SandboxState::Stopped
+        } else if self.paused.load(Ordering::Acquire) {
+            SandboxState::Paused
+        } else {
+            SandboxState::Running
+        }
+    }
+
+    fn stop_workers(&self) {
+        if let Some(stop) = lock(&self.stop_server).take() {
+            let _ = stop.send(());
+        }
+        for worker in lock(&self.workers).drain(..) {
+            worker.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// Runs sandboxes as containerd containers.
+pub struct ContainerdRuntime {
+    config: ContainerdConfig,
+    namespace: String,
+    ctr: Ctr,
+    images: Images,
+    cni: Option<Cni>,
+    http: HttpClient,
+    sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
+}
+
+impl std::fmt::Debug for ContainerdRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerdRuntime")
+            .field("namespace", &self.namespace)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A container id from a function name: `[a-z0-9-]`, the name's first 40 characters, and a
+/// random suffix that makes it unique.
+fn new_id(function: &str) -> SandboxId {
+    let mut clean = String::new();
+    for c in function.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            clean.push(c);
+        } else if !clean.ends_with('-') && !clean.is_empty() {
+            clean.push('-');
+        }
+        if clean.len() >= 40 {
+            break;
+        }
+    }
+    let clean = clean.trim_end_matches('-');
+    let clean = if clean.is_empty() { "fn" } else { clean };
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    SandboxId::new(format!("{clean}-{}", &random[..12]))
+}
+
+fn timestamp_to_system(ts: Option<prost_types::Timestamp>) -> SystemTime {
+    ts.and_then(|ts| {
+        let secs = u64::try_from(ts.seconds).ok()?;
+        let nanos = u32::try_from(ts.nanos).ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+    })
+    .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+impl ContainerdRuntime {
+    /// Connects to containerd and prepares the CNI network if one is configured.
+    pub async fn connect(config: ContainerdConfig) -> Result<Self> {
+        let namespace = config.namespace();
+        let ctr = Ctr::connect(&config.address, &namespace).await?;
+        let mut version = containerd_client::services::v1::version_client::VersionClient::new(
+            ctr.channel.clone(),
+        );
+        version.version(()).await.map_err(|status| {
+            Error::Unavailable(format!(
+                "containerd at {} does not answer: {}",
+                config.address.display(),
+                status.message()
+            ))
+        })?;
+        let cni = config.cni.clone().map(Cni::new).transpose()?;
+        let images = Images::new(
+            ctr.clone(),
+            config.registries.clone(),
+            config.snapshotter.clone(),
+        );
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        Ok(Self {
+            config,
+            namespace,
+            ctr,
+            images,
+            cni,
+            http,
+            sandboxes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The containerd namespace this runtime works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Pulls and unpacks an image now, so the first sandbox of it starts faster.
+    pub async fn pull_image(&self, name: &str) -> Result<()> {
+        self.images.ensure(name).await.map(|_| ())
+    }
+
+    /// Imports an OCI layout or `docker save` tarball and records its image under `name`.
+    pub async fn import_image(&self, archive: &Path, name: &str) -> Result<()> {
+        self.images.import(archive, name).await.map(|_| ())
+    }
+
+    /// The address of a sandbox on the CNI network, if it is attached to one.
+    pub fn sandbox_ip(&self, id: &SandboxId) -> Option<Ipv4Addr> {
+        self.get(id).ok()?.ip
+    }
+
+    /// Where the IPAM leases of the CNI network are kept, if one is configured.
+    pub fn cni_lease_dir(&self) -> Option<PathBuf> {
+        self.cni.as_ref().map(Cni::lease_dir)
+    }
+
+    /// The path of a sandbox's network namespace.
+    pub fn netns_path(&self, id: &SandboxId) -> PathBuf {
+        self.config
+            .state_dir
+            .join(&self.namespace)
+            .join("netns")
+            .join(id.as_str())
+    }
+
+    fn io_dir(&self, id: &SandboxId) -> PathBuf {
+        self.config
+            .state_dir
+            .join(&self.namespace)
+            .join("io")
+            .join(id.as_str())
+    }
+
+    fn cgroups_path(&self, id: &SandboxId) -> String {
+        format!("/esb/{}/{}", self.namespace, id)
+    }
+
+    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
+        lock(&self.sandboxes)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+
+    fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
+        TasksClient::new(self.ctr.channel.clone())
+    }
+
+    fn containers(&self) -> ContainersClient<containerd_client::tonic::transport::Channel> {
+        ContainersClient::new(self.ctr.channel.clone())
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<containerd_client::tonic::transport::Channel> {
+        SnapshotsClient::new(self.ctr.channel.clone())
+    }
+
+    fn labels(&self, spec: &SandboxSpec, ip: Option<Ipv4Addr>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_CREATED_BY.to_owned(), CREATED_BY.to_owned()),
+            (LABEL_ENV.to_owned(), self.config.env.clone()),
+            (LABEL_FUNCTION.to_owned(), spec.function_name.clone()),
+            (
+                LABEL_INVOKE.to_owned(),
+                match spec.invoke_mode {
+                    InvokeMode::RuntimeApi => "runtime-api",
+                    InvokeMode::Rie => "rie",
+                }
+                .to_owned(),
+            ),
+        ]);
+        if let (Some(cni), Some(ip)) = (&self.cni, ip) {
+            labels.insert(LABEL_NETWORK.to_owned(), cni.network().to_owned());
+            labels.insert(LABEL_IP.to_owned(), ip.to_string());
+        }
+        labels
+    }
+
+    fn environment(
+        &self,
+        spec: &SandboxSpec,
+        id: &SandboxId,
+        image_env: &[String],
+    ) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = image_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        let date = crate::logs::utc_date(SystemTime::now());
+        let mut lambda = vec![
+            ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            ),
+            ("AWS_REGION", self.config.region.clone()),
+            ("AWS_DEFAULT_REGION", self.config.region.clone()),
+            ("TZ", ":UTC".to_owned()),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.function_name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                format!("{date}/[$LATEST]{}", id.as_str()),
+            ),
+            ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
+            ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
+            ("AWS_EXECUTION_ENV", "AWS_Lambda_esb_containerd".to_owned()),
+        ];
+        if spec.invoke_mode == InvokeMode::RuntimeApi {
+            lambda.push(("AWS_LAMBDA_RUNTIME_API", netns::RUNTIME_API_ADDR.to_owned()));
+        }
+        for (key, value) in lambda {
+            env.insert(key.to_owned(), value);
+        }
+        env.extend(self.config.endpoints.clone());
+        env.extend(spec.env.clone());
+        env
+    }
+
+    fn platform_log(&self, sandbox: &Sandbox, request_id: &str, message: String) {
+        self.config.log_sink.log(LogLine {
+            time: SystemTime::now(),
+            function_name: sandbox.info.function_name.clone(),
+            sandbox_id: sandbox.info.id.clone(),
+            request_id: Some(request_id.to_owned()),
+            trace_id: None,
+            stream: LogStream::Platform,
+            message,
+        });
+    }
+
+    /// Opens the task's output FIFOs (creating them if needed) and reads them line by line
+    /// into the log sink for as long as the sandbox lives.
+    fn attach_output(
+        &self,
+        id: &SandboxId,
+        function_name: &str,
+        broker: &Broker,
+    ) -> Result<(PathBuf, PathBuf, Vec<JoinHandle<()>>)> {
+        let dir = self.io_dir(id);
+        std::fs::create_dir_all(&dir)?;
+        let mut workers = Vec::new();
+        let mut paths = Vec::new();
+        for (name, stream) in [("stdout", LogStream::Stdout), ("stderr", LogStream::Stderr)] {
+            let path = dir.join(name);
+            if !path.exists() {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|err| Error::Backend(format!("mkfifo {}: {err}", path.display())))?;
+            }
+            // Read-write: the open never blocks, and the FIFO never reports EOF, so the
+            // reader stays until the sandbox is destroyed and the shim never blocks on it.
+            let fifo = tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_receiver(&path)?;
+            let sink = self.config.log_sink.clone();
+            let broker = broker.clone();
+            let function_name = function_name.to_owned();
+            let sandbox_id = id.clone();
+            workers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(fifo).lines();
+                while let Ok(Some(message)) = lines.next_line().await {
+                    let (request_id, trace_id) = match broker.current_request() {
+                        Some((r, t)) => (Some(r), t),
+                        None => (None, None),
+                    };
+                    sink.log(LogLine {
+                        time: SystemTime::now(),
+                        function_name: function_name.clone(),
+                        sandbox_id: sandbox_id.clone(),
+                        request_id,
+                        trace_id,
+                        stream,
+                        message,
+                    });
+                }
+            }));
+            paths.push(path);
+        }
+        let stderr = paths.pop().unwrap_or_default();
+        let stdout = paths.pop().unwrap_or_default();
+        Ok((stdout, stderr, workers))
+    }
+
+    /// Follows the task until it exits, then fails its broker with the reason.
+    fn watch_exit(
+        &self,
+        id: &SandboxId,
+        broker: Broker,
+        cgroup: Cgroup,
+        memory_mb: u32,
+    ) -> (watch::Receiver<Option<String>>, JoinHandle<()>) {
+        let (exited_tx, exited_rx) = watch::channel(None);
+        let mut tasks = self.tasks();
+        let request = self.ctr.req(WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        });
+        let handle = tokio::spawn(async move {
+            let reason = match tasks.wait(request).await {
+                Ok(response) => {
+                    let status = response.into_inner().exit_status;
+                    exit_reason(status, cgroup.oom_kills() > 0, memory_mb)
+                }
+                Err(status) => format!("lost track of the task: {}", status.message()),
+            };
+            broker.lost(reason.clone());
+            let _ = exited_tx.send(Some(reason));
+        });
+        (exited_rx, handle)
+    }
+
+    async fn kill_task(&self, id: &SandboxId) -> Result<()> {
+        let request = KillRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            signal: 9,
+            all: true,
+        };
+        match self.tasks().kill(self.ctr.req(request)).await {
+            Ok(_) => Ok(()),
+            Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {
+                Ok(())
+            }
+            Err(status) => Err(status_error("kill task", id.as_str(), status)),
+        }
+    }
+
+    /// Kills a sandbox's task and waits until it is reported gone; the records stay.
+    async fn kill(&self, sandbox: &Sandbox) {
+        if let Err(err) = self.kill_task(&sandbox.info.id).await {
+            tracing::warn!(sandbox = %sandbox.info.id, %err, "cannot kill task");
+        }
+        let mut exited = sandbox.exited.clone();
+        let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(Option::is_some)).await;
+    }
+
+    /// Removes everything of sandbox `id` that exists: task, snapshot, container, CNI
+    /// attachment, network namespace and FIFOs. Missing pieces are fine.
+    async fn teardown(&self, id: &SandboxId, sandbox: Option<&Sandbox>) -> Result<()> {
+        let container = self
+            .containers()
+            .get(self.ctr.req(GetContainerRequest { id: id.to_string() }))
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().container);
+        self.kill_task(id).await?;
+        match sandbox {
+            Some(sandbox) => {
+                let mut exited = sandbox.exited.clone();
+                let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(Option::is_some)).await;
+                sandbox.stop_workers();
+            }
+            None => {
+                let request = self.ctr.req(WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                });
+                let mut tasks = self.tasks();
+                let _ = tokio::time::timeout(KILL_WAIT, tasks.wait(request)).await;
+            }
+        }
+        let deleted = self
+            .tasks()
+            .delete(self.ctr.req(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await;
+        ignore_not_found("delete task", id.as_str(), deleted)?;
+        let removed = self
+            .snapshots()
+            .remove(self.ctr.req(RemoveSnapshotRequest {
+                snapshotter: self.config.snapshotter.clone(),
+                key: id.to_string(),
+            }))
+            .await;
+        ignore_not_found("remove snapshot", id.as_str(), removed)?;
+        let deleted = self
+            .containers()
+            .delete(self.ctr.req(DeleteContainerRequest { id: id.to_string() }))
+            .await;
+        ignore_not_found("delete container", id.as_str(), deleted)?;
+        let netns = self.netns_path(id);
+        let attached = container
+            .as_ref()
+            .is_some_and(|c| c.labels.contains_key(LABEL_NETWORK));
+        if let Some(cni) = &self.cni
+            && (attached || container.is_none())
+            && let Err(err) = cni.del(id.as_str(), &netns).await
+        {
+            tracing::warn!(sandbox = %id, %err, "CNI DEL failed");
+        }
+        netns::remove(&netns)?;
+        match std::fs::remove_dir_all(self.io_dir(id)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::Io(err)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Everything `create` does after the sandbox's id is chosen; on error the caller tears
+    /// down what was made.
+    async fn start(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<Arc<Sandbox>> {
+        let image_name = spec.image.as_deref().ok_or_else(|| Error::InvalidSpec {
+            function: spec.function_name.clone(),
+            reason: "the containerd backend needs an image".into(),
+        })?;
+        if spec.invoke_mode == InvokeMode::Rie && self.cni.is_none() {
+            return Err(Error::InvalidSpec {
+                function: spec.function_name.clone(),
+                reason: "invoke mode rie needs a CNI network (none is configured)".into(),
+            });
+        }
+        let image = self.images.ensure(image_name).await?;
+        let run = &image.run;
+        let args: Vec<String> = match &spec.command {
+            Some(command) => command.clone(),
+            None => run
+                .entrypoint
+                .iter()
+                .flatten()
+                .chain(run.cmd.iter().flatten())
+                .cloned()
+                .collect(),
+        };
+        if args.is_empty() {
+            return Err(Error::InvalidSpec {
+                function: spec.function_name.clone(),
+                reason: format!(
+                    "image {image_name} has no entrypoint or cmd, and no command was given"
+                ),
+            });
+        }
+
+        let netns_path = self.netns_path(id);
+        let listener = netns::create(netns_path.clone()).await?;
+        let ip = match &self.cni {
+            Some(cni) => Some(cni.add(id.as_str(), &netns_path).await?),
+            None => None,
+        };
+
+        let broker = Broker::new(BrokerConfig {
+            sandbox_id: id.clone(),
+            function_name: spec.function_name.clone(),
+            region: self.config.region.clone(),
+            account_id: self.config.account_id.clone(),
+            timeout: spec.timeout,
+            init_timeout: self.config.init_timeout,
+        });
+        let (stdout, stderr, mut workers) = self.attach_output(id, &spec.function_name, &broker)?;
+
+        let memory_bytes = u64::from(spec.memory_mb) * 1024 * 1024;
+        let cgroups_path = self.cgroups_path(id);
+        let netns_str = netns_path.display().to_string();
+        let hostname: String = id.as_str().chars().take(63).collect();
+        let spec_doc = oci::runtime_spec(&oci::SpecInput {
+            args,
+            env: self.environment(spec, id, run.env.as_deref().unwrap_or_default()),
+            cwd: run
+                .working_dir
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            user: run.user.as_deref(),
+            hostname: &hostname,
+            memory_bytes,
+            cpu_quota_us: self
+                .config
+                .cpus
+                .map(|cpus| (cpus * oci::CPU_PERIOD_US as f64) as u64),
+            cpu_shares: (u64::from(spec.memory_mb) * 1024 / 1769).max(2),
+            pids: self.config.pids_limit,
+            tmp_size_mb: self.config.tmp_size_mb,
+            cgroups_path: &cgroups_path,
+            netns_path: &netns_str,
+        });
+
+        // The lease keeps containerd's GC off the new snapshot until the container holds it.
+        let lease = self.images.lease("create").await?;
+        let prepared = async {
+            let mounts = self
+                .snapshots()
+                .prepare(self.ctr.leased(
+                    PrepareSnapshotRequest {
+                        snapshotter: self.config.snapshotter.clone(),
+                        key: id.to_string(),
+                        parent: image.chain_id.clone(),
+                        labels: HashMap::new(),
+                    },
+                    &lease,
+                ))
+                .await
+                .map_err(|s| status_error("prepare snapshot", id.as_str(), s))?
+                .into_inner()
+                .mounts;
+            let container = Container {
+                id: id.to_string(),
+                labels: self.labels(spec, ip),
+                image: image_name.to_owned(),
+                runtime: Some(ContainerRuntimeInfo {
+                    name: self.config.runtime.clone(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                    value: spec_doc.to_string().into_bytes(),
+                }),
+                snapshotter: self.config.snapshotter.clone(),
+                snapshot_key: id.to_string(),
+                ..Container::default()
+            };
+            self.containers()
+                .create(self.ctr.leased(
+                    CreateContainerRequest {
+                        container: Some(container),
+                    },
+                    &lease,
+                ))
+                .await
+                .map_err(|s| status_error("create container", id.as_str(), s))?;
+            Ok::<_, Error>(mounts)
+        }
+        .await;
+        self.images.release(&lease).await;
+        let mounts = prepared?;
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        if spec.invoke_mode == InvokeMode::RuntimeApi {
+            workers.push(tokio::spawn(runtime_api::serve(
+                listener,
+                broker.clone(),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )));
+        } else {
+            drop(listener);
+        }
+
+        self.tasks()
+            .create(self.ctr.req(CreateTaskRequest {
+                container_id: id.to_string(),
+                rootfs: mounts,
+                stdout: stdout.display().to_string(),
+                stderr: stderr.display().to_string(),
+                ..CreateTaskRequest::default()
+            }))
+            .await
+            .map_err(|s| status_error("create task", id.as_str(), s))?;
+        let cgroup = Cgroup::new(cgroups_path);
+        let (exited, waiter) = self.watch_exit(id, broker.clone(), cgroup.clone(), spec.memory_mb);
+        workers.push(waiter);
+        self.tasks()
+            .start(self.ctr.req(StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|s| status_error("start task", id.as_str(), s))?;
+
+        Ok(Arc::new(Sandbox {
+            info: SandboxInfo {
+                id: id.clone(),
+                function_name: spec.function_name.clone(),
+                state: SandboxState::Running,
+                created_at: SystemTime::now(),
+                labels: self.labels(spec, ip).into_iter().collect(),
+            },
+            memory_mb: spec.memory_mb,
+            timeout: spec.timeout,
+            mode: spec.invoke_mode,
+            broker,
+            ip,
+            cgroup,
+            paused: AtomicBool::new(false),
+            exited,
+            stop_server: Mutex::new(Some(stop_tx)),
+            workers: Mutex::new(workers),
+        }))
+    }
+
+    /// The ESB containers of this env in containerd.
+    async fn esb_containers(&self) -> Result<Vec<Container>> {
+        let filter = format!(
+            "labels.\"{LABEL_CREATED_BY}\"=={CREATED_BY},labels.\"{LABEL_ENV}\"=={}",
+            self.config.env
+        );
+        Ok(self
+            .containers()
+            .list(self.ctr.req(ListContainersRequest {
+                filters: vec![filter],
+            }))
+            .await
+            .map_err(|s| status_error("list containers", &self.namespace, s))?
+            .into_inner()
+            .containers)
+    }
+
+    async fn task_state(&self, id: &str) -> Result<SandboxState> {
+        let request = self.ctr.req(GetTaskRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        });
+        match self.tasks().get(request).await {
+            Ok(response) => Ok(
+                match response
+                    .into_inner()
+                    .process
+                    .map(|p| TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown))
+                {
+                    Some(TaskStatus::Running | TaskStatus::Created) => SandboxState::Running,
+                    Some(TaskStatus::Paused | TaskStatus::Pausing) => SandboxState::Paused,
+                    Some(TaskStatus::Stopped) => SandboxState::Stopped,
+                    _ => SandboxState::Unknown,
+                },
+            ),
+            Err(status) if status.code() == Code::NotFound => Ok(SandboxState::Stopped),
+            Err(status) => Err(status_error("get task", id, status)),
+        }
+    }
+
+    /// Finds this env's sandboxes that this runtime does not track (left by an earlier
+    /// process) and adopts or removes them. Containers without this env's labels are never
+    /// touched.
+    pub async fn reconcile(&self, policy: ReconcilePolicy) -> Result<Reconciled> {
+        let mut done = Reconciled::default();
+        for container in self.esb_containers().await? {
+            let id = SandboxId::new(container.id.clone());
+            if self.get(&id).is_ok() {
+                continue;
+            }
+            let running = self.task_state(&container.id).await? == SandboxState::Running;
+            let rie = container.labels.get(LABEL_INVOKE).map(String::as_str) == Some("rie");
+            if policy == ReconcilePolicy::Adopt && running && rie {
+                match self.adopt(&container).await {
+                    Ok(sandbox) => {
+                        lock(&self.sandboxes).insert(id.clone(), sandbox);
+                        done.adopted.push(id);
+                        continue;
+                    }
+                    Err(err) => tracing::warn!(sandbox = %id, %err, "cannot adopt; removing it"),
+                }
+            }
+            self.teardown(&id, None).await?;
+            done.removed.push(id);
+        }
+        Ok(done)
+    }
+
+    /// Takes over a running sandbox: its FIFOs read again, its exit followed (and a new
+    /// Runtime API listener in its namespace for `runtime-api` sandboxes).
+    async fn adopt(&self, container: &Container) -> Result<Arc<Sandbox>> {
+        let id = SandboxId::new(container.id.clone());
+        let label = |key: &str| container.labels.get(key).cloned().unwrap_or_default();
+        let function_name = label(LABEL_FUNCTION);
+        let memory_mb = self
+            .cgroup_of(&id)
+            .metrics()
+            .memory_limit_bytes
+            .checked_div(1024 * 1024)
+            .and_then(|mb| u32::try_from(mb).ok())
+            .unwrap_or(128);
+        let mode = if label(LABEL_INVOKE) == "rie" {
+            InvokeMode::Rie
+        } else {
+            InvokeMode::RuntimeApi
+        };
+        let timeout = Duration::from_secs(3);
+        let broker = Broker::new(BrokerConfig {
+            sandbox_id: id.clone(),
+            function_name: function_name.clone(),
+            region: self.config.region.clone(),
+            account_id: self.config.account_id.clone(),
+            timeout,
+            init_timeout: self.config.init_timeout,
+        });
+        let (_, _, mut workers) = self.attach_output(&id, &function_name, &broker)?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        if mode == InvokeMode::RuntimeApi {
+            let listener = netns::listen_in(self.netns_path(&id)).await?;
+            workers.push(tokio::spawn(runtime_api::serve(
+                listener,
+                broker.clone(),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )));
+        }
+        let cgroup = self.cgroup_of(&id);
+        let (exited, waiter) = self.watch_exit(&id, broker.clone(), cgroup.clone(), memory_mb);
+        workers.push(waiter);
+        Ok(Arc::new(Sandbox {
+            info: SandboxInfo {
+                id: id.clone(),
+                function_name,
+                state: SandboxState::Running,
+                created_at: timestamp_to_system(container.created_at),
+                labels: container.labels.clone().into_iter().collect(),
+            },
+            memory_mb,
+            timeout,
+            mode,
+            broker,
+            ip: label(LABEL_IP).parse().ok(),
+            cgroup,
+            paused: AtomicBool::new(false),
+            exited,
+            stop_server: Mutex::new(Some(stop_tx)),
+            workers: Mutex::new(workers),
+        }))
+    }
+
+    fn cgroup_of(&self, id: &SandboxId) -> Cgroup {
+        Cgroup::new(self.cgroups_path(id))
+    }
+
+    /// One invocation in `rie` mode: a POST to the emulator on the sandbox's address.
+    async fn invoke_rie(
+        &self,
+        sandbox: &Sandbox,
+        request: InvokeRequest,
+    ) -> Result<InvokeResponse> {
+        if let Some(reason) = sandbox.exited.borrow().clone() {
+            return Err(Error::SandboxLost {
+                id: sandbox.info.id.clone(),
+                reason,
+            });
+        }
+        let ip = sandbox.ip.ok_or_else(|| Error::InvalidSpec {
+            function: sandbox.info.function_name.clone(),
+            reason: "rie mode needs the sandbox's CNI address, and it has none".into(),
+        })?;
+        let timeout = request.timeout.unwrap_or(sandbox.timeout);
+        let uri = format!("http://{ip}:{RIE_PORT}/2015-03-31/functions/function/invocations");
+        let http_request = http::Request::post(&uri)
+            .header("content-type", "application/json")
+            .body(Full::new(request.payload))
+            .map_err(|err| Error::Backend(format!("building request to {uri}: {err}")))?;
+        let started = std::time::Instant::now();
+        let mut exited = sandbox.exited.clone();
+        let outcome = tokio::select! {
+            response = tokio::time::timeout(timeout, async {
+                let response = self.http.request(http_request).await
+                    .map_err(|err| Error::Backend(format!("POST {uri}: {err}")))?;
+                let function_error = response.headers().get("x-amz-function-error")
+                    .and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let body = response.into_body().collect().await
+                    .map_err(|err| Error::Backend(format!("reading the answer of {uri}: {err}")))?
+                    .to_bytes();
+                Ok::<_, Error>((function_error, body))
+            }) => response,
+            reason = exited.wait_for(Option::is_some) => {
+                let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                return Err(Error::SandboxLost { id: sandbox.info.id.clone(), reason });
+            }
+        };
+        let (function_error, body) = match outcome {
+            Ok(answer) => answer?,
+            Err(_) => return Err(Error::Timeout { timeout }),
+        };
+        let duration = started.elapsed();
+        let result = match function_error {
+            None => InvokeResult::Success(body),
+            Some(kind) => {
+                let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                InvokeResult::FunctionError(FunctionError {
+                    error_type: doc["errorType"].as_str().unwrap_or(&kind).to_owned(),
+                    error_message: doc["errorMessage"].as_str().unwrap_or_default().to_owned(),
+                    payload: body,
+                })
+            }
+        };
+        Ok(InvokeResponse {
+            result,
+            duration,
+            billed_duration: billed(duration),
+            max_memory_used_mb: 0,
+            init_duration: None,
+        })
+    }
+}
+
+/// Lambda's wording for a task that exited, naming an OOM kill.
+fn exit_reason(status: u32, oom_killed: bool, memory_mb: u32) -> String {
+    match status {
+        137 if oom_killed => format!(
+            "Runtime.OutOfMemory: Runtime exited with error: signal: killed (OOM: the sandbox \
+             went past its memory limit of {memory_mb} MB)"
+        ),
+        s if s > 128 => {
+            let signal = i32::try_from(s - 128).unwrap_or(0);
+            let name = nix::sys::signal::Signal::try_from(signal)
+                .map(|s| s.as_str().trim_start_matches("SIG").to_lowercase())
+                .unwrap_or_else(|_| signal.to_string());
+            let name = if name == "kill" {
+                "killed".into()
+            } else {
+                name
+            };
+            format!("Runtime exited with error: signal: {name}")
+        }
+        s => format!("Runtime exited with error: exit status {s}"),
+    }
+}
+
+#[async_trait]
+impl Runtime for ContainerdRuntime {
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        let id = new_id(&spec.function_name);
+        match self.start(&id, &spec).await {
+            Ok(sandbox) => {
+                let info = sandbox.info.clone();
+                lock(&self.sandboxes).insert(id, sandbox);
+                Ok(info)
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.teardown(&id, None).await {
+                    tracing::warn!(sandbox = %id, %cleanup, "cleanup after a failed create");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
+        let sandbox = self.get(id)?;
+        if sandbox.paused.load(Ordering::Acquire) {
+            return Err(Error::Paused(id.clone()));
+        }
+        let request_id = request.request_id.clone();
+        self.platform_log(
+            &sandbox,
+            &request_id,
+            format!("START RequestId: {request_id} Version: $LATEST"),
+        );
+        let result = match sandbox.mode {
+            InvokeMode::RuntimeApi => sandbox.broker.invoke(request).await,
+            InvokeMode::Rie => self.invoke_rie(&sandbox, request).await,
+        };
+        match result {
+            Ok(mut response) => {
+                response.max_memory_used_mb = (sandbox.cgroup.memory_peak() / (1024 * 1024)).max(1);
+                self.platform_log(
+                    &sandbox,
+                    &request_id,
+                    format!("END RequestId: {request_id}"),
+                );
+                self.platform_log(
+                    &sandbox,
+                    &request_id,
+                    crate::logs::report_line(&request_id, &response, sandbox.memory_mb),
+                );
+                Ok(response)
+            }
+            Err(err) => {
+                self.platform_log(&sandbox, &request_id, format!("{request_id} Error: {err}"));
+                self.platform_log(
+                    &sandbox,
+                    &request_id,
+                    format!("END RequestId: {request_id}"),
+                );
+                if err.is_sandbox_fatal() {
+                    self.kill(&sandbox).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        let sandbox = self.get(id)?;
+        self.tasks()
+            .pause(self.ctr.req(PauseTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+            .map_err(|s| status_error("pause task", id.as_str(), s))?;
+        sandbox.paused.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        let sandbox = self.get(id)?;
+        self.tasks()
+            .resume(self.ctr.req(ResumeTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+            .map_err(|s| status_error("resume task", id.as_str(), s))?;
+        sandbox.paused.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        let sandbox = lock(&self.sandboxes).remove(id);
+        if let Some(sandbox) = &sandbox
+            && sandbox.paused.load(Ordering::Acquire)
+        {
+            // A frozen task cannot handle its SIGKILL until thawed.
+            let _ = self
+                .tasks()
+                .resume(self.ctr.req(ResumeTaskRequest {
+                    container_id: id.to_string(),
+                }))
+                .await;
+        }
+        self.teardown(id, sandbox.as_deref()).await
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        let mut infos = Vec::new();
+        for container in self.esb_containers().await? {
+            let id = SandboxId::new(container.id.clone());
+            let state = match self.get(&id) {
+                Ok(sandbox) if sandbox.state() == SandboxState::Stopped => SandboxState::Stopped,
+                _ => self.task_state(&container.id).await?,
+            };
+            infos.push(SandboxInfo {
+                function_name: container
+                    .labels
+                    .get(LABEL_FUNCTION)
+                    .cloned()
+                    .unwrap_or_default(),
+                id,
+                state,
+                created_at: timestamp_to_system(container.created_at),
+                labels: container.labels.into_iter().collect(),
+            });
+        }
+        Ok(infos)
+    }
+
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {
+        let sandbox = self.get(id)?;
+        Ok(sandbox.cgroup.metrics())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: "containerd",
+            pause: true,
+            images: true,
+            commands: true,
+            metrics: true,
+            network: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_sanitized_and_unique() {
+        let a = new_id("My_Function.v2--x");
+        let b = new_id("My_Function.v2--x");
+        assert_ne!(a, b);
+        assert!(a.as_str().starts_with("my-function-v2-x-"), "{a}");
+        assert!(
+            a.as_str()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        assert!(new_id("___").as_str().starts_with("fn-"));
+        assert!(new_id(&"x".repeat(100)).as_str().len() <= 53);
+    }
+
+    #[test]
+    fn oom_kills_are_named() {
+        assert!(exit_reason(137, true, 128).contains("OOM"));
+        assert_eq!(
+            exit_reason(137, false, 128),
+            "Runtime exited with error: signal: killed"
+        );
+        assert_eq!(
+            exit_reason(3, false, 128),
+            "Runtime exited with error: exit status 3"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The one error type of this crate.
+
+use std::time::Duration;
+
+use crate::SandboxId;
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No sandbox with this id.
+    #[error("sandbox {0} not found")]
+    NotFound(SandboxId),
+    /// The spec cannot be run by this backend.
+    #[error("invalid sandbox spec for function {function}: {reason}")]
+    InvalidSpec {
+        /// The function.
+        function: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sandbox already has an invocation in flight.
+    #[error("sandbox {0} is busy with another invocation")]
+    Busy(SandboxId),
+    /// The sandbox is paused and cannot be invoked.
+    #[error("sandbox {0} is paused")]
+    Paused(SandboxId),
+    /// The invocation passed its deadline; the sandbox was killed.
+    #[error("Task timed out after {:.2} seconds", .timeout.as_secs_f64())]
+    Timeout {
+        /// The timeout that was exceeded.
+        timeout: Duration,
+    },
+    /// The function's init did not reach `/next` in time; the sandbox was killed.
+    #[error("Init timed out after {:.2} seconds", .timeout.as_secs_f64())]
+    InitTimeout {
+        /// The init timeout.
+        timeout: Duration,
+    },
+    /// The function reported an init error (`/runtime/init/error`); the sandbox was killed.
+    #[error("function init failed: {error_type}: {error_message}")]
+    InitFailed {
+        /// `errorType` of the init error.
+        error_type: String,
+        /// `errorMessage` of the init error.
+        error_message: String,
+    },
+    /// The sandbox's process or task exited during init or an invocation.
+    #[error("sandbox {id} lost: {reason}")]
+    SandboxLost {
+        /// The sandbox.
+        id: SandboxId,
+        /// What happened (exit status, signal, OOM kill).
+        reason: String,
+    },
+    /// The request payload is over Lambda's 6 MB limit.
+    #[error("payload of {size} bytes is over the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the payload.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The operation is not supported by this backend.
+    #[error("{operation} is not supported by the {backend} backend")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+        /// The backend.
+        backend: &'static str,
+    },
+    /// The backend (containerd, a remote agent) cannot be reached.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure of the backend.
+    #[error("backend error: {0}")]
+    Backend(String),
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// True when the sandbox can no longer be used after this error (it was killed or died).
+    pub fn is_sandbox_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::InitTimeout { .. }
+                | Error::InitFailed { .. }
+                | Error::SandboxLost { .. }
+                | Error::NotFound(_)
+        )
+    }
+
+    /// The Lambda error type a caller of the Invoke API would see for this error.
+    pub fn lambda_error_type(&self) -> &'static str {
+        match self {
+            Error::Timeout { .. } => "Sandbox.Timedout",
+            Error::InitTimeout { .. } => "Runtime.InitTimeout",
+            Error::InitFailed { .. } => "Runtime.InitError",
+            Error::SandboxLost { .. } => "Runtime.ExitError",
+            Error::PayloadTooLarge { .. } => "RequestTooLargeException",
+            _ => "ServiceException",
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

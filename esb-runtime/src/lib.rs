@@ -1,0 +1,104 @@
+//! Lambda sandboxes: the [`Runtime`] trait, the Lambda Runtime API server, and backends.
+//!
+//! A [`Runtime`] creates sandboxes from a [`SandboxSpec`], invokes them one request at a
+//! time, freezes and thaws them, and destroys them. The `process` backend runs each sandbox
+//! as a child process polling its own Lambda Runtime API on 127.0.0.1; it needs no root.
+//!
+//! ```no_run
+//! # #[cfg(feature = "process")]
+//! # async fn run() -> Result<(), esb_runtime::Error> {
+//! use esb_runtime::{InvokeRequest, Runtime, SandboxSpec};
+//! use esb_runtime::process::{ProcessConfig, ProcessRuntime};
+//!
+//! let runtime = ProcessRuntime::new(ProcessConfig::default());
+//! let spec = SandboxSpec::new("echo").command(["./target/debug/examples/echo_fn"]);
+//! let sandbox = runtime.create(spec).await?;
+//! let response = runtime.invoke(&sandbox.id, InvokeRequest::new(r#"{"hello":"world"}"#)).await?;
+//! println!("{:?}", response.body());
+//! runtime.destroy(&sandbox.id).await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod invoke;
+pub mod logs;
+pub mod runtime_api;
+mod spec;
+
+#[cfg(feature = "containerd")]
+pub mod containerd;
+#[cfg(feature = "process")]
+pub mod process;
+#[cfg(feature = "remote")]
+pub mod remote;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use error::{Error, Result};
+pub use invoke::{FunctionError, InvokeRequest, InvokeResponse, InvokeResult, billed};
+pub use logs::{LogLine, LogSink, LogStream};
+pub use spec::{
+    Capabilities, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState,
+};
+
+/// Lambda's limit on request and response payloads of synchronous invocations: 6 MB.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// A place that runs Lambda sandboxes.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates and starts a sandbox. Its init runs in the background; the first
+    /// [`invoke`](Runtime::invoke) waits for it and reports its duration.
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo>;
+
+    /// Runs one invocation. A sandbox runs one invocation at a time.
+    async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse>;
+
+    /// Freezes a sandbox: it uses no CPU and answers nothing until resumed.
+    async fn pause(&self, id: &SandboxId) -> Result<()>;
+
+    /// Thaws a paused sandbox.
+    async fn resume(&self, id: &SandboxId) -> Result<()>;
+
+    /// Stops a sandbox and releases everything it holds. Destroying an unknown id succeeds.
+    async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    /// The sandboxes this runtime knows.
+    async fn list(&self) -> Result<Vec<SandboxInfo>>;
+
+    /// Resource usage of one sandbox.
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics>;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+}
+
+#[async_trait]
+impl<R: Runtime + ?Sized> Runtime for Arc<R> {
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        (**self).create(spec).await
+    }
+    async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
+        (**self).invoke(id, request).await
+    }
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        (**self).pause(id).await
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        (**self).resume(id).await
+    }
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        (**self).destroy(id).await
+    }
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        (**self).list().await
+    }
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {
+        (**self).metrics(id).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+}

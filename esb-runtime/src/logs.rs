@@ -1,0 +1,128 @@
+//! Function log lines as a sandbox prints them, and where they go.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use crate::SandboxId;
+
+/// Where a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    /// The function's standard output.
+    Stdout,
+    /// The function's standard error.
+    Stderr,
+    /// A line of the platform itself: `START`, `END`, `REPORT`, init errors.
+    Platform,
+}
+
+/// One line of a function's log, with what is known about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the line was read.
+    pub time: SystemTime,
+    /// The function.
+    pub function_name: String,
+    /// The sandbox that printed it.
+    pub sandbox_id: SandboxId,
+    /// The request id of the invocation in flight, if any.
+    pub request_id: Option<String>,
+    /// The trace id of the invocation in flight, if any.
+    pub trace_id: Option<String>,
+    /// The stream it came from.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub message: String,
+}
+
+/// Receives function log lines. Must not block: it is called from the reader of the sandbox's output.
+pub trait LogSink: Send + Sync + 'static {
+    /// Takes one line.
+    fn log(&self, line: LogLine);
+}
+
+/// Prints each line to standard error, prefixed by the function's name, like `sam local`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TerminalLogSink;
+
+impl LogSink for TerminalLogSink {
+    fn log(&self, line: LogLine) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "[{}] {}", line.function_name, line.message);
+    }
+}
+
+/// Drops every line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NullLogSink;
+
+impl LogSink for NullLogSink {
+    fn log(&self, _line: LogLine) {}
+}
+
+/// Sends each line to several sinks.
+pub struct FanOut(pub Vec<std::sync::Arc<dyn LogSink>>);
+
+impl LogSink for FanOut {
+    fn log(&self, line: LogLine) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.log(line.clone());
+            }
+            last.log(line);
+        }
+    }
+}
+
+/// Lambda's REPORT line for a finished invocation.
+pub fn report_line(request_id: &str, response: &crate::InvokeResponse, memory_mb: u32) -> String {
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {} MB",
+        response.duration.as_secs_f64() * 1000.0,
+        response.billed_duration.as_millis(),
+        response.max_memory_used_mb,
+    );
+    if let Some(init) = response.init_duration {
+        line.push_str(&format!(
+            "\tInit Duration: {:.2} ms",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    line
+}
+
+/// `YYYY/MM/DD` of a time in UTC, as in Lambda's log stream names.
+pub fn utc_date(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    format!("{y:04}/{m:02}/{d:02}")
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}

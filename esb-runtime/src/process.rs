@@ -1,0 +1,549 @@
+//! The `process` backend: each sandbox is a child process in its own process group, polling
+//! its own Lambda Runtime API on 127.0.0.1. Needs no root and no containerd.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use crate::logs::{LogLine, LogSink, LogStream, TerminalLogSink};
+use crate::runtime_api::{self, Broker, BrokerConfig};
+use crate::{
+    Capabilities, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId, SandboxInfo,
+    SandboxMetrics, SandboxSpec, SandboxState,
+};
+
+/// Settings of the process backend.
+#[derive(Clone)]
+pub struct ProcessConfig {
+    /// `AWS_REGION` and the region in function ARNs.
+    pub region: String,
+    /// Account id in function ARNs.
+    pub account_id: String,
+    /// How long a sandbox's init may take before its first invocation fails.
+    pub init_timeout: Duration,
+    /// Working directory of the processes and `LAMBDA_TASK_ROOT`; the current directory when `None`.
+    pub task_root: Option<PathBuf>,
+    /// Variables of this process passed on to sandboxes (besides the Lambda ones).
+    pub inherit_env: Vec<String>,
+    /// Where function log lines and START/END/REPORT lines go.
+    pub log_sink: Arc<dyn LogSink>,
+}
+
+impl std::fmt::Debug for ProcessConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessConfig")
+            .field("region", &self.region)
+            .field("account_id", &self.account_id)
+            .field("init_timeout", &self.init_timeout)
+            .field("task_root", &self.task_root)
+            .field("inherit_env", &self.inherit_env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            init_timeout: Duration::from_secs(10),
+            task_root: None,
+            inherit_env: ["PATH", "HOME", "LANG", "RUST_BACKTRACE"]
+                .map(String::from)
+                .to_vec(),
+            log_sink: Arc::new(TerminalLogSink),
+        }
+    }
+}
+
+struct Sandbox {
+    info: SandboxInfo,
+    spec: SandboxSpec,
+    pgid: Pid,
+    broker: Broker,
+    paused: AtomicBool,
+    exited: watch::Receiver<Option<String>>,
+    stop_server: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Sandbox {
+    fn signal(&self, signal: Signal) -> Result<()> {
+        if self.exited.borrow().is_some() {
+            return Ok(());
+        }
+        match killpg(self.pgid, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(err) => Err(Error::Io(std::io::Error::from(err))),
+        }
+    }
+
+    /// Kills the whole group and waits until the leader is reaped.
+    async fn kill(&self) {
+        let _ = self.signal(Signal::SIGKILL);
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(Option::is_some).await;
+        if let Ok(mut stop) = self.stop_server.lock()
+            && let Some(stop) = stop.take()
+        {
+            let _ = stop.send(());
+        }
+    }
+
+    fn state(&self) -> SandboxState {
+        if self.exited.borrow().is_some() {
+            SandboxState::Stopped
+        } else if self.paused.load(Ordering::Acquire) {
+            SandboxState::Paused
+        } else {
+            SandboxState::Running
+        }
+    }
+}
+
+/// Runs sandboxes as child processes.
+pub struct ProcessRuntime {
+    config: ProcessConfig,
+    sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessRuntime {
+    /// A runtime with these settings and no sandboxes.
+    pub fn new(config: ProcessConfig) -> Self {
+        Self {
+            config,
+            sandboxes: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Arc<Sandbox>>> {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The process id of a sandbox's leader process.
+    pub fn pid(&self, id: &SandboxId) -> Result<u32> {
+        let sandbox = self.get(id)?;
+        u32::try_from(sandbox.pgid.as_raw()).map_err(|_| Error::NotFound(id.clone()))
+    }
+
+    fn new_id(&self, function: &str) -> SandboxId {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let clean: String = function
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        SandboxId::new(format!("{clean}-{n}-{}", &random[..8]))
+    }
+
+    fn environment(
+        &self,
+        spec: &SandboxSpec,
+        id: &SandboxId,
+        api: &str,
+    ) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for key in &self.config.inherit_env {
+            if let Ok(value) = std::env::var(key) {
+                env.insert(key.clone(), value);
+            }
+        }
+        let task_root = self
+            .config
+            .task_root
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let date = crate::logs::utc_date(SystemTime::now());
+        let lambda = [
+            ("AWS_LAMBDA_RUNTIME_API", api.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            ),
+            ("AWS_REGION", self.config.region.clone()),
+            ("AWS_DEFAULT_REGION", self.config.region.clone()),
+            ("TZ", ":UTC".to_owned()),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.function_name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                format!("{date}/[$LATEST]{}", id.as_str()),
+            ),
+            ("LAMBDA_TASK_ROOT", task_root.display().to_string()),
+            ("AWS_EXECUTION_ENV", "AWS_Lambda_esb_process".to_owned()),
+        ];
+        for (key, value) in lambda {
+            env.insert(key.to_owned(), value);
+        }
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    fn platform_log(&self, sandbox: &Sandbox, request_id: &str, message: String) {
+        self.config.log_sink.log(LogLine {
+            time: SystemTime::now(),
+            function_name: sandbox.info.function_name.clone(),
+            sandbox_id: sandbox.info.id.clone(),
+            request_id: Some(request_id.to_owned()),
+            trace_id: None,
+            stream: LogStream::Platform,
+            message,
+        });
+    }
+}
+
+fn exit_reason(status: std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("Runtime exited with error: exit status {code}"),
+            (None, Some(signal)) => {
+                let name = Signal::try_from(signal)
+                    .map(|s| s.as_str().trim_start_matches("SIG").to_lowercase())
+                    .unwrap_or_else(|_| signal.to_string());
+                let name = if name == "kill" {
+                    "killed".to_owned()
+                } else {
+                    name
+                };
+                format!("Runtime exited with error: signal: {name}")
+            }
+            _ => "Runtime exited".to_owned(),
+        },
+        Err(err) => format!("Runtime exited: {err}"),
+    }
+}
+
+fn pipe_lines<R: AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    stream: LogStream,
+    sink: Arc<dyn LogSink>,
+    broker: Broker,
+    function_name: String,
+    sandbox_id: SandboxId,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(message)) = lines.next_line().await {
+            let current = broker.current_request();
+            let (request_id, trace_id) = match current {
+                Some((r, t)) => (Some(r), t),
+                None => (None, None),
+            };
+            sink.log(LogLine {
+                time: SystemTime::now(),
+                function_name: function_name.clone(),
+                sandbox_id: sandbox_id.clone(),
+                request_id,
+                trace_id,
+                stream,
+                message,
+            });
+        }
+    });
+}
+
+/// Reads `key:  N kB` from `/proc/<pid>/status`, in bytes.
+fn proc_status_kb(pid: Pid, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// The process group's members, from /proc.
+fn group_members(pgid: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name, which is in parentheses.
+                    let after = stat.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(2)?.parse::<i32>().ok()
+                })
+                == Some(pgid.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// CPU time (user + system) of a process, in nanoseconds.
+fn cpu_ns(pid: Pid) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(100);
+    ticks * (1_000_000_000 / hz)
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        let argv = match spec.command.as_deref() {
+            Some([program, args @ ..]) => (program.clone(), args.to_vec()),
+            _ => {
+                return Err(Error::InvalidSpec {
+                    function: spec.function_name.clone(),
+                    reason: "the process backend needs a command".into(),
+                });
+            }
+        };
+        let id = self.new_id(&spec.function_name);
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let api = listener.local_addr()?.to_string();
+        let broker = Broker::new(BrokerConfig {
+            sandbox_id: id.clone(),
+            function_name: spec.function_name.clone(),
+            region: self.config.region.clone(),
+            account_id: self.config.account_id.clone(),
+            timeout: spec.timeout,
+            init_timeout: self.config.init_timeout,
+        });
+
+        let mut command = tokio::process::Command::new(&argv.0);
+        command
+            .args(&argv.1)
+            .env_clear()
+            .envs(self.environment(&spec, &id, &api))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(root) = &self.config.task_root {
+            command.current_dir(root);
+        }
+        let mut child = command.spawn().map_err(|err| Error::InvalidSpec {
+            function: spec.function_name.clone(),
+            reason: format!("cannot start command {:?}: {err}", argv.0),
+        })?;
+        let pid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw)
+            .ok_or_else(|| Error::Backend("the child exited before its pid was read".into()))?;
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(runtime_api::serve(listener, broker.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        for (reader, stream) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
+                LogStream::Stdout,
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
+                LogStream::Stderr,
+            ),
+        ] {
+            if let Some(reader) = reader {
+                pipe_lines(
+                    reader,
+                    stream,
+                    self.config.log_sink.clone(),
+                    broker.clone(),
+                    spec.function_name.clone(),
+                    id.clone(),
+                );
+            }
+        }
+        let (exited_tx, exited_rx) = watch::channel(None);
+        {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                let reason = exit_reason(child.wait().await);
+                broker.lost(reason.clone());
+                // Reap what is left of the group; the leader is gone already.
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = exited_tx.send(Some(reason));
+            });
+        }
+
+        let info = SandboxInfo {
+            id: id.clone(),
+            function_name: spec.function_name.clone(),
+            state: SandboxState::Running,
+            created_at: SystemTime::now(),
+            labels: BTreeMap::new(),
+        };
+        let sandbox = Arc::new(Sandbox {
+            info: info.clone(),
+            spec,
+            pgid: pid,
+            broker,
+            paused: AtomicBool::new(false),
+            exited: exited_rx,
+            stop_server: Mutex::new(Some(stop_tx)),
+        });
+        self.lock().insert(id, sandbox);
+        Ok(info)
+    }
+
+    async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
+        let sandbox = self.get(id)?;
+        let request_id = request.request_id.clone();
+        self.platform_log(
+            &sandbox,
+            &request_id,
+            format!("START RequestId: {request_id} Version: $LATEST"),
+        );
+        let result = sandbox.broker.invoke(request).await;
+        let max_memory_used_mb = proc_status_kb(sandbox.pgid, "VmHWM").unwrap_or(0) / (1024 * 1024);
+        match result {
+            Ok(mut response) => {
+                response.max_memory_used_mb = max_memory_used_mb.max(1);
+                self.platform_log(
+                    &sandbox,
+                    &request_id,
+                    format!("END RequestId: {request_id}"),
+                );
+                self.platform_log(
+                    &sandbox,
+                    &request_id,
+                    crate::logs::report_line(&request_id, &response, sandbox.spec.memory_mb),
+                );
+                Ok(response)
+            }
+            Err(err) => {
+                self.platform_log(&sandbox, &request_id, format!("{request_id} Error: {err}"));
+                self.platform_log(
+                    &sandbox,
+                    &request_id,
+                    format!("END RequestId: {request_id}"),
+                );
+                if err.is_sandbox_fatal() {
+                    sandbox.kill().await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        let sandbox = self.get(id)?;
+        sandbox.signal(Signal::SIGSTOP)?;
+        sandbox.paused.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        let sandbox = self.get(id)?;
+        sandbox.signal(Signal::SIGCONT)?;
+        sandbox.paused.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        let sandbox = self.lock().remove(id);
+        if let Some(sandbox) = sandbox {
+            sandbox.kill().await;
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        let sandboxes: Vec<Arc<Sandbox>> = self.lock().values().cloned().collect();
+        Ok(sandboxes
+            .iter()
+            .map(|s| SandboxInfo {
+                state: s.state(),
+                ..s.info.clone()
+            })
+            .collect())
+    }
+
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {
+        let sandbox = self.get(id)?;
+        let members = group_members(sandbox.pgid);
+        let mut metrics = SandboxMetrics {
+            pids: u32::try_from(members.len()).unwrap_or(u32::MAX),
+            ..SandboxMetrics::default()
+        };
+        for pid in members {
+            metrics.memory_current_bytes += proc_status_kb(pid, "VmRSS").unwrap_or(0);
+            metrics.memory_max_bytes += proc_status_kb(pid, "VmHWM").unwrap_or(0);
+            metrics.cpu_usage_ns += cpu_ns(pid);
+        }
+        Ok(metrics)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: "process",
+            pause: true,
+            images: false,
+            commands: true,
+            metrics: true,
+            network: false,
+        }
+    }
+}
+
+impl Drop for ProcessRuntime {
+    fn drop(&mut self) {
+        for sandbox in self.lock().values() {
+            let _ = sandbox.signal(Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! What a sandbox is made from and what it looks like once made.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// How an invocation reaches the function inside a sandbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InvokeMode {
+    /// The runtime serves the Lambda Runtime API and the function polls it (as AWS Lambda does).
+    #[default]
+    RuntimeApi,
+    /// The image runs the Runtime Interface Emulator on port 8080.
+    Rie,
+}
+
+/// Everything needed to create one sandbox of a function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The function's name, as in `functions.yml`.
+    pub function_name: String,
+    /// OCI image reference (containerd backend).
+    pub image: Option<String>,
+    /// Command line (process backend; overrides the image entrypoint on containerd).
+    pub command: Option<Vec<String>>,
+    /// The function's own environment, applied after the Lambda variables.
+    pub env: BTreeMap<String, String>,
+    /// Memory size in MB (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, and the limit where enforced).
+    pub memory_mb: u32,
+    /// Maximum duration of one invocation.
+    pub timeout: Duration,
+    /// How invocations reach the function.
+    pub invoke_mode: InvokeMode,
+}
+
+impl SandboxSpec {
+    /// A spec with Lambda's defaults: 128 MB, 3 s timeout, Runtime API mode.
+    pub fn new(function_name: impl Into<String>) -> Self {
+        Self {
+            function_name: function_name.into(),
+            image: None,
+            command: None,
+            env: BTreeMap::new(),
+            memory_mb: 128,
+            timeout: Duration::from_secs(3),
+            invoke_mode: InvokeMode::RuntimeApi,
+        }
+    }
+
+    /// Sets the command line.
+    pub fn command<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = Some(argv.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the image reference.
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
+    }
+
+    /// Adds one environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the memory size in MB.
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    /// Sets the invocation timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the invoke mode.
+    pub fn invoke_mode(mut self, mode: InvokeMode) -> Self {
+        self.invoke_mode = mode;
+        self
+    }
+}
+
+/// A sandbox's identifier, unique within one runtime.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SandboxId(String);
+
+impl SandboxId {
+    /// Wraps an identifier.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The identifier as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for SandboxId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for SandboxId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+/// The normalized state of a sandbox, whatever the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SandboxState {
+    /// Running (idle or invoking).
+    Running,
+    /// Frozen: it uses no CPU and answers nothing until resumed.
+    Paused,
+    /// Its process or task has exited.
+    Stopped,
+    /// The backend could not tell.
+    Unknown,
+}
+
+/// A sandbox as a runtime lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxInfo {
+    /// Its identifier.
+    pub id: SandboxId,
+    /// The function it runs.
+    pub function_name: String,
+    /// Its state now.
+    pub state: SandboxState,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// Backend labels (containerd labels; empty elsewhere).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Resource usage of one sandbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SandboxMetrics {
+    /// Memory in use now, in bytes.
+    pub memory_current_bytes: u64,
+    /// The most memory used so far, in bytes.
+    pub memory_max_bytes: u64,
+    /// The memory limit, in bytes (0 when none is enforced).
+    pub memory_limit_bytes: u64,
+    /// How many times the sandbox hit its memory limit and was OOM-killed.
+    pub oom_events: u64,
+    /// CPU time used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Processes or threads in the sandbox.
+    pub pids: u32,
+}
+
+/// What a backend can do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Name of the backend (`process`, `containerd`, `remote`).
+    pub backend: &'static str,
+    /// Pause and resume are supported.
+    pub pause: bool,
+    /// Sandboxes can be made from OCI images.
+    pub images: bool,
+    /// Sandboxes can be made from a command line.
+    pub commands: bool,
+    /// Metrics are reported.
+    pub metrics: bool,
+    /// Sandboxes get their own network.
+    pub network: bool,
+}

@@ -1,0 +1,489 @@
+//! The containerd backend against a real containerd (see `.ci/containerd.sh`). Each test
+//! skips with a printed reason when no containerd is reachable, unless
+//! `ESB_REQUIRE_CONTAINERD=1`.
+#![cfg(feature = "containerd")]
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::StatSnapshotRequest;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, DeleteContainerRequest, GetContainerRequest,
+    GetRequest as GetTaskRequest,
+};
+use containerd_client::tonic::{Code, Request};
+use esb_runtime::containerd::{
+    CniConfig, ContainerdConfig, ContainerdRuntime, LABEL_ENV, LABEL_FUNCTION, ReconcilePolicy,
+};
+use esb_runtime::{
+    Error, InvokeRequest, InvokeResult, LogStream, Runtime, SandboxId, SandboxSpec, SandboxState,
+};
+use serde_json::{Value, json};
+use support::Collect;
+
+struct Fixture {
+    runtime: ContainerdRuntime,
+    logs: Arc<Collect>,
+    address: PathBuf,
+}
+
+async fn fixture_with(edit: impl FnOnce(&mut ContainerdConfig)) -> Option<Fixture> {
+    let address = support::containerd()?;
+    let logs = Arc::new(Collect::default());
+    let mut config = support::config(&address, &support::unique_env("t"), logs.clone());
+    edit(&mut config);
+    let runtime = ContainerdRuntime::connect(config).await.unwrap();
+    Some(Fixture {
+        runtime,
+        logs,
+        address,
+    })
+}
+
+async fn fixture() -> Option<Fixture> {
+    fixture_with(|_| {}).await
+}
+
+fn spec(function: &str) -> SandboxSpec {
+    let image = tokio::task::block_in_place(support::pushed_image);
+    SandboxSpec::new(function)
+        .image(image)
+        .timeout(Duration::from_secs(10))
+}
+
+fn answer(response: &esb_runtime::InvokeResponse) -> Value {
+    match &response.result {
+        InvokeResult::Success(body) => serde_json::from_slice(body).unwrap(),
+        InvokeResult::FunctionError(err) => panic!("function error: {err:?}"),
+    }
+}
+
+async fn invoke(
+    runtime: &ContainerdRuntime,
+    id: &SandboxId,
+    event: Value,
+) -> esb_runtime::Result<Value> {
+    runtime
+        .invoke(id, InvokeRequest::new(event.to_string()))
+        .await
+        .map(|r| answer(&r))
+}
+
+/// Direct containerd access, to check what the backend left behind.
+struct Raw {
+    channel: containerd_client::tonic::transport::Channel,
+    namespace: String,
+}
+
+impl Raw {
+    async fn new(address: &Path, namespace: &str) -> Self {
+        Self {
+            channel: containerd_client::connect(address).await.unwrap(),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    fn req<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.parse().unwrap());
+        request
+    }
+
+    async fn task_status(&self, id: &str) -> Result<i32, Code> {
+        TasksClient::new(self.channel.clone())
+            .get(self.req(GetTaskRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map(|r| r.into_inner().process.map(|p| p.status).unwrap_or(0))
+            .map_err(|s| s.code())
+    }
+
+    async fn container_exists(&self, id: &str) -> bool {
+        match ContainersClient::new(self.channel.clone())
+            .get(self.req(GetContainerRequest { id: id.into() }))
+            .await
+        {
+            Ok(_) => true,
+            Err(status) if status.code() == Code::NotFound => false,
+            Err(status) => panic!("get container {id}: {status}"),
+        }
+    }
+
+    async fn snapshot_exists(&self, key: &str) -> bool {
+        match SnapshotsClient::new(self.channel.clone())
+            .stat(self.req(StatSnapshotRequest {
+                snapshotter: "overlayfs".into(),
+                key: key.into(),
+            }))
+            .await
+        {
+            Ok(_) => true,
+            Err(status) if status.code() == Code::NotFound => false,
+            Err(status) => panic!("stat snapshot {key}: {status}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_then_invoke_returns_the_response_and_logs() {
+    let Some(f) = fixture().await else { return };
+    let sandbox = f
+        .runtime
+        .create(spec("echo-fn").env("ESB_TEST_VAR", "x1"))
+        .await
+        .unwrap();
+    let request =
+        InvokeRequest::new(json!({"hello": "world", "print": ["line from fn"]}).to_string());
+    let request_id = request.request_id.clone();
+    let response = f.runtime.invoke(&sandbox.id, request).await.unwrap();
+    let body = answer(&response);
+    assert_eq!(body["echo"]["hello"], "world");
+    assert_eq!(body["env"]["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+    assert_eq!(body["env"]["AWS_LAMBDA_FUNCTION_NAME"], "echo-fn");
+    assert_eq!(body["env"]["ESB_TEST_VAR"], "x1");
+    assert_eq!(body["context"]["request_id"], request_id.as_str());
+    assert!(
+        response.init_duration.is_some(),
+        "a cold start reports its init"
+    );
+    assert!(response.max_memory_used_mb >= 1);
+    // The function's stdout reaches the sink, tagged with the invocation.
+    let mut found = None;
+    for _ in 0..50 {
+        found = f
+            .logs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.message == "line from fn")
+            .cloned();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = found.expect("the function's stdout line was logged");
+    assert_eq!(line.stream, LogStream::Stdout);
+    assert_eq!(line.request_id.as_deref(), Some(request_id.as_str()));
+    assert!(
+        f.logs
+            .messages()
+            .iter()
+            .any(|m| m.starts_with("REPORT RequestId:"))
+    );
+    let info = f.runtime.list().await.unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(
+        info[0].labels.get("esb.created-by").map(String::as_str),
+        Some("esb-agent")
+    );
+    assert_eq!(
+        info[0].labels.get(LABEL_FUNCTION).map(String::as_str),
+        Some("echo-fn")
+    );
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_warm_invokes_reuse_one_container() {
+    let Some(f) = fixture().await else { return };
+    let sandbox = f.runtime.create(spec("warm")).await.unwrap();
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let body = invoke(&f.runtime, &sandbox.id, json!({"n": i}))
+            .await
+            .unwrap();
+        assert_eq!(body["echo"]["n"], i);
+        pids.insert(body["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 1, "one process served every invocation");
+    assert_eq!(f.runtime.list().await.unwrap().len(), 1);
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_freezes_the_task_and_resume_thaws_it() {
+    let Some(f) = fixture().await else { return };
+    let raw = Raw::new(&f.address, f.runtime.namespace()).await;
+    let sandbox = f.runtime.create(spec("freeze")).await.unwrap();
+    invoke(&f.runtime, &sandbox.id, json!({})).await.unwrap();
+    f.runtime.pause(&sandbox.id).await.unwrap();
+    let paused = containerd_client::types::v1::Status::Paused as i32;
+    assert_eq!(raw.task_status(sandbox.id.as_str()).await, Ok(paused));
+    assert_eq!(
+        f.runtime.list().await.unwrap()[0].state,
+        SandboxState::Paused
+    );
+    assert!(matches!(
+        invoke(&f.runtime, &sandbox.id, json!({})).await,
+        Err(Error::Paused(_))
+    ));
+    f.runtime.resume(&sandbox.id).await.unwrap();
+    let body = invoke(&f.runtime, &sandbox.id, json!({"after": "resume"}))
+        .await
+        .unwrap();
+    assert_eq!(body["echo"]["after"], "resume");
+    assert_eq!(
+        f.runtime.list().await.unwrap()[0].state,
+        SandboxState::Running
+    );
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allocating_past_memory_size_is_an_oom_kill() {
+    let Some(f) = fixture().await else { return };
+    let sandbox = f.runtime.create(spec("hog").memory_mb(64)).await.unwrap();
+    let err = invoke(&f.runtime, &sandbox.id, json!({"alloc_mb": 200}))
+        .await
+        .expect_err("the allocation cannot succeed");
+    match &err {
+        Error::SandboxLost { reason, .. } => assert!(reason.contains("OOM"), "{reason}"),
+        other => panic!("expected a lost sandbox, got {other:?}"),
+    }
+    let metrics = f.runtime.metrics(&sandbox.id).await.unwrap();
+    assert!(metrics.oom_events >= 1, "{metrics:?}");
+    assert_eq!(metrics.memory_limit_bytes, 64 << 20);
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_kills_the_sandbox() {
+    let Some(f) = fixture().await else { return };
+    let raw = Raw::new(&f.address, f.runtime.namespace()).await;
+    let sandbox = f
+        .runtime
+        .create(spec("slow").timeout(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    invoke(&f.runtime, &sandbox.id, json!({})).await.unwrap();
+    let err = invoke(&f.runtime, &sandbox.id, json!({"sleep_ms": 10_000})).await;
+    assert!(matches!(err, Err(Error::Timeout { .. })), "{err:?}");
+    let stopped = containerd_client::types::v1::Status::Stopped as i32;
+    assert_eq!(raw.task_status(sandbox.id.as_str()).await, Ok(stopped));
+    assert_eq!(
+        f.runtime.list().await.unwrap()[0].state,
+        SandboxState::Stopped
+    );
+    assert!(invoke(&f.runtime, &sandbox.id, json!({})).await.is_err());
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_leaves_no_task_container_snapshot_netns_or_ip_lease() {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let data_dir = tempfile::tempdir().unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let cni = CniConfig {
+        network: format!("esbt{suffix}"),
+        bridge: format!("esbt{suffix}"),
+        subnet: "10.231.0.0/24".into(),
+        conf_dir: conf_dir.path().to_path_buf(),
+        data_dir: data_dir.path().to_path_buf(),
+        ip_masq: false,
+        ..CniConfig::default()
+    };
+    let Some(f) = fixture_with(|c| c.cni = Some(cni)).await else {
+        return;
+    };
+    let raw = Raw::new(&f.address, f.runtime.namespace()).await;
+    let sandbox = f.runtime.create(spec("gone")).await.unwrap();
+    invoke(&f.runtime, &sandbox.id, json!({})).await.unwrap();
+    let id = sandbox.id.as_str();
+    let ip = f
+        .runtime
+        .sandbox_ip(&sandbox.id)
+        .expect("attached to the bridge");
+    assert!(
+        ip.octets()[..3] == [10, 231, 0],
+        "{ip} is in the configured subnet"
+    );
+    let lease_dir = f.runtime.cni_lease_dir().unwrap();
+    assert!(
+        lease_dir.join(ip.to_string()).exists(),
+        "host-local holds a lease"
+    );
+    let netns = f.runtime.netns_path(&sandbox.id);
+    assert!(netns.exists());
+    assert!(raw.container_exists(id).await);
+    assert!(raw.snapshot_exists(id).await);
+
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+    assert_eq!(raw.task_status(id).await, Err(Code::NotFound));
+    assert!(!raw.container_exists(id).await);
+    assert!(!raw.snapshot_exists(id).await);
+    assert!(!netns.exists());
+    assert!(
+        !lease_dir.join(ip.to_string()).exists(),
+        "the IP lease is released"
+    );
+    assert!(f.runtime.list().await.unwrap().is_empty());
+    // Destroying again (or an unknown id) succeeds.
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &format!("esbt{suffix}")])
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_after_a_restart_removes_only_this_envs_sandboxes() {
+    let Some(first) = fixture().await else { return };
+    let namespace = first.runtime.namespace().to_owned();
+    let raw = Raw::new(&first.address, &namespace).await;
+    let left = first.runtime.create(spec("left-behind")).await.unwrap();
+    invoke(&first.runtime, &left.id, json!({})).await.unwrap();
+    // A container of someone else in the same namespace: no ESB labels.
+    let foreign = format!(
+        "foreign-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    ContainersClient::new(raw.channel.clone())
+        .create(raw.req(CreateContainerRequest {
+            container: Some(Container {
+                id: foreign.clone(),
+                labels: HashMap::from([("owner".to_owned(), "someone-else".to_owned())]),
+                image: "none".into(),
+                runtime: Some(containerd_client::services::v1::container::Runtime {
+                    name: "io.containerd.runc.v2".into(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                    value: b"{}".to_vec(),
+                }),
+                ..Container::default()
+            }),
+        }))
+        .await
+        .unwrap();
+
+    // A new runtime of the same env, as after an agent restart, still lists the sandbox.
+    let env = namespace.trim_start_matches("esb-").to_owned();
+    let second = ContainerdRuntime::connect(support::config(
+        &first.address,
+        &env,
+        Arc::new(Collect::default()),
+    ))
+    .await
+    .unwrap();
+    let listed = second.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, left.id);
+    assert_eq!(listed[0].labels.get(LABEL_ENV), Some(&env));
+
+    let done = second.reconcile(ReconcilePolicy::Remove).await.unwrap();
+    assert_eq!(done.removed, vec![left.id.clone()]);
+    assert!(!raw.container_exists(left.id.as_str()).await);
+    assert!(
+        raw.container_exists(&foreign).await,
+        "unlabelled containers survive GC"
+    );
+    ContainersClient::new(raw.channel.clone())
+        .delete(raw.req(DeleteContainerRequest { id: foreign }))
+        .await
+        .unwrap();
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_adopt_after_a_restart_removes_runtime_api_sandboxes() {
+    let Some(first) = fixture().await else { return };
+    let raw = Raw::new(&first.address, first.runtime.namespace()).await;
+    let sandbox = first.runtime.create(spec("adopt")).await.unwrap();
+    invoke(&first.runtime, &sandbox.id, json!({}))
+        .await
+        .unwrap();
+    let env = first
+        .runtime
+        .namespace()
+        .trim_start_matches("esb-")
+        .to_owned();
+    let address = first.address.clone();
+    // The old runtime goes away with its Runtime API listener, as an agent process would.
+    drop(first);
+    let second = ContainerdRuntime::connect(support::config(
+        &address,
+        &env,
+        Arc::new(Collect::default()),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        second.list().await.unwrap().len(),
+        1,
+        "still listed after the restart"
+    );
+    let done = second.reconcile(ReconcilePolicy::Adopt).await.unwrap();
+    assert!(done.adopted.is_empty());
+    assert_eq!(done.removed, vec![sandbox.id.clone()]);
+    assert!(second.list().await.unwrap().is_empty());
+    assert!(!raw.container_exists(sandbox.id.as_str()).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_env_does_not_see_the_first() {
+    let Some(a) = fixture().await else { return };
+    let Some(b) = fixture().await else { return };
+    let sandbox = a.runtime.create(spec("mine")).await.unwrap();
+    assert!(b.runtime.list().await.unwrap().is_empty());
+    let done = b.runtime.reconcile(ReconcilePolicy::Remove).await.unwrap();
+    assert!(done.removed.is_empty());
+    assert!(matches!(
+        b.runtime
+            .invoke(&sandbox.id, InvokeRequest::new("{}"))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(a.runtime.list().await.unwrap().len(), 1);
+    a.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_imported_from_an_oci_archive_runs() {
+    let Some(f) = fixture().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let name = "esb.test/imported:latest";
+    tokio::task::block_in_place(|| support::write_oci_archive(&archive, name));
+    f.runtime.import_image(&archive, name).await.unwrap();
+    let sandbox = f
+        .runtime
+        .create(
+            SandboxSpec::new("imported")
+                .image(name)
+                .timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let body = invoke(&f.runtime, &sandbox.id, json!({"from": "archive"}))
+        .await
+        .unwrap();
+    assert_eq!(body["echo"]["from"], "archive");
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_fails_create_and_leaves_nothing() {
+    let Some(f) = fixture().await else { return };
+    let image = format!("{}/esb-does-not-exist:latest", support::registry());
+    let err = f
+        .runtime
+        .create(SandboxSpec::new("missing").image(image.clone()))
+        .await
+        .expect_err("no such image");
+    assert!(err.to_string().contains("esb-does-not-exist"), "{err}");
+    assert!(f.runtime.list().await.unwrap().is_empty());
+}

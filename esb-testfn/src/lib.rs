@@ -1,0 +1,127 @@
+//! A Lambda function built with the official `lambda_runtime` crate, driven by its event,
+//! for ESB's tests, examples and benches; and [`binary`] to build it from a test.
+//!
+//! The event is a JSON object; every key is optional and they apply in this order:
+//! `print` (array of lines written to stdout), `stderr` (array of lines written to stderr),
+//! `alloc_mb` (allocate and touch that many MB), `sleep_ms`, `exit` (exit with that code), `abort` (abort the process, as a
+//! panic does under `panic = "abort"`),
+//! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
+//! handler's error). Otherwise the answer is
+//! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N}`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+/// The Lambda variables the function reports back under `env`.
+pub const REPORTED_ENV: &[&str] = &[
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_REGION",
+    "TZ",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "LAMBDA_TASK_ROOT",
+    "AWS_LAMBDA_RUNTIME_API",
+    "ESB_TEST_VAR",
+];
+
+/// The handler: see the crate docs for what the event can ask.
+pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
+    let (payload, context) = event.into_parts();
+    for (key, to_stderr) in [("print", false), ("stderr", true)] {
+        if let Some(lines) = payload.get(key).and_then(Value::as_array) {
+            for line in lines {
+                let text = line.as_str().map(str::to_owned).unwrap_or(line.to_string());
+                if to_stderr {
+                    eprintln!("{text}");
+                } else {
+                    println!("{text}");
+                }
+            }
+        }
+    }
+    let mut hold = Vec::new();
+    if let Some(mb) = payload.get("alloc_mb").and_then(Value::as_u64) {
+        for _ in 0..mb {
+            hold.push(vec![1u8; 1024 * 1024]);
+        }
+    }
+    if let Some(ms) = payload.get("sleep_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(code) = payload.get("exit").and_then(Value::as_i64) {
+        std::process::exit(i32::try_from(code).unwrap_or(1));
+    }
+    if payload.get("abort").is_some() {
+        std::process::abort();
+    }
+    if let Some(message) = payload.get("panic") {
+        panic!("{}", message.as_str().unwrap_or("panic requested"));
+    }
+    if let Some(err) = payload.get("error") {
+        return Err(Diagnostic {
+            error_type: err["type"].as_str().unwrap_or("TestError").to_owned(),
+            error_message: err["message"]
+                .as_str()
+                .unwrap_or("error requested")
+                .to_owned(),
+        });
+    }
+    let env: serde_json::Map<String, Value> = REPORTED_ENV
+        .iter()
+        .filter_map(|key| Some((key.to_string(), Value::from(std::env::var(key).ok()?))))
+        .collect();
+    Ok(json!({
+        "echo": payload,
+        "context": {
+            "request_id": context.request_id,
+            "deadline_ms": context.deadline,
+            "invoked_function_arn": context.invoked_function_arn,
+            "trace_id": context.xray_trace_id,
+            "client_context": context.client_context.is_some(),
+        },
+        "env": env,
+        "pid": std::process::id(),
+        "held_mb": hold.len(),
+    }))
+}
+
+/// Runs the function against `AWS_LAMBDA_RUNTIME_API` until its sandbox is destroyed.
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(service_fn(handler)).await
+}
+
+/// Builds the `esb-testfn` binary with cargo (as a test runs) and returns its path.
+///
+/// Uses the `CARGO` and `CARGO_TARGET_DIR` that cargo gives tests; the build is cached.
+pub fn binary() -> std::io::Result<PathBuf> {
+    build_bin("esb-testfn")
+}
+
+/// Builds one binary of this crate and returns its path.
+pub fn build_bin(name: &str) -> std::io::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace.join("target"));
+    let status = Command::new(cargo)
+        .current_dir(&workspace)
+        .args(["build", "--quiet", "-p", "esb-testfn", "--bin", name])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "cargo build -p esb-testfn --bin {name} failed: {status}"
+        )));
+    }
+    Ok(target.join("debug").join(name))
+}
