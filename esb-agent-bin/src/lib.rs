@@ -91,6 +91,7 @@ impl TlsFiles {
         };
         let cert = read("TLS certificate", &self.cert)?;
         let key = read("TLS key", &self.key)?;
+        esb_runtime::ensure_crypto_provider();
         let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if let Some(ca) = &self.client_ca {
             config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));

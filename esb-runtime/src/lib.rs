@@ -32,6 +32,20 @@ pub mod process;
 #[cfg(feature = "remote")]
 pub mod remote;
 
+/// Makes sure rustls has a process-wide crypto provider, installing `ring` when the
+/// program chose none.
+///
+/// rustls cannot pick a provider by itself once both `ring` and `aws-lc-rs` are compiled
+/// in (as happens when a program's dependencies ask for both), and TLS set-up would then
+/// panic. A provider the program installed first is kept.
+#[cfg(any(feature = "containerd", feature = "remote"))]
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another thread's install leaves that provider in place: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

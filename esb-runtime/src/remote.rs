@@ -701,6 +701,7 @@ fn endpoint(config: &RemoteConfig) -> Result<Endpoint> {
         .keep_alive_while_idle(true);
     let https = config.endpoint.starts_with("https://");
     if let Some(tls) = &config.tls {
+        crate::ensure_crypto_provider();
         let mut tls_config = ClientTlsConfig::new();
         tls_config = match &tls.ca_pem {
             Some(ca) => tls_config.ca_certificate(Certificate::from_pem(ca)),

@@ -195,6 +195,7 @@ pub(crate) fn rfc3339(secs: i64) -> String {
 
 impl Images {
     pub(crate) fn new(ctr: Ctr, registries: RegistryConfig, snapshotter: String) -> Self {
+        crate::ensure_crypto_provider();
         let oci = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(registries.insecure.clone()),
             ..ClientConfig::default()
