@@ -220,15 +220,8 @@ async fn main() {
     }
 
     let channel = containerd_client::connect(&address).await.unwrap();
-    let chain_id = support::sha256(&{
-        // The image has one layer: its chain id is its diff id (the uncompressed tar's digest).
-        use std::io::Read;
-        let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(support::test_image().layer.data.as_slice())
-            .read_to_end(&mut tar)
-            .unwrap();
-        tar
-    });
+    // The image has one layer: its chain id is its diff id (the uncompressed tar's digest).
+    let chain_id = support::sha256(&support::test_image().layer_tar);
     let namespace = runtime.namespace().to_owned();
     let mut raw = Vec::new();
     for i in 0..runs {

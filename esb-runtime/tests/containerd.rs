@@ -4,28 +4,22 @@
 #![cfg(feature = "containerd")]
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
+#[path = "support/raw.rs"]
+mod raw;
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use containerd_client::services::v1::containers_client::ContainersClient;
-use containerd_client::services::v1::snapshots::StatSnapshotRequest;
-use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::tasks_client::TasksClient;
-use containerd_client::services::v1::{
-    Container, CreateContainerRequest, DeleteContainerRequest, GetContainerRequest,
-    GetRequest as GetTaskRequest,
-};
-use containerd_client::tonic::{Code, Request};
+use esb_runtime::containerd::containerd_client::tonic::Code;
 use esb_runtime::containerd::{
     CniConfig, ContainerdConfig, ContainerdRuntime, LABEL_ENV, LABEL_FUNCTION, ReconcilePolicy,
 };
 use esb_runtime::{
     Error, InvokeRequest, InvokeResult, LogStream, Runtime, SandboxId, SandboxSpec, SandboxState,
 };
+use raw::{Raw, TaskStatus};
 use serde_json::{Value, json};
 use support::Collect;
 
@@ -75,65 +69,6 @@ async fn invoke(
         .invoke(id, InvokeRequest::new(event.to_string()))
         .await
         .map(|r| answer(&r))
-}
-
-/// Direct containerd access, to check what the backend left behind.
-struct Raw {
-    channel: containerd_client::tonic::transport::Channel,
-    namespace: String,
-}
-
-impl Raw {
-    async fn new(address: &Path, namespace: &str) -> Self {
-        Self {
-            channel: containerd_client::connect(address).await.unwrap(),
-            namespace: namespace.to_owned(),
-        }
-    }
-
-    fn req<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert("containerd-namespace", self.namespace.parse().unwrap());
-        request
-    }
-
-    async fn task_status(&self, id: &str) -> Result<i32, Code> {
-        TasksClient::new(self.channel.clone())
-            .get(self.req(GetTaskRequest {
-                container_id: id.into(),
-                exec_id: String::new(),
-            }))
-            .await
-            .map(|r| r.into_inner().process.map(|p| p.status).unwrap_or(0))
-            .map_err(|s| s.code())
-    }
-
-    async fn container_exists(&self, id: &str) -> bool {
-        match ContainersClient::new(self.channel.clone())
-            .get(self.req(GetContainerRequest { id: id.into() }))
-            .await
-        {
-            Ok(_) => true,
-            Err(status) if status.code() == Code::NotFound => false,
-            Err(status) => panic!("get container {id}: {status}"),
-        }
-    }
-
-    async fn snapshot_exists(&self, key: &str) -> bool {
-        match SnapshotsClient::new(self.channel.clone())
-            .stat(self.req(StatSnapshotRequest {
-                snapshotter: "overlayfs".into(),
-                key: key.into(),
-            }))
-            .await
-        {
-            Ok(_) => true,
-            Err(status) if status.code() == Code::NotFound => false,
-            Err(status) => panic!("stat snapshot {key}: {status}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,7 +156,7 @@ async fn pause_freezes_the_task_and_resume_thaws_it() {
     let sandbox = f.runtime.create(spec("freeze")).await.unwrap();
     invoke(&f.runtime, &sandbox.id, json!({})).await.unwrap();
     f.runtime.pause(&sandbox.id).await.unwrap();
-    let paused = containerd_client::types::v1::Status::Paused as i32;
+    let paused = TaskStatus::Paused as i32;
     assert_eq!(raw.task_status(sandbox.id.as_str()).await, Ok(paused));
     assert_eq!(
         f.runtime.list().await.unwrap()[0].state,
@@ -272,7 +207,7 @@ async fn a_timeout_kills_the_sandbox() {
     invoke(&f.runtime, &sandbox.id, json!({})).await.unwrap();
     let err = invoke(&f.runtime, &sandbox.id, json!({"sleep_ms": 10_000})).await;
     assert!(matches!(err, Err(Error::Timeout { .. })), "{err:?}");
-    let stopped = containerd_client::types::v1::Status::Stopped as i32;
+    let stopped = TaskStatus::Stopped as i32;
     assert_eq!(raw.task_status(sandbox.id.as_str()).await, Ok(stopped));
     assert_eq!(
         f.runtime.list().await.unwrap()[0].state,
@@ -346,29 +281,7 @@ async fn gc_after_a_restart_removes_only_this_envs_sandboxes() {
     let left = first.runtime.create(spec("left-behind")).await.unwrap();
     invoke(&first.runtime, &left.id, json!({})).await.unwrap();
     // A container of someone else in the same namespace: no ESB labels.
-    let foreign = format!(
-        "foreign-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    ContainersClient::new(raw.channel.clone())
-        .create(raw.req(CreateContainerRequest {
-            container: Some(Container {
-                id: foreign.clone(),
-                labels: HashMap::from([("owner".to_owned(), "someone-else".to_owned())]),
-                image: "none".into(),
-                runtime: Some(containerd_client::services::v1::container::Runtime {
-                    name: "io.containerd.runc.v2".into(),
-                    options: None,
-                }),
-                spec: Some(prost_types::Any {
-                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                    value: b"{}".to_vec(),
-                }),
-                ..Container::default()
-            }),
-        }))
-        .await
-        .unwrap();
+    let foreign = raw.create_foreign_container().await;
 
     // A new runtime of the same env, as after an agent restart, still lists the sandbox.
     let env = namespace.trim_start_matches("esb-").to_owned();
@@ -391,19 +304,20 @@ async fn gc_after_a_restart_removes_only_this_envs_sandboxes() {
         raw.container_exists(&foreign).await,
         "unlabelled containers survive GC"
     );
-    ContainersClient::new(raw.channel.clone())
-        .delete(raw.req(DeleteContainerRequest { id: foreign }))
-        .await
-        .unwrap();
+    raw.delete_container(&foreign).await;
     drop(first);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn reconcile_adopt_after_a_restart_removes_runtime_api_sandboxes() {
+async fn reconcile_adopt_after_a_restart_keeps_runtime_api_sandboxes_serving() {
     let Some(first) = fixture().await else { return };
     let raw = Raw::new(&first.address, first.runtime.namespace()).await;
-    let sandbox = first.runtime.create(spec("adopt")).await.unwrap();
-    invoke(&first.runtime, &sandbox.id, json!({}))
+    let sandbox = first
+        .runtime
+        .create(spec("adopt").memory_mb(192).timeout(Duration::from_secs(7)))
+        .await
+        .unwrap();
+    let before = invoke(&first.runtime, &sandbox.id, json!({}))
         .await
         .unwrap();
     let env = first
@@ -414,22 +328,45 @@ async fn reconcile_adopt_after_a_restart_removes_runtime_api_sandboxes() {
     let address = first.address.clone();
     // The old runtime goes away with its Runtime API listener, as an agent process would.
     drop(first);
-    let second = ContainerdRuntime::connect(support::config(
-        &address,
-        &env,
-        Arc::new(Collect::default()),
-    ))
-    .await
-    .unwrap();
+    let logs = Arc::new(Collect::default());
+    let second = ContainerdRuntime::connect(support::config(&address, &env, logs.clone()))
+        .await
+        .unwrap();
     assert_eq!(
         second.list().await.unwrap().len(),
         1,
         "still listed after the restart"
     );
     let done = second.reconcile(ReconcilePolicy::Adopt).await.unwrap();
-    assert!(done.adopted.is_empty());
-    assert_eq!(done.removed, vec![sandbox.id.clone()]);
-    assert!(second.list().await.unwrap().is_empty());
+    assert_eq!(done.adopted, vec![sandbox.id.clone()]);
+    assert!(done.removed.is_empty());
+    let listed = second.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, sandbox.id);
+    assert_eq!(listed[0].state, SandboxState::Running);
+
+    // The same id serves again, from a fresh runtime client, with the old settings.
+    let request =
+        InvokeRequest::new(json!({"again": true, "print": ["after restart"]}).to_string());
+    let response = second.invoke(&sandbox.id, request).await.unwrap();
+    let after = answer(&response);
+    assert_eq!(after["echo"]["again"], true);
+    assert_eq!(after["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "192");
+    assert!(response.init_duration.is_some(), "a fresh task starts cold");
+    assert_ne!(before["pid"], Value::Null);
+    let metrics = second.metrics(&sandbox.id).await.unwrap();
+    assert_eq!(metrics.memory_limit_bytes, 192 << 20);
+    for _ in 0..50 {
+        if logs.messages().iter().any(|m| m == "after restart") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        logs.messages().iter().any(|m| m == "after restart"),
+        "the new task's output is read"
+    );
+    second.destroy(&sandbox.id).await.unwrap();
     assert!(!raw.container_exists(sandbox.id.as_str()).await);
 }
 
@@ -458,7 +395,38 @@ async fn an_image_imported_from_an_oci_archive_runs() {
     let archive = dir.path().join("image.tar");
     let name = "esb.test/imported:latest";
     tokio::task::block_in_place(|| support::write_oci_archive(&archive, name));
-    f.runtime.import_image(&archive, name).await.unwrap();
+    run_imported(&f, &archive, name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_imported_from_a_docker_save_archive_runs() {
+    let Some(f) = fixture().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("docker.tar");
+    let name = "esb.test/docker-saved:latest";
+    tokio::task::block_in_place(|| support::write_docker_archive(&archive, name));
+    run_imported(&f, &archive, name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_archive_is_refused_with_its_path() {
+    let Some(f) = fixture().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("not-an-image.tar");
+    std::fs::write(&archive, b"this is not a tar archive").unwrap();
+    let err = f
+        .runtime
+        .import_image(&archive, "esb.test/broken:latest")
+        .await
+        .expect_err("not an image archive");
+    assert!(
+        err.to_string().contains(&archive.display().to_string()),
+        "{err}"
+    );
+}
+
+async fn run_imported(f: &Fixture, archive: &Path, name: &str) {
+    f.runtime.import_image(archive, name).await.unwrap();
     let sandbox = f
         .runtime
         .create(

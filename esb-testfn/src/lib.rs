@@ -9,6 +9,9 @@
 //! handler's error). Otherwise the answer is
 //! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N}`.
 
+#[cfg(feature = "oci")]
+pub mod oci;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -106,10 +109,7 @@ pub fn binary() -> std::io::Result<PathBuf> {
 /// Builds one binary of this crate and returns its path.
 pub fn build_bin(name: &str) -> std::io::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let workspace = workspace_dir();
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace.join("target"));
@@ -124,4 +124,12 @@ pub fn build_bin(name: &str) -> std::io::Result<PathBuf> {
         )));
     }
     Ok(target.join("debug").join(name))
+}
+
+/// The workspace root (this crate's parent directory).
+fn workspace_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }

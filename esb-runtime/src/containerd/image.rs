@@ -852,28 +852,28 @@ fn pick_manifest(index: &[u8], what: &str) -> Result<Desc, String> {
 
 /// Every regular file of a tar archive, by normalized path.
 fn read_archive(path: &PathBuf) -> crate::Result<HashMap<String, Bytes>> {
-    let file = std::fs::File::open(path).map_err(|err| {
+    let named = |err: std::io::Error| {
         Error::Io(std::io::Error::new(
             err.kind(),
             format!("image archive {}: {err}", path.display()),
         ))
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(named)?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut files = HashMap::new();
-    let entries = archive.entries().map_err(Error::Io)?;
-    for entry in entries {
-        let mut entry = entry.map_err(Error::Io)?;
+    for entry in archive.entries().map_err(named)? {
+        let mut entry = entry.map_err(named)?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
         let name = entry
             .path()
-            .map_err(Error::Io)?
+            .map_err(named)?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_owned();
         let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
-        entry.read_to_end(&mut data).map_err(Error::Io)?;
+        entry.read_to_end(&mut data).map_err(named)?;
         files.insert(name, Bytes::from(data));
     }
     Ok(files)

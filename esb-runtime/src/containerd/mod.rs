@@ -39,7 +39,9 @@ use bytes::Bytes;
 use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
@@ -54,6 +56,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use cni::CniConfig;
+/// The containerd API client this backend is built on, for callers that need more of it.
+pub use containerd_client;
 pub use image::{RegistryConfig, RegistryCredentials};
 
 use self::cgroup::Cgroup;
@@ -81,6 +85,10 @@ pub const LABEL_NETWORK: &str = "esb.network";
 pub const LABEL_IP: &str = "esb.ip";
 /// Label holding a container's invoke mode.
 pub const LABEL_INVOKE: &str = "esb.invoke";
+/// Label holding a sandbox's memory size in MB.
+pub const LABEL_MEMORY: &str = "esb.memory-mb";
+/// Label holding a sandbox's function timeout in milliseconds.
+pub const LABEL_TIMEOUT: &str = "esb.timeout-ms";
 
 /// Port of the Runtime Interface Emulator in `rie` images.
 const RIE_PORT: u16 = 8080;
@@ -171,11 +179,11 @@ impl ContainerdConfig {
 /// What [`ContainerdRuntime::reconcile`] does with sandboxes of this env it did not create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReconcilePolicy {
-    /// Take running `rie` sandboxes over (logs re-attached, exit followed); remove the others.
-    ///
-    /// A `runtime-api` sandbox cannot be taken over: its Runtime API socket belonged to the
-    /// process that made it, and its runtime client does not poll again once that
-    /// connection is cut, so it is removed (a pool makes a new one on demand).
+    /// Take the sandboxes over, keeping their ids: a running `rie` sandbox keeps its task
+    /// (logs re-attached, exit followed); a `runtime-api` sandbox gets a fresh task in the
+    /// same container and network namespace behind a new Runtime API listener (its runtime
+    /// client does not poll again once the old listener is gone), so its next invocation is
+    /// a cold start. Sandboxes that cannot be taken over are removed.
     Adopt,
     /// Remove them all.
     Remove,
@@ -220,6 +228,38 @@ impl Sandbox {
             let _ = stop.send(());
         }
         for worker in lock(&self.workers).drain(..) {
+            worker.abort();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    /// The FIFO readers never see EOF by themselves: a forgotten sandbox must stop them.
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+/// What [`ContainerdRuntime::launch`] needs to start a task in an existing container.
+struct Launch {
+    function_name: String,
+    memory_mb: u32,
+    timeout: Duration,
+    mode: InvokeMode,
+    /// The Runtime API listener bound in the sandbox's namespace (`runtime-api` mode).
+    listener: Option<tokio::net::TcpListener>,
+    rootfs: Vec<containerd_client::types::Mount>,
+    ip: Option<Ipv4Addr>,
+    labels: BTreeMap<String, String>,
+    created_at: SystemTime,
+}
+
+/// Aborts spawned workers unless disarmed: a launch that fails half-way leaves none behind.
+struct Workers(Vec<JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in self.0.drain(..) {
             worker.abort();
         }
     }
@@ -397,6 +437,11 @@ impl ContainerdRuntime {
                     InvokeMode::Rie => "rie",
                 }
                 .to_owned(),
+            ),
+            (LABEL_MEMORY.to_owned(), spec.memory_mb.to_string()),
+            (
+                LABEL_TIMEOUT.to_owned(),
+                spec.timeout.as_millis().to_string(),
             ),
         ]);
         if let (Some(cni), Some(ip)) = (&self.cni, ip) {
@@ -674,16 +719,6 @@ impl ContainerdRuntime {
             None => None,
         };
 
-        let broker = Broker::new(BrokerConfig {
-            sandbox_id: id.clone(),
-            function_name: spec.function_name.clone(),
-            region: self.config.region.clone(),
-            account_id: self.config.account_id.clone(),
-            timeout: spec.timeout,
-            init_timeout: self.config.init_timeout,
-        });
-        let (stdout, stderr, mut workers) = self.attach_output(id, &spec.function_name, &broker)?;
-
         let memory_bytes = u64::from(spec.memory_mb) * 1024 * 1024;
         let cgroups_path = self.cgroups_path(id);
         let netns_str = netns_path.display().to_string();
@@ -757,34 +792,63 @@ impl ContainerdRuntime {
         }
         .await;
         self.images.release(&lease).await;
-        let mounts = prepared?;
+        let rootfs = prepared?;
 
+        self.launch(
+            id,
+            Launch {
+                function_name: spec.function_name.clone(),
+                memory_mb: spec.memory_mb,
+                timeout: spec.timeout,
+                mode: spec.invoke_mode,
+                listener: (spec.invoke_mode == InvokeMode::RuntimeApi).then_some(listener),
+                rootfs,
+                ip,
+                labels: self.labels(spec, ip).into_iter().collect(),
+                created_at: SystemTime::now(),
+            },
+        )
+        .await
+    }
+
+    /// Starts a task in the existing container `id`: output readers first (a FIFO needs its
+    /// reader before Tasks.Create), the Runtime API server, then create, exit watch, start.
+    async fn launch(&self, id: &SandboxId, launch: Launch) -> Result<Arc<Sandbox>> {
+        let broker = Broker::new(BrokerConfig {
+            sandbox_id: id.clone(),
+            function_name: launch.function_name.clone(),
+            region: self.config.region.clone(),
+            account_id: self.config.account_id.clone(),
+            timeout: launch.timeout,
+            init_timeout: self.config.init_timeout,
+        });
+        let (stdout, stderr, workers) = self.attach_output(id, &launch.function_name, &broker)?;
+        let mut workers = Workers(workers);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        if spec.invoke_mode == InvokeMode::RuntimeApi {
-            workers.push(tokio::spawn(runtime_api::serve(
+        if let Some(listener) = launch.listener {
+            workers.0.push(tokio::spawn(runtime_api::serve(
                 listener,
                 broker.clone(),
                 async move {
                     let _ = stop_rx.await;
                 },
             )));
-        } else {
-            drop(listener);
         }
 
         self.tasks()
             .create(self.ctr.req(CreateTaskRequest {
                 container_id: id.to_string(),
-                rootfs: mounts,
+                rootfs: launch.rootfs,
                 stdout: stdout.display().to_string(),
                 stderr: stderr.display().to_string(),
                 ..CreateTaskRequest::default()
             }))
             .await
             .map_err(|s| status_error("create task", id.as_str(), s))?;
-        let cgroup = Cgroup::new(cgroups_path);
-        let (exited, waiter) = self.watch_exit(id, broker.clone(), cgroup.clone(), spec.memory_mb);
-        workers.push(waiter);
+        let cgroup = self.cgroup_of(id);
+        let (exited, waiter) =
+            self.watch_exit(id, broker.clone(), cgroup.clone(), launch.memory_mb);
+        workers.0.push(waiter);
         self.tasks()
             .start(self.ctr.req(StartRequest {
                 container_id: id.to_string(),
@@ -796,21 +860,21 @@ impl ContainerdRuntime {
         Ok(Arc::new(Sandbox {
             info: SandboxInfo {
                 id: id.clone(),
-                function_name: spec.function_name.clone(),
+                function_name: launch.function_name,
                 state: SandboxState::Running,
-                created_at: SystemTime::now(),
-                labels: self.labels(spec, ip).into_iter().collect(),
+                created_at: launch.created_at,
+                labels: launch.labels,
             },
-            memory_mb: spec.memory_mb,
-            timeout: spec.timeout,
-            mode: spec.invoke_mode,
+            memory_mb: launch.memory_mb,
+            timeout: launch.timeout,
+            mode: launch.mode,
             broker,
-            ip,
+            ip: launch.ip,
             cgroup,
             paused: AtomicBool::new(false),
             exited,
             stop_server: Mutex::new(Some(stop_tx)),
-            workers: Mutex::new(workers),
+            workers: Mutex::new(std::mem::take(&mut workers.0)),
         }))
     }
 
@@ -864,9 +928,7 @@ impl ContainerdRuntime {
             if self.get(&id).is_ok() {
                 continue;
             }
-            let running = self.task_state(&container.id).await? == SandboxState::Running;
-            let rie = container.labels.get(LABEL_INVOKE).map(String::as_str) == Some("rie");
-            if policy == ReconcilePolicy::Adopt && running && rie {
+            if policy == ReconcilePolicy::Adopt {
                 match self.adopt(&container).await {
                     Ok(sandbox) => {
                         lock(&self.sandboxes).insert(id.clone(), sandbox);
@@ -882,67 +944,127 @@ impl ContainerdRuntime {
         Ok(done)
     }
 
-    /// Takes over a running sandbox: its FIFOs read again, its exit followed (and a new
-    /// Runtime API listener in its namespace for `runtime-api` sandboxes).
+    /// Takes over a sandbox left by an earlier process.
+    ///
+    /// A running `rie` sandbox keeps its task: its FIFOs are read again and its exit
+    /// followed. A `runtime-api` sandbox's runtime client lost the Runtime API connection of
+    /// the process that made it and does not poll again, so its task is replaced by a fresh
+    /// one in the same container, snapshot, network namespace and address, behind a new
+    /// Runtime API listener: the sandbox keeps its id, and its next invocation is a cold start.
     async fn adopt(&self, container: &Container) -> Result<Arc<Sandbox>> {
         let id = SandboxId::new(container.id.clone());
         let label = |key: &str| container.labels.get(key).cloned().unwrap_or_default();
-        let function_name = label(LABEL_FUNCTION);
-        let memory_mb = self
-            .cgroup_of(&id)
-            .metrics()
-            .memory_limit_bytes
-            .checked_div(1024 * 1024)
-            .and_then(|mb| u32::try_from(mb).ok())
-            .unwrap_or(128);
         let mode = if label(LABEL_INVOKE) == "rie" {
             InvokeMode::Rie
         } else {
             InvokeMode::RuntimeApi
         };
-        let timeout = Duration::from_secs(3);
-        let broker = Broker::new(BrokerConfig {
-            sandbox_id: id.clone(),
-            function_name: function_name.clone(),
-            region: self.config.region.clone(),
-            account_id: self.config.account_id.clone(),
-            timeout,
-            init_timeout: self.config.init_timeout,
-        });
-        let (_, _, mut workers) = self.attach_output(&id, &function_name, &broker)?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        if mode == InvokeMode::RuntimeApi {
-            let listener = netns::listen_in(self.netns_path(&id)).await?;
-            workers.push(tokio::spawn(runtime_api::serve(
-                listener,
-                broker.clone(),
-                async move {
-                    let _ = stop_rx.await;
-                },
+        let launch = |listener, rootfs| Launch {
+            function_name: label(LABEL_FUNCTION),
+            memory_mb: label(LABEL_MEMORY).parse().unwrap_or(128),
+            timeout: label(LABEL_TIMEOUT)
+                .parse()
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::from_secs(3)),
+            mode,
+            listener,
+            rootfs,
+            ip: label(LABEL_IP).parse().ok(),
+            labels: container.labels.clone().into_iter().collect(),
+            created_at: timestamp_to_system(container.created_at),
+        };
+        let state = self.task_state(&container.id).await?;
+        if mode == InvokeMode::Rie {
+            if state != SandboxState::Running {
+                return Err(Error::Backend(format!("its task is {state:?}")));
+            }
+            return Ok(self.follow(&id, launch(None, Vec::new())));
+        }
+
+        let netns_path = self.netns_path(&id);
+        if !netns_path.exists() {
+            return Err(Error::Backend(format!(
+                "its network namespace {} is gone",
+                netns_path.display()
             )));
         }
-        let cgroup = self.cgroup_of(&id);
-        let (exited, waiter) = self.watch_exit(&id, broker.clone(), cgroup.clone(), memory_mb);
+        if state == SandboxState::Paused {
+            // A frozen task cannot handle its SIGKILL until thawed.
+            let _ = self
+                .tasks()
+                .resume(self.ctr.req(ResumeTaskRequest {
+                    container_id: id.to_string(),
+                }))
+                .await;
+        }
+        self.kill_task(&id).await?;
+        let wait = self.ctr.req(WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        });
+        let mut tasks = self.tasks();
+        let _ = tokio::time::timeout(KILL_WAIT, tasks.wait(wait)).await;
+        let deleted = self
+            .tasks()
+            .delete(self.ctr.req(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await;
+        ignore_not_found("delete task", id.as_str(), deleted)?;
+        let rootfs = self
+            .snapshots()
+            .mounts(self.ctr.req(MountsRequest {
+                snapshotter: container.snapshotter.clone(),
+                key: container.snapshot_key.clone(),
+            }))
+            .await
+            .map_err(|s| status_error("snapshot mounts", id.as_str(), s))?
+            .into_inner()
+            .mounts;
+        let listener = netns::listen_in(netns_path).await?;
+        self.launch(&id, launch(Some(listener), rootfs)).await
+    }
+
+    /// Follows a running task this process did not start: output FIFOs read, exit watched.
+    fn follow(&self, id: &SandboxId, launch: Launch) -> Arc<Sandbox> {
+        let broker = Broker::new(BrokerConfig {
+            sandbox_id: id.clone(),
+            function_name: launch.function_name.clone(),
+            region: self.config.region.clone(),
+            account_id: self.config.account_id.clone(),
+            timeout: launch.timeout,
+            init_timeout: self.config.init_timeout,
+        });
+        let mut workers = match self.attach_output(id, &launch.function_name, &broker) {
+            Ok((_, _, workers)) => workers,
+            Err(err) => {
+                tracing::warn!(sandbox = %id, %err, "cannot read the adopted task's output");
+                Vec::new()
+            }
+        };
+        let cgroup = self.cgroup_of(id);
+        let (exited, waiter) =
+            self.watch_exit(id, broker.clone(), cgroup.clone(), launch.memory_mb);
         workers.push(waiter);
-        Ok(Arc::new(Sandbox {
+        Arc::new(Sandbox {
             info: SandboxInfo {
                 id: id.clone(),
-                function_name,
+                function_name: launch.function_name,
                 state: SandboxState::Running,
-                created_at: timestamp_to_system(container.created_at),
-                labels: container.labels.clone().into_iter().collect(),
+                created_at: launch.created_at,
+                labels: launch.labels,
             },
-            memory_mb,
-            timeout,
-            mode,
+            memory_mb: launch.memory_mb,
+            timeout: launch.timeout,
+            mode: launch.mode,
             broker,
-            ip: label(LABEL_IP).parse().ok(),
+            ip: launch.ip,
             cgroup,
             paused: AtomicBool::new(false),
             exited,
-            stop_server: Mutex::new(Some(stop_tx)),
+            stop_server: Mutex::new(None),
             workers: Mutex::new(workers),
-        }))
+        })
     }
 
     fn cgroup_of(&self, id: &SandboxId) -> Cgroup {
