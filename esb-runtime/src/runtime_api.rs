@@ -83,7 +83,6 @@ struct Answer {
 
 struct InFlight {
     request_id: String,
-    trace_id: Option<String>,
     taken_at: Instant,
     answer: oneshot::Sender<Answer>,
 }
@@ -91,6 +90,9 @@ struct InFlight {
 #[derive(Default)]
 struct Slots {
     in_flight: Option<InFlight>,
+    /// Request and trace id of the latest invocation handed to the runtime, kept after its
+    /// answer: output lines read after the answer still belong to it.
+    latest: Option<(String, Option<String>)>,
     answered: VecDeque<String>,
     init_reported: bool,
 }
@@ -159,12 +161,11 @@ impl Broker {
         &self.inner.function_arn
     }
 
-    /// The request and trace id of the invocation in flight, to tag log lines with.
+    /// The request and trace id to tag a log line of the sandbox with: the invocation in
+    /// flight, or the latest one until the next starts (its output may be read after its
+    /// answer); `None` before the first invocation (init output).
     pub fn current_request(&self) -> Option<(String, Option<String>)> {
-        self.slots()
-            .in_flight
-            .as_ref()
-            .map(|f| (f.request_id.clone(), f.trace_id.clone()))
+        self.slots().latest.clone()
     }
 
     /// True once the sandbox is gone (exited, killed, or failed init).
@@ -379,12 +380,14 @@ impl Broker {
                 builder = builder.header(name, value);
             }
         }
-        self.slots().in_flight = Some(InFlight {
+        let mut slots = self.slots();
+        slots.latest = Some((request.request_id.clone(), request.trace_id.clone()));
+        slots.in_flight = Some(InFlight {
             request_id: request.request_id,
-            trace_id: request.trace_id,
             taken_at,
             answer: job.answer,
         });
+        drop(slots);
         builder
             .body(Full::new(request.payload))
             .unwrap_or_else(|_| internal_error())

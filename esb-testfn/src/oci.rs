@@ -3,6 +3,9 @@
 //! written as an OCI layout or `docker save` archive. Also finds the containerd to test
 //! against.
 
+// Test support: a failure to build or push the image panics, as the calling test would.
+#![allow(clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
