@@ -34,10 +34,19 @@ impl RuntimeKind {
 /// What to do at start with the sandboxes an earlier agent of this env left in containerd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Reconcile {
-    /// Take the running ones over; remove the others.
+    /// Take them over, keeping their ids (a runtime-api sandbox gets a fresh task).
     Adopt,
     /// Remove them all.
     Remove,
+}
+
+/// How containerd sandboxes are paused and resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FreezerKind {
+    /// Write the sandbox's cgroup freezer directly (fastest).
+    Cgroup,
+    /// Through containerd (Tasks.Pause / Tasks.Resume, i.e. `runc pause` / `runc resume`).
+    Tasks,
 }
 
 /// Runs Lambda sandboxes on this host and serves them over gRPC (esb.agent.v1).
@@ -101,6 +110,10 @@ struct Args {
     /// Subnet of the CNI bridge sandboxes join (e.g. 10.88.0.0/16); no CNI network when absent.
     #[arg(long, env = "ESB_CNI_SUBNET", value_parser = parse_cidr)]
     cni_subnet: Option<String>,
+
+    /// How containerd sandboxes are frozen between invocations.
+    #[arg(long, env = "ESB_FREEZER", value_enum, default_value_t = FreezerKind::Cgroup)]
+    freezer: FreezerKind,
 
     /// At start, adopt or remove the sandboxes of this env found in containerd.
     #[arg(long, env = "ESB_RECONCILE", value_enum, default_value_t = Reconcile::Adopt)]
@@ -196,7 +209,7 @@ async fn runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
 #[cfg(feature = "containerd")]
 async fn containerd_runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
     use esb_runtime::containerd::{
-        CniConfig, ContainerdConfig, ContainerdRuntime, ReconcilePolicy, RegistryConfig,
+        CniConfig, ContainerdConfig, ContainerdRuntime, Freezer, ReconcilePolicy, RegistryConfig,
     };
     let config = ContainerdConfig {
         address: args.containerd_address.clone(),
@@ -210,6 +223,10 @@ async fn containerd_runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
             ..CniConfig::default()
         }),
         log_sink: log_sink(args),
+        freezer: match args.freezer {
+            FreezerKind::Cgroup => Freezer::Cgroup,
+            FreezerKind::Tasks => Freezer::Tasks,
+        },
         ..ContainerdConfig::default()
     };
     let namespace = config.namespace();

@@ -21,7 +21,7 @@ use esb_runtime::containerd::{
 use esb_runtime::logs::NullLogSink;
 use esb_testfn::oci;
 use pb::ContainerStatus;
-use raw::{Raw, TaskStatus};
+use raw::Raw;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -242,7 +242,7 @@ async fn ensure_invoke_warm_pause_resume_and_destroy_over_grpc() {
         })
         .await
         .unwrap();
-    assert_eq!(raw.task_status(&id).await, Ok(TaskStatus::Paused as i32));
+    assert!(raw::cgroup_frozen(agent.runtime.namespace(), &id));
     assert_eq!(list(&mut client).await[0].status(), ContainerStatus::Paused);
     let refused = invoke_raw(&mut client, &id, json!({})).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");

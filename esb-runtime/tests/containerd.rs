@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use esb_runtime::containerd::containerd_client::tonic::Code;
 use esb_runtime::containerd::{
-    CniConfig, ContainerdConfig, ContainerdRuntime, LABEL_ENV, LABEL_FUNCTION, ReconcilePolicy,
+    CniConfig, ContainerdConfig, ContainerdRuntime, Freezer, LABEL_ENV, LABEL_FUNCTION,
+    ReconcilePolicy,
 };
 use esb_runtime::{
     Error, InvokeRequest, InvokeResult, LogStream, Runtime, SandboxId, SandboxSpec, SandboxState,
@@ -150,14 +151,29 @@ async fn fifty_warm_invokes_reuse_one_container() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pause_freezes_the_task_and_resume_thaws_it() {
-    let Some(f) = fixture().await else { return };
-    let raw = Raw::new(&f.address, f.runtime.namespace()).await;
+async fn pause_and_resume_through_the_cgroup_freezer() {
+    pause_freezes_the_task_and_resume_thaws_it(Freezer::Cgroup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_and_resume_through_containerd_tasks() {
+    pause_freezes_the_task_and_resume_thaws_it(Freezer::Tasks).await;
+}
+
+async fn pause_freezes_the_task_and_resume_thaws_it(freezer: Freezer) {
+    let Some(f) = fixture_with(|c| c.freezer = freezer).await else {
+        return;
+    };
+    let namespace = f.runtime.namespace().to_owned();
+    let raw = Raw::new(&f.address, &namespace).await;
     let sandbox = f.runtime.create(spec("freeze")).await.unwrap();
+    let id = sandbox.id.as_str();
     invoke(&f.runtime, &sandbox.id, json!({})).await.unwrap();
     f.runtime.pause(&sandbox.id).await.unwrap();
-    let paused = TaskStatus::Paused as i32;
-    assert_eq!(raw.task_status(sandbox.id.as_str()).await, Ok(paused));
+    assert!(raw::cgroup_frozen(&namespace, id), "the kernel froze it");
+    if freezer == Freezer::Tasks {
+        assert_eq!(raw.task_status(id).await, Ok(TaskStatus::Paused as i32));
+    }
     assert_eq!(
         f.runtime.list().await.unwrap()[0].state,
         SandboxState::Paused
@@ -167,6 +183,7 @@ async fn pause_freezes_the_task_and_resume_thaws_it() {
         Err(Error::Paused(_))
     ));
     f.runtime.resume(&sandbox.id).await.unwrap();
+    assert!(!raw::cgroup_frozen(&namespace, id));
     let body = invoke(&f.runtime, &sandbox.id, json!({"after": "resume"}))
         .await
         .unwrap();
@@ -175,7 +192,16 @@ async fn pause_freezes_the_task_and_resume_thaws_it() {
         f.runtime.list().await.unwrap()[0].state,
         SandboxState::Running
     );
+    // A frozen sandbox is destroyed without waiting on its kill.
+    f.runtime.pause(&sandbox.id).await.unwrap();
+    let started = std::time::Instant::now();
     f.runtime.destroy(&sandbox.id).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!raw.container_exists(id).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,10 +1,13 @@
 //! A sandbox's resource usage, read from its cgroup (v1 or v2).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::SandboxMetrics;
 
 const ROOT: &str = "/sys/fs/cgroup";
+/// How long a freeze or thaw may take before it is reported as failed.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The cgroup of one sandbox: `cgroups_path` as set in its OCI spec.
 #[derive(Clone, Debug)]
@@ -67,6 +70,50 @@ impl Cgroup {
             self.read_u64("memory", "memory.max_usage_in_bytes")
         }
         .unwrap_or(0)
+    }
+
+    /// Freezes (or thaws) every process of the cgroup through the kernel's freezer and
+    /// waits until the kernel reports it done: `cgroup.freeze` and `cgroup.events` on
+    /// cgroup v2, `freezer.state` on v1.
+    pub(crate) async fn set_frozen(&self, frozen: bool) -> std::io::Result<()> {
+        let unified = Self::unified();
+        let (control, value) = match (unified, frozen) {
+            (true, true) => ("cgroup.freeze", "1"),
+            (true, false) => ("cgroup.freeze", "0"),
+            (false, true) => ("freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED"),
+        };
+        let control = self.file("freezer", control);
+        std::fs::write(&control, value).map_err(|err| {
+            std::io::Error::new(err.kind(), format!("writing {}: {err}", control.display()))
+        })?;
+        let started = Instant::now();
+        loop {
+            if self.is_frozen()? == frozen {
+                return Ok(());
+            }
+            if started.elapsed() > FREEZE_TIMEOUT {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{} did not become {value} within {FREEZE_TIMEOUT:?}",
+                        control.display()
+                    ),
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Whether the kernel reports the cgroup fully frozen.
+    pub(crate) fn is_frozen(&self) -> std::io::Result<bool> {
+        if Self::unified() {
+            let events = std::fs::read_to_string(self.file("freezer", "cgroup.events"))?;
+            Ok(events.lines().any(|line| line.trim() == "frozen 1"))
+        } else {
+            let state = std::fs::read_to_string(self.file("freezer", "freezer.state"))?;
+            Ok(state.trim() == "FROZEN")
+        }
     }
 
     /// Everything [`SandboxMetrics`] holds.

@@ -18,6 +18,7 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::{Code, Request};
 
 /// Task status as containerd reports it.
+#[allow(unused_imports)]
 pub use containerd_client::types::v1::Status as TaskStatus;
 
 /// A containerd client in one namespace.
@@ -113,5 +114,21 @@ impl Raw {
             .delete(self.req(DeleteContainerRequest { id: id.into() }))
             .await
             .unwrap();
+    }
+}
+
+/// Whether the kernel reports the cgroup of sandbox `id` (made by the containerd backend in
+/// `namespace`) frozen.
+pub fn cgroup_frozen(namespace: &str, id: &str) -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        let events = root.join(format!("esb/{namespace}/{id}/cgroup.events"));
+        std::fs::read_to_string(events)
+            .unwrap()
+            .lines()
+            .any(|line| line.trim() == "frozen 1")
+    } else {
+        let state = root.join(format!("freezer/esb/{namespace}/{id}/freezer.state"));
+        std::fs::read_to_string(state).unwrap().trim() == "FROZEN"
     }
 }
