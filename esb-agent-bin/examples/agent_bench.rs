@@ -1,9 +1,11 @@
 //! Warm invocations through the agent's gRPC API: p50/p99 latency and invokes/s, beside the
-//! same invocations made directly on the process backend, in the same run.
+//! same invocations made directly on the backend, in the same run.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=target cargo run --release -p esb-agent-bin --no-default-features \
-//!     --example agent_bench -- --invokes 5000
+//! cargo run --release -p esb-agent-bin --example agent_bench -- --invokes 5000
+//! # the containerd backend (root; containerd and the test registry of .ci/containerd.sh):
+//! eval "$(.ci/containerd.sh)"
+//! cargo run --release -p esb-agent-bin --example agent_bench -- --backend containerd
 //! ```
 //! Goal: warm gRPC invoke ≤ 0.5 ms p50.
 
@@ -31,9 +33,12 @@ struct Args {
     /// Concurrent callers (each with its own sandbox) for the throughput series.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// The function binary; esb-testfn built by cargo when absent.
+    /// The function binary (process backend); esb-testfn built by cargo when absent.
     #[arg(long)]
     function: Option<String>,
+    /// `process`, or `containerd` (the esb-testfn image pushed to the test registry).
+    #[arg(long, default_value = "process")]
+    backend: String,
 }
 
 const TOKEN: &str = "bench-token";
@@ -133,18 +138,26 @@ async fn throughput(runtime: Arc<dyn Runtime>, spec: &SandboxSpec, args: &Args) 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let function = match &args.function {
-        Some(path) => path.clone(),
-        None => esb_testfn::binary()
-            .expect("build esb-testfn")
-            .display()
-            .to_string(),
+    let (backend, spec) = match args.backend.as_str() {
+        "process" => {
+            let function = match &args.function {
+                Some(path) => path.clone(),
+                None => esb_testfn::binary()
+                    .expect("build esb-testfn")
+                    .display()
+                    .to_string(),
+            };
+            let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(ProcessConfig {
+                log_sink: Arc::new(NullLogSink),
+                ..ProcessConfig::default()
+            }));
+            (process, SandboxSpec::new("bench").command([function]))
+        }
+        #[cfg(feature = "containerd")]
+        "containerd" => containerd().await,
+        other => panic!("unknown backend {other} (process or containerd)"),
     };
-    let spec = SandboxSpec::new("bench").command([function]);
-    let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(ProcessConfig {
-        log_sink: Arc::new(NullLogSink),
-        ..ProcessConfig::default()
-    }));
+    let process = backend;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -166,11 +179,12 @@ async fn main() {
     );
 
     println!(
-        "warm invoke, process backend, {} cores, payload {} bytes",
+        "warm invoke, {} backend, {} cores, payload {} bytes",
+        args.backend,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         EVENT.len()
     );
-    sequential("direct (process backend)", process.as_ref(), &spec, &args)
+    sequential("direct (in process)", process.as_ref(), &spec, &args)
         .await
         .print();
     sequential("gRPC (remote -> agent)", remote.as_ref(), &spec, &args)
@@ -185,4 +199,29 @@ async fn main() {
 
     let _ = stop.send(());
     let _ = server.await;
+}
+
+/// A containerd runtime in an env of its own, and a spec of the test image.
+#[cfg(feature = "containerd")]
+async fn containerd() -> (Arc<dyn Runtime>, SandboxSpec) {
+    use esb_runtime::containerd::{ContainerdConfig, ContainerdRuntime, RegistryConfig};
+    use esb_testfn::oci;
+    let address = oci::containerd().expect("a containerd to bench against");
+    let image = tokio::task::spawn_blocking(oci::pushed_image)
+        .await
+        .expect("image pushed");
+    let runtime = ContainerdRuntime::connect(ContainerdConfig {
+        address,
+        env: format!("bench-{}", std::process::id()),
+        state_dir: "/run/esb-bench".into(),
+        registries: RegistryConfig {
+            insecure: vec![oci::registry()],
+            ..RegistryConfig::default()
+        },
+        log_sink: Arc::new(NullLogSink),
+        ..ContainerdConfig::default()
+    })
+    .await
+    .expect("containerd answers");
+    (Arc::new(runtime), SandboxSpec::new("bench").image(image))
 }

@@ -24,7 +24,7 @@ use containerd_client::services::v1::{
     DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Request;
-use esb_runtime::containerd::ContainerdRuntime;
+use esb_runtime::containerd::{ContainerdRuntime, Freezer};
 use esb_runtime::logs::NullLogSink;
 use esb_runtime::{InvokeRequest, Runtime, SandboxSpec};
 use serde_json::json;
@@ -230,25 +230,38 @@ async fn main() {
         );
     }
 
-    let sandbox = runtime.create(spec.clone()).await.unwrap();
-    runtime
-        .invoke(&sandbox.id, InvokeRequest::new(event.clone()))
-        .await
-        .unwrap();
-    let mut resume = Vec::new();
-    let mut pause = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        runtime.pause(&sandbox.id).await.unwrap();
-        pause.push(started.elapsed());
-        let started = Instant::now();
-        runtime.resume(&sandbox.id).await.unwrap();
+    let mut freezes = Vec::new();
+    for (freezer, name) in [
+        (Freezer::Cgroup, "cgroup freezer"),
+        (Freezer::Tasks, "Tasks.Pause/Resume"),
+    ] {
+        let mut config = support::config(&address, &env, Arc::new(NullLogSink));
+        config.freezer = freezer;
+        let runtime = ContainerdRuntime::connect(config).await.unwrap();
+        let sandbox = runtime.create(spec.clone()).await.unwrap();
         runtime
             .invoke(&sandbox.id, InvokeRequest::new(event.clone()))
             .await
             .unwrap();
-        resume.push(started.elapsed());
+        let mut resume = Vec::new();
+        let mut pause = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            runtime.pause(&sandbox.id).await.unwrap();
+            pause.push(started.elapsed());
+            let started = Instant::now();
+            runtime.resume(&sandbox.id).await.unwrap();
+            runtime
+                .invoke(&sandbox.id, InvokeRequest::new(event.clone()))
+                .await
+                .unwrap();
+            resume.push(started.elapsed());
+        }
+        runtime.destroy(&sandbox.id).await.unwrap();
+        freezes.push((name, pause, resume));
     }
+
+    let sandbox = runtime.create(spec.clone()).await.unwrap();
     let mut warm = Vec::new();
     let started = Instant::now();
     for _ in 0..runs * 10 {
@@ -270,8 +283,10 @@ async fn main() {
         "cold p50 / raw p50",
         cold_p50.as_secs_f64() / raw_p50.as_secs_f64()
     );
-    report("pause (Tasks.Pause)", &mut pause);
-    report("resume (Tasks.Resume) + invoke", &mut resume);
+    for (name, mut pause, mut resume) in freezes {
+        report(&format!("pause ({name})"), &mut pause);
+        report(&format!("resume ({name}) + invoke"), &mut resume);
+    }
     report("warm invoke (in process)", &mut warm);
     println!("{:<34} {rate:.0}/s", "warm invokes, sequential");
 }
