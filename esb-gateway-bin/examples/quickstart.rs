@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use esb_gateway::{Gateway, GatewayConfig};
+use esb_runtime::logs::TerminalLogSink;
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 use lambda_http::{Body, Error, IntoResponse, Request, RequestExt, service_fn};
 use serde_json::json;
@@ -54,8 +55,13 @@ async fn gateway() -> anyhow::Result<()> {
         Ok(addr) => addr.parse().with_context(|| format!("ESB_LISTEN={addr}"))?,
         Err(_) => "127.0.0.1:8080".parse()?,
     };
-    let runtime = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
-    let gateway = Gateway::start(GatewayConfig::new(functions, listen), vec![runtime]).await?;
+    let config = GatewayConfig::new(functions, listen);
+    // Function logs on the terminal, and in the Invoke API's `X-Amz-Log-Type: Tail` answers.
+    let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
+        log_sink: config.log_tail.tee(Arc::new(TerminalLogSink)),
+        ..ProcessConfig::default()
+    }));
+    let gateway = Gateway::start(config, vec![runtime]).await?;
     println!("esb-gateway listening on {}", gateway.url());
     println!("try:  curl {}/hello/world", gateway.url());
     println!("Ctrl-C stops it.");

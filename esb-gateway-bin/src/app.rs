@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use esb_events::{EventContext, RouteInfo};
 use esb_pool::{Invocation, PoolError, PoolResponse, PoolService, RuntimeInvoker};
@@ -20,6 +21,7 @@ use tower::ServiceExt;
 use crate::Error;
 use crate::auth::Authenticator;
 use crate::config::{InvokeApiAccess, Limits};
+use crate::logs::LogTail;
 use crate::metrics::{ErrorKind, GatewayMetrics};
 use crate::trace::RequestIds;
 
@@ -34,6 +36,8 @@ const INVOKE_SUFFIX: &str = "/invocations";
 struct FunctionLimits {
     /// Queue wait + function timeout + margin: the whole invocation's deadline.
     deadline: Duration,
+    /// `Memory Size` of its REPORT lines.
+    memory_mb: u32,
 }
 
 /// The request handler shared by every connection.
@@ -46,6 +50,7 @@ pub(crate) struct App {
     invoke_api: InvokeApiAccess,
     limits: Limits,
     events: Arc<Semaphore>,
+    log_tail: LogTail,
     pub metrics: GatewayMetrics,
 }
 
@@ -62,7 +67,12 @@ impl App {
             .values()
             .map(|f| {
                 let deadline = f.scaling.acquire_timeout + f.timeout + config.limits.timeout_margin;
-                (f.name.clone(), FunctionLimits { deadline })
+                let memory_mb = f.memory_size;
+                let limits = FunctionLimits {
+                    deadline,
+                    memory_mb,
+                };
+                (f.name.clone(), limits)
             })
             .collect();
         Self {
@@ -74,6 +84,7 @@ impl App {
             invoke_api: config.invoke_api,
             limits: config.limits,
             events: Arc::new(Semaphore::new(config.limits.event_concurrency)),
+            log_tail: config.log_tail.clone(),
             metrics,
         }
     }
@@ -202,9 +213,9 @@ impl App {
             self.auth.verify(req.headers())?;
         }
         let function = function_name(name);
-        if !self.functions.contains_key(function) {
+        let Some(limits) = self.functions.get(function) else {
             return Err(Error::FunctionNotFound(name.to_owned()));
-        }
+        };
         let invocation_type = req
             .headers()
             .get("x-amz-invocation-type")
@@ -215,6 +226,16 @@ impl App {
             .get("x-amz-client-context")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let tail = match req.headers().get("x-amz-log-type").map(HeaderValue::to_str) {
+            None | Some(Ok("None")) => false,
+            Some(Ok("Tail")) => true,
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "X-Amz-Log-Type must be None or Tail, got {:?}",
+                    other.unwrap_or("")
+                )));
+            }
+        };
         let (parts, body) = req.into_parts();
         let mut payload = self.read_body(body, &parts.headers).await?;
         if payload.is_empty() {
@@ -244,11 +265,20 @@ impl App {
                 Ok(empty(StatusCode::ACCEPTED))
             }
             "RequestResponse" => {
-                let (body, function_error) = match self.invoke(function, request).await {
+                // Only asked for: lines of other requests cost the tail one atomic load.
+                let capture = tail.then(|| self.log_tail.capture(&ids.request_id));
+                let (body, function_error, report) = match self.invoke(function, request).await {
                     Ok(answer) => {
                         let failed =
                             matches!(answer.response.result, InvokeResult::FunctionError(_));
-                        (answer.response.body(), failed)
+                        let report = capture.as_ref().map(|_| {
+                            esb_runtime::logs::report_line(
+                                &ids.request_id,
+                                &answer.response,
+                                limits.memory_mb,
+                            )
+                        });
+                        (answer.response.body(), failed, report)
                     }
                     // The function timed out, crashed or failed its init: a function error
                     // for the Invoke API, as Lambda reports it.
@@ -257,7 +287,7 @@ impl App {
                             "errorType": err.lambda_error_type(),
                             "errorMessage": err.to_string(),
                         });
-                        (Bytes::from(document.to_string()), true)
+                        (Bytes::from(document.to_string()), true, None)
                     }
                     Err(err) => return Err(err),
                 };
@@ -273,6 +303,13 @@ impl App {
                         "x-amz-function-error",
                         HeaderValue::from_static("Unhandled"),
                     );
+                }
+                if let Some(capture) = capture {
+                    let log = capture.finish(report).await;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(log);
+                    if let Ok(value) = HeaderValue::from_str(&encoded) {
+                        headers.insert("x-amz-log-result", value);
+                    }
                 }
                 Ok(response)
             }

@@ -18,6 +18,7 @@ use tracing_subscriber::prelude::*;
 use crate::config::{
     AuthConfig, FunctionSource, GatewayConfig, InvokeApiAccess, Limits, TlsConfig,
 };
+use crate::logs::LogTail;
 use crate::{Gateway, logs};
 
 /// Where sandboxes run.
@@ -227,6 +228,7 @@ impl Args {
                 ..Limits::default()
             },
             region: self.region.clone(),
+            log_tail: LogTail::new(),
         })
     }
 
@@ -355,9 +357,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let runtimes = args
-        .runtimes(logs::function_log_sink(shipper.clone()))
-        .await?;
+    let log_sink = config
+        .log_tail
+        .tee(logs::function_log_sink(shipper.clone()));
+    let runtimes = args.runtimes(log_sink).await?;
     let gateway = Gateway::start(config, runtimes).await?;
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use esb_router::{Auth, Config};
 
 use crate::Error;
+use crate::logs::LogTail;
 
 /// Shortest HS256 secret accepted, as the earlier ESB required.
 pub const MIN_JWT_SECRET_LEN: usize = 32;
@@ -28,6 +29,10 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// `AWS_REGION` of the functions and the region in their ARNs.
     pub region: String,
+    /// The logs of invocations that ask for `X-Amz-Log-Type: Tail`: give the same handle to
+    /// the runtimes as (part of) their log sink, else those answers carry only the `START` /
+    /// `END` / `REPORT` lines.
+    pub log_tail: LogTail,
 }
 
 impl GatewayConfig {
@@ -41,6 +46,7 @@ impl GatewayConfig {
             invoke_api: InvokeApiAccess::Open,
             limits: Limits::default(),
             region: "us-east-1".into(),
+            log_tail: LogTail::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! # async fn run() -> Result<(), esb_gateway::Error> {
 //! use std::sync::Arc;
 //! use esb_gateway::{Gateway, GatewayConfig};
+//! use esb_runtime::logs::TerminalLogSink;
 //! use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 //!
 //! let functions = esb_router::Config::load(
@@ -18,7 +19,11 @@
 //!     &|name| std::env::var(name).ok(),
 //! )?;
 //! let config = GatewayConfig::new(functions, "127.0.0.1:8080".parse().unwrap());
-//! let runtime = Arc::new(ProcessRuntime::new(ProcessConfig::default()));
+//! // Function logs go to the terminal and to the Invoke API's `X-Amz-Log-Type: Tail` answers.
+//! let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
+//!     log_sink: config.log_tail.tee(Arc::new(TerminalLogSink)),
+//!     ..ProcessConfig::default()
+//! }));
 //! let gateway = Gateway::start(config, vec![runtime]).await?;
 //! println!("listening on http://{}", gateway.local_addr());
 //! gateway.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await;

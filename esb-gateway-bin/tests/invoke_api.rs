@@ -1,5 +1,6 @@
-//! The Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) end to end, and
-//! function logs reaching the terminal sink and VictoriaLogs with their request id.
+//! The Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) end to end, the
+//! log tail it returns (`X-Amz-Log-Type: Tail`), and function logs reaching the terminal sink
+//! and VictoriaLogs with their request id.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,8 +12,9 @@ mod victorialogs;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use esb_gateway::Gateway;
-use esb_gateway::logs::function_log_sink;
+use esb_gateway::logs::{TAIL_BYTES, function_log_sink};
 use esb_logs::{LogShipper, VictoriaLogsConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -27,14 +29,12 @@ functions:
 
 const ROUTING: &str = "routes: []\n";
 
+/// A gateway whose runtime logs to a capturing sink and to the gateway's log tail.
 async fn start() -> (Gateway, Arc<CapturingSink>) {
     let sink = Arc::new(CapturingSink::default());
-    let gateway = Gateway::start(
-        support::config(FUNCTIONS, ROUTING),
-        vec![support::process_runtime(sink.clone())],
-    )
-    .await
-    .unwrap();
+    let config = support::config(FUNCTIONS, ROUTING);
+    let runtime = support::process_runtime(config.log_tail.tee(sink.clone()));
+    let gateway = Gateway::start(config, vec![runtime]).await.unwrap();
     (gateway, sink)
 }
 
@@ -205,4 +205,218 @@ async fn function_logs_reach_victorialogs_with_the_request_id() {
     assert_eq!(line["aws_request_id"], request_id.as_str());
     gw.shutdown().await;
     shipper.shutdown(Duration::from_secs(5)).await;
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response.headers()["x-amzn-requestid"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The decoded `X-Amz-Log-Result` of an answer.
+fn log_result(response: &reqwest::Response) -> String {
+    let header = response
+        .headers()
+        .get("x-amz-log-result")
+        .expect("an X-Amz-Log-Result header");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header.as_bytes())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Where `needle` starts in `log`, failing with the whole log.
+fn position(log: &str, needle: &str) -> usize {
+    log.find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} is not in the log tail:\n{log}"))
+}
+
+#[tokio::test]
+async fn log_type_tail_returns_the_invocations_log() {
+    let (gw, _) = start().await;
+    let response = invoke(
+        &gw,
+        "plain",
+        "RequestResponse",
+        json!({"print": ["a printed line"], "stderr": ["an error line"]}),
+    )
+    .header("X-Amz-Log-Type", "Tail")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = request_id(&response);
+    let log = log_result(&response);
+    let start = position(&log, &format!("START RequestId: {id} Version: $LATEST\n"));
+    let printed = position(&log, "\na printed line\n");
+    let stderr = position(&log, "\nan error line\n");
+    let end = position(&log, &format!("\nEND RequestId: {id}\n"));
+    let report = position(&log, &format!("\nREPORT RequestId: {id}\tDuration: "));
+    assert!(
+        start < printed && printed < end && stderr < end && end < report,
+        "{log}"
+    );
+    // The first invocation of a sandbox reports its init, as Lambda's cold starts do.
+    assert!(log[report..].contains("\tMemory Size: 128 MB\t"), "{log}");
+    assert!(log[report..].contains("\tInit Duration: "), "{log}");
+    assert!(log.ends_with('\n'), "{log}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["echo"]["print"], json!(["a printed line"]));
+
+    // The next request's tail is its own (warm: no Init Duration).
+    let response = invoke(
+        &gw,
+        "plain",
+        "RequestResponse",
+        json!({"print": ["second"]}),
+    )
+    .header("X-Amz-Log-Type", "Tail")
+    .send()
+    .await
+    .unwrap();
+    let second = request_id(&response);
+    let log = log_result(&response);
+    assert!(
+        log.starts_with(&format!("START RequestId: {second} ")),
+        "{log}"
+    );
+    position(&log, "\nsecond\n");
+    position(&log, &format!("\nREPORT RequestId: {second}\t"));
+    assert!(
+        !log.contains("a printed line") && !log.contains(&id),
+        "{log}"
+    );
+    assert!(!log.contains("Init Duration"), "{log}");
+
+    // Without the header, or with None, there is no log result.
+    for log_type in [None, Some("None")] {
+        let mut request = invoke(&gw, "plain", "RequestResponse", json!({"print": ["quiet"]}));
+        if let Some(log_type) = log_type {
+            request = request.header("X-Amz-Log-Type", log_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{log_type:?}");
+        assert!(
+            !response.headers().contains_key("x-amz-log-result"),
+            "{log_type:?}"
+        );
+    }
+    let response = invoke(&gw, "plain", "RequestResponse", json!({}))
+        .header("X-Amz-Log-Type", "Full")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["x-amzn-errortype"],
+        "InvalidParameterValueException"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_log_tail_is_the_last_4_kb() {
+    let (gw, _) = start().await;
+    let lines: Vec<String> = (0..200)
+        .map(|i| format!("line {i:03} {}", "x".repeat(60)))
+        .collect();
+    let response = invoke(&gw, "plain", "RequestResponse", json!({"print": lines}))
+        .header("X-Amz-Log-Type", "Tail")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = request_id(&response);
+    let log = log_result(&response);
+    assert_eq!(log.len(), TAIL_BYTES);
+    assert!(
+        !log.contains("START RequestId") && !log.contains("line 000 "),
+        "{log}"
+    );
+    let last = position(&log, &format!("\n{}\n", lines[199]));
+    assert!(last < position(&log, &format!("\nREPORT RequestId: {id}\t")));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_log_tail_of_a_failed_invocation() {
+    let (gw, _) = start().await;
+    // A handled error: the function answered, so its log has a REPORT.
+    let response = invoke(
+        &gw,
+        "plain",
+        "RequestResponse",
+        json!({"print": ["about to fail"], "error": {"type": "Oops", "message": "no"}}),
+    )
+    .header("X-Amz-Log-Type", "Tail")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
+    let id = request_id(&response);
+    let log = log_result(&response);
+    assert!(
+        position(&log, "\nabout to fail\n")
+            < position(&log, &format!("\nREPORT RequestId: {id}\t"))
+    );
+
+    // A timeout: the sandbox is killed; the log says why and ends with END.
+    let response = invoke(
+        &gw,
+        "plain",
+        "RequestResponse",
+        json!({"print": ["about to sleep"], "sleep_ms": 3000}),
+    )
+    .header("X-Amz-Log-Type", "Tail")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
+    let id = request_id(&response);
+    let log = log_result(&response);
+    let slept = position(&log, "\nabout to sleep\n");
+    let error = position(&log, &format!("\n{id} Error: "));
+    let end = position(&log, &format!("\nEND RequestId: {id}\n"));
+    assert!(slept < error && error < end, "{log}");
+    assert!(log.ends_with(&format!("\nEND RequestId: {id}\n")), "{log}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_runtime_that_keeps_its_logs_still_gets_start_end_and_report() {
+    // The tail is not the runtime's log sink, as with remote agents: the gateway writes
+    // the platform lines itself.
+    let gw = Gateway::start(
+        support::config(FUNCTIONS, ROUTING),
+        vec![support::process_runtime(Arc::new(CapturingSink::default()))],
+    )
+    .await
+    .unwrap();
+    let response = invoke(
+        &gw,
+        "plain",
+        "RequestResponse",
+        json!({"print": ["elsewhere"]}),
+    )
+    .header("X-Amz-Log-Type", "Tail")
+    .send()
+    .await
+    .unwrap();
+    let id = request_id(&response);
+    let log = log_result(&response);
+    let mut lines = log.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("START RequestId: {id} Version: $LATEST").as_str())
+    );
+    assert_eq!(lines.next(), Some(format!("END RequestId: {id}").as_str()));
+    let report = lines.next().unwrap();
+    assert!(
+        report.starts_with(&format!("REPORT RequestId: {id}\tDuration: ")),
+        "{log}"
+    );
+    assert!(report.contains("\tMemory Size: 128 MB\t"), "{log}");
+    assert_eq!(lines.next(), None, "{log}");
+    gw.shutdown().await;
 }
