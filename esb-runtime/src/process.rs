@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use nix::sched::CpuSet;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -37,7 +38,18 @@ pub struct ProcessConfig {
     pub inherit_env: Vec<String>,
     /// Where function log lines and START/END/REPORT lines go.
     pub log_sink: Arc<dyn LogSink>,
+    /// Pin each sandbox to as many CPUs as Lambda gives its memory size (one per 1,769 MB,
+    /// at least one), chosen in turn among the CPUs this process may use.
+    ///
+    /// Besides sharing the machine fairly, this makes a function's runtime size its thread
+    /// pool to its CPUs (tokio reads the affinity mask), as it does on Lambda or in a
+    /// container with a CPU quota; a multi-threaded runtime on a small sandbox mostly pays
+    /// for cross-thread wake-ups.
+    pub pin_cpus: bool,
 }
+
+/// Memory that buys one vCPU on Lambda.
+const MB_PER_VCPU: u32 = 1769;
 
 impl std::fmt::Debug for ProcessConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,6 +59,7 @@ impl std::fmt::Debug for ProcessConfig {
             .field("init_timeout", &self.init_timeout)
             .field("task_root", &self.task_root)
             .field("inherit_env", &self.inherit_env)
+            .field("pin_cpus", &self.pin_cpus)
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +75,7 @@ impl Default for ProcessConfig {
                 .map(String::from)
                 .to_vec(),
             log_sink: Arc::new(TerminalLogSink),
+            pin_cpus: true,
         }
     }
 }
@@ -115,6 +129,9 @@ pub struct ProcessRuntime {
     config: ProcessConfig,
     sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
     counter: AtomicU64,
+    /// The CPUs this process may use, for [`ProcessConfig::pin_cpus`].
+    cpus: Vec<usize>,
+    next_cpu: AtomicU64,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -128,11 +145,38 @@ impl std::fmt::Debug for ProcessRuntime {
 impl ProcessRuntime {
     /// A runtime with these settings and no sandboxes.
     pub fn new(config: ProcessConfig) -> Self {
+        let cpus = match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
+            Ok(set) => (0..CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         Self {
             config,
             sandboxes: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            cpus,
+            next_cpu: AtomicU64::new(0),
         }
+    }
+
+    /// The CPUs a new sandbox of `memory_mb` is pinned to, or `None` to leave it unpinned.
+    fn cpu_set(&self, memory_mb: u32) -> Option<CpuSet> {
+        if !self.config.pin_cpus || self.cpus.is_empty() {
+            return None;
+        }
+        let wanted = usize::try_from(memory_mb.div_ceil(MB_PER_VCPU))
+            .unwrap_or(1)
+            .clamp(1, self.cpus.len());
+        if wanted == self.cpus.len() {
+            return None;
+        }
+        let first = usize::try_from(self.next_cpu.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+        let mut set = CpuSet::new();
+        for i in 0..wanted {
+            set.set(self.cpus[(first + i) % self.cpus.len()]).ok()?;
+        }
+        Some(set)
     }
 
     fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
@@ -367,7 +411,28 @@ impl Runtime for ProcessRuntime {
         if let Some(root) = &self.config.task_root {
             command.current_dir(root);
         }
-        let mut child = command.spawn().map_err(|err| Error::InvalidSpec {
+        let spawned = match self.cpu_set(spec.memory_mb) {
+            None => command.spawn(),
+            // A child inherits the CPU affinity of the thread that forks it: fork from a
+            // short-lived thread pinned to the sandbox's CPUs.
+            Some(set) => {
+                let runtime = tokio::runtime::Handle::current();
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            let _entered = runtime.enter();
+                            nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
+                                .map_err(std::io::Error::from)?;
+                            command.spawn()
+                        })
+                        .join()
+                        .unwrap_or_else(|_| {
+                            Err(std::io::Error::other("the spawning thread panicked"))
+                        })
+                })
+            }
+        };
+        let mut child = spawned.map_err(|err| Error::InvalidSpec {
             function: spec.function_name.clone(),
             reason: format!("cannot start command {:?}: {err}", argv.0),
         })?;

@@ -428,3 +428,32 @@ async fn a_missing_command_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("needs a command"), "{err}");
 }
+
+#[tokio::test]
+async fn sandboxes_get_cpus_in_proportion_to_memory_like_lambda() {
+    let host = std::thread::available_parallelism().unwrap().get();
+    let cpus_seen = |runtime: ProcessRuntime, memory_mb: u32| async move {
+        let sandbox = runtime
+            .create(spec("cpus").memory_mb(memory_mb))
+            .await
+            .unwrap();
+        let response = runtime
+            .invoke(&sandbox.id, request(json!({})))
+            .await
+            .unwrap();
+        runtime.destroy(&sandbox.id).await.unwrap();
+        json_of(&response.result)["cpus"].as_u64().unwrap()
+    };
+    // One vCPU per 1,769 MB, at least one, at most the host's.
+    assert_eq!(cpus_seen(runtime().0, 128).await, 1);
+    assert_eq!(
+        cpus_seen(runtime().0, 3538).await,
+        2.min(host) as u64,
+        "3,538 MB buys two vCPUs"
+    );
+    let unpinned = ProcessRuntime::new(ProcessConfig {
+        pin_cpus: false,
+        ..ProcessConfig::default()
+    });
+    assert_eq!(cpus_seen(unpinned, 128).await, host as u64);
+}

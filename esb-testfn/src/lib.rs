@@ -7,7 +7,7 @@
 //! panic does under `panic = "abort"`),
 //! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
 //! handler's error). Otherwise the answer is
-//! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N}`.
+//! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`.
 
 #[cfg(feature = "oci")]
 pub mod oci;
@@ -90,6 +90,7 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
         },
         "env": env,
         "pid": std::process::id(),
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "held_mb": hold.len(),
     }))
 }
