@@ -34,6 +34,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
+/// The gateway binary's allocator, so the bench measures what it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load bench of the gateway against the function's Runtime API.
 #[derive(Parser, Debug)]
 struct Args {
