@@ -626,6 +626,28 @@ impl ContainerdRuntime {
         }
     }
 
+    /// Waits (at most [`KILL_WAIT`]) for a killed task no watcher follows, then deletes it.
+    async fn reap_task(&self, id: &SandboxId) -> Result<()> {
+        let request = self.ctr.req(WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        });
+        let mut tasks = self.tasks();
+        let _ = tokio::time::timeout(KILL_WAIT, tasks.wait(request)).await;
+        self.delete_task(id).await
+    }
+
+    /// Deletes a stopped task; a missing one is fine.
+    async fn delete_task(&self, id: &SandboxId) -> Result<()> {
+        let deleted = self
+            .tasks()
+            .delete(self.ctr.req(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await;
+        ignore_not_found("delete task", id.as_str(), deleted)
+    }
+
     async fn kill_task(&self, id: &SandboxId) -> Result<()> {
         let request = KillRequest {
             container_id: id.to_string(),
@@ -667,23 +689,10 @@ impl ContainerdRuntime {
                 let mut exited = sandbox.exited.clone();
                 let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(Option::is_some)).await;
                 sandbox.stop_workers();
+                self.delete_task(id).await?;
             }
-            None => {
-                let request = self.ctr.req(WaitRequest {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                });
-                let mut tasks = self.tasks();
-                let _ = tokio::time::timeout(KILL_WAIT, tasks.wait(request)).await;
-            }
+            None => self.reap_task(id).await?,
         }
-        let deleted = self
-            .tasks()
-            .delete(self.ctr.req(DeleteTaskRequest {
-                container_id: id.to_string(),
-            }))
-            .await;
-        ignore_not_found("delete task", id.as_str(), deleted)?;
         let removed = self
             .snapshots()
             .remove(self.ctr.req(RemoveSnapshotRequest {
@@ -1026,19 +1035,7 @@ impl ContainerdRuntime {
         }
         self.thaw(&id).await;
         self.kill_task(&id).await?;
-        let wait = self.ctr.req(WaitRequest {
-            container_id: id.to_string(),
-            exec_id: String::new(),
-        });
-        let mut tasks = self.tasks();
-        let _ = tokio::time::timeout(KILL_WAIT, tasks.wait(wait)).await;
-        let deleted = self
-            .tasks()
-            .delete(self.ctr.req(DeleteTaskRequest {
-                container_id: id.to_string(),
-            }))
-            .await;
-        ignore_not_found("delete task", id.as_str(), deleted)?;
+        self.reap_task(&id).await?;
         let rootfs = self
             .snapshots()
             .mounts(self.ctr.req(MountsRequest {
