@@ -343,7 +343,7 @@ async fn reconcile_adopt_after_a_restart_keeps_runtime_api_sandboxes_serving() {
         .create(spec("adopt").memory_mb(192).timeout(Duration::from_secs(7)))
         .await
         .unwrap();
-    let before = invoke(&first.runtime, &sandbox.id, json!({}))
+    invoke(&first.runtime, &sandbox.id, json!({}))
         .await
         .unwrap();
     let env = first
@@ -379,7 +379,6 @@ async fn reconcile_adopt_after_a_restart_keeps_runtime_api_sandboxes_serving() {
     assert_eq!(after["echo"]["again"], true);
     assert_eq!(after["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "192");
     assert!(response.init_duration.is_some(), "a fresh task starts cold");
-    assert_ne!(before["pid"], Value::Null);
     let metrics = second.metrics(&sandbox.id).await.unwrap();
     assert_eq!(metrics.memory_limit_bytes, 192 << 20);
     for _ in 0..50 {
