@@ -330,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
         let destroyed = esb_agent::destroy_all(runtime.as_ref()).await;
         tracing::info!(destroyed, "sandboxes destroyed");
     }
+    let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     served.context("esb-agent stopped with an error")?;
     tracing::info!("esb-agent stopped");
     Ok(())

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
 use esb_runtime::Runtime;
-use esb_runtime::logs::LogSink;
+use esb_runtime::logs::{LogSink, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime, RemoteTls};
 use tracing_subscriber::EnvFilter;
@@ -367,6 +367,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(shipper) = shipper {
         shipper.shutdown(Duration::from_secs(5)).await;
     }
+    let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     Ok(())
 }
 

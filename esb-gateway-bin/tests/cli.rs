@@ -107,3 +107,86 @@ fn router_errors_name_the_file_and_field() {
         "{stderr}"
     );
 }
+
+/// One plain HTTP/1.1 GET on a fresh connection: the status code and the body.
+fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[test]
+fn function_logs_reach_the_terminal_prefixed_and_are_flushed_on_shutdown() {
+    let noop = esb_testfn::build_bin("noop_fn").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let functions = write(
+        &dir,
+        "functions.yml",
+        &format!(
+            "functions:\n  noop: {{ command: [{:?}] }}\n",
+            noop.display()
+        ),
+    );
+    let routing = write(
+        &dir,
+        "routing.yml",
+        "routes:\n  - { path: \"/noop\", method: GET, function: noop, auth: none }\n",
+    );
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = gateway()
+        .args(["--functions", &functions, "--routing", &routing])
+        .args(["--listen", &addr.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the gateway did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    const REQUESTS: usize = 25;
+    for _ in 0..REQUESTS {
+        assert_eq!(get(addr, "/noop"), (200, "ok".to_owned()));
+    }
+    // SIGTERM: the gateway drains and must still print every line it was given.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let count = |prefix: &str| stderr.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("[noop] START RequestId: "), REQUESTS, "{stderr}");
+    assert_eq!(count("[noop] END RequestId: "), REQUESTS, "{stderr}");
+    let reports: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[noop] REPORT RequestId: "))
+        .collect();
+    assert_eq!(reports.len(), REQUESTS, "{stderr}");
+    for report in reports {
+        let used: u32 = report
+            .split("Max Memory Used: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|mb| mb.parse().ok())
+            .unwrap_or_else(|| panic!("no Max Memory Used in {report:?}"));
+        assert!(used >= 1, "{report}");
+    }
+}

@@ -1,6 +1,5 @@
 //! Function log lines as a sandbox prints them, and where they go.
 
-use std::io::Write;
 use std::time::SystemTime;
 
 use crate::SandboxId;
@@ -42,13 +41,121 @@ pub trait LogSink: Send + Sync + 'static {
 }
 
 /// Prints each line to standard error, prefixed by the function's name, like `sam local`.
+///
+/// Lines go through a bounded queue to one writer thread per process, which writes them in
+/// batches: a request never waits on the terminal, and a busy gateway makes one `write` per
+/// batch rather than several per line. When the queue is full a line is dropped and counted;
+/// the count is printed with the next batch. [`TerminalLogSink::flush`] waits for the queue
+/// to drain (call it before the process exits).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TerminalLogSink;
 
 impl LogSink for TerminalLogSink {
     fn log(&self, line: LogLine) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "[{}] {}", line.function_name, line.message);
+        terminal::get().push(terminal::Message::Line(line));
+    }
+}
+
+impl TerminalLogSink {
+    /// Waits until every line queued so far is written, for at most `timeout`.
+    pub fn flush(timeout: std::time::Duration) {
+        terminal::get().flush(timeout);
+    }
+}
+
+mod terminal {
+    //! The process-wide writer thread behind [`super::TerminalLogSink`].
+
+    use std::io::Write;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+    use std::time::Duration;
+
+    use super::LogLine;
+
+    /// Lines waiting for the writer at most.
+    const QUEUE: usize = 16 * 1024;
+    /// Bytes written at once at most.
+    const BATCH_BYTES: usize = 64 * 1024;
+    /// Pause after a batch, so that a busy gateway's lines gather into few writes.
+    const GATHER: Duration = Duration::from_millis(2);
+
+    pub(super) enum Message {
+        Line(LogLine),
+        Flush(SyncSender<()>),
+    }
+
+    pub(super) struct Terminal {
+        queue: SyncSender<Message>,
+        dropped: AtomicU64,
+    }
+
+    pub(super) fn get() -> &'static Terminal {
+        static TERMINAL: OnceLock<Terminal> = OnceLock::new();
+        TERMINAL.get_or_init(|| {
+            let (queue, lines) = sync_channel(QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name("esb-terminal-log".into())
+                .spawn(move || write_lines(&lines));
+            if let Err(err) = spawned {
+                // Without a writer every line is dropped (and counted), never blocked on.
+                let _ = writeln!(std::io::stderr(), "esb: no terminal log writer: {err}");
+            }
+            Terminal {
+                queue,
+                dropped: AtomicU64::new(0),
+            }
+        })
+    }
+
+    impl Terminal {
+        pub(super) fn push(&self, message: Message) {
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                self.queue.try_send(message)
+            {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        pub(super) fn flush(&self, timeout: Duration) {
+            let (done, flushed) = sync_channel(1);
+            if self.queue.send(Message::Flush(done)).is_ok() {
+                let _ = flushed.recv_timeout(timeout);
+            }
+        }
+    }
+
+    fn write_lines(lines: &Receiver<Message>) {
+        let mut out = Vec::with_capacity(BATCH_BYTES);
+        let mut flushed = Vec::new();
+        while let Ok(first) = lines.recv() {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(line) => {
+                        let _ = writeln!(out, "[{}] {}", line.function_name, line.message);
+                    }
+                    Message::Flush(done) => flushed.push(done),
+                }
+                if out.len() < BATCH_BYTES {
+                    next = lines.try_recv().ok();
+                }
+            }
+            let dropped = get().dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let _ = writeln!(
+                    out,
+                    "[esb] {dropped} log lines dropped: the terminal could not keep up"
+                );
+            }
+            let _ = std::io::stderr().lock().write_all(&out);
+            out.clear();
+            for done in flushed.drain(..) {
+                let _ = done.try_send(());
+            }
+            std::thread::sleep(GATHER);
+        }
     }
 }
 

@@ -88,6 +88,9 @@ struct Sandbox {
     paused: AtomicBool,
     exited: watch::Receiver<Option<String>>,
     stop_server: Mutex<Option<oneshot::Sender<()>>>,
+    /// The leader's `/proc/<pid>/status`, kept open: one read per invocation for its REPORT
+    /// line's `Max Memory Used`, and never another process's once the pid is reused.
+    status: Option<std::fs::File>,
 }
 
 impl Sandbox {
@@ -324,6 +327,18 @@ fn pipe_lines<R: AsyncRead + Unpin + Send + 'static>(
 /// Reads `key:  N kB` from `/proc/<pid>/status`, in bytes.
 fn proc_status_kb(pid: Pid, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kb(&status, key)
+}
+
+/// Reads a `/proc/<pid>/status` file kept open, from its start, and returns `key` in bytes.
+fn open_status_kb(status: &std::fs::File, key: &str) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 4096];
+    let read = status.read_at(&mut buf, 0).ok()?;
+    status_kb(&String::from_utf8_lossy(&buf[..read]), key)
+}
+
+fn status_kb(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
         let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
@@ -500,6 +515,7 @@ impl Runtime for ProcessRuntime {
             paused: AtomicBool::new(false),
             exited: exited_rx,
             stop_server: Mutex::new(Some(stop_tx)),
+            status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
         });
         self.lock().insert(id, sandbox);
         Ok(info)
@@ -514,7 +530,12 @@ impl Runtime for ProcessRuntime {
             format!("START RequestId: {request_id} Version: $LATEST"),
         );
         let result = sandbox.broker.invoke(request).await;
-        let max_memory_used_mb = proc_status_kb(sandbox.pgid, "VmHWM").unwrap_or(0) / (1024 * 1024);
+        let max_memory_used_mb = sandbox
+            .status
+            .as_ref()
+            .and_then(|status| open_status_kb(status, "VmHWM"))
+            .unwrap_or(0)
+            / (1024 * 1024);
         match result {
             Ok(mut response) => {
                 response.max_memory_used_mb = max_memory_used_mb.max(1);
