@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use nix::sched::CpuSet;
@@ -88,9 +88,8 @@ struct Sandbox {
     paused: AtomicBool,
     exited: watch::Receiver<Option<String>>,
     stop_server: Mutex<Option<oneshot::Sender<()>>>,
-    /// The leader's `/proc/<pid>/status`, kept open: one read per invocation for its REPORT
-    /// line's `Max Memory Used`, and never another process's once the pid is reused.
-    status: Option<std::fs::File>,
+    /// The leader's peak memory, for the REPORT line's `Max Memory Used`.
+    peak: PeakMemory,
 }
 
 impl Sandbox {
@@ -330,12 +329,76 @@ fn proc_status_kb(pid: Pid, key: &str) -> Option<u64> {
     status_kb(&status, key)
 }
 
-/// Reads a `/proc/<pid>/status` file kept open, from its start, and returns `key` in bytes.
-fn open_status_kb(status: &std::fs::File, key: &str) -> Option<u64> {
+/// How often [`PeakMemory`] reads the kernel's own peak again.
+const PEAK_REFRESH: Duration = Duration::from_millis(100);
+
+/// A process's peak resident memory, as cheaply as an invocation can afford it.
+///
+/// The kernel's peak (`VmHWM` of `/proc/<pid>/status`) is read at most every
+/// [`PEAK_REFRESH`]: rendering that file costs several microseconds. Between those reads, the
+/// resident set of `/proc/<pid>/statm` (a fraction of the cost) raises the figure. Both files
+/// stay open, so a reused pid is never read.
+struct PeakMemory {
+    status: Option<std::fs::File>,
+    statm: Option<std::fs::File>,
+    page_size: u64,
+    /// Bytes, and when `VmHWM` was last read.
+    seen: Mutex<(u64, Option<Instant>)>,
+}
+
+impl PeakMemory {
+    fn open(pid: Pid) -> Self {
+        let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|size| u64::try_from(size).ok())
+            .unwrap_or(4096);
+        Self {
+            status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+            statm: std::fs::File::open(format!("/proc/{pid}/statm")).ok(),
+            page_size,
+            seen: Mutex::new((0, None)),
+        }
+    }
+
+    /// The peak so far, in bytes (0 once the process is gone and was never read).
+    fn bytes(&self) -> u64 {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let fresh = seen
+            .1
+            .is_some_and(|at| now.duration_since(at) < PEAK_REFRESH);
+        if !fresh && let Some(peak) = self.status.as_ref().and_then(|f| read_hwm(f)) {
+            *seen = (seen.0.max(peak), Some(now));
+        } else if let Some(pages) = self.statm.as_ref().and_then(|f| read_resident_pages(f)) {
+            seen.0 = seen.0.max(pages * self.page_size);
+        }
+        seen.0
+    }
+}
+
+/// `VmHWM` of an open `/proc/<pid>/status`, in bytes.
+fn read_hwm(status: &std::fs::File) -> Option<u64> {
     use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 4096];
     let read = status.read_at(&mut buf, 0).ok()?;
-    status_kb(&String::from_utf8_lossy(&buf[..read]), key)
+    let line = buf[..read]
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"VmHWM:"))?;
+    Some(leading_number(line.trim_ascii_start())? * 1024)
+}
+
+/// The resident pages of an open `/proc/<pid>/statm` (its second field).
+fn read_resident_pages(statm: &std::fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 256];
+    let read = statm.read_at(&mut buf, 0).ok()?;
+    leading_number(buf[..read].split(|&b| b == b' ').nth(1)?)
+}
+
+fn leading_number(text: &[u8]) -> Option<u64> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[..digits]).ok()?.parse().ok()
 }
 
 fn status_kb(status: &str, key: &str) -> Option<u64> {
@@ -515,7 +578,7 @@ impl Runtime for ProcessRuntime {
             paused: AtomicBool::new(false),
             exited: exited_rx,
             stop_server: Mutex::new(Some(stop_tx)),
-            status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+            peak: PeakMemory::open(pid),
         });
         self.lock().insert(id, sandbox);
         Ok(info)
@@ -530,12 +593,7 @@ impl Runtime for ProcessRuntime {
             format!("START RequestId: {request_id} Version: $LATEST"),
         );
         let result = sandbox.broker.invoke(request).await;
-        let max_memory_used_mb = sandbox
-            .status
-            .as_ref()
-            .and_then(|status| open_status_kb(status, "VmHWM"))
-            .unwrap_or(0)
-            / (1024 * 1024);
+        let max_memory_used_mb = sandbox.peak.bytes() / (1024 * 1024);
         match result {
             Ok(mut response) => {
                 response.max_memory_used_mb = max_memory_used_mb.max(1);
@@ -631,5 +689,30 @@ impl Drop for ProcessRuntime {
         for sandbox in self.lock().values() {
             let _ = sandbox.signal(Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn peak_memory_follows_the_process_and_never_falls() {
+        let me = Pid::this();
+        let peak = PeakMemory::open(me);
+        let before = peak.bytes();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status_kb(&status, "VmHWM").unwrap();
+        assert!(before > 0 && before <= hwm, "{before} vs VmHWM {hwm}");
+        // 64 MB touched now raises the resident set between two VmHWM reads.
+        let block = vec![1u8; 64 << 20];
+        let after = peak.bytes();
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        drop(block);
+        assert!(peak.bytes() >= after);
+        let statm = std::fs::File::open("/proc/self/statm").unwrap();
+        assert!(read_resident_pages(&statm).unwrap() > 0);
     }
 }
