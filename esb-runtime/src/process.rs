@@ -368,9 +368,9 @@ impl PeakMemory {
         let fresh = seen
             .1
             .is_some_and(|at| now.duration_since(at) < PEAK_REFRESH);
-        if !fresh && let Some(peak) = self.status.as_ref().and_then(|f| read_hwm(f)) {
+        if !fresh && let Some(peak) = self.status.as_ref().and_then(read_hwm) {
             *seen = (seen.0.max(peak), Some(now));
-        } else if let Some(pages) = self.statm.as_ref().and_then(|f| read_resident_pages(f)) {
+        } else if let Some(pages) = self.statm.as_ref().and_then(read_resident_pages) {
             seen.0 = seen.0.max(pages * self.page_size);
         }
         seen.0
