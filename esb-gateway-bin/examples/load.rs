@@ -1,35 +1,43 @@
-//! Load bench: a no-op function with 8 warm sandboxes, driven by a keep-alive HTTP/1.1 load
-//! generator, three ways in one run:
+//! Load bench: a no-op function with 8 warm sandboxes, under keep-alive HTTP/1.1 load from
+//! `wrk` (Debian's package `wrk`), which runs in its own process. Three ways in one run:
 //!
 //! - `direct`: a bare HTTP server that hands each request to `Runtime::invoke` on a free
 //!   sandbox, i.e. the function through its Lambda Runtime API with no gateway in between;
 //! - `all-in-one`: the gateway over the embedded process backend;
 //! - `remote`: the gateway over an `esb-agent` (only with `--agent URL`).
 //!
+//! Each is run with two no-op functions: `minimal`, a custom runtime that costs a few system
+//! calls per invocation (`esb_testfn::noop`), so the figures are those of what stands in front
+//! of it; and `lambda-runtime`, the official `lambda_runtime` crate on `#[tokio::main]`, as a
+//! Rust function is usually written.
+//!
 //! ```text
-//! cargo run --release -p esb-gateway-bin --example load -- --seconds 10 --connections 64
+//! apt-get install wrk
+//! cargo run --release -p esb-gateway-bin --example load -- --seconds 5 --connections 16
 //! # with an agent (same host, so it can start this program as the function):
-//! cargo run --release -p esb-agent-bin --no-default-features -- --runtime process --insecure-no-auth &
-//! cargo run --release -p esb-gateway-bin --example load -- --agent http://127.0.0.1:50051
+//! cargo run --release -p esb-agent-bin --no-default-features -- --runtime process --insecure-no-auth --listen 127.0.0.1:50551 &
+//! cargo run --release -p esb-gateway-bin --example load -- --agent http://127.0.0.1:50551
 //! ```
 //!
 //! Started as a Lambda sandbox (`AWS_LAMBDA_RUNTIME_API` is set) this program is the no-op
-//! function: `{"statusCode":200,"body":"ok"}`.
+//! function that `ESB_BENCH_FUNCTION` names: `{"statusCode":200,"body":"ok"}`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bytes::Bytes;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use esb_gateway::logs::{LogTail, function_log_sink};
 use esb_gateway::{Gateway, GatewayConfig};
 use esb_runtime::logs::NullLogSink;
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{InvokeRequest, Runtime, SandboxSpec};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -38,18 +46,27 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The sandbox's variable naming which no-op function to be.
+const FUNCTION_VAR: &str = "ESB_BENCH_FUNCTION";
+
 /// Load bench of the gateway against the function's Runtime API.
 #[derive(Parser, Debug)]
 struct Args {
     /// Seconds of load per mode (after one second of warm-up).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Warm sandboxes.
     #[arg(long, default_value_t = 8)]
     sandboxes: usize,
+    /// The no-op functions to run (default: both).
+    #[arg(long, value_enum)]
+    function: Vec<Function>,
     /// An esb-agent to run the remote mode against.
     #[arg(long)]
     agent: Option<String>,
@@ -58,20 +75,50 @@ struct Args {
     agent_token: Option<String>,
 }
 
-/// The no-op function.
+/// A no-op function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Function {
+    /// A custom runtime of a few system calls per invocation (`esb_testfn::noop`).
+    Minimal,
+    /// The official `lambda_runtime` crate on a multi-threaded tokio runtime.
+    LambdaRuntime,
+}
+
+impl Function {
+    fn name(self) -> &'static str {
+        match self {
+            Function::Minimal => "minimal",
+            Function::LambdaRuntime => "lambda-runtime",
+        }
+    }
+}
+
+/// The `lambda_runtime` no-op handler.
 async fn noop(_: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
     Ok(json!({"statusCode": 200, "body": "ok"}))
 }
 
-fn functions_yml(command: &str, sandboxes: usize) -> String {
+/// Runs as the sandbox's function.
+fn serve_function() -> anyhow::Result<()> {
+    if std::env::var(FUNCTION_VAR).as_deref() == Ok("minimal") {
+        return Ok(esb_testfn::noop::run()?);
+    }
+    tokio::runtime::Runtime::new()?
+        .block_on(lambda_runtime::run(service_fn(noop)))
+        .map_err(|err| anyhow::anyhow!(err))
+}
+
+fn functions_yml(command: &str, function: Function, sandboxes: usize) -> String {
     format!(
         r#"
 functions:
   noop:
     command: [{command:?}]
     timeout: 30
+    environment: {{ {FUNCTION_VAR}: {} }}
     scaling: {{ max_capacity: {sandboxes}, min_capacity: {sandboxes}, acquire_timeout: 30.0 }}
-"#
+"#,
+        function.name()
     )
 }
 
@@ -80,107 +127,160 @@ routes:
   - { path: "/noop", method: GET, function: noop, auth: none }
 "#;
 
-/// What one mode achieved.
+/// What wrk measured, and the CPU it cost.
 struct Outcome {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    /// CPU time of this process (the gateway or the direct server) per request.
+    server_cpu_us: f64,
+    /// CPU time of the function processes per request, when they are this process's children.
+    function_cpu_us: Option<f64>,
 }
 
-impl Outcome {
-    fn print(&mut self, name: &str) {
-        self.latencies.sort_unstable();
-        let at = |p: f64| {
-            let i = ((self.latencies.len() as f64 * p) as usize)
-                .min(self.latencies.len().saturating_sub(1));
-            self.latencies
-                .get(i)
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1000.0
-        };
-        println!(
-            "{name:<11} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   ({} requests, {} errors, {:.1} s)",
-            self.requests as f64 / self.elapsed.as_secs_f64(),
-            at(0.50),
-            at(0.99),
-            self.requests,
-            self.errors,
-            self.elapsed.as_secs_f64(),
-        );
-    }
-}
-
-/// Keep-alive HTTP/1.1 load on `addr` and `path` from `connections` connections for `duration`.
-async fn load(
-    addr: SocketAddr,
-    path: &str,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
-    let until = started + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            while Instant::now() < until {
-                let request = http::Request::get(&path)
-                    .header("host", "localhost")
-                    .body(Empty::<Bytes>::new())?;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                let ok = response.status().is_success();
-                response.into_body().collect().await?;
-                latencies.push(sent.elapsed());
-                if !ok {
-                    errors += 1;
-                }
-            }
-            anyhow::Ok((latencies, errors))
-        }));
-    }
-    let mut outcome = Outcome {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
+/// Runs wrk against `url`: one second of warm-up, then the measured run.
+fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<Outcome> {
+    let run = |seconds: u64, latency: bool| -> anyhow::Result<String> {
+        let mut command = Command::new("wrk");
+        command
+            .arg(format!("-t{}", args.threads))
+            .arg(format!("-c{}", args.connections))
+            .arg(format!("-d{seconds}s"));
+        if latency {
+            command.arg("--latency");
+        }
+        let output = command
+            .arg(url)
+            .output()
+            .context("cannot run wrk (apt-get install wrk)")?;
+        if !output.status.success() {
+            bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
-    for task in tasks {
-        let (latencies, errors) = task.await??;
-        outcome.requests += latencies.len();
-        outcome.errors += errors;
-        outcome.latencies.extend(latencies);
-    }
-    outcome.elapsed = started.elapsed();
-    Ok(outcome)
+    run(1, false)?;
+    let me = std::process::id();
+    let cpu = || {
+        let children = if functions_are_children {
+            children_of(me).iter().map(|pid| cpu_ticks(*pid)).sum()
+        } else {
+            0
+        };
+        (cpu_ticks(me), children)
+    };
+    let before = cpu();
+    let report = run(args.seconds, true)?;
+    let after = cpu();
+    let requests_per_second = field(&report, "Requests/sec:")
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in wrk's report:\n{report}"))?;
+    let requests = requests_per_second * args.seconds as f64;
+    // /proc reports CPU time in USER_HZ ticks, 100 a second.
+    let per_request = |ticks: u64| ticks as f64 * 10_000.0 / requests;
+    let non_2xx = field(&report, "Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let socket_errors = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|errors| {
+            errors
+                .split(',')
+                .filter_map(|e| e.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(Outcome {
+        requests_per_second,
+        p50_ms: percentile(&report, "50%")?,
+        p99_ms: percentile(&report, "99%")?,
+        errors: non_2xx + socket_errors,
+        server_cpu_us: per_request(after.0 - before.0),
+        function_cpu_us: functions_are_children.then(|| per_request(after.1 - before.1)),
+    })
 }
 
-/// Warm-up, then the measured load.
-async fn measure(name: &str, addr: SocketAddr, path: &str, args: &Args) -> anyhow::Result<()> {
-    load(addr, path, args.connections, Duration::from_secs(1)).await?;
-    load(
-        addr,
-        path,
-        args.connections,
-        Duration::from_secs(args.seconds),
-    )
-    .await?
-    .print(name);
-    Ok(())
+/// The word after `label` on the report line that starts with it.
+fn field<'a>(report: &'a str, label: &str) -> Option<&'a str> {
+    report
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
+/// A latency percentile of wrk's `--latency` distribution, in milliseconds.
+fn percentile(report: &str, label: &str) -> anyhow::Result<f64> {
+    let value =
+        field(report, label).with_context(|| format!("no {label} latency in:\n{report}"))?;
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().context("wrk latency")?;
+    Ok(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        other => bail!("unknown latency unit {other:?} in {value:?}"),
+    })
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (in parentheses); utime and stime are the 14th and 15th.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// The children of `parent` (the sandboxes of the process backend; wrk has exited by then).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1.to_owned();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn print(function: Function, mode: &str, outcome: &Outcome) {
+    let functions = outcome
+        .function_cpu_us
+        .map(|us| format!("{us:>5.1}"))
+        .unwrap_or_else(|| "    -".into());
+    println!(
+        "{:<15} {mode:<11} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   {:>3} errors   CPU/request: server {:>5.1} us, functions {functions} us",
+        function.name(),
+        outcome.requests_per_second,
+        outcome.p50_ms,
+        outcome.p99_ms,
+        outcome.errors,
+        outcome.server_cpu_us,
+    );
 }
 
 /// A bare HTTP server invoking free sandboxes directly: the baseline without a gateway.
-async fn direct(me: &str, args: &Args) -> anyhow::Result<()> {
+async fn direct(me: &str, function: Function, args: &Args) -> anyhow::Result<Outcome> {
     let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
         log_sink: Arc::new(NullLogSink),
         ..ProcessConfig::default()
@@ -192,6 +292,7 @@ async fn direct(me: &str, args: &Args) -> anyhow::Result<()> {
             .create(
                 SandboxSpec::new("noop")
                     .command([me])
+                    .env(FUNCTION_VAR, function.name())
                     .timeout(Duration::from_secs(30)),
             )
             .await?;
@@ -237,12 +338,29 @@ async fn direct(me: &str, args: &Args) -> anyhow::Result<()> {
             }
         })
     };
-    measure("direct", addr, "/", args).await?;
+    let outcome = measure(addr, "/", args, true).await;
     server.abort();
     for id in ids {
         runtime.destroy(&id).await?;
     }
-    Ok(())
+    outcome
+}
+
+/// wrk in a blocking task, so this process's runtime keeps serving.
+async fn measure(
+    addr: SocketAddr,
+    path: &str,
+    args: &Args,
+    functions_are_children: bool,
+) -> anyhow::Result<Outcome> {
+    let url = format!("http://{addr}{path}");
+    let args = Args {
+        function: Vec::new(),
+        agent: None,
+        agent_token: None,
+        ..*args
+    };
+    tokio::task::spawn_blocking(move || wrk(&url, &args, functions_are_children)).await?
 }
 
 /// A bounded MPMC queue of free sandbox ids (tokio's mpsc receiver behind a mutex).
@@ -268,13 +386,17 @@ impl<T> SharedReceiver<T> {
 }
 
 async fn gateway(
-    name: &str,
     me: &str,
+    function: Function,
     runtime: Arc<dyn Runtime>,
     args: &Args,
-) -> anyhow::Result<()> {
-    let functions =
-        esb_router::Config::from_yaml_str(&functions_yml(me, args.sandboxes), ROUTING, &|_| None)?;
+    functions_are_children: bool,
+) -> anyhow::Result<Outcome> {
+    let functions = esb_router::Config::from_yaml_str(
+        &functions_yml(me, function, args.sandboxes),
+        ROUTING,
+        &|_| None,
+    )?;
     let gateway = Gateway::start(
         GatewayConfig::new(functions, "127.0.0.1:0".parse()?),
         vec![runtime],
@@ -282,48 +404,60 @@ async fn gateway(
     .await?;
     // min_capacity sandboxes start in the background: wait until they are idle.
     for _ in 0..200 {
-        if gateway.pool().stats("noop")?.idle + gateway.pool().stats("noop")?.paused
-            >= args.sandboxes
-        {
+        let stats = gateway.pool().stats("noop")?;
+        if stats.idle + stats.paused >= args.sandboxes {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    measure(name, gateway.local_addr(), "/noop", args).await?;
+    let outcome = measure(gateway.local_addr(), "/noop", args, functions_are_children).await;
     gateway.shutdown().await;
-    Ok(())
+    outcome
 }
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return runtime
-            .block_on(lambda_runtime::run(service_fn(noop)))
-            .map_err(|err| anyhow::anyhow!(err));
+        return serve_function();
     }
     let args = Args::parse();
     let me = std::env::current_exe()
         .context("this program's path")?
         .display()
         .to_string();
-    runtime.block_on(async {
+    let functions = if args.function.is_empty() {
+        vec![Function::Minimal, Function::LambdaRuntime]
+    } else {
+        args.function.clone()
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
         println!(
-            "{} connections, {} warm sandboxes, {} s per mode",
-            args.connections, args.sandboxes, args.seconds
+            "wrk -t{} -c{}, {} warm sandboxes, {} s per mode",
+            args.threads, args.connections, args.sandboxes, args.seconds
         );
-        direct(&me, &args).await?;
-        let process = Arc::new(ProcessRuntime::new(ProcessConfig {
-            log_sink: Arc::new(NullLogSink),
-            ..ProcessConfig::default()
-        }));
-        gateway("all-in-one", &me, process, &args).await?;
-        if let Some(url) = &args.agent {
-            let mut config = RemoteConfig::new(url);
-            config.token = args.agent_token.clone();
-            let remote = RemoteRuntime::connect(config)
-                .await
-                .with_context(|| format!("cannot reach the agent at {url}"))?;
-            gateway("remote", &me, Arc::new(remote), &args).await?;
+        for function in functions {
+            let baseline = direct(&me, function, &args).await?;
+            print(function, "direct", &baseline);
+            // The binary's sinks: the terminal (send stderr elsewhere) and the Tail capture.
+            let process = Arc::new(ProcessRuntime::new(ProcessConfig {
+                log_sink: LogTail::new().tee(function_log_sink(None)),
+                ..ProcessConfig::default()
+            }));
+            let all_in_one = gateway(&me, function, process, &args, true).await?;
+            print(function, "all-in-one", &all_in_one);
+            if let Some(url) = &args.agent {
+                let mut config = RemoteConfig::new(url);
+                config.token = args.agent_token.clone();
+                let remote = RemoteRuntime::connect(config)
+                    .await
+                    .with_context(|| format!("cannot reach the agent at {url}"))?;
+                let remote = gateway(&me, function, Arc::new(remote), &args, false).await?;
+                print(function, "remote", &remote);
+            }
+            println!(
+                "{:<15} gateway overhead at p50: {:.3} ms",
+                function.name(),
+                all_in_one.p50_ms - baseline.p50_ms
+            );
         }
         anyhow::Ok(())
     })

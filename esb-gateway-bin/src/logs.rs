@@ -118,7 +118,10 @@ impl LogTail {
 
     /// This tail and `other` as one sink, for the runtimes.
     pub fn tee(&self, other: Arc<dyn LogSink>) -> Arc<dyn LogSink> {
-        Arc::new(FanOut(vec![Arc::new(self.clone()), other]))
+        Arc::new(Tee {
+            tail: self.clone(),
+            other,
+        })
     }
 
     fn with_limit(limit: usize) -> Self {
@@ -181,6 +184,21 @@ impl LogTail {
         }
         self.inner.active.fetch_sub(1, Ordering::AcqRel);
         Some(capture)
+    }
+}
+
+/// A [`LogTail`] beside another sink: a line is copied for the tail only while it captures.
+struct Tee {
+    tail: LogTail,
+    other: Arc<dyn LogSink>,
+}
+
+impl LogSink for Tee {
+    fn log(&self, line: LogLine) {
+        if self.tail.inner.active.load(Ordering::Acquire) > 0 {
+            self.tail.log(line.clone());
+        }
+        self.other.log(line);
     }
 }
 

@@ -9,6 +9,7 @@
 //! handler's error). Otherwise the answer is
 //! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`.
 
+pub mod noop;
 #[cfg(feature = "oci")]
 pub mod oci;
 
