@@ -175,6 +175,9 @@ fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<O
     let requests_per_second = field(&report, "Requests/sec:")
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no Requests/sec in wrk's report:\n{report}"))?;
+    if requests_per_second < 1.0 {
+        bail!("no request was answered:\n{report}");
+    }
     let requests = requests_per_second * args.seconds as f64;
     // /proc reports CPU time in USER_HZ ticks, 100 a second.
     let per_request = |ticks: u64| ticks as f64 * 10_000.0 / requests;
@@ -317,18 +320,23 @@ async fn direct(me: &str, function: Function, args: &Args) -> anyhow::Result<Out
                         let runtime = Arc::clone(&runtime);
                         let free_tx = free_tx.clone();
                         let free_rx = free_rx.clone();
-                        async move {
-                            let Ok(id) = free_rx.recv().await else {
-                                let mut busy = http::Response::new(Full::new(Bytes::new()));
-                                *busy.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                                return Ok::<_, Infallible>(busy);
-                            };
+                        // In its own task, as the pool does: a client that leaves mid-request
+                        // (wrk at the end of a run) must not take a sandbox with it.
+                        let invocation = tokio::spawn(async move {
+                            let id = free_rx.recv().await.ok()?;
                             let answer = runtime
                                 .invoke(&id, InvokeRequest::new(Bytes::from_static(b"{}")))
                                 .await;
                             let _ = free_tx.send(id).await;
-                            let body = answer.map(|a| a.body()).unwrap_or_default();
-                            Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+                            Some(answer.map(|a| a.body()).unwrap_or_default())
+                        });
+                        async move {
+                            let mut response = http::Response::new(Full::new(Bytes::new()));
+                            match invocation.await {
+                                Ok(Some(body)) => *response.body_mut() = Full::new(body),
+                                _ => *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE,
+                            }
+                            Ok::<_, Infallible>(response)
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
