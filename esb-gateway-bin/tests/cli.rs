@@ -164,11 +164,8 @@ fn function_logs_reach_the_terminal_prefixed_and_are_flushed_on_shutdown() {
         assert_eq!(get(addr, "/noop"), (200, "ok".to_owned()));
     }
     // SIGTERM: the gateway drains and must still print every line it was given.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
