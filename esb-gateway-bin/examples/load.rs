@@ -64,6 +64,10 @@ struct Args {
     /// Warm sandboxes.
     #[arg(long, default_value_t = 8)]
     sandboxes: usize,
+    /// Runs of each mode, interleaved; with more than one, the run of median req/s is
+    /// reported too.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// The no-op functions to run (default: both).
     #[arg(long, value_enum)]
     function: Vec<Function>,
@@ -266,6 +270,13 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The run of median throughput.
+fn median(mut runs: Vec<Outcome>) -> Outcome {
+    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
 fn print(function: Function, mode: &str, outcome: &Outcome) {
     let functions = outcome
         .function_cpu_us
@@ -443,23 +454,40 @@ fn main() -> anyhow::Result<()> {
             args.threads, args.connections, args.sandboxes, args.seconds
         );
         for function in functions {
-            let baseline = direct(&me, function, &args).await?;
-            print(function, "direct", &baseline);
-            // The binary's sinks: the terminal (send stderr elsewhere) and the Tail capture.
-            let process = Arc::new(ProcessRuntime::new(ProcessConfig {
-                log_sink: LogTail::new().tee(function_log_sink(None)),
-                ..ProcessConfig::default()
-            }));
-            let all_in_one = gateway(&me, function, process, &args, true).await?;
-            print(function, "all-in-one", &all_in_one);
-            if let Some(url) = &args.agent {
-                let mut config = RemoteConfig::new(url);
-                config.token = args.agent_token.clone();
-                let remote = RemoteRuntime::connect(config)
-                    .await
-                    .with_context(|| format!("cannot reach the agent at {url}"))?;
-                let remote = gateway(&me, function, Arc::new(remote), &args, false).await?;
-                print(function, "remote", &remote);
+            let (mut direct_runs, mut all_in_one_runs, mut remote_runs) =
+                (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..args.runs.max(1) {
+                let outcome = direct(&me, function, &args).await?;
+                print(function, "direct", &outcome);
+                direct_runs.push(outcome);
+                // The binary's sinks: the terminal (send stderr elsewhere) and the Tail capture.
+                let process = Arc::new(ProcessRuntime::new(ProcessConfig {
+                    log_sink: LogTail::new().tee(function_log_sink(None)),
+                    ..ProcessConfig::default()
+                }));
+                let outcome = gateway(&me, function, process, &args, true).await?;
+                print(function, "all-in-one", &outcome);
+                all_in_one_runs.push(outcome);
+                if let Some(url) = &args.agent {
+                    let mut config = RemoteConfig::new(url);
+                    config.token = args.agent_token.clone();
+                    let remote = RemoteRuntime::connect(config)
+                        .await
+                        .with_context(|| format!("cannot reach the agent at {url}"))?;
+                    let outcome = gateway(&me, function, Arc::new(remote), &args, false).await?;
+                    print(function, "remote", &outcome);
+                    remote_runs.push(outcome);
+                }
+            }
+            let baseline = median(direct_runs);
+            let all_in_one = median(all_in_one_runs);
+            if args.runs > 1 {
+                println!("median of {} runs:", args.runs);
+                print(function, "direct", &baseline);
+                print(function, "all-in-one", &all_in_one);
+                if !remote_runs.is_empty() {
+                    print(function, "remote", &median(remote_runs));
+                }
             }
             println!(
                 "{:<15} gateway overhead at p50: {:.3} ms",
