@@ -28,19 +28,33 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-#[test]
-fn check_accepts_the_quickstart() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
+/// `--check` of an example's functions.yml and routing.yml, with `var` naming the function
+/// program: its standard output once it succeeds.
+fn check_example(example: &str, var: &str) -> String {
+    let root = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
     let output = gateway()
         .args(["--check", "--functions", &format!("{root}/functions.yml")])
         .args(["--routing", &format!("{root}/routing.yml")])
-        .env("QUICKSTART_FUNCTION", "/bin/true")
+        .env(var, "/bin/true")
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn check_accepts_the_quickstart() {
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        check_example("quickstart", "QUICKSTART_FUNCTION"),
         "configuration OK: 1 functions, 2 routes"
+    );
+}
+
+#[test]
+fn check_accepts_the_load_bench_configuration() {
+    assert_eq!(
+        check_example("load", "LOAD_FUNCTION"),
+        "configuration OK: 1 functions, 1 routes"
     );
 }
 
