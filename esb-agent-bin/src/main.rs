@@ -275,6 +275,10 @@ async fn shutdown_signal() {
     tracing::info!(signal = name, "shutdown requested");
 }
 
+/// mimalloc, as the gateway: fewer cycles per invocation than glibc's allocator under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
