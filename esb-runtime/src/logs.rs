@@ -67,9 +67,9 @@ mod terminal {
     //! The process-wide writer thread behind [`super::TerminalLogSink`].
 
     use std::io::Write;
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
     use super::LogLine;
@@ -88,28 +88,30 @@ mod terminal {
 
     pub(super) struct Terminal {
         queue: SyncSender<Message>,
-        dropped: AtomicU64,
+        dropped: Arc<AtomicU64>,
     }
 
     pub(super) fn get() -> &'static Terminal {
         static TERMINAL: OnceLock<Terminal> = OnceLock::new();
-        TERMINAL.get_or_init(|| {
-            let (queue, lines) = sync_channel(QUEUE);
+        TERMINAL.get_or_init(|| Terminal::spawn(std::io::stderr(), QUEUE))
+    }
+
+    impl Terminal {
+        /// A queue of `capacity` lines and the thread writing them to `out`.
+        pub(super) fn spawn(out: impl Write + Send + 'static, capacity: usize) -> Self {
+            let (queue, lines) = sync_channel(capacity);
+            let dropped = Arc::new(AtomicU64::new(0));
+            let counted = Arc::clone(&dropped);
             let spawned = std::thread::Builder::new()
                 .name("esb-terminal-log".into())
-                .spawn(move || write_lines(&lines));
+                .spawn(move || write_lines(&lines, &counted, out));
             if let Err(err) = spawned {
                 // Without a writer every line is dropped (and counted), never blocked on.
                 let _ = writeln!(std::io::stderr(), "esb: no terminal log writer: {err}");
             }
-            Terminal {
-                queue,
-                dropped: AtomicU64::new(0),
-            }
-        })
-    }
+            Self { queue, dropped }
+        }
 
-    impl Terminal {
         pub(super) fn push(&self, message: Message) {
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
                 self.queue.try_send(message)
@@ -126,7 +128,7 @@ mod terminal {
         }
     }
 
-    fn write_lines(lines: &Receiver<Message>) {
+    fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64, mut to: impl Write) {
         let mut out = Vec::with_capacity(BATCH_BYTES);
         let mut flushed = Vec::new();
         while let Ok(first) = lines.recv() {
@@ -142,19 +144,127 @@ mod terminal {
                     next = lines.try_recv().ok();
                 }
             }
-            let dropped = get().dropped.swap(0, Ordering::Relaxed);
+            let dropped = dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
                 let _ = writeln!(
                     out,
                     "[esb] {dropped} log lines dropped: the terminal could not keep up"
                 );
             }
-            let _ = std::io::stderr().lock().write_all(&out);
+            let _ = to.write_all(&out).and_then(|()| to.flush());
             out.clear();
             for done in flushed.drain(..) {
                 let _ = done.try_send(());
             }
             std::thread::sleep(GATHER);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #![allow(clippy::unwrap_used)]
+
+        use std::sync::Mutex;
+        use std::sync::mpsc::{Sender, channel};
+        use std::time::SystemTime;
+
+        use super::*;
+        use crate::SandboxId;
+        use crate::logs::LogStream;
+
+        fn line(message: &str) -> Message {
+            Message::Line(LogLine {
+                time: SystemTime::now(),
+                function_name: "fn".into(),
+                sandbox_id: SandboxId::from("sb"),
+                request_id: None,
+                trace_id: None,
+                stream: LogStream::Stdout,
+                message: message.into(),
+            })
+        }
+
+        /// What the writer thread wrote, shared with the test.
+        #[derive(Clone, Default)]
+        struct Written(Arc<Mutex<Vec<u8>>>);
+
+        impl Write for Written {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl Written {
+            fn text(&self) -> String {
+                String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+            }
+        }
+
+        #[test]
+        fn lines_are_written_prefixed_in_order_by_the_time_flush_returns() {
+            let written = Written::default();
+            let terminal = Terminal::spawn(written.clone(), 1024);
+            for i in 0..300 {
+                terminal.push(line(&format!("line {i}")));
+            }
+            terminal.flush(Duration::from_secs(10));
+            let expected: String = (0..300).map(|i| format!("[fn] line {i}\n")).collect();
+            assert_eq!(written.text(), expected);
+        }
+
+        /// A terminal that hangs on its first write until the test lets it go.
+        struct Stuck {
+            written: Written,
+            entered: Sender<()>,
+            release: Mutex<Option<Receiver<()>>>,
+        }
+
+        impl Write for Stuck {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if let Some(release) = self.release.lock().unwrap().take() {
+                    let _ = self.entered.send(());
+                    let _ = release.recv();
+                }
+                self.written.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        #[test]
+        fn a_stuck_terminal_drops_and_counts_lines_and_never_blocks_the_caller() {
+            let written = Written::default();
+            let (entered_tx, entered) = channel();
+            let (release, release_rx) = channel();
+            let stuck = Stuck {
+                written: written.clone(),
+                entered: entered_tx,
+                release: Mutex::new(Some(release_rx)),
+            };
+            let terminal = Terminal::spawn(stuck, 4);
+            terminal.push(line("first"));
+            entered.recv().unwrap();
+            // The writer hangs: 4 lines fit in the queue, 6 are dropped, none blocks.
+            for i in 0..10 {
+                terminal.push(line(&format!("queued {i}")));
+            }
+            release.send(()).unwrap();
+            terminal.flush(Duration::from_secs(10));
+            let text = written.text();
+            assert!(text.starts_with("[fn] first\n"), "{text}");
+            for i in 0..4 {
+                assert!(text.contains(&format!("[fn] queued {i}\n")), "{text}");
+            }
+            assert!(!text.contains("queued 4"), "{text}");
+            assert!(
+                text.contains("[esb] 6 log lines dropped: the terminal could not keep up"),
+                "{text}"
+            );
         }
     }
 }
