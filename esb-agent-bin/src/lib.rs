@@ -31,6 +31,7 @@ use std::time::Duration;
 use esb_proto::agent::v1::FILE_DESCRIPTOR_SET;
 use esb_proto::agent::v1::agent_service_server::AgentServiceServer;
 use esb_runtime::Runtime;
+use esb_runtime::logs::LogTail;
 use esb_runtime::remote::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -111,6 +112,9 @@ pub struct ServeOptions {
     pub reflection: bool,
     /// After shutdown is asked, how long in-flight calls may take before they are dropped.
     pub shutdown_grace: Duration,
+    /// The tail the runtime's log sink feeds (see [`LogTail::tee`]), to answer invocations
+    /// that ask for their log (`log_tail`); without it they get none.
+    pub log_tail: Option<LogTail>,
 }
 
 impl ServeOptions {
@@ -121,6 +125,7 @@ impl ServeOptions {
             tls: None,
             reflection: false,
             shutdown_grace: Duration::from_secs(30),
+            log_tail: None,
         }
     }
 }
@@ -138,7 +143,11 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
-    let agent = AgentServiceServer::new(Agent::new(runtime))
+    let mut agent = Agent::new(runtime);
+    if let Some(tail) = options.log_tail.clone() {
+        agent = agent.with_log_tail(tail);
+    }
+    let agent = AgentServiceServer::new(agent)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use esb_agent::{BearerAuth, ServeOptions, TlsFiles};
 use esb_runtime::Runtime;
-use esb_runtime::logs::{LogSink, TerminalLogSink};
+use esb_runtime::logs::{LogSink, LogTail, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -179,7 +179,8 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{value:?} is not a number of seconds"))
 }
 
-/// Where function log lines go: the terminal, and VictoriaLogs once esb-logs is wired here.
+/// Where function log lines go besides the log tail: the terminal, and VictoriaLogs once
+/// esb-logs is wired here.
 fn log_sink(args: &Args) -> Arc<dyn LogSink> {
     let url = args
         .victorialogs_url
@@ -193,21 +194,24 @@ fn log_sink(args: &Args) -> Arc<dyn LogSink> {
     Arc::new(TerminalLogSink)
 }
 
-async fn runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Arc<dyn Runtime>> {
     match args.runtime {
         RuntimeKind::Process => {
             let config = ProcessConfig {
-                log_sink: log_sink(args),
+                log_sink,
                 ..ProcessConfig::default()
             };
             Ok(Arc::new(ProcessRuntime::new(config)))
         }
-        RuntimeKind::Containerd => containerd_runtime(args).await,
+        RuntimeKind::Containerd => containerd_runtime(args, log_sink).await,
     }
 }
 
 #[cfg(feature = "containerd")]
-async fn containerd_runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn containerd_runtime(
+    args: &Args,
+    log_sink: Arc<dyn LogSink>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     use esb_runtime::containerd::{
         CniConfig, ContainerdConfig, ContainerdRuntime, Freezer, ReconcilePolicy, RegistryConfig,
     };
@@ -222,7 +226,7 @@ async fn containerd_runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
             subnet,
             ..CniConfig::default()
         }),
-        log_sink: log_sink(args),
+        log_sink,
         freezer: match args.freezer {
             FreezerKind::Cgroup => Freezer::Cgroup,
             FreezerKind::Tasks => Freezer::Tasks,
@@ -254,7 +258,10 @@ async fn containerd_runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
 }
 
 #[cfg(not(feature = "containerd"))]
-async fn containerd_runtime(_args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn containerd_runtime(
+    _args: &Args,
+    _log_sink: Arc<dyn LogSink>,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     anyhow::bail!(
         "this esb-agent was built without the `containerd` feature; run with --runtime process"
     )
@@ -290,7 +297,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    let runtime = runtime(&args).await?;
+    // Function lines go to the terminal, and to the invocations that ask for their log.
+    let log_tail = LogTail::new();
+    let runtime = runtime(&args, log_tail.tee(log_sink(&args))).await?;
     let auth = match (&args.token, args.insecure_no_auth) {
         (Some(token), _) if !token.is_empty() => BearerAuth::token(token),
         (_, true) => {
@@ -314,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
         tls,
         reflection: args.reflection,
         shutdown_grace: args.shutdown_grace,
+        log_tail: Some(log_tail),
     };
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use esb_proto::agent::v1 as pb;
+use esb_runtime::logs::LogTail;
 use esb_runtime::remote::{self as wire, error_to_status};
 use esb_runtime::{Runtime, SandboxId, SandboxState};
 use pb::agent_service_server::AgentService;
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct Agent {
     runtime: Arc<dyn Runtime>,
+    log_tail: Option<LogTail>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -28,7 +30,17 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// A service over this runtime.
     pub fn new(runtime: Arc<dyn Runtime>) -> Self {
-        Self { runtime }
+        Self {
+            runtime,
+            log_tail: None,
+        }
+    }
+
+    /// Answers invocations that ask for their log (`log_tail`) from this tail, which the
+    /// runtime's log sink must feed ([`LogTail::tee`]).
+    pub fn with_log_tail(mut self, tail: LogTail) -> Self {
+        self.log_tail = Some(tail);
+        self
     }
 
     /// The runtime it serves.
@@ -162,11 +174,19 @@ impl AgentService for Agent {
                 "InvokeWorker: container_id is empty",
             ));
         }
-        let response = self
+        let capture = match &self.log_tail {
+            Some(tail) if invoke.log_tail => Some(tail.capture(&invoke.request_id)),
+            _ => None,
+        };
+        let mut response = self
             .runtime
             .invoke(&id, invoke)
             .await
             .map_err(|err| error_to_status(&err))?;
+        if let Some(capture) = capture {
+            // The runtime wrote END and REPORT before it returned.
+            response.log_tail = Some(capture.finish(None).await);
+        }
         Ok(Response::new(wire::response_to_proto(response)))
     }
 

@@ -248,6 +248,8 @@ impl App {
         }
         let mut request = ids.invoke_request(payload);
         request.client_context = client_context;
+        // A remote agent keeps the function's lines on its host: it sends the tail back.
+        request.log_tail = tail && invocation_type == "RequestResponse";
         match invocation_type.as_str() {
             "DryRun" => Ok(empty(StatusCode::NO_CONTENT)),
             "Event" => {
@@ -267,30 +269,32 @@ impl App {
             "RequestResponse" => {
                 // Only asked for: lines of other requests cost the tail one atomic load.
                 let capture = tail.then(|| self.log_tail.capture(&ids.request_id));
-                let (body, function_error, report) = match self.invoke(function, request).await {
-                    Ok(answer) => {
-                        let failed =
-                            matches!(answer.response.result, InvokeResult::FunctionError(_));
-                        let report = capture.as_ref().map(|_| {
-                            esb_runtime::logs::report_line(
-                                &ids.request_id,
-                                &answer.response,
-                                limits.memory_mb,
-                            )
-                        });
-                        (answer.response.body(), failed, report)
-                    }
-                    // The function timed out, crashed or failed its init: a function error
-                    // for the Invoke API, as Lambda reports it.
-                    Err(Error::Pool(PoolError::Runtime(err))) if err.is_sandbox_fatal() => {
-                        let document = serde_json::json!({
-                            "errorType": err.lambda_error_type(),
-                            "errorMessage": err.to_string(),
-                        });
-                        (Bytes::from(document.to_string()), true, None)
-                    }
-                    Err(err) => return Err(err),
-                };
+                let (body, function_error, report, remote_log) =
+                    match self.invoke(function, request).await {
+                        Ok(answer) => {
+                            let failed =
+                                matches!(answer.response.result, InvokeResult::FunctionError(_));
+                            let report = capture.as_ref().map(|_| {
+                                esb_runtime::logs::report_line(
+                                    &ids.request_id,
+                                    &answer.response,
+                                    limits.memory_mb,
+                                )
+                            });
+                            let body = answer.response.body();
+                            (body, failed, report, answer.response.log_tail)
+                        }
+                        // The function timed out, crashed or failed its init: a function error
+                        // for the Invoke API, as Lambda reports it.
+                        Err(Error::Pool(PoolError::Runtime(err))) if err.is_sandbox_fatal() => {
+                            let document = serde_json::json!({
+                                "errorType": err.lambda_error_type(),
+                                "errorMessage": err.to_string(),
+                            });
+                            (Bytes::from(document.to_string()), true, None, None)
+                        }
+                        Err(err) => return Err(err),
+                    };
                 let mut response = Response::new(Full::new(body));
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -305,7 +309,10 @@ impl App {
                     );
                 }
                 if let Some(capture) = capture {
-                    let log = capture.finish(report).await;
+                    let log = match remote_log {
+                        Some(log) => log,
+                        None => capture.finish(report).await,
+                    };
                     let encoded = base64::engine::general_purpose::STANDARD.encode(log);
                     if let Ok(value) = HeaderValue::from_str(&encoded) {
                         headers.insert("x-amz-log-result", value);

@@ -152,3 +152,56 @@ async fn when_an_agent_goes_away_the_other_serves_and_with_none_left_requests_ge
     );
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_tail_of_an_invocation_on_an_agent_has_the_functions_own_lines() {
+    use base64::Engine as _;
+    const PLAIN: &str = r#"
+functions:
+  plain:
+    command: ["${TESTFN}"]
+    timeout: 3
+"#;
+    let agent = Agent::spawn().await;
+    let gateway = Gateway::start(
+        support::config(PLAIN, "routes: []\n"),
+        vec![agent.runtime().await],
+    )
+    .await
+    .unwrap();
+    let response = support::client()
+        .post(format!(
+            "{}/2015-03-31/functions/plain/invocations",
+            gateway.url()
+        ))
+        .header("X-Amz-Log-Type", "Tail")
+        .body(r#"{"print": ["printed on the agent's host"], "stderr": ["and to stderr"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.headers()["x-amzn-requestid"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let log = base64::engine::general_purpose::STANDARD
+        .decode(response.headers()["x-amz-log-result"].as_bytes())
+        .unwrap();
+    let log = String::from_utf8(log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("START RequestId: {id} Version: $LATEST").as_str()),
+        "{log}"
+    );
+    assert!(lines.contains(&"printed on the agent's host"), "{log}");
+    assert!(lines.contains(&"and to stderr"), "{log}");
+    let end = format!("END RequestId: {id}");
+    let end_at = lines.iter().position(|l| *l == end).expect(&log);
+    assert!(
+        lines[end_at + 1].starts_with(&format!("REPORT RequestId: {id}\tDuration: ")),
+        "{log}"
+    );
+    assert_eq!(lines.len(), end_at + 2, "{log}");
+    gateway.shutdown().await;
+}

@@ -42,6 +42,7 @@ impl Runtime for Instant0 {
             billed_duration: Duration::from_millis(1),
             max_memory_used_mb: 1,
             init_duration: None,
+            log_tail: None,
         })
     }
     async fn pause(&self, _id: &SandboxId) -> Result<()> {

@@ -20,6 +20,9 @@ pub struct InvokeRequest {
     pub cognito_identity: Option<String>,
     /// A shorter deadline than the sandbox's own timeout, if any.
     pub timeout: Option<Duration>,
+    /// Asks a runtime whose log lines stay on another host (`remote`) to send back the last
+    /// 4 KB of this invocation's log in [`InvokeResponse::log_tail`]; others ignore it.
+    pub log_tail: bool,
 }
 
 impl InvokeRequest {
@@ -88,6 +91,9 @@ pub struct InvokeResponse {
     pub max_memory_used_mb: u64,
     /// Time the sandbox took to initialize, on its first invocation only.
     pub init_duration: Option<Duration>,
+    /// The last 4 KB of the invocation's log, from a runtime that was asked
+    /// ([`InvokeRequest::log_tail`]) and keeps the lines elsewhere.
+    pub log_tail: Option<String>,
 }
 
 impl InvokeResponse {

@@ -394,6 +394,7 @@ pub fn invoke_to_proto(id: &SandboxId, request: InvokeRequest) -> pb::InvokeWork
             .timeout
             .map(|t| u32::try_from(t.as_millis().max(1)).unwrap_or(u32::MAX))
             .unwrap_or(0),
+        log_tail: request.log_tail,
     }
 }
 
@@ -413,6 +414,7 @@ pub fn invoke_from_proto(request: pb::InvokeWorkerRequest) -> (SandboxId, Invoke
         timeout: Some(request.timeout_ms)
             .filter(|&ms| ms > 0)
             .map(|ms| Duration::from_millis(u64::from(ms))),
+        log_tail: request.log_tail,
     };
     (request.container_id.into(), invoke)
 }
@@ -439,6 +441,7 @@ pub fn response_to_proto(response: InvokeResponse) -> pb::InvokeWorkerResponse {
         billed_duration_ms: millis(response.billed_duration),
         max_memory_used_mb: response.max_memory_used_mb,
         init_duration_us: response.init_duration.map(micros),
+        log_tail: response.log_tail,
     }
 }
 
@@ -467,6 +470,7 @@ pub fn response_from_proto(response: pb::InvokeWorkerResponse) -> Result<InvokeR
         billed_duration: Duration::from_millis(response.billed_duration_ms),
         max_memory_used_mb: response.max_memory_used_mb,
         init_duration: response.init_duration_us.map(Duration::from_micros),
+        log_tail: response.log_tail,
     })
 }
 
@@ -959,6 +963,7 @@ mod tests {
         let mut request = InvokeRequest::new(r#"{"a":1}"#);
         request.trace_id = Some("Root=1-0-0".into());
         request.timeout = Some(Duration::from_millis(250));
+        request.log_tail = true;
         let id = SandboxId::from("sb");
         let (back_id, back) = invoke_from_proto(invoke_to_proto(&id, request.clone()));
         assert_eq!(back_id, id);
@@ -970,6 +975,7 @@ mod tests {
             billed_duration: Duration::from_millis(2),
             max_memory_used_mb: 12,
             init_duration: Some(Duration::from_micros(40_000)),
+            log_tail: Some("START RequestId: r Version: $LATEST\n".into()),
         };
         assert_eq!(
             response_from_proto(response_to_proto(response.clone())).ok(),

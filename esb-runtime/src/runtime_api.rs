@@ -313,6 +313,7 @@ impl Broker {
             billed_duration: billed(duration),
             max_memory_used_mb: 0,
             init_duration,
+            log_tail: None,
         })
     }
 

@@ -101,6 +101,7 @@ pub fn ok_response(body: &'static str) -> InvokeResponse {
         billed_duration: Duration::from_millis(1),
         max_memory_used_mb: 1,
         init_duration: None,
+        log_tail: None,
     }
 }
 

@@ -1158,6 +1158,7 @@ impl ContainerdRuntime {
             billed_duration: billed(duration),
             max_memory_used_mb: 0,
             init_duration: None,
+            log_tail: None,
         })
     }
 }

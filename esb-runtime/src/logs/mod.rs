@@ -4,6 +4,10 @@ use std::time::SystemTime;
 
 use crate::SandboxId;
 
+mod tail;
+
+pub use tail::{LogTail, TAIL_BYTES, TailCapture};
+
 /// Where a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogStream {
