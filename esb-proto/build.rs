@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         files.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
+        // Payloads as `bytes::Bytes`: handed through without a copy.
+        .bytes(".")
         .build_server(true)
         .build_client(true)
         .compile_fds(files)?;

@@ -149,7 +149,7 @@ async fn invoke_raw(
     client
         .invoke_worker(pb::InvokeWorkerRequest {
             container_id: id.into(),
-            payload: event.to_string().into_bytes(),
+            payload: event.to_string().into_bytes().into(),
             request_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         })

@@ -24,7 +24,6 @@ use std::future::Future;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use esb_proto::agent::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use serde::{Deserialize, Serialize};
@@ -385,7 +384,7 @@ pub fn info_from_proto(container: pb::Container) -> SandboxInfo {
 pub fn invoke_to_proto(id: &SandboxId, request: InvokeRequest) -> pb::InvokeWorkerRequest {
     pb::InvokeWorkerRequest {
         container_id: id.to_string(),
-        payload: Vec::from(request.payload),
+        payload: request.payload,
         request_id: request.request_id,
         trace_id: request.trace_id.unwrap_or_default(),
         client_context: request.client_context.unwrap_or_default(),
@@ -407,7 +406,7 @@ pub fn invoke_from_proto(request: pb::InvokeWorkerRequest) -> (SandboxId, Invoke
     };
     let invoke = InvokeRequest {
         request_id,
-        payload: Bytes::from(request.payload),
+        payload: request.payload,
         trace_id: Some(request.trace_id).filter(|s| !s.is_empty()),
         client_context: Some(request.client_context).filter(|s| !s.is_empty()),
         cognito_identity: Some(request.cognito_identity).filter(|s| !s.is_empty()),
@@ -426,12 +425,12 @@ fn micros(duration: Duration) -> u64 {
 /// The agent's answer for a finished invocation (a function error included).
 pub fn response_to_proto(response: InvokeResponse) -> pb::InvokeWorkerResponse {
     let result = match response.result {
-        InvokeResult::Success(body) => pb::invoke_worker_response::Result::Payload(Vec::from(body)),
+        InvokeResult::Success(body) => pb::invoke_worker_response::Result::Payload(body),
         InvokeResult::FunctionError(err) => {
             pb::invoke_worker_response::Result::FunctionError(pb::FunctionError {
                 error_type: err.error_type,
                 error_message: err.error_message,
-                payload: Vec::from(err.payload),
+                payload: err.payload,
             })
         }
     };
@@ -448,14 +447,12 @@ pub fn response_to_proto(response: InvokeResponse) -> pb::InvokeWorkerResponse {
 /// The invocation result in an agent's answer.
 pub fn response_from_proto(response: pb::InvokeWorkerResponse) -> Result<InvokeResponse> {
     let result = match response.result {
-        Some(pb::invoke_worker_response::Result::Payload(body)) => {
-            InvokeResult::Success(Bytes::from(body))
-        }
+        Some(pb::invoke_worker_response::Result::Payload(body)) => InvokeResult::Success(body),
         Some(pb::invoke_worker_response::Result::FunctionError(err)) => {
             InvokeResult::FunctionError(FunctionError {
                 error_type: err.error_type,
                 error_message: err.error_message,
-                payload: Bytes::from(err.payload),
+                payload: err.payload,
             })
         }
         None => {
