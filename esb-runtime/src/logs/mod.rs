@@ -74,7 +74,7 @@ mod terminal {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
     use std::sync::{Arc, OnceLock};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::LogLine;
 
@@ -117,18 +117,28 @@ mod terminal {
         }
 
         pub(super) fn push(&self, message: Message) {
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                self.queue.try_send(message)
-            {
+            if self.queue.try_send(message).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
 
+        /// Waits for the lines queued so far, for at most `timeout` in all: a terminal that
+        /// does not drain (a full queue, a stuck pipe) must not hold the process at exit.
         pub(super) fn flush(&self, timeout: Duration) {
+            let deadline = Instant::now() + timeout;
             let (done, flushed) = sync_channel(1);
-            if self.queue.send(Message::Flush(done)).is_ok() {
-                let _ = flushed.recv_timeout(timeout);
+            let mut message = Message::Flush(done);
+            loop {
+                match self.queue.try_send(message) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                        message = back;
+                        std::thread::sleep(GATHER);
+                    }
+                    Err(_) => return,
+                }
             }
+            let _ = flushed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -257,6 +267,10 @@ mod terminal {
             for i in 0..10 {
                 terminal.push(line(&format!("queued {i}")));
             }
+            // The queue is full and the writer stuck: flush gives up at its timeout.
+            let started = Instant::now();
+            terminal.flush(Duration::from_millis(100));
+            assert!(started.elapsed() < Duration::from_secs(5));
             release.send(()).unwrap();
             terminal.flush(Duration::from_secs(10));
             let text = written.text();
