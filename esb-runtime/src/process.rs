@@ -325,7 +325,7 @@ fn pipe_lines<R: AsyncRead + Unpin + Send + 'static>(
 
 /// Reads `key:  N kB` from `/proc/<pid>/status`, in bytes.
 fn proc_status_kb(pid: Pid, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
     status_kb(&status, key)
 }
 
@@ -382,10 +382,7 @@ fn read_hwm(status: &std::fs::File) -> Option<u64> {
     use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 4096];
     let read = status.read_at(&mut buf, 0).ok()?;
-    let line = buf[..read]
-        .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"VmHWM:"))?;
-    Some(leading_number(line.trim_ascii_start())? * 1024)
+    status_kb(&buf[..read], "VmHWM")
 }
 
 /// The resident pages of an open `/proc/<pid>/statm` (its second field).
@@ -401,12 +398,12 @@ fn leading_number(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(&text[..digits]).ok()?.parse().ok()
 }
 
-fn status_kb(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|line| {
-        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
-        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
-        Some(kb * 1024)
-    })
+/// `key:  N kB` of a `/proc/<pid>/status` text, in bytes.
+fn status_kb(status: &[u8], key: &str) -> Option<u64> {
+    let value = status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(key.as_bytes())?.strip_prefix(b":"))?;
+    Some(leading_number(value.trim_ascii_start())? * 1024)
 }
 
 /// The process group's members, from /proc.
@@ -703,7 +700,7 @@ mod tests {
         let me = Pid::this();
         let peak = PeakMemory::open(me);
         let before = peak.bytes();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let status = std::fs::read("/proc/self/status").unwrap();
         let hwm = status_kb(&status, "VmHWM").unwrap();
         assert!(before > 0 && before <= hwm, "{before} vs VmHWM {hwm}");
         // 64 MB touched now raises the resident set between two VmHWM reads.
