@@ -50,7 +50,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FUNCTION_VAR: &str = "ESB_BENCH_FUNCTION";
 
 /// Load bench of the gateway against the function's Runtime API.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 struct Args {
     /// Seconds of load per mode (after one second of warm-up).
     #[arg(long, default_value_t = 5)]
@@ -373,12 +373,7 @@ async fn measure(
     functions_are_children: bool,
 ) -> anyhow::Result<Outcome> {
     let url = format!("http://{addr}{path}");
-    let args = Args {
-        function: Vec::new(),
-        agent: None,
-        agent_token: None,
-        ..*args
-    };
+    let args = args.clone();
     tokio::task::spawn_blocking(move || wrk(&url, &args, functions_are_children)).await?
 }
 
