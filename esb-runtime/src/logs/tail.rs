@@ -379,7 +379,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lines_the_runtime_never_sent_are_written_by_the_gateway() {
+    async fn lines_the_runtime_never_sent_are_written_by_the_capture() {
         let tail = LogTail::new();
         let log = tail
             .capture("r1")
