@@ -449,6 +449,18 @@ fn cpu_ns(pid: Pid) -> u64 {
     ticks * (1_000_000_000 / hz)
 }
 
+impl ProcessRuntime {
+    /// What this backend can do, known before one is made (to check a config against it).
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        backend: "process",
+        pause: true,
+        images: false,
+        commands: true,
+        metrics: true,
+        network: false,
+    };
+}
+
 #[async_trait]
 impl Runtime for ProcessRuntime {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
@@ -670,14 +682,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "process",
-            pause: true,
-            images: false,
-            commands: true,
-            metrics: true,
-            network: false,
-        }
+        Self::CAPABILITIES
     }
 }
 

@@ -1186,6 +1186,18 @@ fn exit_reason(status: u32, oom_killed: bool, memory_mb: u32) -> String {
     }
 }
 
+impl ContainerdRuntime {
+    /// What this backend can do, known before one is made (to check a config against it).
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        backend: "containerd",
+        pause: true,
+        images: true,
+        commands: true,
+        metrics: true,
+        network: true,
+    };
+}
+
 #[async_trait]
 impl Runtime for ContainerdRuntime {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
@@ -1333,14 +1345,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "containerd",
-            pause: true,
-            images: true,
-            commands: true,
-            metrics: true,
-            network: true,
-        }
+        Self::CAPABILITIES
     }
 }
 
