@@ -166,19 +166,16 @@ impl Error {
                     "Internal server error".into(),
                     "InternalServerErrorException",
                 ),
-                P::CircuitOpen { .. }
-                | P::NoCapacity { .. }
-                | P::Create { .. }
-                | P::Aborted { .. }
-                | P::Shutdown => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Service Unavailable".into(),
-                    "ServiceUnavailableException",
-                ),
-                P::InvalidConfig { .. } | P::AlreadyRegistered(_) | P::NoTokio => (
+                P::InvalidConfig { .. } | P::AlreadyRegistered(_) | P::NoTokio(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Internal server error".into(),
                     "InternalServerErrorException",
+                ),
+                // CircuitOpen, NoCapacity, Create, Aborted, Inner, Shutdown (PoolError is non-exhaustive).
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable".into(),
+                    "ServiceUnavailableException",
                 ),
             },
             Error::FunctionFailed { .. } | Error::MalformedResponse { .. } => (

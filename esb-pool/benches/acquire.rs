@@ -72,10 +72,7 @@ async fn warm_pool(warm: usize) -> Pool {
         .acquire_timeout(Duration::from_secs(600))
         .idle_timeout(Duration::from_secs(3600))
         .pause_idle(None);
-    let config = PoolConfig {
-        janitor_interval: Duration::from_secs(3600),
-        ..PoolConfig::new([function])
-    };
+    let config = PoolConfig::new([function]).janitor_interval(Duration::from_secs(3600));
     let pool = Pool::new(
         config,
         vec![Arc::new(Instant0::default()) as Arc<dyn Runtime>],

@@ -6,6 +6,7 @@ use crate::config::BreakerConfig;
 
 /// The state of a function's circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Requests pass; consecutive failures are counted.
     Closed,
@@ -128,10 +129,16 @@ mod tests {
     use super::*;
 
     fn breaker() -> Breaker {
-        Breaker::new(BreakerConfig {
-            failure_threshold: 3,
-            recovery_time: Duration::from_secs(10),
-        })
+        Breaker::new(BreakerConfig::new(3, Duration::from_secs(10)))
+    }
+
+    /// A breaker opened at `now` by three failures, and the moment its recovery time ends.
+    fn opened(now: Instant) -> (Breaker, Instant) {
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.failure(now);
+        }
+        (b, now + Duration::from_secs(10))
     }
 
     #[test]
@@ -160,12 +167,7 @@ mod tests {
 
     #[test]
     fn half_open_lets_one_probe_then_closes_or_reopens() {
-        let now = Instant::now();
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.failure(now);
-        }
-        let later = now + Duration::from_secs(10);
+        let (mut b, later) = opened(Instant::now());
         assert_eq!(b.admit(later), Admit::Probe);
         assert_eq!(b.admit(later), Admit::Reject);
         assert!(b.failure(later));
@@ -178,12 +180,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_lets_another_probe() {
-        let now = Instant::now();
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.failure(now);
-        }
-        let later = now + Duration::from_secs(10);
+        let (mut b, later) = opened(Instant::now());
         assert_eq!(b.admit(later), Admit::Probe);
         b.abandon_probe();
         assert_eq!(b.admit(later), Admit::Probe);
@@ -192,10 +189,7 @@ mod tests {
     #[test]
     fn threshold_zero_never_opens() {
         let now = Instant::now();
-        let mut b = Breaker::new(BreakerConfig {
-            failure_threshold: 0,
-            recovery_time: Duration::from_secs(1),
-        });
+        let mut b = Breaker::new(BreakerConfig::new(0, Duration::from_secs(1)));
         for _ in 0..100 {
             b.failure(now);
         }

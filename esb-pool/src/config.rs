@@ -1,13 +1,34 @@
-//! The pool's typed configuration: plain structs, validated once by [`crate::Pool::new`].
+//! The pool's typed configuration: plain structs, validated once by [`crate::Pool::new`],
+//! and the project's one set of scaling defaults.
 
 use std::time::Duration;
 
 use esb_runtime::SandboxSpec;
 
-use crate::PoolError;
+use crate::error::PoolError;
+
+/// Default `max_capacity` of a function.
+pub const DEFAULT_MAX_CAPACITY: usize = 10;
+/// Default `min_capacity` of a function.
+pub const DEFAULT_MIN_CAPACITY: usize = 0;
+/// Default `acquire_timeout` of a function: how long a request may wait in the queue.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `idle_timeout` of a function.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `pause_idle` of a function.
+pub const DEFAULT_PAUSE_IDLE: Option<Duration> = Some(Duration::from_secs(1));
+/// Default `janitor_interval` of a pool.
+pub const DEFAULT_JANITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `orphan_grace` of a pool.
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(60);
+/// Default `failure_threshold` of the circuit breaker.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+/// Default `recovery_time` of the circuit breaker.
+pub const DEFAULT_RECOVERY_TIME: Duration = Duration::from_secs(30);
 
 /// How one function's sandboxes are pooled.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FunctionPoolConfig {
     /// What each sandbox is made from; `spec.function_name` names the function in the pool.
     pub spec: SandboxSpec,
@@ -24,15 +45,16 @@ pub struct FunctionPoolConfig {
 }
 
 impl FunctionPoolConfig {
-    /// A config with ESB's defaults: max 10, min 0, 5 s queue wait, 300 s idle, freeze after 1 s.
+    /// A config with ESB's defaults (the `DEFAULT_*` constants): max 10, min 0, 5 s queue
+    /// wait, 300 s idle, freeze after 1 s.
     pub fn new(spec: SandboxSpec) -> Self {
         Self {
             spec,
-            max_capacity: 10,
-            min_capacity: 0,
-            acquire_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(300),
-            pause_idle: Some(Duration::from_secs(1)),
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            min_capacity: DEFAULT_MIN_CAPACITY,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            pause_idle: DEFAULT_PAUSE_IDLE,
         }
     }
 
@@ -98,6 +120,7 @@ impl FunctionPoolConfig {
 
 /// When a function's circuit breaker opens and how it recovers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Consecutive infrastructure failures (failed creates, lost sandboxes) that open it; 0 disables it.
     pub failure_threshold: u32,
@@ -107,15 +130,36 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
+        Self::new(DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME)
+    }
+}
+
+impl BreakerConfig {
+    /// A breaker opening after `failure_threshold` consecutive failures (0 disables it) and
+    /// probing again after `recovery_time`.
+    pub fn new(failure_threshold: u32, recovery_time: Duration) -> Self {
         Self {
-            failure_threshold: 5,
-            recovery_time: Duration::from_secs(30),
+            failure_threshold,
+            recovery_time,
         }
+    }
+
+    /// Sets `failure_threshold`.
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// Sets `recovery_time`.
+    pub fn recovery_time(mut self, after: Duration) -> Self {
+        self.recovery_time = after;
+        self
     }
 }
 
 /// Settings of a whole pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// The functions pooled from the start (more can be added with [`crate::Pool::register`]).
     pub functions: Vec<FunctionPoolConfig>,
@@ -137,8 +181,8 @@ impl Default for PoolConfig {
         Self {
             functions: Vec::new(),
             host_cap: None,
-            janitor_interval: Duration::from_secs(1),
-            orphan_grace: Duration::from_secs(60),
+            janitor_interval: DEFAULT_JANITOR_INTERVAL,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
             breaker: BreakerConfig::default(),
             env: None,
         }
@@ -152,6 +196,36 @@ impl PoolConfig {
             functions: functions.into_iter().collect(),
             ..Self::default()
         }
+    }
+
+    /// Sets `host_cap`.
+    pub fn host_cap(mut self, cap: Option<usize>) -> Self {
+        self.host_cap = cap;
+        self
+    }
+
+    /// Sets `janitor_interval`.
+    pub fn janitor_interval(mut self, every: Duration) -> Self {
+        self.janitor_interval = every;
+        self
+    }
+
+    /// Sets `orphan_grace`.
+    pub fn orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
+    }
+
+    /// Sets `breaker`.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Sets `env`.
+    pub fn env(mut self, env: Option<String>) -> Self {
+        self.env = env;
+        self
     }
 
     pub(crate) fn validate(&self) -> Result<(), PoolError> {
@@ -208,5 +282,49 @@ mod tests {
     fn defaults_are_valid() {
         let config = PoolConfig::new([FunctionPoolConfig::new(SandboxSpec::new("echo"))]);
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let f = FunctionPoolConfig::new(SandboxSpec::new("echo"));
+        assert_eq!(
+            (f.max_capacity, f.min_capacity, f.acquire_timeout),
+            (
+                DEFAULT_MAX_CAPACITY,
+                DEFAULT_MIN_CAPACITY,
+                DEFAULT_ACQUIRE_TIMEOUT
+            )
+        );
+        assert_eq!(
+            (f.idle_timeout, f.pause_idle),
+            (DEFAULT_IDLE_TIMEOUT, DEFAULT_PAUSE_IDLE)
+        );
+        let pool = PoolConfig::default();
+        assert_eq!(pool.janitor_interval, DEFAULT_JANITOR_INTERVAL);
+        assert_eq!(pool.orphan_grace, DEFAULT_ORPHAN_GRACE);
+        assert_eq!(
+            pool.breaker,
+            BreakerConfig::new(DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME)
+        );
+    }
+
+    #[test]
+    fn a_zero_janitor_interval_or_host_cap_is_rejected() {
+        let zero = PoolConfig::default().janitor_interval(Duration::ZERO);
+        assert!(matches!(
+            zero.validate(),
+            Err(PoolError::InvalidConfig {
+                field: "janitor_interval",
+                ..
+            })
+        ));
+        let no_room = PoolConfig::default().host_cap(Some(0));
+        assert!(matches!(
+            no_room.validate(),
+            Err(PoolError::InvalidConfig {
+                field: "host_cap",
+                ..
+            })
+        ));
     }
 }

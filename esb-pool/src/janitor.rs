@@ -2,14 +2,14 @@
 //! ones, and keep `min_capacity`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use esb_runtime::{Error as RuntimeError, SandboxId, SandboxState};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::pool::Shared;
+use crate::lease::{Lease, ensure_min};
+use crate::state::Shared;
 
 /// Runs [`sweep`] every `interval` until the pool is dropped or shut down.
 pub(crate) async fn run(shared: Weak<Shared>, interval: Duration) {
@@ -20,7 +20,7 @@ pub(crate) async fn run(shared: Weak<Shared>, interval: Duration) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if shared.closed.load(Ordering::Acquire) {
+        if shared.is_closed() {
             return;
         }
         sweep(&shared).await;
@@ -29,45 +29,38 @@ pub(crate) async fn run(shared: Weak<Shared>, interval: Duration) {
 
 /// One pass of the janitor.
 pub(crate) async fn sweep(shared: &Arc<Shared>) {
-    for runtime in 0..shared.runtimes.len() {
+    for runtime in 0..shared.placement.len() {
         reconcile(shared, runtime).await;
     }
     for function in shared.snapshot() {
         function.expire_idle(shared);
         if let Some(after) = function.config.pause_idle {
             let now = Instant::now();
-            let leases = function.take_idle(shared, |s| {
-                let slot = &shared.runtimes[s.runtime];
-                !s.paused
-                    && slot.pausable
-                    && slot.healthy.load(Ordering::Acquire)
-                    && s.last_used.is_some_and(|t| now.duration_since(t) >= after)
-            });
+            let placement = &shared.placement;
+            let leases: Vec<Lease> = function
+                .take_idle(|s| {
+                    !s.paused
+                        && placement.slot(s.runtime).pausable
+                        && placement.is_healthy(s.runtime)
+                        && s.last_used.is_some_and(|t| now.duration_since(t) >= after)
+                })
+                .into_iter()
+                .map(|sandbox| Lease::new(shared, &function, sandbox))
+                .collect();
             for mut lease in leases {
-                match lease.runtime().pause(lease.id()).await {
-                    Ok(()) => lease.sandbox_mut().paused = true,
-                    Err(err) => {
-                        tracing::warn!(function = %function.name, sandbox = %lease.id(), %err, "pause failed");
-                        if err.is_sandbox_fatal() {
-                            lease.report.discard = true;
-                        }
-                        if matches!(err, RuntimeError::Unavailable(_)) {
-                            shared.mark_unhealthy(lease.sandbox_mut().runtime);
-                        }
-                    }
-                }
+                lease.pause().await;
             }
         }
-        function.ensure_min(shared);
+        ensure_min(shared, &function);
     }
 }
 
 /// Compares what a runtime lists with what the pool knows: destroys orphans past the
 /// grace period and drops known sandboxes that are gone or stopped.
 async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
-    let slot = &shared.runtimes[runtime];
+    let runtime_api = shared.placement.runtime(runtime);
     let listed_at = Instant::now();
-    let listed = match slot.runtime.list().await {
+    let listed = match runtime_api.list().await {
         Ok(listed) => listed,
         Err(RuntimeError::Unavailable(reason)) => {
             tracing::warn!(runtime, %reason, "runtime unavailable");
@@ -79,7 +72,7 @@ async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
             return;
         }
     };
-    if !slot.healthy.swap(true, Ordering::AcqRel) {
+    if !shared.placement.set_healthy(runtime, true) {
         tracing::info!(runtime, "runtime is reachable again");
         shared.wake_waiters();
     }
@@ -107,7 +100,7 @@ async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
             continue;
         }
         tracing::info!(runtime, sandbox = %info.id, function = %info.function_name, "destroying orphan sandbox");
-        if let Err(err) = slot.runtime.destroy(&info.id).await {
+        if let Err(err) = runtime_api.destroy(&info.id).await {
             tracing::warn!(runtime, sandbox = %info.id, %err, "cannot destroy orphan sandbox");
         }
     }

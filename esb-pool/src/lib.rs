@@ -6,8 +6,24 @@
 //! ([`PoolError::Throttled`]). A janitor freezes idle sandboxes, scales idle ones to zero
 //! (never below `min_capacity`), reconciles with [`Runtime::list`](esb_runtime::Runtime::list)
 //! and replaces lost ones. A per-function circuit breaker fails fast while a function's
-//! sandboxes keep failing. The pool is a [`tower::Service<Invocation>`](tower::Service), and
-//! [`PoolLayer`] puts it in front of a service that runs an invocation on a leased sandbox.
+//! sandboxes keep failing.
+//!
+//! **Invoking.** The one way is the tower [`Service<Invocation>`](tower::Service):
+//! [`PoolLayer`] puts the pool in front of a service that runs a [`SandboxCall`] on the
+//! leased sandbox — [`RuntimeInvoker`], or standard tower layers (timeout, retry, load
+//! shedding) over it, since the inner error only has to convert into a
+//! [`BoxError`](tower::BoxError). [`Pool`] itself is that service over `RuntimeInvoker`, and
+//! [`Pool::invoke`] is a shorthand for calling it. Each invocation runs in its own task, so a
+//! caller that leaves does not cut it short. For advanced use, [`Pool::acquire`] leases a
+//! sandbox as a [`Lease`] (returned to the pool when dropped), run with [`Lease::invoke`].
+//!
+//! **Defaults.** [`FunctionPoolConfig::new`] holds ESB's scaling defaults, also named as
+//! constants ([`DEFAULT_ACQUIRE_TIMEOUT`], [`DEFAULT_MAX_CAPACITY`], ...).
+//!
+//! **Inside**, modules depend one way: `accounting` (pure per-function bookkeeping) and
+//! `placement` (which runtime takes a new sandbox) under `state` (the locked, shared state),
+//! under `lease` (RAII guards and the acquire procedure), under `janitor`, `invoke` and the
+//! public `Pool` and services.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), esb_pool::PoolError> {
@@ -27,83 +43,28 @@
 //! # Ok(()) }
 //! ```
 
+mod accounting;
 mod breaker;
 mod config;
+mod error;
+mod invoke;
 mod janitor;
+mod lease;
 pub mod metrics;
+mod placement;
 mod pool;
 mod service;
+mod state;
 
-use std::time::Duration;
-
+pub use accounting::FunctionStats;
 pub use breaker::BreakerState;
-pub use config::{BreakerConfig, FunctionPoolConfig, PoolConfig};
-pub use pool::{FunctionStats, Lease, Pool};
-pub use service::{Invocation, PoolLayer, PoolResponse, PoolService, RuntimeInvoker, SandboxCall};
-
-/// Why the pool could not serve a request.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    /// No sandbox became free within `acquire_timeout` (HTTP 429).
-    #[error("function {function} is throttled: no sandbox became free within {:.3} s", .waited.as_secs_f64())]
-    Throttled {
-        /// The function.
-        function: String,
-        /// How long the request waited.
-        waited: Duration,
-    },
-    /// The function is not in the pool.
-    #[error("function {0} is not pooled")]
-    UnknownFunction(String),
-    /// The function's circuit breaker is open (HTTP 503).
-    #[error("circuit breaker of function {function} is open after repeated sandbox failures")]
-    CircuitOpen {
-        /// The function.
-        function: String,
-    },
-    /// No healthy runtime can take a new sandbox (HTTP 503).
-    #[error("no healthy runtime can start a sandbox of function {function}")]
-    NoCapacity {
-        /// The function.
-        function: String,
-    },
-    /// A sandbox could not be created (HTTP 503).
-    #[error("cannot create a sandbox of function {function}: {source}")]
-    Create {
-        /// The function.
-        function: String,
-        /// The runtime's error.
-        #[source]
-        source: esb_runtime::Error,
-    },
-    /// The invocation failed in the runtime (timeouts, lost sandboxes, ...).
-    #[error(transparent)]
-    Runtime(#[from] esb_runtime::Error),
-    /// The invocation's task ended without an answer (it panicked).
-    #[error("the invocation of function {function} was aborted: {reason}")]
-    Aborted {
-        /// The function.
-        function: String,
-        /// What happened.
-        reason: String,
-    },
-    /// A pool config is invalid.
-    #[error("invalid pool config (function {function:?}, field {field}): {reason}")]
-    InvalidConfig {
-        /// The function at fault, empty for pool-wide fields.
-        function: String,
-        /// The field at fault.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The function is already pooled.
-    #[error("function {0} is already pooled")]
-    AlreadyRegistered(String),
-    /// The pool was created outside a Tokio runtime.
-    #[error("the pool must be created inside a Tokio runtime")]
-    NoTokio,
-    /// The pool is shut down.
-    #[error("the pool is shut down")]
-    Shutdown,
-}
+pub use config::{
+    BreakerConfig, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_JANITOR_INTERVAL, DEFAULT_MAX_CAPACITY, DEFAULT_MIN_CAPACITY, DEFAULT_ORPHAN_GRACE,
+    DEFAULT_PAUSE_IDLE, DEFAULT_RECOVERY_TIME, FunctionPoolConfig, PoolConfig,
+};
+pub use error::PoolError;
+pub use invoke::{Invocation, PoolResponse, RuntimeInvoker, SandboxCall};
+pub use lease::Lease;
+pub use pool::Pool;
+pub use service::{PoolLayer, PoolService, ResponseFuture};

@@ -1,150 +1,21 @@
 //! The pool as a tower `Service<Invocation>`, and [`PoolLayer`] in front of a service that
 //! runs one invocation on a leased sandbox.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use esb_runtime::{Error as RuntimeError, InvokeRequest, InvokeResponse, Runtime, SandboxId};
+use esb_runtime::InvokeResponse;
 use futures::future::BoxFuture;
-use tower::{Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
-use crate::PoolError;
-use crate::pool::{Lease, Pool};
+use crate::error::PoolError;
+use crate::invoke::{Invocation, PoolResponse, RuntimeInvoker, SandboxCall, serve};
+use crate::pool::Pool;
 
-/// One invocation of a pooled function.
-#[derive(Clone, Debug)]
-pub struct Invocation {
-    /// The function, as named in the pool.
-    pub function: String,
-    /// The request passed to the sandbox.
-    pub request: InvokeRequest,
-}
+/// The future of the pool's services.
+pub type ResponseFuture = BoxFuture<'static, Result<PoolResponse, PoolError>>;
 
-impl Invocation {
-    /// An invocation of `function` with `request`.
-    pub fn new(function: impl Into<String>, request: InvokeRequest) -> Self {
-        Self {
-            function: function.into(),
-            request,
-        }
-    }
-}
-
-/// A finished invocation and where it ran.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolResponse {
-    /// What the runtime answered.
-    pub response: InvokeResponse,
-    /// True when the sandbox was created for this request.
-    pub cold_start: bool,
-    /// The sandbox that ran it.
-    pub sandbox_id: SandboxId,
-}
-
-/// One invocation bound to a leased sandbox: the request [`PoolService`]'s inner service gets.
-#[derive(Clone)]
-pub struct SandboxCall {
-    /// The function.
-    pub function: String,
-    /// The leased sandbox.
-    pub sandbox_id: SandboxId,
-    /// The runtime holding it.
-    pub runtime: Arc<dyn Runtime>,
-    /// The request.
-    pub request: InvokeRequest,
-    /// True when the sandbox was created for this request.
-    pub cold_start: bool,
-}
-
-impl std::fmt::Debug for SandboxCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxCall")
-            .field("function", &self.function)
-            .field("sandbox_id", &self.sandbox_id)
-            .field("request_id", &self.request.request_id)
-            .field("cold_start", &self.cold_start)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The innermost service: [`Runtime::invoke`] on the leased sandbox.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RuntimeInvoker;
-
-impl Service<SandboxCall> for RuntimeInvoker {
-    type Response = InvokeResponse;
-    type Error = RuntimeError;
-    type Future = BoxFuture<'static, Result<InvokeResponse, RuntimeError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: SandboxCall) -> Self::Future {
-        Box::pin(async move { call.runtime.invoke(&call.sandbox_id, call.request).await })
-    }
-}
-
-/// Runs `inner` on the lease in its own task, so a caller that leaves does not cut an
-/// invocation short; the sandbox returns to the pool when the invocation ends.
-pub(crate) async fn run_on_lease<S>(
-    mut lease: Lease,
-    mut inner: S,
-    invocation: Invocation,
-) -> Result<PoolResponse, PoolError>
-where
-    S: Service<SandboxCall, Response = InvokeResponse, Error = RuntimeError> + Send + 'static,
-    S::Future: Send,
-{
-    let function = invocation.function;
-    let call = SandboxCall {
-        function: function.clone(),
-        sandbox_id: lease.id().clone(),
-        runtime: Arc::clone(lease.runtime()),
-        request: invocation.request,
-        cold_start: lease.cold_start(),
-    };
-    let task = tokio::spawn(async move {
-        let cold_start = call.cold_start;
-        let sandbox_id = call.sandbox_id.clone();
-        let result = match inner.ready().await {
-            Ok(inner) => inner.call(call).await,
-            Err(err) => Err(err),
-        };
-        lease.record(&result);
-        drop(lease);
-        result.map(|response| PoolResponse {
-            response,
-            cold_start,
-            sandbox_id,
-        })
-    });
-    match task.await {
-        Ok(result) => result.map_err(PoolError::Runtime),
-        Err(err) => Err(PoolError::Aborted {
-            function,
-            reason: err.to_string(),
-        }),
-    }
-}
-
-impl Service<Invocation> for Pool {
-    type Response = PoolResponse;
-    type Error = PoolError;
-    type Future = BoxFuture<'static, Result<PoolResponse, PoolError>>;
-
-    /// Always ready: backpressure is the per-function queue inside the future.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, invocation: Invocation) -> Self::Future {
-        let pool = self.clone();
-        Box::pin(async move { pool.invoke(invocation).await })
-    }
-}
-
-/// Puts a [`Pool`] in front of a service that runs [`SandboxCall`]s.
+/// Puts a [`Pool`] in front of a service that runs [`SandboxCall`]s: [`RuntimeInvoker`], or
+/// a stack of tower layers (timeout, retry, load shedding, ...) over it.
 #[derive(Clone, Debug)]
 pub struct PoolLayer {
     pool: Pool,
@@ -169,6 +40,10 @@ impl<S> Layer<S> for PoolLayer {
 }
 
 /// Leases a sandbox for each [`Invocation`] and hands the call to the inner service.
+///
+/// The inner service's errors convert: a runtime error stays [`PoolError::Runtime`], any
+/// other becomes [`PoolError::Inner`] and the sandbox it ran on is destroyed (its state is
+/// unknown). Each call runs in its own task, so a caller that leaves does not cut it short.
 #[derive(Clone, Debug)]
 pub struct PoolService<S> {
     pool: Pool,
@@ -177,15 +52,13 @@ pub struct PoolService<S> {
 
 impl<S> Service<Invocation> for PoolService<S>
 where
-    S: Service<SandboxCall, Response = InvokeResponse, Error = RuntimeError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<SandboxCall, Response = InvokeResponse> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
     S::Future: Send,
 {
     type Response = PoolResponse;
     type Error = PoolError;
-    type Future = BoxFuture<'static, Result<PoolResponse, PoolError>>;
+    type Future = ResponseFuture;
 
     /// Always ready: backpressure is the per-function queue inside the future.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -193,11 +66,27 @@ where
     }
 
     fn call(&mut self, invocation: Invocation) -> Self::Future {
-        let pool = self.pool.clone();
+        let shared = self.pool.shared.clone();
         let inner = self.inner.clone();
-        Box::pin(async move {
-            let lease = pool.acquire(&invocation.function).await?;
-            run_on_lease(lease, inner, invocation).await
-        })
+        Box::pin(async move { serve(&shared, inner, invocation).await })
+    }
+}
+
+/// The pool over [`RuntimeInvoker`]: the same as `PoolLayer::new(pool).layer(RuntimeInvoker)`.
+impl Service<Invocation> for Pool {
+    type Response = PoolResponse;
+    type Error = PoolError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PoolError>> {
+        PoolLayer::new(self.clone())
+            .layer(RuntimeInvoker)
+            .poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: Invocation) -> Self::Future {
+        PoolLayer::new(self.clone())
+            .layer(RuntimeInvoker)
+            .call(invocation)
     }
 }

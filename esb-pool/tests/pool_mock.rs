@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use esb_pool::{
     BreakerConfig, BreakerState, FunctionPoolConfig, Invocation, Pool, PoolConfig, PoolError,
-    PoolLayer, SandboxCall,
+    PoolLayer, RuntimeInvoker, SandboxCall,
 };
 use esb_runtime::{Error as RuntimeError, InvokeRequest, Runtime, SandboxId, SandboxSpec};
 use support::advance;
@@ -27,11 +27,7 @@ fn function(name: &str, max: usize) -> FunctionPoolConfig {
 }
 
 fn config(functions: Vec<FunctionPoolConfig>) -> PoolConfig {
-    PoolConfig {
-        functions,
-        janitor_interval: Duration::from_secs(1),
-        ..PoolConfig::default()
-    }
+    PoolConfig::new(functions).janitor_interval(Duration::from_secs(1))
 }
 
 fn invocation(function: &str) -> Invocation {
@@ -209,10 +205,7 @@ async fn reconcile_destroys_old_orphans_of_this_pool_only() {
 async fn breaker_opens_fails_fast_and_closes_after_a_good_probe() {
     let (runtime, knobs, seen) = support::runtime("a");
     let mut cfg = config(vec![function("f", 4)]);
-    cfg.breaker = BreakerConfig {
-        failure_threshold: 2,
-        recovery_time: Duration::from_secs(10),
-    };
+    cfg.breaker = BreakerConfig::new(2, Duration::from_secs(10));
     let pool = Pool::new(cfg, vec![runtime]).unwrap();
     knobs.fail_create.store(true, Ordering::SeqCst);
     for _ in 0..2 {
@@ -247,10 +240,7 @@ async fn breaker_opens_fails_fast_and_closes_after_a_good_probe() {
 async fn a_failed_probe_reopens_the_breaker() {
     let (runtime, knobs, seen) = support::runtime("a");
     let mut cfg = config(vec![function("f", 4)]);
-    cfg.breaker = BreakerConfig {
-        failure_threshold: 1,
-        recovery_time: Duration::from_secs(10),
-    };
+    cfg.breaker = BreakerConfig::new(1, Duration::from_secs(10));
     let pool = Pool::new(cfg, vec![runtime]).unwrap();
     knobs.fail_create.store(true, Ordering::SeqCst);
     pool.invoke(invocation("f")).await.unwrap_err();
@@ -524,4 +514,46 @@ async fn a_leased_sandbox_that_vanishes_is_destroyed_when_released() {
     advance(10).await;
     assert_eq!(*seen.destroyed.lock().unwrap(), vec![id]);
     assert_eq!(pool.stats("f").unwrap().total(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tower_timeout_between_pool_and_runtime_cuts_the_call_and_drops_its_sandbox() {
+    let (runtime, knobs, seen) = support::runtime("a");
+    let pool = Pool::new(config(vec![function("f", 2)]), vec![runtime]).unwrap();
+    let service = tower::ServiceBuilder::new()
+        .layer(PoolLayer::new(pool.clone()))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
+        .service(RuntimeInvoker);
+
+    knobs.invoke_delay_ms.store(5_000, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = service.clone().oneshot(invocation("f")).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    match &err {
+        PoolError::Inner { function, source } => {
+            assert_eq!(function, "f");
+            assert!(source.is::<tower::timeout::error::Elapsed>(), "{source:?}");
+        }
+        other => panic!("expected the timeout, got {other:?}"),
+    }
+    advance(10).await;
+    assert_eq!(
+        seen.destroyed.lock().unwrap().len(),
+        1,
+        "a sandbox cut mid-invocation is not reused"
+    );
+    assert_eq!(pool.stats("f").unwrap().total(), 0);
+
+    knobs.invoke_delay_ms.store(0, Ordering::SeqCst);
+    knobs.invoke_error.store(1, Ordering::SeqCst);
+    let err = service.clone().oneshot(invocation("f")).await.unwrap_err();
+    assert!(
+        matches!(err, PoolError::Runtime(RuntimeError::SandboxLost { .. })),
+        "a runtime error keeps its type through the layer: {err:?}"
+    );
+
+    knobs.invoke_error.store(0, Ordering::SeqCst);
+    let answer = service.oneshot(invocation("f")).await.unwrap();
+    assert!(answer.cold_start);
+    assert_eq!(count(&seen.creates), 3);
 }

@@ -73,10 +73,7 @@ fn testfn(max: usize) -> FunctionPoolConfig {
 }
 
 fn pool(function: FunctionPoolConfig, runtime: Arc<Counting>) -> Pool {
-    let config = PoolConfig {
-        janitor_interval: Duration::from_millis(50),
-        ..PoolConfig::new([function])
-    };
+    let config = PoolConfig::new([function]).janitor_interval(Duration::from_millis(50));
     Pool::new(config, vec![runtime as Arc<dyn Runtime>]).unwrap()
 }
 

@@ -1,0 +1,163 @@
+//! One invocation end to end: the request and response types, the innermost service
+//! ([`RuntimeInvoker`]), and [`serve`], the one path every way of invoking goes through:
+//! acquire a lease, run the inner service on it in its own task, release the lease.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use esb_runtime::{Error as RuntimeError, InvokeRequest, InvokeResponse, Runtime, SandboxId};
+use futures::future::BoxFuture;
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::error::PoolError;
+use crate::lease::{self, Lease};
+use crate::state::Shared;
+
+/// One invocation of a pooled function.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// The function, as named in the pool.
+    pub function: String,
+    /// The request passed to the sandbox.
+    pub request: InvokeRequest,
+}
+
+impl Invocation {
+    /// An invocation of `function` with `request`.
+    pub fn new(function: impl Into<String>, request: InvokeRequest) -> Self {
+        Self {
+            function: function.into(),
+            request,
+        }
+    }
+}
+
+/// A finished invocation and where it ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolResponse {
+    /// What the runtime answered.
+    pub response: InvokeResponse,
+    /// True when the sandbox was created for this request.
+    pub cold_start: bool,
+    /// The sandbox that ran it.
+    pub sandbox_id: SandboxId,
+}
+
+/// One invocation bound to a leased sandbox: the request [`PoolService`](crate::PoolService)'s
+/// inner service gets.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SandboxCall {
+    /// The function.
+    pub function: String,
+    /// The leased sandbox.
+    pub sandbox_id: SandboxId,
+    /// The runtime holding it.
+    pub runtime: Arc<dyn Runtime>,
+    /// The request.
+    pub request: InvokeRequest,
+    /// True when the sandbox was created for this request.
+    pub cold_start: bool,
+}
+
+impl std::fmt::Debug for SandboxCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxCall")
+            .field("function", &self.function)
+            .field("sandbox_id", &self.sandbox_id)
+            .field("request_id", &self.request.request_id)
+            .field("cold_start", &self.cold_start)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The innermost service: [`Runtime::invoke`] on the leased sandbox.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuntimeInvoker;
+
+impl Service<SandboxCall> for RuntimeInvoker {
+    type Response = InvokeResponse;
+    type Error = RuntimeError;
+    type Future = BoxFuture<'static, esb_runtime::Result<InvokeResponse>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<esb_runtime::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: SandboxCall) -> Self::Future {
+        let SandboxCall {
+            runtime,
+            sandbox_id,
+            request,
+            ..
+        } = call;
+        Box::pin(async move { runtime.invoke(&sandbox_id, request).await })
+    }
+}
+
+/// Leases a sandbox for `invocation` and runs `inner` on it.
+pub(crate) async fn serve<S>(
+    shared: &Arc<Shared>,
+    inner: S,
+    invocation: Invocation,
+) -> Result<PoolResponse, PoolError>
+where
+    S: Service<SandboxCall, Response = InvokeResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let lease = lease::acquire(shared, &invocation.function).await?;
+    run_on_lease(lease, inner, invocation).await
+}
+
+/// Runs `inner` on the lease in its own task, so a caller that leaves does not cut an
+/// invocation short; the sandbox returns to the pool when the invocation ends.
+async fn run_on_lease<S>(
+    mut lease: Lease,
+    mut inner: S,
+    invocation: Invocation,
+) -> Result<PoolResponse, PoolError>
+where
+    S: Service<SandboxCall, Response = InvokeResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let function = invocation.function;
+    let call = SandboxCall {
+        function: function.clone(),
+        sandbox_id: lease.id().clone(),
+        runtime: Arc::clone(lease.runtime()),
+        request: invocation.request,
+        cold_start: lease.cold_start(),
+    };
+    let task = tokio::spawn(async move {
+        let cold_start = call.cold_start;
+        let sandbox_id = call.sandbox_id.clone();
+        let ready: Result<&mut S, BoxError> = inner.ready().await.map_err(Into::into);
+        let (result, called) = match ready {
+            Ok(inner) => (inner.call(call).await.map_err(Into::into), true),
+            Err(err) => (Err(err), false),
+        };
+        match &result {
+            Ok(_) => lease.record_error(None),
+            Err(err) => match err.downcast_ref::<RuntimeError>() {
+                Some(err) => lease.record_error(Some(err)),
+                // A layer failed or cut the invocation short: the sandbox's state is unknown.
+                None if called => lease.record_unknown(),
+                // The inner service never took the call: the sandbox goes back unused.
+                None => {}
+            },
+        }
+        drop(lease);
+        result.map(|response| PoolResponse {
+            response,
+            cold_start,
+            sandbox_id,
+        })
+    });
+    match task.await {
+        Ok(result) => result.map_err(|err| PoolError::from_inner(&function, err)),
+        Err(source) => Err(PoolError::Aborted { function, source }),
+    }
+}
