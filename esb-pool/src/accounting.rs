@@ -582,6 +582,17 @@ mod tests {
         }
     }
 
+    /// Accounts holding these idle sandboxes, `(id, runtime, last use in seconds after t0)`,
+    /// and t0.
+    fn idle(sandboxes: &[(&str, usize, u64)]) -> (Accounts<u32>, Instant) {
+        let t0 = Instant::now();
+        let mut acc = accounts();
+        for &(id, runtime, after) in sandboxes {
+            warm(&mut acc, id, runtime, t0 + Duration::from_secs(after));
+        }
+        (acc, t0)
+    }
+
     #[test]
     fn counts_follow_a_sandbox_through_its_life() {
         let now = Instant::now();
@@ -619,10 +630,7 @@ mod tests {
 
     #[test]
     fn the_most_recently_used_idle_sandbox_is_leased_first() {
-        let t0 = Instant::now();
-        let mut acc = accounts();
-        warm(&mut acc, "old", 0, t0);
-        warm(&mut acc, "new", 0, t0 + Duration::from_secs(1));
+        let (mut acc, _) = idle(&[("old", 0, 0), ("new", 0, 1)]);
         assert_eq!(acc.pop_idle().unwrap().id, SandboxId::new("new"));
         assert_eq!(acc.pop_idle().unwrap().id, SandboxId::new("old"));
         assert!(acc.pop_idle().is_none());
@@ -631,11 +639,7 @@ mod tests {
 
     #[test]
     fn idle_expiry_goes_oldest_first_and_keeps_min() {
-        let t0 = Instant::now();
-        let mut acc = accounts();
-        warm(&mut acc, "a", 0, t0);
-        warm(&mut acc, "b", 0, t0 + Duration::from_secs(5));
-        warm(&mut acc, "c", 0, t0 + Duration::from_secs(50));
+        let (mut acc, t0) = idle(&[("a", 0, 0), ("b", 0, 5), ("c", 0, 50)]);
         let later = t0 + Duration::from_secs(60);
         let victims = acc.expire_idle(later, 1, Duration::from_secs(30));
         let ids: Vec<_> = victims.iter().map(|s| s.id.clone()).collect();
@@ -685,10 +689,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_runtime_frees_instead_of_destroying() {
-        let now = Instant::now();
-        let mut acc = accounts();
-        warm(&mut acc, "a", 0, now);
-        warm(&mut acc, "b", 1, now);
+        let (mut acc, now) = idle(&[("a", 0, 0), ("b", 1, 0)]);
         assert_eq!(acc.forget_runtime(1), 1);
         assert_eq!(acc.stats().idle, 1);
         let sandbox = acc.pop_idle().unwrap();
@@ -699,10 +700,7 @@ mod tests {
 
     #[test]
     fn vanished_sandboxes_are_destroyed_when_idle_and_on_release_when_leased() {
-        let t0 = Instant::now();
-        let mut acc = accounts();
-        warm(&mut acc, "idle", 0, t0);
-        warm(&mut acc, "leased", 0, t0 + Duration::from_secs(1));
+        let (mut acc, t0) = idle(&[("idle", 0, 0), ("leased", 0, 1)]);
         let leased = acc.pop_idle().unwrap();
         let listed_at = t0 + Duration::from_secs(2);
         let (ids, victims) = acc.vanished(0, &|_| true, listed_at);
@@ -716,10 +714,7 @@ mod tests {
 
     #[test]
     fn eviction_respects_min_and_the_full_runtime() {
-        let t0 = Instant::now();
-        let mut acc = accounts();
-        warm(&mut acc, "a", 0, t0);
-        warm(&mut acc, "b", 1, t0 + Duration::from_secs(1));
+        let (mut acc, t0) = idle(&[("a", 0, 0), ("b", 1, 1)]);
         let on_one = |s: &Sandbox| s.runtime == 1;
         assert_eq!(acc.evictable(2, on_one), None);
         assert_eq!(acc.evictable(1, on_one), Some(t0 + Duration::from_secs(1)));
@@ -738,9 +733,7 @@ mod tests {
 
     #[test]
     fn close_takes_waiters_and_idle() {
-        let now = Instant::now();
-        let mut acc = accounts();
-        warm(&mut acc, "a", 0, now);
+        let (mut acc, _) = idle(&[("a", 0, 0)]);
         acc.waiters().push(7);
         let (rejected, victims) = acc.close();
         assert_eq!(rejected, vec![7]);

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::error::PoolError;
-use crate::lease::{self, Lease};
+use crate::lease;
 use crate::state::Shared;
 
 /// One invocation of a pooled function.
@@ -96,25 +96,11 @@ impl Service<SandboxCall> for RuntimeInvoker {
     }
 }
 
-/// Leases a sandbox for `invocation` and runs `inner` on it.
+/// Leases a sandbox for `invocation` and runs `inner` on it in its own task, so a caller
+/// that leaves does not cut an invocation short; the sandbox returns to the pool when the
+/// invocation ends.
 pub(crate) async fn serve<S>(
     shared: &Arc<Shared>,
-    inner: S,
-    invocation: Invocation,
-) -> Result<PoolResponse, PoolError>
-where
-    S: Service<SandboxCall, Response = InvokeResponse> + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-{
-    let lease = lease::acquire(shared, &invocation.function).await?;
-    run_on_lease(lease, inner, invocation).await
-}
-
-/// Runs `inner` on the lease in its own task, so a caller that leaves does not cut an
-/// invocation short; the sandbox returns to the pool when the invocation ends.
-async fn run_on_lease<S>(
-    mut lease: Lease,
     mut inner: S,
     invocation: Invocation,
 ) -> Result<PoolResponse, PoolError>
@@ -123,6 +109,7 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
+    let mut lease = lease::acquire(shared, &invocation.function).await?;
     let function = invocation.function;
     let call = SandboxCall {
         function: function.clone(),

@@ -1,7 +1,7 @@
 //! The pool's shared state: the functions, each with its [`Accounts`] behind a lock, and the
 //! runtimes ([`Placement`]). Operations here take the lock, apply the bookkeeping, publish
 //! metrics and start background destroys; they hand out raw sandboxes and reservations,
-//! which `crate::lease` wraps in guards. Nothing is awaited and no guard is dropped while a
+//! which the guards module wraps. Nothing is awaited and no guard is dropped while a
 //! lock is held.
 
 use std::collections::HashMap;
