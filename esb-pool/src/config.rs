@@ -1,4 +1,4 @@
-//! The pool's typed configuration: plain structs, validated once by [`crate::Pool::new`],
+//! The pool's typed configuration: plain structs, validated once by `Pool::new`,
 //! and the project's one set of scaling defaults.
 
 use std::time::Duration;
@@ -161,7 +161,7 @@ impl BreakerConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// The functions pooled from the start (more can be added with [`crate::Pool::register`]).
+    /// The functions pooled from the start (more can be added with `Pool::register`).
     pub functions: Vec<FunctionPoolConfig>,
     /// At most this many sandboxes on one runtime (host), all functions together.
     pub host_cap: Option<usize>,

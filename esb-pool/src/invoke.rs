@@ -44,7 +44,18 @@ pub struct PoolResponse {
     pub sandbox_id: SandboxId,
 }
 
-/// One invocation bound to a leased sandbox: the request [`PoolService`](crate::PoolService)'s
+impl PoolResponse {
+    /// The answer `response` of sandbox `sandbox_id`, created for this request when `cold_start`.
+    pub fn new(response: InvokeResponse, cold_start: bool, sandbox_id: SandboxId) -> Self {
+        Self {
+            response,
+            cold_start,
+            sandbox_id,
+        }
+    }
+}
+
+/// One invocation bound to a leased sandbox: the request `PoolService`'s
 /// inner service gets.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -59,6 +70,30 @@ pub struct SandboxCall {
     pub request: InvokeRequest,
     /// True when the sandbox was created for this request.
     pub cold_start: bool,
+}
+
+impl SandboxCall {
+    /// A call of `function` with `request` on sandbox `sandbox_id` of `runtime`, on a warm sandbox.
+    pub fn new(
+        function: impl Into<String>,
+        sandbox_id: SandboxId,
+        runtime: Arc<dyn Runtime>,
+        request: InvokeRequest,
+    ) -> Self {
+        Self {
+            function: function.into(),
+            sandbox_id,
+            runtime,
+            request,
+            cold_start: false,
+        }
+    }
+
+    /// Sets `cold_start`.
+    pub fn cold_start(mut self, cold_start: bool) -> Self {
+        self.cold_start = cold_start;
+        self
+    }
 }
 
 impl std::fmt::Debug for SandboxCall {
@@ -111,13 +146,13 @@ where
 {
     let mut lease = lease::acquire(shared, &invocation.function).await?;
     let function = invocation.function;
-    let call = SandboxCall {
-        function: function.clone(),
-        sandbox_id: lease.id().clone(),
-        runtime: Arc::clone(lease.runtime()),
-        request: invocation.request,
-        cold_start: lease.cold_start(),
-    };
+    let call = SandboxCall::new(
+        function.clone(),
+        lease.id().clone(),
+        Arc::clone(lease.runtime()),
+        invocation.request,
+    )
+    .cold_start(lease.cold_start());
     let task = tokio::spawn(async move {
         let cold_start = call.cold_start;
         let sandbox_id = call.sandbox_id.clone();
@@ -137,11 +172,7 @@ where
             },
         }
         drop(lease);
-        result.map(|response| PoolResponse {
-            response,
-            cold_start,
-            sandbox_id,
-        })
+        result.map(|response| PoolResponse::new(response, cold_start, sandbox_id))
     });
     match task.await {
         Ok(result) => result.map_err(|err| PoolError::from_inner(&function, err)),

@@ -73,7 +73,7 @@ impl Lease {
     }
 
     /// Runs one invocation on the sandbox and records its outcome (advanced use: the pool's
-    /// service does this for each [`Invocation`](crate::Invocation)).
+    /// service does this for each `Invocation`).
     pub async fn invoke(&mut self, request: InvokeRequest) -> Result<InvokeResponse, PoolError> {
         let runtime = Arc::clone(self.runtime());
         self.report.in_flight = true;

@@ -28,15 +28,22 @@
 //! ```no_run
 //! # async fn run() -> Result<(), esb_pool::PoolError> {
 //! use std::sync::Arc;
-//! use esb_pool::{FunctionPoolConfig, Invocation, Pool, PoolConfig};
+//! use std::time::Duration;
+//! use esb_pool::{FunctionPoolConfig, Invocation, Pool, PoolConfig, PoolLayer, RuntimeInvoker};
 //! use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 //! use esb_runtime::{InvokeRequest, SandboxSpec};
+//! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! let spec = SandboxSpec::new("echo").command(["./target/debug/echo-fn"]);
 //! let config = PoolConfig::new([FunctionPoolConfig::new(spec).max_capacity(4)]);
 //! let pool = Pool::new(config, vec![Arc::new(ProcessRuntime::new(ProcessConfig::default()))])?;
-//! let answer = pool
-//!     .invoke(Invocation::new("echo", InvokeRequest::new(r#"{"hello":"world"}"#)))
+//! // The pool in front of the runtime, with any tower layer in between.
+//! let service = ServiceBuilder::new()
+//!     .layer(PoolLayer::new(pool.clone()))
+//!     .timeout(Duration::from_secs(30))
+//!     .service(RuntimeInvoker);
+//! let answer = service
+//!     .oneshot(Invocation::new("echo", InvokeRequest::new(r#"{"hello":"world"}"#)))
 //!     .await?;
 //! println!("cold start: {}, body: {:?}", answer.cold_start, answer.response.body());
 //! pool.shutdown().await;

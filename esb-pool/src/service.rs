@@ -78,10 +78,9 @@ impl Service<Invocation> for Pool {
     type Error = PoolError;
     type Future = ResponseFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PoolError>> {
-        PoolLayer::new(self.clone())
-            .layer(RuntimeInvoker)
-            .poll_ready(cx)
+    /// Always ready, as [`PoolService`] is.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), PoolError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, invocation: Invocation) -> Self::Future {
