@@ -26,6 +26,19 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 /// Default `recovery_time` of the circuit breaker.
 pub const DEFAULT_RECOVERY_TIME: Duration = Duration::from_secs(30);
 
+/// Builder setters `fn field(self, value) -> Self` for the named fields.
+macro_rules! setters {
+    ($($field:ident: $ty:ty,)*) => {
+        $(
+            #[doc = concat!("Sets `", stringify!($field), "`.")]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}
+
 /// How one function's sandboxes are pooled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -58,34 +71,12 @@ impl FunctionPoolConfig {
         }
     }
 
-    /// Sets `max_capacity`.
-    pub fn max_capacity(mut self, max: usize) -> Self {
-        self.max_capacity = max;
-        self
-    }
-
-    /// Sets `min_capacity`.
-    pub fn min_capacity(mut self, min: usize) -> Self {
-        self.min_capacity = min;
-        self
-    }
-
-    /// Sets `acquire_timeout`.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// Sets `idle_timeout`.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets `pause_idle`.
-    pub fn pause_idle(mut self, after: Option<Duration>) -> Self {
-        self.pause_idle = after;
-        self
+    setters! {
+        max_capacity: usize,
+        min_capacity: usize,
+        acquire_timeout: Duration,
+        idle_timeout: Duration,
+        pause_idle: Option<Duration>,
     }
 
     /// The function's name.
@@ -144,16 +135,9 @@ impl BreakerConfig {
         }
     }
 
-    /// Sets `failure_threshold`.
-    pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.failure_threshold = failures;
-        self
-    }
-
-    /// Sets `recovery_time`.
-    pub fn recovery_time(mut self, after: Duration) -> Self {
-        self.recovery_time = after;
-        self
+    setters! {
+        failure_threshold: u32,
+        recovery_time: Duration,
     }
 }
 
@@ -198,34 +182,12 @@ impl PoolConfig {
         }
     }
 
-    /// Sets `host_cap`.
-    pub fn host_cap(mut self, cap: Option<usize>) -> Self {
-        self.host_cap = cap;
-        self
-    }
-
-    /// Sets `janitor_interval`.
-    pub fn janitor_interval(mut self, every: Duration) -> Self {
-        self.janitor_interval = every;
-        self
-    }
-
-    /// Sets `orphan_grace`.
-    pub fn orphan_grace(mut self, grace: Duration) -> Self {
-        self.orphan_grace = grace;
-        self
-    }
-
-    /// Sets `breaker`.
-    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
-        self.breaker = breaker;
-        self
-    }
-
-    /// Sets `env`.
-    pub fn env(mut self, env: Option<String>) -> Self {
-        self.env = env;
-        self
+    setters! {
+        host_cap: Option<usize>,
+        janitor_interval: Duration,
+        orphan_grace: Duration,
+        breaker: BreakerConfig,
+        env: Option<String>,
     }
 
     pub(crate) fn validate(&self) -> Result<(), PoolError> {

@@ -22,7 +22,6 @@ pub struct Lease {
     shared: Arc<Shared>,
     function: Arc<FunctionPool>,
     sandbox: Sandbox,
-    live: bool,
     report: Report,
 }
 
@@ -47,7 +46,6 @@ impl Lease {
             shared: Arc::clone(shared),
             function: Arc::clone(function),
             sandbox,
-            live: true,
             report: Report::default(),
         }
     }
@@ -145,11 +143,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.live {
-            self.live = false;
-            let sandbox = std::mem::take(&mut self.sandbox);
-            self.function.release(&self.shared, sandbox, self.report);
-        }
+        let sandbox = std::mem::take(&mut self.sandbox);
+        self.function.release(&self.shared, sandbox, self.report);
     }
 }
 
