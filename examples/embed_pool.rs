@@ -86,6 +86,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let event = serde_json::json!({ "n": n, "sleep_ms": args.sleep_ms }).to_string();
         tasks.spawn(async move {
             let sent = Instant::now();
+            // `Pool::invoke` is the shorthand for calling the pool as a tower
+            // `Service<Invocation>`; `PoolLayer` lets layers sit between pool and runtime.
             let answer = pool
                 .invoke(Invocation::new("embedded-echo", InvokeRequest::new(event)))
                 .await;

@@ -557,3 +557,26 @@ async fn a_tower_timeout_between_pool_and_runtime_cuts_the_call_and_drops_its_sa
     assert!(answer.cold_start);
     assert_eq!(count(&seen.creates), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sandbox_granted_to_a_waiter_that_leaves_before_taking_it_returns_to_the_pool() {
+    let (runtime, _knobs, seen) = support::runtime("a");
+    let pool = Pool::new(config(vec![function("f", 1)]), vec![runtime]).unwrap();
+    let held = pool.acquire("f").await.unwrap();
+    let leaving = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire("f").await.map(drop) })
+    };
+    advance(10).await;
+    assert_eq!(pool.stats("f").unwrap().waiting, 1);
+    // The sandbox goes to the waiter's channel; the waiter leaves before it runs again.
+    drop(held);
+    assert_eq!(pool.stats("f").unwrap().busy, 1);
+    leaving.abort();
+    advance(10).await;
+    let stats = pool.stats("f").unwrap();
+    assert_eq!((stats.idle, stats.busy, stats.waiting), (1, 0, 0));
+    let lease = pool.acquire("f").await.unwrap();
+    assert_eq!(count(&seen.creates), 1);
+    drop(lease);
+}
