@@ -6,7 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::error::{Problem, Report};
 use crate::subst::{Env, substitute};
@@ -276,7 +276,7 @@ fn parse(
 
 fn parse_yaml(text: &str, env: Env<'_>, report: &mut Report<'_>) -> Option<Mapping> {
     let text = substitute(text, env, report);
-    match serde_yaml::from_str::<Value>(&text) {
+    match serde_norway::from_str::<Value>(&text) {
         Ok(Value::Mapping(root)) => Some(root),
         Ok(Value::Null) => Some(Mapping::new()),
         Ok(_) => {
@@ -908,5 +908,38 @@ pub(crate) fn value_debug(value: &Value) -> String {
         Value::Sequence(_) => "a list".into(),
         Value::Mapping(_) => "a mapping".into(),
         Value::Tagged(t) => format!("a {} tag", t.tag),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_syntax_errors_give_line_and_column() {
+        let Err(Error::Invalid(problems)) =
+            Config::from_yaml_str("functions:\n  f: [unclosed\n", "", &|_| None)
+        else {
+            panic!("expected a syntax error");
+        };
+        let message = &problems[0].message;
+        assert!(message.starts_with("invalid YAML"), "{message}");
+        assert!(message.contains("line 3 column 1"), "{message}");
+    }
+
+    #[test]
+    fn cloudformation_short_tags_are_kept() {
+        let value: Value =
+            serde_norway::from_str("a: !Ref P\nb: !GetAtt T.Arn\nc: !If [x, y, z]\n").unwrap();
+        let tags: Vec<String> = value
+            .as_mapping()
+            .unwrap()
+            .values()
+            .map(|v| match v {
+                Value::Tagged(t) => t.tag.to_string(),
+                other => panic!("untagged {other:?}"),
+            })
+            .collect();
+        assert_eq!(tags, ["!Ref", "!GetAtt", "!If"]);
     }
 }

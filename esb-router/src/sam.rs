@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::config::{
     Partial, build_route, check_function_name, check_routes, key_text, mapping, read, read_count,
@@ -113,7 +113,7 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         file,
         problems: &mut problems,
     };
-    let root = match serde_yaml::from_str::<Value>(text) {
+    let root = match serde_norway::from_str::<Value>(text) {
         Ok(Value::Mapping(root)) => root,
         Ok(_) => {
             report.push("", "", "expected a mapping at the top level");
