@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
+use esb_runtime::InvokeMode;
+
 use crate::error::{Problem, Report};
 use crate::subst::{Env, substitute};
 use crate::{Error, PathTemplate};
@@ -70,38 +72,57 @@ impl FunctionConfig {
     }
 }
 
-/// Sandbox pool limits of one function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Sandbox pool limits of one function, as the configuration states them.
+///
+/// A field is `None` when neither the function nor `defaults` set it; the pool's own defaults
+/// (`esb_pool::FunctionPoolConfig::new`) then apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Scaling {
-    /// Most sandboxes at once (default 10, at least 1); `ReservedConcurrentExecutions` in SAM.
-    pub max_capacity: u32,
-    /// Sandboxes kept warm (default 0, at most `max_capacity`); provisioned concurrency in SAM.
-    pub min_capacity: u32,
-    /// An idle sandbox above `min_capacity` is destroyed after this long (default 300 s).
-    pub idle_timeout: Duration,
-    /// How long a request waits for a sandbox when all are busy (default 5 s).
-    pub acquire_timeout: Duration,
+    /// Most sandboxes at once (at least 1); `ReservedConcurrentExecutions` in SAM.
+    pub max_capacity: Option<u32>,
+    /// Sandboxes kept warm (at most `max_capacity`); provisioned concurrency in SAM.
+    pub min_capacity: Option<u32>,
+    /// An idle sandbox above `min_capacity` is destroyed after this long.
+    pub idle_timeout: Option<Duration>,
+    /// How long a request waits for a sandbox when all are busy.
+    pub acquire_timeout: Option<Duration>,
 }
 
-impl Default for Scaling {
-    fn default() -> Self {
-        Self {
-            max_capacity: 10,
-            min_capacity: 0,
-            idle_timeout: Duration::from_secs(300),
-            acquire_timeout: Duration::from_secs(5),
+impl Scaling {
+    /// Sets `max_capacity`.
+    pub fn max_capacity(mut self, max: u32) -> Self {
+        self.max_capacity = Some(max);
+        self
+    }
+
+    /// Sets `min_capacity`.
+    pub fn min_capacity(mut self, min: u32) -> Self {
+        self.min_capacity = Some(min);
+        self
+    }
+
+    /// Sets `idle_timeout`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `acquire_timeout`.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
+        self
+    }
+
+    /// Fills every field left unset from `defaults`.
+    pub(crate) fn or(self, defaults: Scaling) -> Scaling {
+        Scaling {
+            max_capacity: self.max_capacity.or(defaults.max_capacity),
+            min_capacity: self.min_capacity.or(defaults.min_capacity),
+            idle_timeout: self.idle_timeout.or(defaults.idle_timeout),
+            acquire_timeout: self.acquire_timeout.or(defaults.acquire_timeout),
         }
     }
-}
-
-/// How the runtime hands an invocation to a sandbox.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum InvokeMode {
-    /// The sandbox's runtime client polls the Lambda Runtime API (`runtime-api`, the default).
-    #[default]
-    RuntimeApi,
-    /// The image runs the Runtime Interface Emulator on port 8080 (`rie`).
-    Rie,
 }
 
 /// API Gateway payload format of the event a route sends.
@@ -400,15 +421,13 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
                 }
             }
             "invoke" => {
-                p.invoke = match text(value, report, item, &field).as_deref() {
-                    Some("runtime-api") => Some(InvokeMode::RuntimeApi),
-                    Some("rie") => Some(InvokeMode::Rie),
-                    Some(other) => {
-                        report.push(item, &field, format!("{other:?} is not runtime-api or rie"));
-                        None
+                p.invoke = text(value, report, item, &field).and_then(|name| {
+                    let mode = InvokeMode::from_name(&name);
+                    if mode.is_none() {
+                        report.push(item, &field, format!("{name:?} is not runtime-api or rie"));
                     }
-                    None => None,
-                }
+                    mode
+                });
             }
             "payload_format" => p.payload_format = read_payload_format(value, report, item, &field),
             _ => {}
@@ -462,8 +481,8 @@ pub(crate) fn read_environment(
     env
 }
 
-fn read_scaling(map: &Mapping, report: &mut Report<'_>, item: &str) -> PartialScaling {
-    let mut s = PartialScaling::default();
+fn read_scaling(map: &Mapping, report: &mut Report<'_>, item: &str) -> Scaling {
+    let mut s = Scaling::default();
     for (key, value) in map {
         let name = key_text(key);
         let field = format!("scaling.{name}");
@@ -577,17 +596,9 @@ pub(crate) struct Partial {
     pub(crate) timeout: Option<Duration>,
     pub(crate) memory_size: Option<u32>,
     pub(crate) environment: BTreeMap<String, String>,
-    pub(crate) scaling: PartialScaling,
+    pub(crate) scaling: Scaling,
     pub(crate) invoke: Option<InvokeMode>,
     pub(crate) payload_format: Option<PayloadFormat>,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PartialScaling {
-    pub(crate) max_capacity: Option<u32>,
-    pub(crate) min_capacity: Option<u32>,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) acquire_timeout: Option<Duration>,
 }
 
 impl Partial {
@@ -602,11 +613,7 @@ impl Partial {
                 .entry(k.clone())
                 .or_insert_with(|| v.clone());
         }
-        let (s, d) = (&mut self.scaling, &defaults.scaling);
-        s.max_capacity = s.max_capacity.or(d.max_capacity);
-        s.min_capacity = s.min_capacity.or(d.min_capacity);
-        s.idle_timeout = s.idle_timeout.or(d.idle_timeout);
-        s.acquire_timeout = s.acquire_timeout.or(d.acquire_timeout);
+        self.scaling = self.scaling.or(defaults.scaling);
         self.invoke = self.invoke.or(defaults.invoke);
         self.payload_format = self.payload_format.or(defaults.payload_format);
         self
@@ -619,22 +626,15 @@ impl Partial {
         report: &mut Report<'_>,
         item: &str,
     ) -> Option<FunctionConfig> {
-        let base = Scaling::default();
-        let scaling = Scaling {
-            max_capacity: self.scaling.max_capacity.unwrap_or(base.max_capacity),
-            min_capacity: self.scaling.min_capacity.unwrap_or(base.min_capacity),
-            idle_timeout: self.scaling.idle_timeout.unwrap_or(base.idle_timeout),
-            acquire_timeout: self.scaling.acquire_timeout.unwrap_or(base.acquire_timeout),
-        };
+        let scaling = self.scaling;
         let mut ok = true;
-        if scaling.min_capacity > scaling.max_capacity {
+        if let (Some(min), Some(max)) = (scaling.min_capacity, scaling.max_capacity)
+            && min > max
+        {
             report.push(
                 item,
                 "scaling.min_capacity",
-                format!(
-                    "min_capacity {} is above max_capacity {}",
-                    scaling.min_capacity, scaling.max_capacity
-                ),
+                format!("min_capacity {min} is above max_capacity {max}"),
             );
             ok = false;
         }

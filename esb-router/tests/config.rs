@@ -75,12 +75,11 @@ fn loads_functions_and_routes_with_defaults_merged() {
     // defaults.scaling is merged field by field under the function's scaling.
     assert_eq!(
         echo.scaling,
-        Scaling {
-            max_capacity: 1,
-            min_capacity: 1,
-            idle_timeout: Duration::from_secs(120),
-            acquire_timeout: Duration::from_millis(2500),
-        }
+        Scaling::default()
+            .max_capacity(1)
+            .min_capacity(1)
+            .idle_timeout(Duration::from_secs(120))
+            .acquire_timeout(Duration::from_millis(2500))
     );
 
     let items = &config.functions["items"];
@@ -89,8 +88,9 @@ fn loads_functions_and_routes_with_defaults_merged() {
     assert_eq!(items.invoke, InvokeMode::Rie);
     assert_eq!(items.payload_format, PayloadFormat::V2);
     assert_eq!(items.environment["LOG_LEVEL"], "info");
-    assert_eq!(items.scaling.max_capacity, 4);
-    assert_eq!(items.scaling.min_capacity, 0);
+    assert_eq!(items.scaling.max_capacity, Some(4));
+    // Unset in both files: the pool's default (0) applies.
+    assert_eq!(items.scaling.min_capacity, None);
 
     // AWS Lambda's defaults where nothing is said.
     let files = &config.functions["files"];
@@ -300,8 +300,8 @@ fn sam_template_functions_and_events() {
     assert_eq!(hello.image.as_deref(), Some("registry.local/hello:latest"));
     assert_eq!(hello.timeout, Duration::from_secs(60));
     assert_eq!(hello.memory_size, 512);
-    assert_eq!(hello.scaling.max_capacity, 3);
-    assert_eq!(hello.scaling.min_capacity, 1);
+    assert_eq!(hello.scaling.max_capacity, Some(3));
+    assert_eq!(hello.scaling.min_capacity, Some(1));
     assert_eq!(
         hello.environment,
         BTreeMap::from([
