@@ -156,6 +156,7 @@ impl App {
                 .map_err(|err| match err {
                     NoRoute::NotFound => Error::NoRoute,
                     NoRoute::MethodNotAllowed { allowed } => Error::MethodNotAllowed { allowed },
+                    _ => Error::NoRoute,
                 })?;
         let identity = match found.auth {
             Auth::Jwt => Some(self.auth.verify(req.headers())?),

@@ -12,6 +12,7 @@ use esb_runtime::InvokeMode;
 
 use crate::error::{Problem, Report};
 use crate::subst::{Env, substitute};
+use crate::yaml::{self, Empty, integer, key_text, mapping, number, text, text_value, value_debug};
 use crate::{Error, PathTemplate};
 
 /// Default function timeout, as AWS Lambda: 3 seconds.
@@ -25,6 +26,7 @@ pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<f64> = 1.0..=900.0;
 
 /// The whole configuration: functions by name and routes in file order.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// Functions by name.
     pub functions: BTreeMap<String, FunctionConfig>,
@@ -34,6 +36,7 @@ pub struct Config {
 
 /// One function: what to run and its limits.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct FunctionConfig {
     /// The function name (`AWS_LAMBDA_FUNCTION_NAME`).
     pub name: String,
@@ -202,6 +205,7 @@ impl fmt::Display for PayloadFormat {
 
 /// One route: a method and path template sent to a function.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RouteConfig {
     /// The resource path template.
     pub path: PathTemplate,
@@ -215,7 +219,37 @@ pub struct RouteConfig {
     pub payload_format: Option<PayloadFormat>,
 }
 
+impl RouteConfig {
+    /// A route that needs a JWT and sends the function's payload format.
+    pub fn new(path: PathTemplate, method: RouteMethod, function: impl Into<String>) -> Self {
+        Self {
+            path,
+            method,
+            function: function.into(),
+            auth: Auth::default(),
+            payload_format: None,
+        }
+    }
+
+    /// Sets `auth`.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Sets the payload format that overrides the function's.
+    pub fn payload_format(mut self, format: PayloadFormat) -> Self {
+        self.payload_format = Some(format);
+        self
+    }
+}
+
 impl Config {
+    /// A configuration of these functions (by name) and routes, not yet validated.
+    pub fn new(functions: BTreeMap<String, FunctionConfig>, routes: Vec<RouteConfig>) -> Self {
+        Self { functions, routes }
+    }
+
     /// Loads `functions.yml` and `routing.yml`, substituting `${VAR}` from `env`, and validates them.
     ///
     /// Every problem of both files is reported at once in [`Error::Invalid`].
@@ -297,18 +331,7 @@ fn parse(
 
 fn parse_yaml(text: &str, env: Env<'_>, report: &mut Report<'_>) -> Option<Mapping> {
     let text = substitute(text, env, report);
-    match serde_norway::from_str::<Value>(&text) {
-        Ok(Value::Mapping(root)) => Some(root),
-        Ok(Value::Null) => Some(Mapping::new()),
-        Ok(_) => {
-            report.push("", "", "expected a mapping at the top level");
-            None
-        }
-        Err(e) => {
-            report.push("", "", format!("invalid YAML: {e}"));
-            None
-        }
-    }
+    yaml::root(&text, Empty::Allowed, report)
 }
 
 fn read_functions(
@@ -316,35 +339,7 @@ fn read_functions(
     report: &mut Report<'_>,
     out: &mut BTreeMap<String, FunctionConfig>,
 ) {
-    let mut defaults = Partial::default();
-    for (key, value) in root {
-        match key.as_str() {
-            Some("defaults") => {
-                let Some(map) = mapping(value, report, "defaults", "") else {
-                    continue;
-                };
-                defaults = read_partial(
-                    map,
-                    report,
-                    "defaults",
-                    &[
-                        "environment",
-                        "scaling",
-                        "timeout",
-                        "memory_size",
-                        "invoke",
-                        "payload_format",
-                    ],
-                );
-            }
-            Some("functions") => {}
-            _ => report.push(
-                "",
-                &key_text(key),
-                "unknown top-level key: expected defaults or functions",
-            ),
-        }
-    }
+    let defaults = read_defaults(root, report);
     let Some(functions) = root.get("functions") else {
         report.push("", "functions", "missing: no functions are defined");
         return;
@@ -366,6 +361,38 @@ fn read_functions(
     }
 }
 
+/// Reads `defaults` and reports unknown top-level keys of `functions.yml`.
+fn read_defaults(root: &Mapping, report: &mut Report<'_>) -> Partial {
+    let mut defaults = Partial::default();
+    for (key, value) in root {
+        match key.as_str() {
+            Some("defaults") => {
+                if let Some(map) = mapping(value, report, "defaults", "") {
+                    defaults = read_partial(map, report, "defaults", DEFAULTS_FIELDS);
+                }
+            }
+            Some("functions") => {}
+            _ => report.push(
+                "",
+                &key_text(key),
+                "unknown top-level key: expected defaults or functions",
+            ),
+        }
+    }
+    defaults
+}
+
+/// Fields `defaults` may set.
+const DEFAULTS_FIELDS: &[&str] = &[
+    "environment",
+    "scaling",
+    "timeout",
+    "memory_size",
+    "invoke",
+    "payload_format",
+];
+
+/// Fields a function may set.
 const FUNCTION_FIELDS: &[&str] = &[
     "image",
     "command",
@@ -684,57 +711,67 @@ fn read_routes(
         let Some(map) = mapping(value, report, &item, "") else {
             continue;
         };
-        let (mut path, mut method, mut function) = (None, None, None);
-        let (mut auth, mut payload_format, mut ok) = (Auth::Jwt, None, true);
-        for (key, value) in map {
-            let field = key_text(key);
-            match field.as_str() {
-                "path" => path = text(value, report, &item, &field),
-                "method" => method = text(value, report, &item, &field),
-                "function" => function = text(value, report, &item, &field),
-                "auth" => match text(value, report, &item, &field).as_deref() {
-                    Some("jwt") => auth = Auth::Jwt,
-                    Some("none") => auth = Auth::None,
-                    Some(other) => {
-                        report.push(&item, &field, format!("{other:?} is not jwt or none"));
-                        ok = false;
-                    }
-                    None => ok = false,
-                },
-                "payload_format" => {
-                    payload_format = read_payload_format(value, report, &item, &field);
-                    ok &= payload_format.is_some();
-                }
-                _ => {
-                    report.push(
-                        &item,
-                        &field,
-                        "unknown field: expected path, method, function, auth or payload_format",
-                    );
-                }
-            }
-        }
-        let label = format!(
-            "{item} ({} {})",
-            method.as_deref().unwrap_or("?"),
-            path.as_deref().unwrap_or("?")
-        );
-        for (field, present) in [
-            ("path", path.is_some()),
-            ("method", method.is_some()),
-            ("function", function.is_some()),
-        ] {
-            if !present && !map.contains_key(field) {
-                report.push(&label, field, "missing");
-            }
-        }
-        if let Some(route) =
-            build_route(path, method, function, auth, payload_format, report, &label)
-            && ok
-        {
+        if let Some((route, label)) = read_route(map, report, &item) {
             out.push(route);
             labels.push(label);
         }
+    }
+}
+
+/// Reads one entry of `routes`: the route and its label for later problems (`routes[2] (GET /x)`).
+fn read_route(map: &Mapping, report: &mut Report<'_>, item: &str) -> Option<(RouteConfig, String)> {
+    let (mut path, mut method, mut function) = (None, None, None);
+    let (mut auth, mut payload_format, mut ok) = (Auth::Jwt, None, true);
+    for (key, value) in map {
+        let field = key_text(key);
+        match field.as_str() {
+            "path" => path = text(value, report, item, &field),
+            "method" => method = text(value, report, item, &field),
+            "function" => function = text(value, report, item, &field),
+            "auth" => match read_auth(value, report, item, &field) {
+                Some(a) => auth = a,
+                None => ok = false,
+            },
+            "payload_format" => {
+                payload_format = read_payload_format(value, report, item, &field);
+                ok &= payload_format.is_some();
+            }
+            _ => {
+                report.push(
+                    item,
+                    &field,
+                    "unknown field: expected path, method, function, auth or payload_format",
+                );
+            }
+        }
+    }
+    let label = format!(
+        "{item} ({} {})",
+        method.as_deref().unwrap_or("?"),
+        path.as_deref().unwrap_or("?")
+    );
+    for (field, present) in [
+        ("path", path.is_some()),
+        ("method", method.is_some()),
+        ("function", function.is_some()),
+    ] {
+        if !present && !map.contains_key(field) {
+            report.push(&label, field, "missing");
+        }
+    }
+    let route = build_route(path, method, function, auth, payload_format, report, &label)?;
+    ok.then_some((route, label))
+}
+
+fn read_auth(value: &Value, report: &mut Report<'_>, item: &str, field: &str) -> Option<Auth> {
+    match text(value, report, item, field).as_deref() {
+        Some("jwt") => Some(Auth::Jwt),
+        Some("none") => Some(Auth::None),
+        Some(other) => {
+            report.push(item, field, format!("{other:?} is not jwt or none"));
+            None
+        }
+        None => None,
     }
 }
 
@@ -808,109 +845,6 @@ pub(crate) fn check_routes(
     }
 }
 
-pub(crate) fn mapping<'v>(
-    value: &'v Value,
-    report: &mut Report<'_>,
-    item: &str,
-    field: &str,
-) -> Option<&'v Mapping> {
-    match value {
-        Value::Mapping(map) => Some(map),
-        Value::Tagged(tagged) => mapping(&tagged.value, report, item, field),
-        _ => {
-            report.push(
-                item,
-                field,
-                format!("expected a mapping, found {}", value_debug(value)),
-            );
-            None
-        }
-    }
-}
-
-/// A scalar as text: strings as they are, numbers and booleans printed, null as empty.
-pub(crate) fn text_value(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null => Some(String::new()),
-        _ => None,
-    }
-}
-
-pub(crate) fn text(
-    value: &Value,
-    report: &mut Report<'_>,
-    item: &str,
-    field: &str,
-) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => {
-            report.push(
-                item,
-                field,
-                format!("expected a string, found {}", value_debug(value)),
-            );
-            None
-        }
-    }
-}
-
-fn number(value: &Value, report: &mut Report<'_>, item: &str, field: &str) -> Option<f64> {
-    let n = match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    match n {
-        Some(n) if n.is_finite() => Some(n),
-        _ => {
-            report.push(
-                item,
-                field,
-                format!("expected a number, found {}", value_debug(value)),
-            );
-            None
-        }
-    }
-}
-
-fn integer(value: &Value, report: &mut Report<'_>, item: &str, field: &str) -> Option<i64> {
-    let n = match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    if n.is_none() {
-        report.push(
-            item,
-            field,
-            format!("expected a whole number, found {}", value_debug(value)),
-        );
-    }
-    n
-}
-
-pub(crate) fn key_text(key: &Value) -> String {
-    text_value(key).unwrap_or_else(|| value_debug(key))
-}
-
-pub(crate) fn value_debug(value: &Value) -> String {
-    match value {
-        Value::Null => "nothing".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("{s:?}"),
-        Value::Sequence(_) => "a list".into(),
-        Value::Mapping(_) => "a mapping".into(),
-        Value::Tagged(t) => format!("a {} tag", t.tag),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -925,6 +859,50 @@ mod tests {
         let message = &problems[0].message;
         assert!(message.starts_with("invalid YAML"), "{message}");
         assert!(message.contains("line 3 column 1"), "{message}");
+        let cause = std::error::Error::source(&problems[0]).expect("the YAML error is kept");
+        assert!(cause.to_string().contains("line 3 column 1"), "{cause}");
+    }
+
+    #[test]
+    fn scaling_keeps_what_is_stated_and_fills_the_rest_from_defaults() {
+        let own = Scaling::default().max_capacity(2);
+        let defaults = Scaling::default()
+            .max_capacity(8)
+            .idle_timeout(Duration::from_secs(60));
+        assert_eq!(
+            own.or(defaults),
+            Scaling::default()
+                .max_capacity(2)
+                .idle_timeout(Duration::from_secs(60))
+        );
+        assert_eq!(
+            Scaling::default().or(Scaling::default()),
+            Scaling::default()
+        );
+    }
+
+    #[test]
+    fn invoke_modes_are_read_by_their_names() {
+        for mode in InvokeMode::ALL {
+            assert_eq!(InvokeMode::from_name(mode.as_str()), Some(mode));
+        }
+        assert_eq!(InvokeMode::from_name("grpc"), None);
+    }
+
+    #[test]
+    fn min_capacity_is_checked_only_against_a_stated_max() {
+        let load = |scaling: &str| {
+            Config::from_yaml_str(
+                &format!("functions: {{ f: {{ command: [f], scaling: {scaling} }} }}"),
+                "",
+                &|_| None,
+            )
+        };
+        assert!(load("{ min_capacity: 12 }").is_ok());
+        assert!(matches!(
+            load("{ min_capacity: 3, max_capacity: 2 }"),
+            Err(Error::Invalid(_))
+        ));
     }
 
     #[test]

@@ -52,6 +52,7 @@ mod matcher;
 mod sam;
 mod subst;
 mod template;
+mod yaml;
 
 pub use config::{
     Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, MEMORY_SIZE_RANGE,

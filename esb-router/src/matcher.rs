@@ -88,6 +88,7 @@ impl Endpoint {
 
 /// The selected route and what was captured from the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Match {
     /// The function to invoke.
     pub function: Arc<str>,
@@ -105,6 +106,7 @@ pub struct Match {
 
 /// Why no route was selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NoRoute {
     /// No template matches the path (404).
     NotFound,

@@ -37,6 +37,26 @@ fn find<'p>(problems: &'p [Problem], item: &str, field: &str) -> &'p Problem {
         .unwrap_or_else(|| panic!("no problem for {item} / {field} in:\n{problems:#?}"))
 }
 
+/// The routes as `(method, path, function, auth, payload format)`, the method shown by `method`.
+fn route_rows<M>(
+    config: &Config,
+    method: impl Fn(&RouteMethod) -> M,
+) -> Vec<(M, String, &str, Auth, Option<PayloadFormat>)> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                method(&r.method),
+                r.path.as_str().to_owned(),
+                r.function.as_str(),
+                r.auth,
+                r.payload_format,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn loads_functions_and_routes_with_defaults_merged() {
     let config = Config::load(
@@ -97,19 +117,7 @@ fn loads_functions_and_routes_with_defaults_merged() {
     assert_eq!(files.timeout, Duration::from_secs(3));
     assert_eq!(files.memory_size, 128);
 
-    let routes: Vec<_> = config
-        .routes
-        .iter()
-        .map(|r| {
-            (
-                r.method.to_string(),
-                r.path.as_str().to_owned(),
-                r.function.as_str(),
-                r.auth,
-                r.payload_format,
-            )
-        })
-        .collect();
+    let routes = route_rows(&config, RouteMethod::to_string);
     assert_eq!(
         routes,
         [
@@ -317,19 +325,7 @@ fn sam_template_functions_and_events() {
     assert_eq!(built.timeout, Duration::from_secs(15));
     assert_eq!(built.scaling, Scaling::default());
 
-    let routes: Vec<_> = config
-        .routes
-        .iter()
-        .map(|r| {
-            (
-                r.method.clone(),
-                r.path.as_str().to_owned(),
-                r.function.as_str(),
-                r.auth,
-                r.payload_format,
-            )
-        })
-        .collect();
+    let routes = route_rows(&config, RouteMethod::clone);
     assert_eq!(
         routes,
         [
