@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// How an invocation reaches the function inside a sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum InvokeMode {
     /// The runtime serves the Lambda Runtime API and the function polls it (as AWS Lambda does).
     #[default]
