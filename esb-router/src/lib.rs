@@ -48,6 +48,8 @@
 
 mod config;
 mod error;
+mod fields;
+mod files;
 mod matcher;
 mod sam;
 mod subst;

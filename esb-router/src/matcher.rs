@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-use crate::config::check_routes;
+use crate::fields::check_routes;
 use crate::template::Segment;
 use crate::{Auth, Config, Error, PayloadFormat, RouteMethod};
 

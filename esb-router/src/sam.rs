@@ -4,11 +4,12 @@ use std::path::Path;
 
 use serde_norway::{Mapping, Value};
 
-use crate::config::{
-    Partial, build_route, check_function_name, check_routes, read, read_count, read_environment,
-    read_memory, read_payload_format, read_timeout,
-};
 use crate::error::Report;
+use crate::fields::{
+    Partial, TIMEOUT, build_route, check_function_name, check_routes, read_count, read_environment,
+    read_memory, read_payload_format, read_seconds,
+};
+use crate::files::read;
 use crate::subst::Env;
 use crate::yaml::{self, Empty, key_text, mapping, text_value};
 use crate::{Auth, Config, Error, PayloadFormat};
@@ -316,7 +317,7 @@ fn read_sam_function(
             .map(|v| resolver.resolve(v).map_or(v.clone(), Value::String))
     };
     if let Some(v) = resolved("Timeout") {
-        p.timeout = read_timeout(&v, report, item, "Timeout");
+        p.timeout = read_seconds(&v, report, item, "Timeout", &TIMEOUT);
     }
     if let Some(v) = resolved("MemorySize") {
         p.memory_size = read_memory(&v, report, item, "MemorySize");

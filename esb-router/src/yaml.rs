@@ -134,3 +134,40 @@ pub(crate) fn value_debug(value: &Value) -> String {
         Value::Tagged(t) => format!("a {} tag", t.tag),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Error};
+
+    use super::*;
+
+    #[test]
+    fn yaml_syntax_errors_give_line_and_column() {
+        let Err(Error::Invalid(problems)) =
+            Config::from_yaml_str("functions:\n  f: [unclosed\n", "", &|_| None)
+        else {
+            panic!("expected a syntax error");
+        };
+        let message = &problems[0].message;
+        assert!(message.starts_with("invalid YAML"), "{message}");
+        assert!(message.contains("line 3 column 1"), "{message}");
+        let cause = std::error::Error::source(&problems[0]).expect("the YAML error is kept");
+        assert!(cause.to_string().contains("line 3 column 1"), "{cause}");
+    }
+
+    #[test]
+    fn cloudformation_short_tags_are_kept() {
+        let value: Value =
+            serde_norway::from_str("a: !Ref P\nb: !GetAtt T.Arn\nc: !If [x, y, z]\n").unwrap();
+        let tags: Vec<String> = value
+            .as_mapping()
+            .unwrap()
+            .values()
+            .map(|v| match v {
+                Value::Tagged(t) => t.tag.to_string(),
+                other => panic!("untagged {other:?}"),
+            })
+            .collect();
+        assert_eq!(tags, ["!Ref", "!GetAtt", "!If"]);
+    }
+}
