@@ -66,7 +66,8 @@ impl App {
             .functions
             .values()
             .map(|f| {
-                let deadline = f.scaling.acquire_timeout + f.timeout + config.limits.timeout_margin;
+                let acquire_timeout = crate::pool_config(f).acquire_timeout;
+                let deadline = acquire_timeout + f.timeout + config.limits.timeout_margin;
                 let memory_mb = f.memory_size;
                 let limits = FunctionLimits {
                     deadline,
@@ -155,6 +156,7 @@ impl App {
                 .map_err(|err| match err {
                     NoRoute::NotFound => Error::NoRoute,
                     NoRoute::MethodNotAllowed { allowed } => Error::MethodNotAllowed { allowed },
+                    _ => Error::NoRoute,
                 })?;
         let identity = match found.auth {
             Auth::Jwt => Some(self.auth.verify(req.headers())?),

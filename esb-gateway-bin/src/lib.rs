@@ -81,24 +81,31 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// The sandbox spec and pool settings of one configured function.
+/// The sandbox spec and pool settings of one configured function: the scaling the
+/// configuration states, over the pool's defaults ([`FunctionPoolConfig::new`]).
 pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
     let mut spec = SandboxSpec::new(&function.name)
         .memory_mb(function.memory_size)
         .timeout(function.timeout)
-        .invoke_mode(match function.invoke {
-            esb_router::InvokeMode::RuntimeApi => esb_runtime::InvokeMode::RuntimeApi,
-            esb_router::InvokeMode::Rie => esb_runtime::InvokeMode::Rie,
-        });
+        .invoke_mode(function.invoke);
     spec.command = function.command.clone();
     spec.image = function.image.clone();
     spec.env = function.environment.clone();
     let scaling = &function.scaling;
-    FunctionPoolConfig::new(spec)
-        .max_capacity(scaling.max_capacity as usize)
-        .min_capacity(scaling.min_capacity as usize)
-        .acquire_timeout(scaling.acquire_timeout)
-        .idle_timeout(scaling.idle_timeout)
+    let mut config = FunctionPoolConfig::new(spec);
+    if let Some(max) = scaling.max_capacity {
+        config = config.max_capacity(max as usize);
+    }
+    if let Some(min) = scaling.min_capacity {
+        config = config.min_capacity(min as usize);
+    }
+    if let Some(timeout) = scaling.acquire_timeout {
+        config = config.acquire_timeout(timeout);
+    }
+    if let Some(timeout) = scaling.idle_timeout {
+        config = config.idle_timeout(timeout);
+    }
+    config
 }
 
 impl Gateway {

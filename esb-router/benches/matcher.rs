@@ -36,16 +36,17 @@ fn thousand_routes() -> Config {
             ("ANY", format!("/svc{service}/files/{{proxy+}}")),
         ];
         for (method, path) in templates {
-            routes.push(RouteConfig {
-                path: PathTemplate::parse(&path).unwrap(),
-                method: method.parse::<RouteMethod>().unwrap(),
-                function: name.clone(),
-                auth: Auth::Jwt,
-                payload_format: None,
-            });
+            routes.push(
+                RouteConfig::new(
+                    PathTemplate::parse(&path).unwrap(),
+                    method.parse::<RouteMethod>().unwrap(),
+                    &name,
+                )
+                .auth(Auth::Jwt),
+            );
         }
     }
-    Config { functions, routes }
+    Config::new(functions, routes)
 }
 
 /// Times `f` by the benchmarking thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that other

@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Why configuration could not be loaded or a router could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration file could not be read.
     #[error("cannot read {}: {source}", .path.display())]
@@ -29,7 +31,11 @@ pub enum Error {
 }
 
 /// One problem found while validating configuration: where it is and what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A problem caused by another error (a YAML syntax error) keeps it as its
+/// [`source`](std::error::Error::source).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Problem {
     /// The file (as given to the loader).
     pub file: String,
@@ -39,6 +45,43 @@ pub struct Problem {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Problem {
+    /// A problem in `file` at `item` / `field` (either may be empty).
+    pub fn new(
+        file: impl Into<String>,
+        item: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            item: item.into(),
+            field: field.into(),
+            message: message.into(),
+            cause: None,
+        }
+    }
+}
+
+/// Problems are equal when they say the same thing about the same place, whatever their causes.
+impl PartialEq for Problem {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.file, &self.item, &self.field, &self.message)
+            == (&other.file, &other.item, &other.field, &other.message)
+    }
+}
+
+impl Eq for Problem {}
+
+impl std::error::Error for Problem {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl fmt::Display for Problem {
@@ -77,11 +120,18 @@ pub(crate) struct Report<'a> {
 impl Report<'_> {
     /// Records a problem with `item` and `field`.
     pub(crate) fn push(&mut self, item: &str, field: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.to_owned(),
-            item: item.to_owned(),
-            field: field.to_owned(),
-            message: message.into(),
-        });
+        self.problems
+            .push(Problem::new(self.file, item, field, message));
+    }
+
+    /// Records a problem of the whole file caused by `cause`, which it keeps as its source.
+    pub(crate) fn push_cause(
+        &mut self,
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) {
+        let mut problem = Problem::new(self.file, "", "", message);
+        problem.cause = Some(Arc::new(cause));
+        self.problems.push(problem);
     }
 }

@@ -35,8 +35,9 @@
 //! # Defaults
 //!
 //! As AWS Lambda: timeout 3 s (1..=900), memory 128 MB (128..=10240), payload format 1.0,
-//! invoke mode `runtime-api`. Scaling: `max_capacity` 10, `min_capacity` 0, `idle_timeout`
-//! 300 s, `acquire_timeout` 5 s. Routes need a JWT unless they say `auth: none`.
+//! invoke mode `runtime-api`. Scaling keeps only what the files say ([`Scaling`] fields are
+//! `None` otherwise); the pool's defaults (`esb_pool::FunctionPoolConfig::new`) fill the rest.
+//! Routes need a JWT unless they say `auth: none`.
 //! In `functions.yml`, `defaults` may set `environment` and `scaling` (merged key by key
 //! under each function's) and `timeout`, `memory_size`, `invoke`, `payload_format`.
 //!
@@ -47,15 +48,20 @@
 
 mod config;
 mod error;
+mod fields;
+mod files;
 mod matcher;
 mod sam;
 mod subst;
 mod template;
+mod yaml;
 
 pub use config::{
-    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, InvokeMode,
-    MEMORY_SIZE_RANGE, PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
+    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, MEMORY_SIZE_RANGE,
+    PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };
 pub use error::{Error, Problem};
+/// How invocations reach a function's sandbox: the runtime's own type, re-exported.
+pub use esb_runtime::InvokeMode;
 pub use matcher::{Match, NoRoute, Router};
 pub use template::{PathTemplate, Segment};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-use crate::config::check_routes;
+use crate::fields::check_routes;
 use crate::template::Segment;
 use crate::{Auth, Config, Error, PayloadFormat, RouteMethod};
 
@@ -88,6 +88,7 @@ impl Endpoint {
 
 /// The selected route and what was captured from the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Match {
     /// The function to invoke.
     pub function: Arc<str>,
@@ -105,6 +106,7 @@ pub struct Match {
 
 /// Why no route was selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NoRoute {
     /// No template matches the path (404).
     NotFound,

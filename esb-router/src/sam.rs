@@ -2,14 +2,16 @@
 
 use std::path::Path;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
-use crate::config::{
-    Partial, build_route, check_function_name, check_routes, key_text, mapping, read, read_count,
-    read_environment, read_memory, read_payload_format, read_timeout, text_value,
-};
 use crate::error::Report;
+use crate::fields::{
+    Partial, TIMEOUT, build_route, check_function_name, check_routes, read_count, read_environment,
+    read_memory, read_payload_format, read_seconds,
+};
+use crate::files::read;
 use crate::subst::Env;
+use crate::yaml::{self, Empty, key_text, mapping, text_value};
 use crate::{Auth, Config, Error, PayloadFormat};
 
 impl Config {
@@ -113,16 +115,8 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         file,
         problems: &mut problems,
     };
-    let root = match serde_yaml::from_str::<Value>(text) {
-        Ok(Value::Mapping(root)) => root,
-        Ok(_) => {
-            report.push("", "", "expected a mapping at the top level");
-            return Err(Error::Invalid(problems));
-        }
-        Err(e) => {
-            report.push("", "", format!("invalid YAML: {e}"));
-            return Err(Error::Invalid(problems));
-        }
+    let Some(root) = yaml::root(text, Empty::Rejected, &mut report) else {
+        return Err(Error::Invalid(problems));
     };
     let section = |name: &str| match root.get(name) {
         Some(Value::Mapping(map)) => Some(map),
@@ -138,52 +132,108 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         .and_then(|f| mapping(f, &mut report, "Globals.Function", ""))
         .map(|f| read_sam_function(f, &resolver, &mut report, "Globals.Function"))
         .unwrap_or_default();
-
-    let mut config = Config::default();
-    let mut labels = Vec::new();
     let Some(resources) = resolver.resources else {
         report.push("", "Resources", "missing: the template has no resources");
         return Err(Error::Invalid(problems));
     };
+
+    let mut reader = SamReader {
+        resolver: &resolver,
+        globals,
+        report,
+        config: Config::default(),
+        labels: Vec::new(),
+    };
     for (key, resource) in resources {
-        let logical_id = key_text(key);
-        if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
-            continue;
+        if resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function") {
+            reader.function(&key_text(key), resource);
         }
+    }
+    let SamReader { config, labels, .. } = reader;
+    check_routes(&config, &labels, file, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::Invalid(problems))
+    }
+}
+
+/// Reads the `AWS::Serverless::Function` resources one by one into a [`Config`].
+struct SamReader<'t, 'p> {
+    resolver: &'t Resolver<'t>,
+    /// `Globals.Function`, under every function's own properties.
+    globals: Partial,
+    report: Report<'p>,
+    config: Config,
+    /// Each route's label for [`check_routes`], in the order of `config.routes`.
+    labels: Vec<String>,
+}
+
+impl SamReader<'_, '_> {
+    /// Reads one function resource, its image and its API events.
+    fn function(&mut self, logical_id: &str, resource: &Value) {
         let item = format!("Resources.{logical_id}");
         let empty = Mapping::new();
         let properties = match resource.get("Properties") {
-            Some(p) => mapping(p, &mut report, &item, "Properties").unwrap_or(&empty),
+            Some(p) => mapping(p, &mut self.report, &item, "Properties").unwrap_or(&empty),
             None => &empty,
         };
         let name = properties
             .get("FunctionName")
-            .and_then(|n| resolver.resolve(n))
-            .unwrap_or_else(|| logical_id.clone());
-        check_function_name(&name, &mut report, &item);
-        if config.functions.contains_key(&name) {
-            report.push(
+            .and_then(|n| self.resolver.resolve(n))
+            .unwrap_or_else(|| logical_id.to_owned());
+        check_function_name(&name, &mut self.report, &item);
+        if self.config.functions.contains_key(&name) {
+            self.report.push(
                 &item,
                 "FunctionName",
                 format!("function {name:?} is defined twice"),
             );
-            continue;
+            return;
         }
 
-        let mut partial = read_sam_function(properties, &resolver, &mut report, &item);
+        let mut partial = read_sam_function(properties, self.resolver, &mut self.report, &item);
+        partial.image = self.image(logical_id, resource, properties, &item);
+        if let Some(events) = properties
+            .get("Events")
+            .and_then(|e| mapping(e, &mut self.report, &item, "Events"))
+        {
+            for (event_key, event) in events {
+                let label = format!("{item}.Events.{}", key_text(event_key));
+                self.event(&name, &label, event);
+            }
+        }
+        if let Some(function) =
+            partial
+                .under(&self.globals)
+                .finish(name.clone(), &mut self.report, &item)
+        {
+            self.config.functions.insert(name, function);
+        }
+    }
+
+    /// The function's image: `ImageUri`, else the tag `sam build` gives it; only
+    /// `PackageType: Image` functions are accepted.
+    fn image(
+        &mut self,
+        logical_id: &str,
+        resource: &Value,
+        properties: &Mapping,
+        item: &str,
+    ) -> Option<String> {
         let package_type = properties
             .get("PackageType")
-            .and_then(|p| resolver.resolve(p));
+            .and_then(|p| self.resolver.resolve(p));
         if package_type.as_deref() != Some("Image") {
-            report.push(
-                &item,
+            self.report.push(
+                item,
                 "PackageType",
                 "only PackageType: Image functions can run here",
             );
         }
-        partial.image = properties
+        let image = properties
             .get("ImageUri")
-            .and_then(|i| resolver.resolve(i))
+            .and_then(|i| self.resolver.resolve(i))
             .or_else(|| {
                 let tag = resource
                     .get("Metadata")?
@@ -191,81 +241,66 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
                     .and_then(text_value)?;
                 Some(format!("{}:{tag}", logical_id.to_ascii_lowercase()))
             });
-        if partial.image.is_none() && package_type.as_deref() == Some("Image") {
-            report.push(
-                &item,
+        if image.is_none() && package_type.as_deref() == Some("Image") {
+            self.report.push(
+                item,
                 "ImageUri",
                 "missing, and no Metadata.DockerTag to name the built image",
             );
         }
-
-        if let Some(events) = properties
-            .get("Events")
-            .and_then(|e| mapping(e, &mut report, &item, "Events"))
-        {
-            for (event_key, event) in events {
-                let label = format!("{item}.Events.{}", key_text(event_key));
-                let payload_format = match event.get("Type").and_then(Value::as_str) {
-                    Some("Api") => PayloadFormat::V1,
-                    Some("HttpApi") => PayloadFormat::V2,
-                    _ => continue,
-                };
-                let empty = Mapping::new();
-                let props = match event.get("Properties") {
-                    Some(p) => mapping(p, &mut report, &label, "Properties").unwrap_or(&empty),
-                    None => &empty,
-                };
-                let payload_format = match props.get("PayloadFormatVersion") {
-                    Some(v) => read_payload_format(v, &mut report, &label, "PayloadFormatVersion"),
-                    None => Some(payload_format),
-                };
-                let auth = match props
-                    .get("Auth")
-                    .and_then(|a| a.get("Authorizer"))
-                    .and_then(|a| resolver.resolve(a))
-                {
-                    Some(authorizer) if authorizer.eq_ignore_ascii_case("NONE") => Auth::None,
-                    _ => Auth::Jwt,
-                };
-                let path = props.get("Path").and_then(|p| resolver.resolve(p));
-                let method = props.get("Method").and_then(|m| resolver.resolve(m));
-                if path.is_none() {
-                    report.push(
-                        &label,
-                        "Path",
-                        "missing (the HttpApi $default route is not supported: give a Path)",
-                    );
-                }
-                if method.is_none() {
-                    report.push(&label, "Method", "missing");
-                }
-                if let Some(route) = build_route(
-                    path,
-                    method,
-                    Some(name.clone()),
-                    auth,
-                    payload_format,
-                    &mut report,
-                    &label,
-                ) && payload_format.is_some()
-                {
-                    config.routes.push(route);
-                    labels.push(label);
-                }
-            }
-        }
-        if let Some(function) = partial
-            .under(&globals)
-            .finish(name.clone(), &mut report, &item)
-        {
-            config.functions.insert(name, function);
-        }
+        image
     }
-    check_routes(&config, &labels, file, &mut problems);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(Error::Invalid(problems))
+
+    /// Adds the route of one `Api` / `HttpApi` event of `function`; other events are skipped.
+    fn event(&mut self, function: &str, label: &str, event: &Value) {
+        let payload_format = match event.get("Type").and_then(Value::as_str) {
+            Some("Api") => PayloadFormat::V1,
+            Some("HttpApi") => PayloadFormat::V2,
+            _ => return,
+        };
+        let report = &mut self.report;
+        let empty = Mapping::new();
+        let props = match event.get("Properties") {
+            Some(p) => mapping(p, report, label, "Properties").unwrap_or(&empty),
+            None => &empty,
+        };
+        let payload_format = match props.get("PayloadFormatVersion") {
+            Some(v) => read_payload_format(v, report, label, "PayloadFormatVersion"),
+            None => Some(payload_format),
+        };
+        let auth = match props
+            .get("Auth")
+            .and_then(|a| a.get("Authorizer"))
+            .and_then(|a| self.resolver.resolve(a))
+        {
+            Some(authorizer) if authorizer.eq_ignore_ascii_case("NONE") => Auth::None,
+            _ => Auth::Jwt,
+        };
+        let path = props.get("Path").and_then(|p| self.resolver.resolve(p));
+        let method = props.get("Method").and_then(|m| self.resolver.resolve(m));
+        if path.is_none() {
+            report.push(
+                label,
+                "Path",
+                "missing (the HttpApi $default route is not supported: give a Path)",
+            );
+        }
+        if method.is_none() {
+            report.push(label, "Method", "missing");
+        }
+        if let Some(route) = build_route(
+            path,
+            method,
+            Some(function.to_owned()),
+            auth,
+            payload_format,
+            report,
+            label,
+        ) && payload_format.is_some()
+        {
+            self.config.routes.push(route);
+            self.labels.push(label.to_owned());
+        }
     }
 }
 
@@ -282,7 +317,7 @@ fn read_sam_function(
             .map(|v| resolver.resolve(v).map_or(v.clone(), Value::String))
     };
     if let Some(v) = resolved("Timeout") {
-        p.timeout = read_timeout(&v, report, item, "Timeout");
+        p.timeout = read_seconds(&v, report, item, "Timeout", &TIMEOUT);
     }
     if let Some(v) = resolved("MemorySize") {
         p.memory_size = read_memory(&v, report, item, "MemorySize");

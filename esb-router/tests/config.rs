@@ -37,6 +37,26 @@ fn find<'p>(problems: &'p [Problem], item: &str, field: &str) -> &'p Problem {
         .unwrap_or_else(|| panic!("no problem for {item} / {field} in:\n{problems:#?}"))
 }
 
+/// The routes as `(method, path, function, auth, payload format)`, the method shown by `method`.
+fn route_rows<M>(
+    config: &Config,
+    method: impl Fn(&RouteMethod) -> M,
+) -> Vec<(M, String, &str, Auth, Option<PayloadFormat>)> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                method(&r.method),
+                r.path.as_str().to_owned(),
+                r.function.as_str(),
+                r.auth,
+                r.payload_format,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn loads_functions_and_routes_with_defaults_merged() {
     let config = Config::load(
@@ -75,12 +95,11 @@ fn loads_functions_and_routes_with_defaults_merged() {
     // defaults.scaling is merged field by field under the function's scaling.
     assert_eq!(
         echo.scaling,
-        Scaling {
-            max_capacity: 1,
-            min_capacity: 1,
-            idle_timeout: Duration::from_secs(120),
-            acquire_timeout: Duration::from_millis(2500),
-        }
+        Scaling::default()
+            .max_capacity(1)
+            .min_capacity(1)
+            .idle_timeout(Duration::from_secs(120))
+            .acquire_timeout(Duration::from_millis(2500))
     );
 
     let items = &config.functions["items"];
@@ -89,27 +108,16 @@ fn loads_functions_and_routes_with_defaults_merged() {
     assert_eq!(items.invoke, InvokeMode::Rie);
     assert_eq!(items.payload_format, PayloadFormat::V2);
     assert_eq!(items.environment["LOG_LEVEL"], "info");
-    assert_eq!(items.scaling.max_capacity, 4);
-    assert_eq!(items.scaling.min_capacity, 0);
+    assert_eq!(items.scaling.max_capacity, Some(4));
+    // Unset in both files: the pool's default (0) applies.
+    assert_eq!(items.scaling.min_capacity, None);
 
     // AWS Lambda's defaults where nothing is said.
     let files = &config.functions["files"];
     assert_eq!(files.timeout, Duration::from_secs(3));
     assert_eq!(files.memory_size, 128);
 
-    let routes: Vec<_> = config
-        .routes
-        .iter()
-        .map(|r| {
-            (
-                r.method.to_string(),
-                r.path.as_str().to_owned(),
-                r.function.as_str(),
-                r.auth,
-                r.payload_format,
-            )
-        })
-        .collect();
+    let routes = route_rows(&config, RouteMethod::to_string);
     assert_eq!(
         routes,
         [
@@ -300,8 +308,8 @@ fn sam_template_functions_and_events() {
     assert_eq!(hello.image.as_deref(), Some("registry.local/hello:latest"));
     assert_eq!(hello.timeout, Duration::from_secs(60));
     assert_eq!(hello.memory_size, 512);
-    assert_eq!(hello.scaling.max_capacity, 3);
-    assert_eq!(hello.scaling.min_capacity, 1);
+    assert_eq!(hello.scaling.max_capacity, Some(3));
+    assert_eq!(hello.scaling.min_capacity, Some(1));
     assert_eq!(
         hello.environment,
         BTreeMap::from([
@@ -317,19 +325,7 @@ fn sam_template_functions_and_events() {
     assert_eq!(built.timeout, Duration::from_secs(15));
     assert_eq!(built.scaling, Scaling::default());
 
-    let routes: Vec<_> = config
-        .routes
-        .iter()
-        .map(|r| {
-            (
-                r.method.clone(),
-                r.path.as_str().to_owned(),
-                r.function.as_str(),
-                r.auth,
-                r.payload_format,
-            )
-        })
-        .collect();
+    let routes = route_rows(&config, RouteMethod::clone);
     assert_eq!(
         routes,
         [

@@ -77,13 +77,11 @@ fn router(templates: &[(&str, &str)]) -> Router {
         let mut f = FunctionConfig::new(*function);
         f.command = Some(vec!["x".into()]);
         config.functions.insert((*function).to_owned(), f);
-        config.routes.push(RouteConfig {
-            path: PathTemplate::parse(template).unwrap(),
-            method: RouteMethod::Method(Method::GET),
-            function: (*function).to_owned(),
-            auth: Default::default(),
-            payload_format: None,
-        });
+        config.routes.push(RouteConfig::new(
+            PathTemplate::parse(template).unwrap(),
+            RouteMethod::Method(Method::GET),
+            *function,
+        ));
     }
     Router::new(&config).unwrap()
 }

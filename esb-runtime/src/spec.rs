@@ -9,12 +9,37 @@ use serde::{Deserialize, Serialize};
 /// How an invocation reaches the function inside a sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum InvokeMode {
     /// The runtime serves the Lambda Runtime API and the function polls it (as AWS Lambda does).
     #[default]
     RuntimeApi,
     /// The image runs the Runtime Interface Emulator on port 8080.
     Rie,
+}
+
+impl InvokeMode {
+    /// Every mode, in the order configuration errors list them.
+    pub const ALL: [InvokeMode; 2] = [InvokeMode::RuntimeApi, InvokeMode::Rie];
+
+    /// The name configuration files use: `runtime-api` or `rie`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InvokeMode::RuntimeApi => "runtime-api",
+            InvokeMode::Rie => "rie",
+        }
+    }
+
+    /// The mode named `name` in configuration files (`runtime-api`, `rie`), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|mode| mode.as_str() == name)
+    }
+}
+
+impl fmt::Display for InvokeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Everything needed to create one sandbox of a function.

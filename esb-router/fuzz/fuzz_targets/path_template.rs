@@ -17,13 +17,10 @@ fuzz_target!(|data: &[u8]| {
     function.command = Some(vec!["f".into()]);
     let mut config = esb_router::Config::default();
     config.functions.insert("f".into(), function);
-    config.routes.push(esb_router::RouteConfig {
-        path: parsed,
-        method: esb_router::RouteMethod::Any,
-        function: "f".into(),
-        auth: esb_router::Auth::None,
-        payload_format: None,
-    });
+    config.routes.push(
+        esb_router::RouteConfig::new(parsed, esb_router::RouteMethod::Any, "f")
+            .auth(esb_router::Auth::None),
+    );
     let router = esb_router::Router::new(&config).expect("one route builds a router");
     let _ = router.select(&http::Method::GET, path);
 });

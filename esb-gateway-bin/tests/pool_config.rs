@@ -1,0 +1,37 @@
+//! A function's pool settings: what its configuration states, over the pool's defaults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use esb_gateway::pool_config;
+use esb_router::{Config, InvokeMode};
+
+fn function(functions_yml: &str) -> esb_router::FunctionConfig {
+    let config = Config::from_yaml_str(functions_yml, "routes: []", &|_| None).unwrap();
+    config.functions["f"].clone()
+}
+
+#[test]
+fn unset_scaling_takes_the_pool_defaults() {
+    let config = pool_config(&function("functions: { f: { command: [./f] } }"));
+    // The numbers the router's own defaults held before the pool became their one home.
+    assert_eq!(config.max_capacity, 10);
+    assert_eq!(config.min_capacity, 0);
+    assert_eq!(config.idle_timeout, Duration::from_secs(300));
+    assert_eq!(config.acquire_timeout, Duration::from_secs(5));
+    assert_eq!(config.spec.invoke_mode, InvokeMode::RuntimeApi);
+}
+
+#[test]
+fn stated_scaling_wins_field_by_field() {
+    let config = pool_config(&function(
+        "defaults: { scaling: { idle_timeout: 30 } }\n\
+         functions: { f: { image: img, invoke: rie, scaling: { max_capacity: 3, acquire_timeout: 0.5 } } }",
+    ));
+    assert_eq!(config.max_capacity, 3);
+    assert_eq!(config.min_capacity, 0);
+    assert_eq!(config.idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.acquire_timeout, Duration::from_millis(500));
+    assert_eq!(config.spec.invoke_mode, InvokeMode::Rie);
+}

@@ -1,0 +1,286 @@
+//! Field readers and checks both loaders share (`functions.yml` and SAM templates).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use esb_runtime::InvokeMode;
+use serde_norway::{Mapping, Value};
+
+use crate::config::{
+    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, MEMORY_SIZE_RANGE,
+    PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
+};
+use crate::error::{Problem, Report};
+use crate::yaml::{integer, key_text, number, value_debug};
+use crate::{Error, PathTemplate};
+
+/// Function names as AWS Lambda allows them: 1..=64 of letters, digits, `-` and `_`.
+pub(crate) fn check_function_name(name: &str, report: &mut Report<'_>, item: &str) {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        report.push(
+            item,
+            "",
+            "function names must be 1 to 64 ASCII letters, digits, '-' or '_'",
+        );
+    }
+}
+
+pub(crate) fn read_environment(
+    map: &Mapping,
+    report: &mut Report<'_>,
+    item: &str,
+    value_text: &dyn Fn(&Value) -> Option<String>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (key, value) in map {
+        let name = key_text(key);
+        match value_text(value) {
+            Some(v) => {
+                env.insert(name, v);
+            }
+            None => report.push(
+                item,
+                &format!("environment.{name}"),
+                "expected a string, number or boolean",
+            ),
+        }
+    }
+    env
+}
+
+pub(crate) fn read_payload_format(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<PayloadFormat> {
+    match value {
+        Value::String(s) if s == "1.0" => Some(PayloadFormat::V1),
+        Value::String(s) if s == "2.0" => Some(PayloadFormat::V2),
+        Value::Number(n) if n.as_f64() == Some(1.0) => Some(PayloadFormat::V1),
+        Value::Number(n) if n.as_f64() == Some(2.0) => Some(PayloadFormat::V2),
+        _ => {
+            report.push(
+                item,
+                field,
+                format!("{} is not \"1.0\" or \"2.0\"", value_debug(value)),
+            );
+            None
+        }
+    }
+}
+
+/// What a duration field accepts, in seconds.
+pub(crate) struct Seconds {
+    valid: fn(f64) -> bool,
+    /// Follows `<n> s` in the problem reported for an invalid value.
+    problem: &'static str,
+}
+
+/// A function timeout: 1..=900 seconds, as AWS Lambda allows.
+pub(crate) const TIMEOUT: Seconds = Seconds {
+    valid: |secs| TIMEOUT_RANGE_SECS.contains(&secs),
+    problem: "is outside 1..=900 seconds",
+};
+
+/// A pool duration (`idle_timeout`, `acquire_timeout`): above 0 and at most a year.
+pub(crate) const POOL_DURATION: Seconds = Seconds {
+    valid: |secs| secs > 0.0 && secs <= 31_536_000.0,
+    problem: "must be above 0 (and at most a year)",
+};
+
+/// A number of seconds that `accepts` allows, as a duration.
+pub(crate) fn read_seconds(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+    accepts: &Seconds,
+) -> Option<Duration> {
+    let secs = number(value, report, item, field)?;
+    if !(accepts.valid)(secs) {
+        report.push(item, field, format!("{secs} s {}", accepts.problem));
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs))
+}
+
+pub(crate) fn read_memory(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<u32> {
+    let mb = integer(value, report, item, field)?;
+    match u32::try_from(mb) {
+        Ok(mb) if MEMORY_SIZE_RANGE.contains(&mb) => Some(mb),
+        _ => {
+            report.push(item, field, format!("{mb} MB is outside 128..=10240 MB"));
+            None
+        }
+    }
+}
+
+pub(crate) fn read_count(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+    min: i64,
+) -> Option<u32> {
+    let n = integer(value, report, item, field)?;
+    match u32::try_from(n) {
+        Ok(n) if i64::from(n) >= min => Some(n),
+        _ => {
+            report.push(item, field, format!("{n} must be at least {min}"));
+            None
+        }
+    }
+}
+
+/// Function fields as read, before defaults are applied.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Partial {
+    pub(crate) image: Option<String>,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) memory_size: Option<u32>,
+    pub(crate) environment: BTreeMap<String, String>,
+    pub(crate) scaling: Scaling,
+    pub(crate) invoke: Option<InvokeMode>,
+    pub(crate) payload_format: Option<PayloadFormat>,
+}
+
+impl Partial {
+    /// Fills every field left unset from `defaults`; environments merge, the function's keys win.
+    pub(crate) fn under(mut self, defaults: &Partial) -> Partial {
+        self.image = self.image.or_else(|| defaults.image.clone());
+        self.command = self.command.or_else(|| defaults.command.clone());
+        self.timeout = self.timeout.or(defaults.timeout);
+        self.memory_size = self.memory_size.or(defaults.memory_size);
+        for (k, v) in &defaults.environment {
+            self.environment
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        self.scaling = self.scaling.or(defaults.scaling);
+        self.invoke = self.invoke.or(defaults.invoke);
+        self.payload_format = self.payload_format.or(defaults.payload_format);
+        self
+    }
+
+    /// Applies the built-in defaults and checks what spans fields.
+    pub(crate) fn finish(
+        self,
+        name: String,
+        report: &mut Report<'_>,
+        item: &str,
+    ) -> Option<FunctionConfig> {
+        let scaling = self.scaling;
+        let mut ok = true;
+        if let (Some(min), Some(max)) = (scaling.min_capacity, scaling.max_capacity)
+            && min > max
+        {
+            report.push(
+                item,
+                "scaling.min_capacity",
+                format!("min_capacity {min} is above max_capacity {max}"),
+            );
+            ok = false;
+        }
+        if self.image.is_none() && self.command.is_none() {
+            report.push(
+                item,
+                "",
+                "needs an image (containerd backend) or a command (process backend)",
+            );
+            ok = false;
+        }
+        ok.then(|| FunctionConfig {
+            name,
+            image: self.image,
+            command: self.command,
+            timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            memory_size: self.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE),
+            environment: self.environment,
+            scaling,
+            invoke: self.invoke.unwrap_or_default(),
+            payload_format: self.payload_format.unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses a route's path and method, reporting what is wrong under `label`.
+pub(crate) fn build_route(
+    path: Option<String>,
+    method: Option<String>,
+    function: Option<String>,
+    auth: Auth,
+    payload_format: Option<PayloadFormat>,
+    report: &mut Report<'_>,
+    label: &str,
+) -> Option<RouteConfig> {
+    let path = path.and_then(|p| match PathTemplate::parse(&p) {
+        Ok(t) => Some(t),
+        Err(Error::Template { reason, .. }) => {
+            report.push(label, "path", format!("bad path template {p:?}: {reason}"));
+            None
+        }
+        Err(other) => {
+            report.push(label, "path", other.to_string());
+            None
+        }
+    });
+    let method = method.and_then(|m| match m.parse::<RouteMethod>() {
+        Ok(m) => Some(m),
+        Err(reason) => {
+            report.push(label, "method", reason);
+            None
+        }
+    });
+    Some(RouteConfig {
+        path: path?,
+        method: method?,
+        function: function?,
+        auth,
+        payload_format,
+    })
+}
+
+/// Reports routes naming unknown functions and duplicate routes (same method and path shape).
+pub(crate) fn check_routes(
+    config: &Config,
+    labels: &[String],
+    file: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let mut report = Report { file, problems };
+    let mut seen: HashMap<(String, RouteMethod), &str> = HashMap::new();
+    for (route, label) in config.routes.iter().zip(labels) {
+        if !config.functions.contains_key(&route.function) {
+            report.push(
+                label,
+                "function",
+                format!("unknown function {:?}", route.function),
+            );
+        }
+        let key = (route.path.shape(), route.method.clone());
+        if let Some(first) = seen.get(&key) {
+            report.push(
+                label,
+                "",
+                format!(
+                    "duplicate route: {} {} is already declared by {first}",
+                    route.method, route.path
+                ),
+            );
+        } else {
+            seen.insert(key, label);
+        }
+    }
+}
