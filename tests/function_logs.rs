@@ -9,34 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use esb::logs::{FunctionLine, LogShipper, Stream, VictoriaLogsConfig, function_record};
+use esb::logs::{LogShipper, VictoriaLogsConfig, VictoriaLogsSink};
 use esb::runtime::process::{ProcessConfig, ProcessRuntime};
-use esb::runtime::{
-    InvokeRequest, InvokeResult, LogLine, LogSink, LogStream, Runtime, SandboxSpec,
-};
+use esb::runtime::{InvokeRequest, InvokeResult, Runtime, SandboxSpec};
 use serde_json::{Value, json};
 use support::VictoriaLogs;
-
-/// What a binary does to send function logs to VictoriaLogs.
-struct VictoriaLogsSink(LogShipper);
-
-impl LogSink for VictoriaLogsSink {
-    fn log(&self, line: LogLine) {
-        self.0.push(function_record(FunctionLine {
-            time: line.time,
-            function_name: line.function_name,
-            sandbox_id: line.sandbox_id.as_str().to_owned(),
-            request_id: line.request_id,
-            trace_id: line.trace_id,
-            stream: match line.stream {
-                LogStream::Stdout => Stream::Stdout,
-                LogStream::Stderr => Stream::Stderr,
-                LogStream::Platform => Stream::Platform,
-            },
-            message: line.message,
-        }));
-    }
-}
 
 fn line_with<'a>(lines: &'a [Value], message: &str) -> Option<&'a Value> {
     lines.iter().find(|l| l["message"] == message)

@@ -5,6 +5,7 @@
 /// Every variant but [`Error::Serialize`] is a malformed function response: the gateway
 /// answers 502, as API Gateway does.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The event could not be serialized.
     #[error("cannot serialize the event: {0}")]

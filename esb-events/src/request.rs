@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use chrono::{Datelike, NaiveDate};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -23,7 +24,10 @@ pub struct RouteInfo<'a> {
 }
 
 /// What the gateway knows about a request beyond its HTTP message.
+///
+/// Made by [`EventContext::new`]; set the fields that differ from its defaults.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct EventContext<'a> {
     /// The request id (`requestContext.requestId`, also `x-amzn-RequestId`).
     pub request_id: &'a str,
@@ -80,8 +84,95 @@ impl<'a> EventContext<'a> {
     }
 }
 
+/// What both formats take alike from a request: its body as the event carries it, when it
+/// arrived, and the domain it was sent to.
+pub(crate) struct Common<'a> {
+    /// The body, base64-encoded when binary; `None` when empty.
+    pub(crate) body: Option<Cow<'a, str>>,
+    /// Whether `body` is base64-encoded.
+    pub(crate) is_base64_encoded: bool,
+    /// The raw body's length, to size the event.
+    pub(crate) body_len: usize,
+    /// `requestTime` (v1) or `time` (v2).
+    pub(crate) time: String,
+    /// `requestTimeEpoch` (v1) or `timeEpoch` (v2).
+    pub(crate) time_epoch: i64,
+    /// `requestContext.domainName`.
+    pub(crate) domain_name: &'a str,
+}
+
+impl<'a> Common<'a> {
+    pub(crate) fn new(
+        req: &'a http::request::Parts,
+        body: &'a [u8],
+        ctx: &EventContext<'a>,
+    ) -> Self {
+        let body_len = body.len();
+        let (body, is_base64_encoded) = encode_body(&req.headers, body, ctx.binary_media_types);
+        let (time, time_epoch) = request_time(ctx.request_time);
+        Self {
+            body,
+            is_base64_encoded,
+            body_len,
+            time,
+            time_epoch,
+            domain_name: ctx.domain(&req.headers),
+        }
+    }
+}
+
+/// `requestContext`: the head both formats share (account, API, the format's own
+/// `authorizer`, domain), then the format's own fields `R`, in that order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RequestContext<'a, A, R> {
+    account_id: &'a str,
+    api_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorizer: Option<A>,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    #[serde(flatten)]
+    rest: R,
+}
+
+impl<'a, A, R> RequestContext<'a, A, R> {
+    pub(crate) fn new(
+        ctx: &EventContext<'a>,
+        domain_name: &'a str,
+        authorizer: Option<A>,
+        rest: R,
+    ) -> Self {
+        Self {
+            account_id: ctx.account_id,
+            api_id: ctx.api_id,
+            authorizer,
+            domain_name,
+            domain_prefix: domain_prefix(domain_name),
+            rest,
+        }
+    }
+}
+
+/// The verified JWT: `requestContext.authorizer` in v1, `requestContext.authorizer.jwt` in v2.
+#[derive(Serialize)]
+pub(crate) struct Jwt<'a> {
+    claims: Claims<'a>,
+    scopes: Option<&'a [String]>,
+}
+
+impl<'a> Jwt<'a> {
+    /// The context's JWT, if the request carried one.
+    pub(crate) fn of(ctx: &EventContext<'a>) -> Option<Self> {
+        ctx.claims.map(|claims| Self {
+            claims: Claims(claims),
+            scopes: ctx.scopes,
+        })
+    }
+}
+
 /// `domainPrefix`: the first label of the domain name.
-pub(crate) fn domain_prefix(domain: &str) -> &str {
+fn domain_prefix(domain: &str) -> &str {
     domain.split(['.', ':']).next().unwrap_or(domain)
 }
 
@@ -99,7 +190,7 @@ pub(crate) fn user_agent(headers: &HeaderMap) -> Option<Cow<'_, str>> {
 /// The body as the event carries it, and whether it is base64-encoded.
 ///
 /// Binary when the content type is one of the binary media types, or when it is not UTF-8.
-pub(crate) fn encode_body<'b>(
+fn encode_body<'b>(
     headers: &HeaderMap,
     body: &'b [u8],
     binary_media_types: &[String],
@@ -310,38 +401,33 @@ fn claim_text(value: &Value) -> Cow<'_, str> {
 }
 
 /// `requestTime` (`23/Nov/2026:08:11:14 +0000`) and `requestTimeEpoch` (milliseconds).
-pub(crate) fn request_time(time: SystemTime) -> (String, i64) {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let epoch_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
-    let secs = since.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+///
+/// On every request: chrono gives the calendar date, the time of day is plain arithmetic
+/// (cheaper than converting to a `DateTime` and reading it back).
+fn request_time(time: SystemTime) -> (String, i64) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
+    const UNIX_EPOCH_FROM_CE: i32 = 719_163;
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let epoch_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+    let secs = since.as_secs();
+    let rem = secs % 86_400;
+    let date = i32::try_from(secs / 86_400)
+        .ok()
+        .and_then(|days| NaiveDate::from_num_days_from_ce_opt(days + UNIX_EPOCH_FROM_CE))
+        .unwrap_or_default();
     let text = format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        date.day(),
+        MONTHS[date.month0() as usize],
+        date.year(),
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     );
     (text, epoch_ms)
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

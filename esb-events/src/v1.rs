@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::request::{
-    Claims, EventContext, Headers, Query, QueryMap, RouteInfo, Values, domain_prefix, encode_body,
-    request_time, user_agent,
+    Common, EventContext, Headers, Jwt, Query, QueryMap, RequestContext, RouteInfo, Values,
+    user_agent,
 };
 
 #[derive(Serialize)]
@@ -24,20 +24,15 @@ struct Event<'a> {
     multi_value_query_string_parameters: Option<QueryMap<'a, 'a>>,
     path_parameters: Option<&'a BTreeMap<String, String>>,
     stage_variables: Option<&'a BTreeMap<String, String>>,
-    request_context: Context<'a>,
+    request_context: RequestContext<'a, Jwt<'a>, Context<'a>>,
     body: Option<Cow<'a, str>>,
     is_base64_encoded: bool,
 }
 
+/// The v1 fields of `requestContext`, after the shared head.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Context<'a> {
-    account_id: &'a str,
-    api_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    authorizer: Option<Authorizer<'a>>,
-    domain_name: &'a str,
-    domain_prefix: &'a str,
     extended_request_id: &'a str,
     http_method: &'a str,
     identity: Identity<'a>,
@@ -48,12 +43,6 @@ struct Context<'a> {
     request_time_epoch: i64,
     resource_path: &'a str,
     stage: &'a str,
-}
-
-#[derive(Serialize)]
-struct Authorizer<'a> {
-    claims: Claims<'a>,
-    scopes: Option<&'a [String]>,
 }
 
 #[derive(Serialize)]
@@ -97,10 +86,7 @@ pub fn build_v1(
             skip_cookie: false,
         })
     };
-    let body_len = body.len();
-    let (body, is_base64_encoded) = encode_body(&req.headers, body, ctx.binary_media_types);
-    let (request_time, request_time_epoch) = request_time(ctx.request_time);
-    let domain_name = ctx.domain(&req.headers);
+    let common = Common::new(req, body, ctx);
     let event = Event {
         resource: route.resource,
         path,
@@ -111,43 +97,40 @@ pub fn build_v1(
         multi_value_query_string_parameters: query.map(|q| QueryMap(q, Values::List)),
         path_parameters: (!route.path_parameters.is_empty()).then_some(route.path_parameters),
         stage_variables: ctx.stage_variables.filter(|v| !v.is_empty()),
-        request_context: Context {
-            account_id: ctx.account_id,
-            api_id: ctx.api_id,
-            authorizer: ctx.claims.map(|claims| Authorizer {
-                claims: Claims(claims),
-                scopes: ctx.scopes,
-            }),
-            domain_name,
-            domain_prefix: domain_prefix(domain_name),
-            extended_request_id: ctx.request_id,
-            http_method: method,
-            identity: Identity {
-                access_key: None,
-                account_id: None,
-                caller: None,
-                cognito_authentication_provider: None,
-                cognito_authentication_type: None,
-                cognito_identity_id: None,
-                cognito_identity_pool_id: None,
-                principal_org_id: None,
-                source_ip: ctx.source_ip,
-                user: None,
-                user_agent: user_agent(&req.headers),
-                user_arn: None,
+        request_context: RequestContext::new(
+            ctx,
+            common.domain_name,
+            Jwt::of(ctx),
+            Context {
+                extended_request_id: ctx.request_id,
+                http_method: method,
+                identity: Identity {
+                    access_key: None,
+                    account_id: None,
+                    caller: None,
+                    cognito_authentication_provider: None,
+                    cognito_authentication_type: None,
+                    cognito_identity_id: None,
+                    cognito_identity_pool_id: None,
+                    principal_org_id: None,
+                    source_ip: ctx.source_ip,
+                    user: None,
+                    user_agent: user_agent(&req.headers),
+                    user_arn: None,
+                },
+                path,
+                protocol: protocol(req.version),
+                request_id: ctx.request_id,
+                request_time: common.time,
+                request_time_epoch: common.time_epoch,
+                resource_path: route.resource,
+                stage: ctx.stage,
             },
-            path,
-            protocol: protocol(req.version),
-            request_id: ctx.request_id,
-            request_time,
-            request_time_epoch,
-            resource_path: route.resource,
-            stage: ctx.stage,
-        },
-        body,
-        is_base64_encoded,
+        ),
+        body: common.body,
+        is_base64_encoded: common.is_base64_encoded,
     };
-    to_bytes(&event, body_len)
+    to_bytes(&event, common.body_len)
 }
 
 pub(crate) fn protocol(version: http::Version) -> &'static str {

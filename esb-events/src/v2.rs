@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::request::{
-    Claims, EventContext, Headers, Query, QueryMap, RouteInfo, Values, domain_prefix, encode_body,
-    request_time, user_agent,
+    Common, EventContext, Headers, Jwt, Query, QueryMap, RequestContext, RouteInfo, Values,
+    user_agent,
 };
 use crate::v1::{protocol, to_bytes};
 
@@ -29,21 +29,16 @@ struct Event<'a> {
     path_parameters: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stage_variables: Option<&'a BTreeMap<String, String>>,
-    request_context: Context<'a>,
+    request_context: RequestContext<'a, Authorizer<'a>, Context<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<Cow<'a, str>>,
     is_base64_encoded: bool,
 }
 
+/// The v2 fields of `requestContext`, after the shared head.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Context<'a> {
-    account_id: &'a str,
-    api_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    authorizer: Option<Authorizer<'a>>,
-    domain_name: &'a str,
-    domain_prefix: &'a str,
     http: Http<'a>,
     request_id: &'a str,
     route_key: &'a str,
@@ -55,12 +50,6 @@ struct Context<'a> {
 #[derive(Serialize)]
 struct Authorizer<'a> {
     jwt: Jwt<'a>,
-}
-
-#[derive(Serialize)]
-struct Jwt<'a> {
-    claims: Claims<'a>,
-    scopes: Option<&'a [String]>,
 }
 
 #[derive(Serialize)]
@@ -96,10 +85,7 @@ pub fn build_v2(
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect();
-    let body_len = body.len();
-    let (body, is_base64_encoded) = encode_body(&req.headers, body, ctx.binary_media_types);
-    let (time, time_epoch) = request_time(ctx.request_time);
-    let domain_name = ctx.domain(&req.headers);
+    let common = Common::new(req, body, ctx);
     let event = Event {
         version: "2.0",
         route_key: route.route_key,
@@ -114,32 +100,27 @@ pub fn build_v2(
         query_string_parameters: (!query.is_empty()).then_some(QueryMap(&query, Values::Joined)),
         path_parameters: (!route.path_parameters.is_empty()).then_some(route.path_parameters),
         stage_variables: ctx.stage_variables.filter(|v| !v.is_empty()),
-        request_context: Context {
-            account_id: ctx.account_id,
-            api_id: ctx.api_id,
-            authorizer: ctx.claims.map(|claims| Authorizer {
-                jwt: Jwt {
-                    claims: Claims(claims),
-                    scopes: ctx.scopes,
+        request_context: RequestContext::new(
+            ctx,
+            common.domain_name,
+            Jwt::of(ctx).map(|jwt| Authorizer { jwt }),
+            Context {
+                http: Http {
+                    method: req.method.as_str(),
+                    path,
+                    protocol: protocol(req.version),
+                    source_ip: ctx.source_ip,
+                    user_agent: user_agent(&req.headers),
                 },
-            }),
-            domain_name,
-            domain_prefix: domain_prefix(domain_name),
-            http: Http {
-                method: req.method.as_str(),
-                path,
-                protocol: protocol(req.version),
-                source_ip: ctx.source_ip,
-                user_agent: user_agent(&req.headers),
+                request_id: ctx.request_id,
+                route_key: route.route_key,
+                stage: "$default",
+                time: common.time,
+                time_epoch: common.time_epoch,
             },
-            request_id: ctx.request_id,
-            route_key: route.route_key,
-            stage: "$default",
-            time,
-            time_epoch,
-        },
-        body,
-        is_base64_encoded,
+        ),
+        body: common.body,
+        is_base64_encoded: common.is_base64_encoded,
     };
-    to_bytes(&event, body_len)
+    to_bytes(&event, common.body_len)
 }

@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use esb_logs::{FunctionLine, LogShipper, Record, Stream, VictoriaLogsConfig, function_record};
+use esb_logs::{LogLine, LogShipper, LogStream, Record, VictoriaLogsConfig, function_record};
 use support::VictoriaLogs;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -22,13 +22,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A typical function line: a request in flight, 80 characters of text.
 fn function_line(i: usize) -> Record {
-    function_record(FunctionLine {
+    function_record(LogLine {
         time: SystemTime::now(),
         function_name: "orders".into(),
         sandbox_id: "orders-0-1a2b3c4d".into(),
         request_id: Some("0e2b8f6a-8e8d-4c1a-9d53-1c1f0f6b3a41".into()),
         trace_id: Some("Root=1-65a0b0c0-0123456789abcdef01234567".into()),
-        stream: Stream::Stdout,
+        stream: LogStream::Stdout,
         message: format!(
             "order {i:08} accepted: 3 items, total 42.00 EUR, shipping to warehouse 7"
         ),

@@ -9,6 +9,7 @@ use crate::record::RESERVED_FIELDS;
 
 /// Credentials sent with every request to VictoriaLogs.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Auth {
     /// HTTP basic authentication.
     Basic {
@@ -36,6 +37,7 @@ impl fmt::Debug for Auth {
 
 /// How a failed batch is retried: exponential backoff between attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per batch, the first one included; the batch is dropped after the last.
     pub max_attempts: NonZeroUsize,
@@ -56,6 +58,20 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// `max_attempts` attempts per batch, waiting `initial_backoff` after the first failure,
+    /// twice as long after each next one, at most `max_backoff`.
+    pub fn new(
+        max_attempts: NonZeroUsize,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
+        Self {
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+        }
+    }
+
     /// The wait after failed attempt number `attempt` (1 for the first).
     pub fn backoff(&self, attempt: usize) -> Duration {
         let shift = u32::try_from(attempt.saturating_sub(1))
@@ -68,7 +84,10 @@ impl RetryPolicy {
 }
 
 /// Settings of a [`LogShipper`](crate::LogShipper).
+///
+/// Start from [`VictoriaLogsConfig::new`] and set the fields to change.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VictoriaLogsConfig {
     /// Base URL of VictoriaLogs, e.g. `http://127.0.0.1:9428`; records go to `{url}/insert/jsonline`.
     pub url: String,
@@ -117,21 +136,21 @@ impl VictoriaLogsConfig {
 
     /// The ingestion endpoint with its query parameters.
     pub fn insert_url(&self) -> Result<reqwest::Url, Error> {
-        let base = reqwest::Url::parse(&self.url).map_err(|err| Error::InvalidUrl {
+        let base = reqwest::Url::parse(&self.url).map_err(|source| Error::InvalidUrl {
             url: self.url.clone(),
-            reason: err.to_string(),
+            source,
         })?;
         match base.scheme() {
             "http" => {}
             "https" if cfg!(feature = "tls") => {}
             "https" => {
-                return Err(Error::InvalidUrl {
+                return Err(Error::UnusableUrl {
                     url: self.url.clone(),
                     reason: "https needs esb-logs built with its `tls` feature".into(),
                 });
             }
             other => {
-                return Err(Error::InvalidUrl {
+                return Err(Error::UnusableUrl {
                     url: self.url.clone(),
                     reason: format!("unsupported scheme {other:?}, expected http or https"),
                 });
@@ -139,7 +158,7 @@ impl VictoriaLogsConfig {
         }
         let mut url = base;
         {
-            let mut segments = url.path_segments_mut().map_err(|()| Error::InvalidUrl {
+            let mut segments = url.path_segments_mut().map_err(|()| Error::UnusableUrl {
                 url: self.url.clone(),
                 reason: "not a base URL".into(),
             })?;
@@ -257,11 +276,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let retry = RetryPolicy {
-            max_attempts: NonZeroUsize::new(10).unwrap(),
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(500),
-        };
+        let retry = RetryPolicy::new(
+            NonZeroUsize::new(10).unwrap(),
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        );
         assert_eq!(retry.backoff(1), Duration::from_millis(100));
         assert_eq!(retry.backoff(2), Duration::from_millis(200));
         assert_eq!(retry.backoff(3), Duration::from_millis(400));

@@ -1,11 +1,23 @@
 //! What can go wrong when starting a shipper.
 
+use std::fmt;
+
 /// Errors of esb-logs.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The VictoriaLogs URL cannot be used.
-    #[error("invalid VictoriaLogs URL {url:?}: {reason}")]
+    /// The VictoriaLogs URL does not parse.
+    #[error("invalid VictoriaLogs URL {url:?}")]
     InvalidUrl {
+        /// The URL as configured.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The VictoriaLogs URL parses but cannot be used (its scheme, or not a base URL).
+    #[error("unusable VictoriaLogs URL {url:?}: {reason}")]
+    UnusableUrl {
         /// The URL as configured.
         url: String,
         /// Why it is refused.
@@ -23,6 +35,54 @@ pub enum Error {
     #[error("the VictoriaLogs shipper must be started inside a Tokio runtime")]
     NoRuntime,
     /// The HTTP client could not be built.
-    #[error("cannot build the VictoriaLogs HTTP client: {0}")]
+    #[error("cannot build the VictoriaLogs HTTP client")]
     Client(#[from] reqwest::Error),
+}
+
+/// Displays an error and its causes on one line, as `a: b: c` (transport errors keep the
+/// useful part in their sources).
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_lists_every_cause() {
+        let io = std::io::Error::other("connection refused");
+        let err = Error::InvalidConfig {
+            field: "url",
+            reason: "x".into(),
+        };
+        assert_eq!(
+            ErrorChain(&err).to_string(),
+            "invalid VictoriaLogs setting url: x"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("send failed")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            ErrorChain(&Outer(io)).to_string(),
+            "send failed: connection refused"
+        );
+    }
 }

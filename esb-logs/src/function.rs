@@ -1,52 +1,36 @@
-//! Function log lines (a sandbox's stdout/stderr and the platform's START/END/REPORT) as records.
+//! Function log lines (a sandbox's stdout/stderr and the platform's START/END/REPORT) as
+//! records, and the sink that ships them to VictoriaLogs.
 
 use std::borrow::Cow;
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::record::RESERVED_FIELDS;
-use crate::{JOB_LAMBDA, Level, Record};
+use crate::line::{LogLine, LogStream};
+use crate::record::{JOB_LAMBDA, Level, RESERVED_FIELDS, Record};
+use crate::shipper::LogShipper;
+use crate::sink::{FanOut, LogSink};
+use crate::terminal::TerminalLogSink;
 
-/// Where a function log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stream {
-    /// The function's standard output.
-    Stdout,
-    /// The function's standard error.
-    Stderr,
-    /// The platform: `START`, `END`, `REPORT`, errors of the invocation.
-    Platform,
-}
+/// Sends each function log line to VictoriaLogs through a [`LogShipper`] (never blocks).
+#[derive(Clone, Debug)]
+pub struct VictoriaLogsSink(pub LogShipper);
 
-impl Stream {
-    /// `stdout`, `stderr` or `platform`, as sent in the `stream` field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-            Self::Platform => "platform",
-        }
+impl LogSink for VictoriaLogsSink {
+    fn log(&self, line: LogLine) {
+        self.0.push(function_record(line));
     }
 }
 
-/// One line a sandbox printed, with what is known about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FunctionLine {
-    /// When it was read.
-    pub time: SystemTime,
-    /// The function.
-    pub function_name: String,
-    /// The sandbox that printed it.
-    pub sandbox_id: String,
-    /// The request id of the invocation in flight, if any.
-    pub request_id: Option<String>,
-    /// The trace id of the invocation in flight, if any.
-    pub trace_id: Option<String>,
-    /// Where it came from.
-    pub stream: Stream,
-    /// The line, without its newline.
-    pub message: String,
+/// Function lines on the terminal, plus VictoriaLogs when a shipper is given.
+pub fn function_log_sink(shipper: Option<LogShipper>) -> Arc<dyn LogSink> {
+    match shipper {
+        None => Arc::new(TerminalLogSink),
+        Some(shipper) => Arc::new(FanOut(vec![
+            Arc::new(TerminalLogSink),
+            Arc::new(VictoriaLogsSink(shipper)),
+        ])),
+    }
 }
 
 /// The record of a function log line (`job=lambda`, `container_name` = the function).
@@ -56,18 +40,18 @@ pub struct FunctionLine {
 /// keys become fields (`function.<key>` where the name is one ESB sets itself). Lines in the
 /// text formats of Lambda's runtimes (`[ERROR]\t...` or `time\trequest-id\tERROR\t...`) keep
 /// their level. Platform lines are `info`, or `error` when they report an error.
-pub fn function_record(line: FunctionLine) -> Record {
+pub fn function_record(line: LogLine) -> Record {
     let mut level = Level::Info;
     let mut message = line.message;
     let mut fields: Vec<(Cow<'static, str>, String)> =
         vec![(Cow::Borrowed("stream"), line.stream.as_str().to_owned())];
     match line.stream {
-        Stream::Platform => {
+        LogStream::Platform => {
             if message.contains(" Error: ") || message.contains("Status: error") {
                 level = Level::Error;
             }
         }
-        Stream::Stdout | Stream::Stderr => {
+        LogStream::Stdout | LogStream::Stderr => {
             if let Some(json) = parse_json_line(&message) {
                 level = json.level.unwrap_or(Level::Info);
                 fields.extend(json.fields);
@@ -86,7 +70,7 @@ pub fn function_record(line: FunctionLine) -> Record {
         container_name: line.function_name.clone(),
         job: Cow::Borrowed(JOB_LAMBDA),
         function_name: Some(line.function_name),
-        sandbox_id: Some(line.sandbox_id),
+        sandbox_id: Some(String::from(&*line.sandbox_id)),
         aws_request_id: line.request_id,
         trace_id: line.trace_id,
         fields,
@@ -174,10 +158,12 @@ fn text_level(line: &str) -> Option<Level> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
-    fn line(stream: Stream, message: &str) -> FunctionLine {
-        FunctionLine {
+    fn line(stream: LogStream, message: &str) -> LogLine {
+        LogLine {
             time: SystemTime::UNIX_EPOCH,
             function_name: "orders".into(),
             sandbox_id: "orders-0-1234".into(),
@@ -198,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_plain_line_carries_the_invocation() {
-        let record = function_record(line(Stream::Stdout, "hello"));
+        let record = function_record(line(LogStream::Stdout, "hello"));
         assert_eq!(record.message, "hello");
         assert_eq!(record.level, Level::Info);
         assert_eq!(record.container_name, "orders");
@@ -214,7 +200,7 @@ mod tests {
     #[test]
     fn lambda_json_lines_keep_their_level_and_message() {
         let record = function_record(line(
-            Stream::Stdout,
+            LogStream::Stdout,
             r#"{"timestamp":"2024-01-01T00:00:00Z","level":"ERROR","message":"boom","requestId":"req-1","count":3}"#,
         ));
         assert_eq!(record.level, Level::Error);
@@ -228,7 +214,10 @@ mod tests {
 
     #[test]
     fn msg_and_structured_messages_are_read() {
-        let record = function_record(line(Stream::Stderr, r#"{"level":"warning","msg":"slow"}"#));
+        let record = function_record(line(
+            LogStream::Stderr,
+            r#"{"level":"warning","msg":"slow"}"#,
+        ));
         assert_eq!(
             (record.level, record.message.as_str()),
             (Level::Warn, "slow")
@@ -236,7 +225,7 @@ mod tests {
         assert_eq!(field(&record, "stream"), Some("stderr"));
 
         let record = function_record(line(
-            Stream::Stdout,
+            LogStream::Stdout,
             r#"{"level":"INFO","message":{"order":7}}"#,
         ));
         assert_eq!(record.message, r#"{"order":7}"#);
@@ -245,7 +234,7 @@ mod tests {
     #[test]
     fn tracing_json_lines_are_read() {
         let record = function_record(line(
-            Stream::Stdout,
+            LogStream::Stdout,
             r#"{"timestamp":"t","level":"DEBUG","fields":{"message":"polled","n":1},"target":"app"}"#,
         ));
         assert_eq!(record.level, Level::Debug);
@@ -257,7 +246,7 @@ mod tests {
     #[test]
     fn json_keys_named_like_esb_fields_are_renamed() {
         let record = function_record(line(
-            Stream::Stdout,
+            LogStream::Stdout,
             r#"{"level":"INFO","message":"m","job":"nightly","stream":"x"}"#,
         ));
         assert_eq!(field(&record, "function.job"), Some("nightly"));
@@ -269,10 +258,10 @@ mod tests {
     #[test]
     fn json_without_level_or_message_stays_text() {
         let raw = r#"{"order":7}"#;
-        let record = function_record(line(Stream::Stdout, raw));
+        let record = function_record(line(LogStream::Stdout, raw));
         assert_eq!((record.level, record.message.as_str()), (Level::Info, raw));
         let broken = r#"{"level":"ERROR""#;
-        let record = function_record(line(Stream::Stdout, broken));
+        let record = function_record(line(LogStream::Stdout, broken));
         assert_eq!(
             (record.level, record.message.as_str()),
             (Level::Info, broken)
@@ -282,19 +271,19 @@ mod tests {
     #[test]
     fn runtime_text_formats_keep_their_level() {
         let python = "[ERROR]\t2024-01-01T00:00:00.000Z\treq-1\tfailed";
-        let record = function_record(line(Stream::Stderr, python));
+        let record = function_record(line(LogStream::Stderr, python));
         assert_eq!(
             (record.level, record.message.as_str()),
             (Level::Error, python)
         );
         let node = "2024-01-01T00:00:00.000Z\treq-1\tWARN\tcareful";
         assert_eq!(
-            function_record(line(Stream::Stdout, node)).level,
+            function_record(line(LogStream::Stdout, node)).level,
             Level::Warn
         );
         let tabs = "a\tb\tc";
         assert_eq!(
-            function_record(line(Stream::Stdout, tabs)).level,
+            function_record(line(LogStream::Stdout, tabs)).level,
             Level::Info
         );
     }
@@ -302,7 +291,7 @@ mod tests {
     #[test]
     fn platform_lines_are_records() {
         let report = "REPORT RequestId: req-1\tDuration: 1.00 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: 9 MB";
-        let record = function_record(line(Stream::Platform, report));
+        let record = function_record(line(LogStream::Platform, report));
         assert_eq!(
             (record.level, record.message.as_str()),
             (Level::Info, report)
@@ -310,7 +299,7 @@ mod tests {
         assert_eq!(field(&record, "stream"), Some("platform"));
         assert_eq!(record.aws_request_id.as_deref(), Some("req-1"));
 
-        let error = function_record(line(Stream::Platform, "req-1 Error: sandbox lost"));
+        let error = function_record(line(LogStream::Platform, "req-1 Error: sandbox lost"));
         assert_eq!(error.level, Level::Error);
     }
 }

@@ -6,10 +6,14 @@
 //! its bound the queue drops its oldest records and counts them. [`function_record`] turns a
 //! sandbox's output line into a record; [`ShipperLayer`] ships a service's `tracing` events.
 //!
+//! Function log lines ([`LogLine`]) go to a [`LogSink`]: the runtimes write to one, and
+//! [`VictoriaLogsSink`], [`TerminalLogSink`] (like `sam local`), [`FanOut`] and
+//! [`NullLogSink`] are the sinks a binary wires; [`function_log_sink`] is the usual pair.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), esb_logs::Error> {
 //! use std::time::{Duration, SystemTime};
-//! use esb_logs::{FunctionLine, LogShipper, ShipperLayer, Stream, VictoriaLogsConfig};
+//! use esb_logs::{LogLine, LogShipper, LogSink, LogStream, ShipperLayer, VictoriaLogsConfig};
 //! use tracing_subscriber::prelude::*;
 //!
 //! let shipper = LogShipper::start(VictoriaLogsConfig::new("http://127.0.0.1:9428"))?;
@@ -18,15 +22,16 @@
 //!     .init();
 //! tracing::info!(request_id = "c0ffee", "request served");
 //!
-//! shipper.push(esb_logs::function_record(FunctionLine {
+//! let sink = esb_logs::function_log_sink(Some(shipper.clone()));
+//! sink.log(LogLine {
 //!     time: SystemTime::now(),
 //!     function_name: "orders".into(),
 //!     sandbox_id: "orders-0-1a2b3c4d".into(),
 //!     request_id: Some("c0ffee".into()),
 //!     trace_id: None,
-//!     stream: Stream::Stdout,
+//!     stream: LogStream::Stdout,
 //!     message: r#"{"level":"WARN","message":"stock is low"}"#.into(),
-//! }));
+//! });
 //!
 //! let metrics = shipper.shutdown(Duration::from_secs(5)).await;
 //! println!("sent {}, dropped {}", metrics.sent, metrics.dropped);
@@ -37,13 +42,19 @@ mod config;
 mod error;
 mod function;
 mod layer;
+mod line;
 mod queue;
 mod record;
 mod shipper;
+mod sink;
+mod terminal;
 
 pub use config::{Auth, RetryPolicy, VictoriaLogsConfig};
-pub use error::Error;
-pub use function::{FunctionLine, Stream, function_record};
+pub use error::{Error, ErrorChain};
+pub use function::{VictoriaLogsSink, function_log_sink, function_record};
 pub use layer::{SKIPPED_TARGETS, ShipperLayer};
+pub use line::{LogLine, LogStream};
 pub use record::{JOB_LAMBDA, JOB_SERVICES, Level, RESERVED_FIELDS, Record};
 pub use shipper::{LogShipper, ShipperMetrics};
+pub use sink::{FanOut, LogSink, NullLogSink};
+pub use terminal::TerminalLogSink;

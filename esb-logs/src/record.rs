@@ -28,6 +28,7 @@ pub const RESERVED_FIELDS: &[&str] = &[
 
 /// Severity of a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Level {
     /// Very fine detail.
     Trace,

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::queue::{Pushed, Queue};
 use crate::record::encode_line;
-use crate::{Auth, Error, Record, VictoriaLogsConfig};
+use crate::{Auth, Error, ErrorChain, Record, VictoriaLogsConfig};
 
 /// Counters of a shipper since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -347,7 +347,7 @@ impl Sender {
                         || status == reqwest::StatusCode::REQUEST_TIMEOUT
                 }
                 Err(err) => {
-                    failure = error_chain(&err);
+                    failure = ErrorChain(&err).to_string();
                     true
                 }
             };
@@ -412,16 +412,4 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
     encoder.write_all(body)?;
     encoder.finish()
-}
-
-/// An error with its causes, as `a: b: c`.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

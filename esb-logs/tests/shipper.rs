@@ -7,8 +7,8 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
 
 use esb_logs::{
-    Auth, Error, FunctionLine, JOB_SERVICES, Level, LogShipper, Record, RetryPolicy, ShipperLayer,
-    Stream, VictoriaLogsConfig, function_record,
+    Auth, Error, JOB_SERVICES, Level, LogLine, LogShipper, LogStream, Record, RetryPolicy,
+    ShipperLayer, VictoriaLogsConfig, function_record,
 };
 use serde_json::Value;
 use support::VictoriaLogs;
@@ -50,13 +50,13 @@ async fn records_arrive_with_their_fields_and_the_query_parameters() {
     config.extra_stream_fields = vec![("host".into(), "edge-1".into())];
     let shipper = LogShipper::start(config).unwrap();
 
-    shipper.push(function_record(FunctionLine {
+    shipper.push(function_record(LogLine {
         time: SystemTime::now(),
         function_name: "orders".into(),
         sandbox_id: "orders-0-1a2b3c4d".into(),
         request_id: Some("req-1".into()),
         trace_id: Some("Root=1-65a0b0c0-0123456789abcdef01234567".into()),
-        stream: Stream::Stdout,
+        stream: LogStream::Stdout,
         message: r#"{"level":"ERROR","message":"out of stock"}"#.into(),
     }));
     shipper.push(record("listening"));
@@ -238,11 +238,7 @@ async fn connection_errors_are_retried_then_the_batch_is_dropped() {
     drop(closed);
     let mut config = VictoriaLogsConfig::new(url);
     config.flush_interval = Duration::from_millis(20);
-    config.retry = RetryPolicy {
-        max_attempts: n(3),
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(20),
-    };
+    config.retry = RetryPolicy::new(n(3), Duration::from_millis(10), Duration::from_millis(20));
     let shipper = LogShipper::start(config).unwrap();
     shipper.push(record("lost"));
     let gave_up = async {

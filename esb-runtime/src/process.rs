@@ -263,7 +263,7 @@ impl ProcessRuntime {
         self.config.log_sink.log(LogLine {
             time: SystemTime::now(),
             function_name: sandbox.info.function_name.clone(),
-            sandbox_id: sandbox.info.id.clone(),
+            sandbox_id: sandbox.info.id.as_str().into(),
             request_id: Some(request_id.to_owned()),
             trace_id: None,
             stream: LogStream::Platform,
@@ -302,6 +302,7 @@ fn pipe_lines<R: AsyncRead + Unpin + Send + 'static>(
     function_name: String,
     sandbox_id: SandboxId,
 ) {
+    let sandbox_id: Arc<str> = sandbox_id.as_str().into();
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(message)) = lines.next_line().await {

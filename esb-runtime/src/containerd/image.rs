@@ -179,18 +179,9 @@ fn expire_label() -> (String, String) {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of a unix time.
 pub(crate) fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let date = crate::logs::utc_date(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(days * 86_400).unwrap_or(0)),
-    )
-    .replace('/', "-");
-    format!(
-        "{date}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 impl Images {

@@ -519,7 +519,7 @@ impl ContainerdRuntime {
         self.config.log_sink.log(LogLine {
             time: SystemTime::now(),
             function_name: sandbox.info.function_name.clone(),
-            sandbox_id: sandbox.info.id.clone(),
+            sandbox_id: sandbox.info.id.as_str().into(),
             request_id: Some(request_id.to_owned()),
             trace_id: None,
             stream: LogStream::Platform,
@@ -553,7 +553,7 @@ impl ContainerdRuntime {
             let sink = self.config.log_sink.clone();
             let broker = broker.clone();
             let function_name = function_name.to_owned();
-            let sandbox_id = id.clone();
+            let sandbox_id: Arc<str> = id.as_str().into();
             workers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(fifo).lines();
                 while let Ok(Some(message)) = lines.next_line().await {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{LogLine, LogSink, LogStream};
-use crate::SandboxId;
 
 /// Bytes of log in `X-Amz-Log-Result`, as Lambda: the end of the invocation's log.
 pub const TAIL_BYTES: usize = 4096;
@@ -45,7 +44,7 @@ struct Captures {
     by_request: HashMap<String, Capture>,
     /// The sandbox each capture runs on, to keep the lines it prints once its invocation is
     /// answered (a runtime reads them without a request id then).
-    by_sandbox: HashMap<SandboxId, String>,
+    by_sandbox: HashMap<Arc<str>, String>,
 }
 
 #[derive(Default)]
@@ -57,7 +56,7 @@ struct Capture {
     started: bool,
     ended: bool,
     reported: bool,
-    sandbox: Option<SandboxId>,
+    sandbox: Option<Arc<str>>,
     /// Signalled on `END` and `REPORT`.
     closed: Arc<Notify>,
 }
@@ -338,7 +337,7 @@ mod tests {
         LogLine {
             time: SystemTime::now(),
             function_name: "f".into(),
-            sandbox_id: SandboxId::new(sandbox),
+            sandbox_id: sandbox.into(),
             request_id: request_id.map(str::to_owned),
             trace_id: None,
             stream,
