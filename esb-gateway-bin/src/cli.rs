@@ -15,11 +15,10 @@ use esb_runtime::remote::{RemoteConfig, RemoteRuntime, RemoteTls};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::config::{
-    AuthConfig, FunctionSource, GatewayConfig, InvokeApiAccess, Limits, TlsConfig,
-};
-use crate::logs::LogTail;
-use crate::{Gateway, logs};
+use esb_runtime::Capabilities;
+
+use crate::config::{AuthConfig, GatewayConfig, InvokeApiAccess, Limits, TlsConfig};
+use crate::{Gateway, StartError, logs};
 
 /// Where sandboxes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -172,28 +171,30 @@ pub struct Args {
 }
 
 impl Args {
-    /// What functions must name for the chosen runtime.
-    pub fn function_source(&self) -> FunctionSource {
+    /// What the chosen runtime can do, known before it is made; `None` for agents (each
+    /// agent's backend decides) and for a backend this build does not have.
+    pub fn capabilities(&self) -> Option<Capabilities> {
         match self.runtime {
-            RuntimeKind::Process => FunctionSource::Command,
-            RuntimeKind::Containerd => FunctionSource::Image,
-            RuntimeKind::Agent => FunctionSource::Any,
+            RuntimeKind::Process => Some(ProcessRuntime::CAPABILITIES),
+            #[cfg(feature = "containerd")]
+            RuntimeKind::Containerd => {
+                Some(esb_runtime::containerd::ContainerdRuntime::CAPABILITIES)
+            }
+            #[cfg(not(feature = "containerd"))]
+            RuntimeKind::Containerd => None,
+            RuntimeKind::Agent => None,
         }
     }
 
     /// Loads the functions and routes, and builds the gateway's config (not yet validated).
-    pub fn config(&self) -> Result<GatewayConfig, crate::Error> {
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
         let env = |name: &str| std::env::var(name).ok();
         let functions = match (&self.template, &self.functions, &self.routing) {
             (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)?,
             (None, Some(functions), Some(routing)) => {
                 esb_router::Config::load(functions, routing, &env)?
             }
-            _ => {
-                return Err(crate::Error::Config(vec![
-                    "give --functions and --routing, or --template".into(),
-                ]));
-            }
+            _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::Files {
@@ -204,32 +205,29 @@ impl Args {
             _ => None,
         };
         let default_port = if tls.is_some() { 8443 } else { 8080 };
-        Ok(GatewayConfig {
-            functions,
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port))),
-            tls,
-            auth: AuthConfig {
-                jwt_secret: self.jwt_secret_key.clone(),
-                api_key: self.x_api_key.clone(),
-                user: self.auth_user.clone(),
-                password: self.auth_pass.clone(),
-                endpoint_path: self.auth_endpoint_path.clone(),
-                token_ttl: Duration::from_secs(self.jwt_expires_delta),
-            },
-            invoke_api: self.invoke_api,
-            limits: Limits {
-                max_body_bytes: self.max_body_bytes,
-                max_header_bytes: self.max_header_bytes,
-                max_connections: self.max_connections,
-                event_concurrency: self.event_concurrency,
-                shutdown_grace: Duration::from_secs(self.shutdown_grace),
-                ..Limits::default()
-            },
-            region: self.region.clone(),
-            log_tail: LogTail::new(),
-        })
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
+        let mut auth = AuthConfig::default()
+            .endpoint_path(&self.auth_endpoint_path)
+            .token_ttl(Duration::from_secs(self.jwt_expires_delta));
+        auth.jwt_secret = self.jwt_secret_key.clone();
+        auth.api_key = self.x_api_key.clone();
+        auth.user = self.auth_user.clone();
+        auth.password = self.auth_pass.clone();
+        let limits = Limits::default()
+            .max_body_bytes(self.max_body_bytes)
+            .max_header_bytes(self.max_header_bytes)
+            .max_connections(self.max_connections)
+            .event_concurrency(self.event_concurrency)
+            .shutdown_grace(Duration::from_secs(self.shutdown_grace));
+        let mut config = GatewayConfig::new(functions, listen)
+            .auth(auth)
+            .invoke_api(self.invoke_api)
+            .limits(limits)
+            .region(&self.region);
+        config.tls = tls;
+        Ok(config)
     }
 
     /// The runtimes sandboxes are placed on.
@@ -348,7 +346,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .try_init();
 
     let config = args.config()?;
-    config.validate(args.function_source())?;
+    config
+        .validate(args.capabilities().as_ref())
+        .map_err(|problems| explain(problems.into()))?;
     if args.check {
         println!(
             "configuration OK: {} functions, {} routes",
@@ -361,7 +361,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
     let runtimes = args.runtimes(log_sink).await?;
-    let gateway = Gateway::start(config, runtimes).await?;
+    let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
     if let Some(shipper) = shipper {
@@ -369,6 +369,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     Ok(())
+}
+
+/// A start-up error as this binary says it: configuration fields by their flag or
+/// environment variable.
+fn explain(err: StartError) -> anyhow::Error {
+    match err {
+        StartError::Config(problems) => anyhow::anyhow!(problems.render(flag_of)),
+        other => other.into(),
+    }
+}
+
+/// The flag or environment variable that sets a [`GatewayConfig`] field.
+fn flag_of(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "auth.jwt_secret" => "JWT_SECRET_KEY",
+        "auth.api_key" => "X_API_KEY",
+        "auth.user" => "AUTH_USER",
+        "auth.password" => "AUTH_PASS",
+        "auth.endpoint_path" => "AUTH_ENDPOINT_PATH",
+        "auth.token_ttl" => "JWT_EXPIRES_DELTA",
+        "limits.max_connections" => "--max-connections",
+        "limits.event_concurrency" => "--event-concurrency",
+        "limits.max_body_bytes" => "--max-body-bytes",
+        _ => return None,
+    })
 }
 
 /// Ctrl-C or SIGTERM.
