@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
 use esb_runtime::Runtime;
 use esb_runtime::logs::{LogSink, TerminalLogSink};
@@ -34,14 +34,11 @@ pub enum RuntimeKind {
 /// An API-Gateway-compatible HTTP(S) front door for Lambda functions.
 #[derive(Debug, Parser)]
 #[command(name = "esb-gateway", version, about)]
+#[command(group(ArgGroup::new("definitions").args(["functions", "template"]).required(true)))]
+#[command(group(ArgGroup::new("certificate").args(["tls_cert", "tls_self_signed"])))]
 pub struct Args {
     /// functions.yml: the functions and their sandboxes.
-    #[arg(
-        long,
-        env = "ESB_FUNCTIONS",
-        requires = "routing",
-        conflicts_with = "template"
-    )]
+    #[arg(long, env = "ESB_FUNCTIONS", requires = "routing")]
     pub functions: Option<PathBuf>,
 
     /// routing.yml: the routes.
@@ -49,7 +46,7 @@ pub struct Args {
     pub routing: Option<PathBuf>,
 
     /// A SAM template.yaml, instead of functions.yml + routing.yml.
-    #[arg(long, env = "ESB_TEMPLATE", required_unless_present = "functions")]
+    #[arg(long, env = "ESB_TEMPLATE")]
     pub template: Option<PathBuf>,
 
     /// Address to listen on [default: 127.0.0.1:8443 with TLS, 127.0.0.1:8080 without].
@@ -81,12 +78,7 @@ pub struct Args {
     pub agent_key: Option<PathBuf>,
 
     /// TLS certificate chain (PEM).
-    #[arg(
-        long,
-        env = "ESB_TLS_CERT",
-        requires = "tls_key",
-        conflicts_with = "tls_self_signed"
-    )]
+    #[arg(long, env = "ESB_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM).
@@ -411,4 +403,28 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn one_source_of_definitions_and_of_certificates() {
+        let parse = |args: &[&str]| Args::try_parse_from([&["esb-gateway"], args].concat());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--template", "t.yaml"]).is_ok());
+        assert!(parse(&["--functions", "f.yml", "--routing", "r.yml"]).is_ok());
+        assert!(parse(&["--functions", "f.yml"]).is_err());
+        assert!(parse(&["--template", "t", "--functions", "f", "--routing", "r"]).is_err());
+        let tls = ["--tls-cert", "c", "--tls-key", "k", "--tls-self-signed"];
+        assert!(parse(&[&["--template", "t"][..], &tls].concat()).is_err());
+    }
 }

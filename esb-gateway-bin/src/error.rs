@@ -231,47 +231,24 @@ const fn answer(status: StatusCode, message: &'static str, error_type: &'static 
     }
 }
 
-const NOT_FOUND: Answer = answer(StatusCode::NOT_FOUND, "Not Found", "NotFoundException");
-const METHOD_NOT_ALLOWED: Answer = answer(
-    StatusCode::METHOD_NOT_ALLOWED,
-    "Method Not Allowed",
-    "MethodNotAllowedException",
-);
-const UNAUTHORIZED: Answer = answer(
-    StatusCode::UNAUTHORIZED,
-    "Unauthorized",
-    "UnauthorizedException",
-);
-const TOO_LARGE: Answer = answer(
-    StatusCode::PAYLOAD_TOO_LARGE,
-    "Request Entity Too Large",
-    "RequestEntityTooLargeException",
-);
-const THROTTLED: Answer = answer(
-    StatusCode::TOO_MANY_REQUESTS,
-    "Too Many Requests",
-    "TooManyRequestsException",
-);
-const TIMED_OUT: Answer = answer(
-    StatusCode::GATEWAY_TIMEOUT,
-    "Endpoint request timed out",
-    "IntegrationTimeout",
-);
-const UNAVAILABLE: Answer = answer(
-    StatusCode::SERVICE_UNAVAILABLE,
-    "Service Unavailable",
-    "ServiceUnavailableException",
-);
-const BAD_GATEWAY: Answer = answer(
-    StatusCode::BAD_GATEWAY,
-    "Internal server error",
-    "InternalServerErrorException",
-);
-const INTERNAL: Answer = answer(
-    StatusCode::INTERNAL_SERVER_ERROR,
-    "Internal server error",
-    "InternalServerErrorException",
-);
+/// The fixed answers, one a line: status, message, `x-amzn-ErrorType`.
+#[rustfmt::skip]
+mod fixed {
+    use super::{answer, Answer};
+    use http::StatusCode as S;
+
+    pub(super) const NOT_FOUND: Answer = answer(S::NOT_FOUND, "Not Found", "NotFoundException");
+    pub(super) const METHOD_NOT_ALLOWED: Answer = answer(S::METHOD_NOT_ALLOWED, "Method Not Allowed", "MethodNotAllowedException");
+    pub(super) const UNAUTHORIZED: Answer = answer(S::UNAUTHORIZED, "Unauthorized", "UnauthorizedException");
+    pub(super) const TOO_LARGE: Answer = answer(S::PAYLOAD_TOO_LARGE, "Request Entity Too Large", "RequestEntityTooLargeException");
+    pub(super) const THROTTLED: Answer = answer(S::TOO_MANY_REQUESTS, "Too Many Requests", "TooManyRequestsException");
+    pub(super) const TIMED_OUT: Answer = answer(S::GATEWAY_TIMEOUT, "Endpoint request timed out", "IntegrationTimeout");
+    pub(super) const UNAVAILABLE: Answer = answer(S::SERVICE_UNAVAILABLE, "Service Unavailable", "ServiceUnavailableException");
+    pub(super) const BAD_GATEWAY: Answer = answer(S::BAD_GATEWAY, "Internal server error", "InternalServerErrorException");
+    pub(super) const INTERNAL: Answer = answer(S::INTERNAL_SERVER_ERROR, "Internal server error", "InternalServerErrorException");
+}
+
+use fixed::*;
 
 impl Answer {
     /// The same answer with the error's own text as the message.
