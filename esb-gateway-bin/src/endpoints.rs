@@ -12,9 +12,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::Service;
 
-use crate::Body;
 use crate::auth::Authenticator;
 use crate::error::RequestError;
+use crate::layers::Body;
 use crate::layers::BoxFuture;
 use crate::layers::limit::read_body;
 use crate::metrics::GatewayMetrics;

@@ -17,11 +17,11 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
-use crate::Body;
 use crate::auth::Authenticator;
 use crate::config::InvokeApiAccess;
 use crate::endpoints::{empty, only};
 use crate::error::RequestError;
+use crate::layers::Body;
 use crate::layers::BoxFuture;
 use crate::layers::limit::read_body;
 use crate::logs::LogTail;

@@ -39,6 +39,7 @@ mod app;
 mod auth;
 pub mod cli;
 mod config;
+mod dispatch;
 mod endpoints;
 mod error;
 mod invoke_api;
@@ -55,7 +56,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use esb_pool::{FunctionPoolConfig, Pool, PoolConfig, PoolLayer, PoolService, RuntimeInvoker};
 use esb_router::FunctionConfig;
 use esb_runtime::{Runtime, SandboxSpec};
@@ -70,10 +70,8 @@ pub use config::{
     AuthConfig, GatewayConfig, InvokeApiAccess, Limits, MIN_JWT_SECRET_LEN, TlsConfig,
 };
 pub use error::{Problem, Problems, RequestError, StartError, TlsError};
+pub use layers::Body;
 pub use trace::{REQUEST_ID_HEADER, TRACE_HEADER};
-
-/// The body of every answer.
-pub type Body = http_body_util::Full<Bytes>;
 
 /// A running gateway: its listener, its pools, and the task serving connections.
 pub struct Gateway {

@@ -17,8 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 use tower::{Service, ServiceExt};
 
-use crate::Body;
 use crate::config::Limits;
+use crate::layers::Body;
 use crate::layers::RemoteAddr;
 
 /// How long a client may take to send a request head, and to finish a TLS handshake.

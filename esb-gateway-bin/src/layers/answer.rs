@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use super::Body;
 use super::BoxFuture;
-use crate::Body;
 use crate::error::RequestError;
 
 /// Answers errors with [`RequestError::into_response`].

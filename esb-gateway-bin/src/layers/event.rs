@@ -15,8 +15,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, Service};
 
+use super::Body;
 use super::{BoxFuture, RemoteAddr};
-use crate::Body;
 use crate::auth::Identity;
 use crate::error::RequestError;
 use crate::trace::RequestIds;

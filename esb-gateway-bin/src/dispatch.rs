@@ -8,11 +8,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
-use super::BoxFuture;
-use crate::Body;
 use crate::endpoints::{Health, Login, MetricsText};
 use crate::error::RequestError;
 use crate::invoke_api::invoke_path_segment;
+use crate::layers::{Body, BoxFuture};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
