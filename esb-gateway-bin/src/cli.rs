@@ -18,7 +18,8 @@ use tracing_subscriber::prelude::*;
 use esb_runtime::Capabilities;
 
 use crate::config::{AuthConfig, GatewayConfig, InvokeApiAccess, Limits, TlsConfig};
-use crate::{Gateway, StartError, logs};
+use crate::error::StartError;
+use crate::{Gateway, logs};
 
 /// Where sandboxes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -124,8 +124,8 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Binds the listener.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::error::StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::StartError::Bind { addr, source })
+        .map_err(|source| crate::error::StartError::Bind { addr, source })
 }
