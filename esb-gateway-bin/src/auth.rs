@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::Error;
 use crate::config::AuthConfig;
+use crate::error::RequestError;
 
 /// A verified token's claims and scopes.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,13 +80,13 @@ impl Authenticator {
     }
 
     /// Checks `Authorization: Bearer <jwt>`.
-    pub fn verify(&self, headers: &HeaderMap) -> Result<Identity, Error> {
+    pub fn verify(&self, headers: &HeaderMap) -> Result<Identity, RequestError> {
         let Some(key) = &self.decoding else {
-            return Err(Error::Unauthorized("no JWT secret is configured".into()));
+            return Err(RequestError::Unauthorized("no JWT secret is configured"));
         };
         let header = headers
             .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| Error::Unauthorized("no Authorization header".into()))?;
+            .ok_or(RequestError::Unauthorized("no Authorization header"))?;
         let token = header
             .to_str()
             .ok()
@@ -95,9 +95,11 @@ impl Authenticator {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .ok_or_else(|| Error::Unauthorized("Authorization is not a Bearer token".into()))?;
+            .ok_or(RequestError::Unauthorized(
+                "Authorization is not a Bearer token",
+            ))?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-            .map_err(|err| Error::Unauthorized(format!("invalid token: {err}")))?;
+            .map_err(RequestError::InvalidToken)?;
         let claims = data.claims;
         let scopes = ["scope", "scp"]
             .iter()
@@ -116,28 +118,24 @@ impl Authenticator {
 
     /// The auth endpoint: `x-api-key` and `{"AuthParameters":{"USERNAME","PASSWORD"}}` in,
     /// `{"AuthenticationResult":{"IdToken": <jwt>}}` out.
-    pub fn login(&self, headers: &HeaderMap, body: &[u8]) -> Result<Value, Error> {
+    pub fn login(&self, headers: &HeaderMap, body: &[u8]) -> Result<Value, RequestError> {
         let (Some(login), Some(key)) = (&self.login, &self.encoding) else {
-            return Err(Error::NoRoute);
+            return Err(RequestError::NoRoute);
         };
         let api_key = headers
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !same_secret(api_key, &login.api_key) {
-            return Err(Error::Unauthorized("wrong or missing x-api-key".into()));
+            return Err(RequestError::Unauthorized("wrong or missing x-api-key"));
         }
-        let request: AuthRequest = serde_json::from_slice(body).map_err(|err| {
-            Error::BadRequest(format!(
-                "expected {{\"AuthParameters\":{{\"USERNAME\":..,\"PASSWORD\":..}}}}: {err}"
-            ))
-        })?;
+        let request: AuthRequest = serde_json::from_slice(body).map_err(RequestError::LoginBody)?;
         let params = request.auth_parameters;
         // Both comparisons always run, so timing does not tell which one failed.
         let user_ok = same_secret(&params.username, &login.user);
         let password_ok = same_secret(&params.password, &login.password);
         if !(user_ok & password_ok) {
-            return Err(Error::Unauthorized("wrong user or password".into()));
+            return Err(RequestError::Unauthorized("wrong user or password"));
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -153,7 +151,7 @@ impl Authenticator {
             "exp": now + self.ttl.as_secs(),
         });
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
-            .map_err(|err| Error::BadRequest(format!("cannot sign the token: {err}")))?;
+            .map_err(RequestError::SignToken)?;
         Ok(serde_json::json!({ "AuthenticationResult": { "IdToken": token } }))
     }
 }
@@ -165,13 +163,9 @@ mod tests {
     use super::*;
 
     fn config() -> AuthConfig {
-        AuthConfig {
-            jwt_secret: Some("0123456789abcdef0123456789abcdef".into()),
-            api_key: Some("key".into()),
-            user: Some("alice".into()),
-            password: Some("pw".into()),
-            ..AuthConfig::default()
-        }
+        AuthConfig::default()
+            .jwt_secret("0123456789abcdef0123456789abcdef")
+            .login("key", "alice", "pw")
     }
 
     fn login_body(user: &str, password: &str) -> Vec<u8> {
@@ -211,7 +205,7 @@ mod tests {
         ] {
             assert!(matches!(
                 auth.login(headers, &body),
-                Err(Error::Unauthorized(_))
+                Err(RequestError::Unauthorized(_))
             ));
         }
     }
@@ -230,6 +224,9 @@ mod tests {
             format!("Bearer {token}").parse().unwrap(),
         );
         let auth = Authenticator::new(&config());
-        assert!(matches!(auth.verify(&headers), Err(Error::Unauthorized(_))));
+        assert!(matches!(
+            auth.verify(&headers),
+            Err(RequestError::InvalidToken(_))
+        ));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
 use esb_runtime::Runtime;
 use esb_runtime::logs::{LogSink, TerminalLogSink};
@@ -15,10 +15,10 @@ use esb_runtime::remote::{RemoteConfig, RemoteRuntime, RemoteTls};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::config::{
-    AuthConfig, FunctionSource, GatewayConfig, InvokeApiAccess, Limits, TlsConfig,
-};
-use crate::logs::LogTail;
+use esb_runtime::Capabilities;
+
+use crate::config::{AuthConfig, GatewayConfig, InvokeApiAccess, Limits, TlsConfig};
+use crate::error::StartError;
 use crate::{Gateway, logs};
 
 /// Where sandboxes run.
@@ -35,14 +35,11 @@ pub enum RuntimeKind {
 /// An API-Gateway-compatible HTTP(S) front door for Lambda functions.
 #[derive(Debug, Parser)]
 #[command(name = "esb-gateway", version, about)]
+#[command(group(ArgGroup::new("definitions").args(["functions", "template"]).required(true)))]
+#[command(group(ArgGroup::new("certificate").args(["tls_cert", "tls_self_signed"])))]
 pub struct Args {
     /// functions.yml: the functions and their sandboxes.
-    #[arg(
-        long,
-        env = "ESB_FUNCTIONS",
-        requires = "routing",
-        conflicts_with = "template"
-    )]
+    #[arg(long, env = "ESB_FUNCTIONS", requires = "routing")]
     pub functions: Option<PathBuf>,
 
     /// routing.yml: the routes.
@@ -50,7 +47,7 @@ pub struct Args {
     pub routing: Option<PathBuf>,
 
     /// A SAM template.yaml, instead of functions.yml + routing.yml.
-    #[arg(long, env = "ESB_TEMPLATE", required_unless_present = "functions")]
+    #[arg(long, env = "ESB_TEMPLATE")]
     pub template: Option<PathBuf>,
 
     /// Address to listen on [default: 127.0.0.1:8443 with TLS, 127.0.0.1:8080 without].
@@ -82,12 +79,7 @@ pub struct Args {
     pub agent_key: Option<PathBuf>,
 
     /// TLS certificate chain (PEM).
-    #[arg(
-        long,
-        env = "ESB_TLS_CERT",
-        requires = "tls_key",
-        conflicts_with = "tls_self_signed"
-    )]
+    #[arg(long, env = "ESB_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM).
@@ -172,28 +164,30 @@ pub struct Args {
 }
 
 impl Args {
-    /// What functions must name for the chosen runtime.
-    pub fn function_source(&self) -> FunctionSource {
+    /// What the chosen runtime can do, known before it is made; `None` for agents (each
+    /// agent's backend decides) and for a backend this build does not have.
+    pub fn capabilities(&self) -> Option<Capabilities> {
         match self.runtime {
-            RuntimeKind::Process => FunctionSource::Command,
-            RuntimeKind::Containerd => FunctionSource::Image,
-            RuntimeKind::Agent => FunctionSource::Any,
+            RuntimeKind::Process => Some(ProcessRuntime::CAPABILITIES),
+            #[cfg(feature = "containerd")]
+            RuntimeKind::Containerd => {
+                Some(esb_runtime::containerd::ContainerdRuntime::CAPABILITIES)
+            }
+            #[cfg(not(feature = "containerd"))]
+            RuntimeKind::Containerd => None,
+            RuntimeKind::Agent => None,
         }
     }
 
     /// Loads the functions and routes, and builds the gateway's config (not yet validated).
-    pub fn config(&self) -> Result<GatewayConfig, crate::Error> {
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
         let env = |name: &str| std::env::var(name).ok();
         let functions = match (&self.template, &self.functions, &self.routing) {
             (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)?,
             (None, Some(functions), Some(routing)) => {
                 esb_router::Config::load(functions, routing, &env)?
             }
-            _ => {
-                return Err(crate::Error::Config(vec![
-                    "give --functions and --routing, or --template".into(),
-                ]));
-            }
+            _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::Files {
@@ -204,32 +198,29 @@ impl Args {
             _ => None,
         };
         let default_port = if tls.is_some() { 8443 } else { 8080 };
-        Ok(GatewayConfig {
-            functions,
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port))),
-            tls,
-            auth: AuthConfig {
-                jwt_secret: self.jwt_secret_key.clone(),
-                api_key: self.x_api_key.clone(),
-                user: self.auth_user.clone(),
-                password: self.auth_pass.clone(),
-                endpoint_path: self.auth_endpoint_path.clone(),
-                token_ttl: Duration::from_secs(self.jwt_expires_delta),
-            },
-            invoke_api: self.invoke_api,
-            limits: Limits {
-                max_body_bytes: self.max_body_bytes,
-                max_header_bytes: self.max_header_bytes,
-                max_connections: self.max_connections,
-                event_concurrency: self.event_concurrency,
-                shutdown_grace: Duration::from_secs(self.shutdown_grace),
-                ..Limits::default()
-            },
-            region: self.region.clone(),
-            log_tail: LogTail::new(),
-        })
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)));
+        let mut auth = AuthConfig::default()
+            .endpoint_path(&self.auth_endpoint_path)
+            .token_ttl(Duration::from_secs(self.jwt_expires_delta));
+        auth.jwt_secret = self.jwt_secret_key.clone();
+        auth.api_key = self.x_api_key.clone();
+        auth.user = self.auth_user.clone();
+        auth.password = self.auth_pass.clone();
+        let limits = Limits::default()
+            .max_body_bytes(self.max_body_bytes)
+            .max_header_bytes(self.max_header_bytes)
+            .max_connections(self.max_connections)
+            .event_concurrency(self.event_concurrency)
+            .shutdown_grace(Duration::from_secs(self.shutdown_grace));
+        let mut config = GatewayConfig::new(functions, listen)
+            .auth(auth)
+            .invoke_api(self.invoke_api)
+            .limits(limits)
+            .region(&self.region);
+        config.tls = tls;
+        Ok(config)
     }
 
     /// The runtimes sandboxes are placed on.
@@ -348,7 +339,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .try_init();
 
     let config = args.config()?;
-    config.validate(args.function_source())?;
+    config
+        .validate(args.capabilities().as_ref())
+        .map_err(|problems| explain(problems.into()))?;
     if args.check {
         println!(
             "configuration OK: {} functions, {} routes",
@@ -361,7 +354,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
     let runtimes = args.runtimes(log_sink).await?;
-    let gateway = Gateway::start(config, runtimes).await?;
+    let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
     if let Some(shipper) = shipper {
@@ -369,6 +362,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     Ok(())
+}
+
+/// A start-up error as this binary says it: configuration fields by their flag or
+/// environment variable.
+fn explain(err: StartError) -> anyhow::Error {
+    match err {
+        StartError::Config(problems) => anyhow::anyhow!(problems.render(flag_of)),
+        other => other.into(),
+    }
+}
+
+/// The flag or environment variable that sets a [`GatewayConfig`] field.
+fn flag_of(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "auth.jwt_secret" => "JWT_SECRET_KEY",
+        "auth.api_key" => "X_API_KEY",
+        "auth.user" => "AUTH_USER",
+        "auth.password" => "AUTH_PASS",
+        "auth.endpoint_path" => "AUTH_ENDPOINT_PATH",
+        "auth.token_ttl" => "JWT_EXPIRES_DELTA",
+        "limits.max_connections" => "--max-connections",
+        "limits.event_concurrency" => "--event-concurrency",
+        "limits.max_body_bytes" => "--max-body-bytes",
+        _ => return None,
+    })
 }
 
 /// Ctrl-C or SIGTERM.
@@ -386,4 +404,28 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn one_source_of_definitions_and_of_certificates() {
+        let parse = |args: &[&str]| Args::try_parse_from([&["esb-gateway"], args].concat());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--template", "t.yaml"]).is_ok());
+        assert!(parse(&["--functions", "f.yml", "--routing", "r.yml"]).is_ok());
+        assert!(parse(&["--functions", "f.yml"]).is_err());
+        assert!(parse(&["--template", "t", "--functions", "f", "--routing", "r"]).is_err());
+        let tls = ["--tls-cert", "c", "--tls-key", "k", "--tls-self-signed"];
+        assert!(parse(&[&["--template", "t"][..], &tls].concat()).is_err());
+    }
 }

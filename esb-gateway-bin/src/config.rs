@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use esb_router::{Auth, Config};
+use esb_runtime::Capabilities;
 
-use crate::Error;
+use crate::error::{Problem, Problems};
 use crate::logs::LogTail;
 
 /// Shortest HS256 secret accepted, as the earlier ESB required.
@@ -14,6 +15,7 @@ pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 /// Everything the gateway needs besides its runtimes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GatewayConfig {
     /// Functions and routes.
     pub functions: Config,
@@ -50,17 +52,67 @@ impl GatewayConfig {
         }
     }
 
-    /// Checks what the router cannot: every problem is listed in one [`Error::Config`].
+    /// Serves HTTPS with these settings.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Token issuing and checking.
+    pub fn auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Who may call the Lambda Invoke API.
+    pub fn invoke_api(mut self, access: InvokeApiAccess) -> Self {
+        self.invoke_api = access;
+        self
+    }
+
+    /// Request and connection limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// `AWS_REGION` of the functions.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// Checks what the router cannot; every problem is listed in one [`Problems`].
     ///
-    /// `needs` says what a function must name for the chosen backend (`command` for
-    /// `process`, `image` for `containerd`).
-    pub fn validate(&self, needs: FunctionSource) -> Result<(), Error> {
+    /// `backend` is what the chosen backend can do: each function must name what it makes
+    /// sandboxes from (an `image` where it runs images, else a `command`). `None` accepts
+    /// either (remote agents: the agent's backend decides).
+    pub fn validate(&self, backend: Option<&Capabilities>) -> Result<(), Problems> {
         let mut problems = Vec::new();
-        let auth = &self.auth;
-        match &auth.jwt_secret {
-            Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => problems.push(format!(
-                "JWT_SECRET_KEY: must be at least {MIN_JWT_SECRET_LEN} characters, got {}",
-                secret.len()
+        self.check_jwt_secret(&mut problems);
+        self.check_login(&mut problems);
+        self.check_auth_endpoint(&mut problems);
+        if let Some(backend) = backend {
+            self.check_sources(backend, &mut problems);
+        }
+        self.check_pools(&mut problems);
+        self.limits.check(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The secret is long enough, or, when unset, nothing needs it.
+    fn check_jwt_secret(&self, problems: &mut Vec<Problem>) {
+        match &self.auth.jwt_secret {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => problems.push(Problem::new(
+                JWT_SECRET,
+                format!(
+                    "must be at least {MIN_JWT_SECRET_LEN} characters, got {}",
+                    secret.len()
+                ),
             )),
             Some(_) => {}
             None => {
@@ -72,88 +124,139 @@ impl GatewayConfig {
                     .map(|r| format!("{} {}", r.method, r.path.as_str()))
                     .collect();
                 if !guarded.is_empty() {
-                    problems.push(format!(
-                        "JWT_SECRET_KEY: not set, but these routes need a token (add `auth: none` to open them): {}",
-                        guarded.join(", ")
+                    problems.push(Problem::new(
+                        JWT_SECRET,
+                        format!(
+                            "not set, but these routes need a token (add `auth: none` to open them): {}",
+                            guarded.join(", ")
+                        ),
                     ));
                 }
                 if self.invoke_api == InvokeApiAccess::Jwt {
-                    problems.push("JWT_SECRET_KEY: not set, but --invoke-api jwt needs it".into());
-                }
-            }
-        }
-        let login = [
-            ("X_API_KEY", auth.api_key.is_some()),
-            ("AUTH_USER", auth.user.is_some()),
-            ("AUTH_PASS", auth.password.is_some()),
-        ];
-        if login.iter().any(|(_, set)| *set) {
-            for (name, set) in login {
-                if !set {
-                    problems.push(format!(
-                        "{name}: not set, but the auth endpoint needs X_API_KEY, AUTH_USER and AUTH_PASS together"
+                    problems.push(Problem::new(
+                        JWT_SECRET,
+                        "not set, but the Invoke API is open to token holders only",
                     ));
                 }
             }
-            if auth.jwt_secret.is_none() {
-                problems.push(
-                    "JWT_SECRET_KEY: not set, but the auth endpoint signs tokens with it".into(),
-                );
+        }
+    }
+
+    /// The auth endpoint's key, user and password come together, with a secret to sign.
+    fn check_login(&self, problems: &mut Vec<Problem>) {
+        let auth = &self.auth;
+        let login = [
+            ("auth.api_key", auth.api_key.is_some()),
+            ("auth.user", auth.user.is_some()),
+            ("auth.password", auth.password.is_some()),
+        ];
+        if !login.iter().any(|(_, set)| *set) {
+            return;
+        }
+        for (field, set) in login {
+            if !set {
+                problems.push(Problem::new(
+                    field,
+                    "not set, but the auth endpoint needs the API key, the user and the password together",
+                ));
             }
         }
+        if auth.jwt_secret.is_none() {
+            problems.push(Problem::new(
+                JWT_SECRET,
+                "not set, but the auth endpoint signs tokens with it",
+            ));
+        }
+    }
+
+    /// The endpoint's path and the tokens' lifetime.
+    fn check_auth_endpoint(&self, problems: &mut Vec<Problem>) {
+        let auth = &self.auth;
         if !auth.endpoint_path.starts_with('/') {
-            problems.push(format!(
-                "AUTH_ENDPOINT_PATH: must start with '/', got {:?}",
-                auth.endpoint_path
+            problems.push(Problem::new(
+                "auth.endpoint_path",
+                format!("must start with '/', got {:?}", auth.endpoint_path),
             ));
         }
         if auth.token_ttl.is_zero() {
-            problems.push("JWT_EXPIRES_DELTA: must be at least 1 second".into());
+            problems.push(Problem::new("auth.token_ttl", "must be at least 1 second"));
         }
+    }
+
+    /// Every function names what `backend` makes sandboxes from.
+    /// Each function's pool settings, with the pool's defaults applied, as the pool will check them.
+    fn check_pools(&self, problems: &mut Vec<Problem>) {
         for function in self.functions.functions.values() {
-            match needs {
-                FunctionSource::Command if function.command.is_none() => problems.push(format!(
-                    "functions.{}: command: required by the process runtime",
-                    function.name
-                )),
-                FunctionSource::Image if function.image.is_none() => problems.push(format!(
-                    "functions.{}: image: required by the containerd runtime",
-                    function.name
-                )),
-                _ => {}
+            if let Err(esb_pool::PoolError::InvalidConfig { field, reason, .. }) =
+                crate::pool_config(function).validate()
+            {
+                problems.push(Problem::new(
+                    format!("functions.{}.scaling.{field}", function.name),
+                    reason,
+                ));
             }
         }
-        let limits = &self.limits;
-        if limits.max_connections == 0 {
-            problems.push("--max-connections: must be at least 1".into());
-        }
-        if limits.event_concurrency == 0 {
-            problems.push("--event-concurrency: must be at least 1".into());
-        }
-        if limits.max_body_bytes == 0 {
-            problems.push("--max-body-bytes: must be at least 1".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Config(problems))
+    }
+
+    fn check_sources(&self, backend: &Capabilities, problems: &mut Vec<Problem>) {
+        let Some(needed) = needed_source(backend) else {
+            return;
+        };
+        for function in self.functions.functions.values() {
+            let named = match needed {
+                Source::Image => function.image.is_some(),
+                Source::Command => function.command.is_some(),
+            };
+            if !named {
+                problems.push(Problem::new(
+                    format!("functions.{}", function.name),
+                    format!(
+                        "{}: required by the {} runtime",
+                        needed.field(),
+                        backend.backend
+                    ),
+                ));
+            }
         }
     }
 }
 
-/// What functions must name for the chosen backend.
+/// The field of the JWT secret.
+const JWT_SECRET: &str = "auth.jwt_secret";
+
+/// What a function makes its sandboxes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FunctionSource {
-    /// A `command` (process backend).
-    Command,
-    /// An `image` (containerd backend).
+enum Source {
     Image,
-    /// Either (remote agents: the agent's backend decides).
-    Any,
+    Command,
+}
+
+impl Source {
+    /// The function's field that names it.
+    fn field(self) -> &'static str {
+        match self {
+            Source::Image => "image",
+            Source::Command => "command",
+        }
+    }
+}
+
+/// What a function must name for `backend`: an image where it makes sandboxes from images
+/// (a command then only overrides the entry point), else a command; `None` when it makes
+/// them from neither (nothing to check).
+fn needed_source(backend: &Capabilities) -> Option<Source> {
+    if backend.images {
+        Some(Source::Image)
+    } else if backend.commands {
+        Some(Source::Command)
+    } else {
+        None
+    }
 }
 
 /// HTTPS: certificate files or a generated self-signed certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsConfig {
     /// A PEM certificate chain and its PEM private key.
     Files {
@@ -168,6 +271,7 @@ pub enum TlsConfig {
 
 /// Token issuing (`POST AUTH_ENDPOINT_PATH`) and checking (Bearer JWT on routes).
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthConfig {
     /// HS256 secret (`JWT_SECRET_KEY`, at least 32 characters).
     pub jwt_secret: Option<String>,
@@ -196,6 +300,39 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// The HS256 secret of Bearer tokens.
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// The auth endpoint: the `x-api-key` it requires, and the user and password it accepts.
+    pub fn login(
+        mut self,
+        api_key: impl Into<String>,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.api_key = Some(api_key.into());
+        self.user = Some(user.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Path of the auth endpoint.
+    pub fn endpoint_path(mut self, path: impl Into<String>) -> Self {
+        self.endpoint_path = path.into();
+        self
+    }
+
+    /// Lifetime of issued tokens.
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+}
+
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let set = |v: &Option<String>| if v.is_some() { "<set>" } else { "<unset>" };
@@ -212,6 +349,7 @@ impl std::fmt::Debug for AuthConfig {
 
 /// Who may call `POST /2015-03-31/functions/{name}/invocations`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
 pub enum InvokeApiAccess {
     /// Anyone who reaches the gateway (AWS SDKs and the AWS CLI work unchanged).
     Open,
@@ -223,6 +361,7 @@ pub enum InvokeApiAccess {
 
 /// Request and connection limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest request body (Lambda's 6 MB).
     pub max_body_bytes: usize,
@@ -248,5 +387,98 @@ impl Default for Limits {
             timeout_margin: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
         }
+    }
+}
+
+impl Limits {
+    /// Largest request body.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Largest request head.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Connections served at once.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Asynchronous (`Event`) invocations in flight at once.
+    pub fn event_concurrency(mut self, invocations: usize) -> Self {
+        self.event_concurrency = invocations;
+        self
+    }
+
+    /// Added to a function's queue wait and timeout to give the whole request's deadline.
+    pub fn timeout_margin(mut self, margin: Duration) -> Self {
+        self.timeout_margin = margin;
+        self
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Every limit lets at least one through.
+    fn check(&self, problems: &mut Vec<Problem>) {
+        for (field, value) in [
+            ("limits.max_connections", self.max_connections),
+            ("limits.event_concurrency", self.event_concurrency),
+            ("limits.max_body_bytes", self.max_body_bytes),
+        ] {
+            if value == 0 {
+                problems.push(Problem::new(field, "must be at least 1"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Field by field: other crates cannot name every field of `Capabilities`.
+    #[allow(clippy::field_reassign_with_default)]
+    fn capabilities(images: bool, commands: bool) -> Capabilities {
+        let mut capabilities = Capabilities::default();
+        capabilities.images = images;
+        capabilities.commands = commands;
+        capabilities
+    }
+
+    #[test]
+    fn a_backend_that_runs_images_needs_an_image_else_a_command() {
+        assert_eq!(
+            needed_source(&capabilities(true, true)),
+            Some(Source::Image)
+        );
+        assert_eq!(
+            needed_source(&capabilities(true, false)),
+            Some(Source::Image)
+        );
+        assert_eq!(
+            needed_source(&capabilities(false, true)),
+            Some(Source::Command)
+        );
+        assert_eq!(needed_source(&capabilities(false, false)), None);
+    }
+
+    #[test]
+    fn zero_limits_are_problems_named_by_field() {
+        let mut problems = Vec::new();
+        Limits::default()
+            .max_connections(0)
+            .max_body_bytes(0)
+            .check(&mut problems);
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["limits.max_connections", "limits.max_body_bytes"]);
     }
 }

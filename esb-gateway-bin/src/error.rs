@@ -1,31 +1,126 @@
-//! The one error type of this crate, and the one place errors become HTTP responses.
+//! The crate's errors: [`StartError`] when the gateway cannot start, [`RequestError`] when
+//! one request cannot be served, and the one place a request error becomes an HTTP answer
+//! ([`RequestError::into_response`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
+use tower::BoxError;
 
-/// Why the gateway could not start, or why it could not serve a request.
+/// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+#[non_exhaustive]
+pub enum StartError {
     /// The configuration is invalid; every problem found is listed.
-    #[error("invalid configuration ({} problem{}):\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.join("\n  "))]
-    Config(Vec<String>),
+    #[error(transparent)]
+    Config(#[from] Problems),
     /// `functions.yml` / `routing.yml` / the SAM template could not be loaded.
     #[error(transparent)]
     Router(#[from] esb_router::Error),
+    /// The pools could not be set up.
+    #[error(transparent)]
+    Pool(#[from] esb_pool::PoolError),
     /// The TLS certificate or key could not be loaded or generated.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why the TLS settings could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("TLS: {}: {source}", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("TLS: {}: no certificate in the file", .0.display())]
+    NoCertificate(PathBuf),
+    /// The self-signed certificate could not be generated.
+    #[error("TLS: cannot generate a certificate: {0}")]
+    Generate(#[source] rcgen::Error),
+    /// rustls refused the settings (e.g. a certificate and key that do not fit).
+    #[error("TLS: {0}")]
+    Settings(#[source] tokio_rustls::rustls::Error),
+}
+
+/// One problem of a configuration: the field it is about, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Problem {
+    /// The field, as a dotted path of [`crate::GatewayConfig`] (`auth.jwt_secret`,
+    /// `limits.max_connections`) or of the functions (`functions.NAME`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem of `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in a configuration (never empty).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// The problems, each line's field named by `name` (the binary names its flags).
+    pub fn render(&self, name: impl Fn(&str) -> Option<&'static str>) -> String {
+        let count = self.0.len();
+        let mut text = format!(
+            "invalid configuration ({count} problem{}):",
+            if count == 1 { "" } else { "s" }
+        );
+        for problem in &self.0 {
+            let field = name(&problem.field).unwrap_or(&problem.field);
+            text.push_str(&format!("\n  {field}: {}", problem.message));
+        }
+        text
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(|_| None))
+    }
+}
+
+/// Why one request could not be served; becomes an HTTP answer in [`Self::into_response`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
     /// The request's path and method match no route (404).
     #[error("no route for this path")]
     NoRoute,
@@ -35,18 +130,33 @@ pub enum Error {
         /// The methods the path accepts.
         allowed: Vec<Method>,
     },
-    /// A missing, malformed, expired or badly signed token, or wrong credentials (401).
+    /// A missing or malformed token, or wrong credentials (401).
     #[error("unauthorized: {0}")]
-    Unauthorized(String),
+    Unauthorized(&'static str),
+    /// An expired or badly signed token (401).
+    #[error("unauthorized: invalid token: {0}")]
+    InvalidToken(#[source] jsonwebtoken::errors::Error),
     /// The request body is over the limit (413).
     #[error("request body over the limit of {limit} bytes")]
     PayloadTooLarge {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request body could not be read (400).
+    #[error("cannot read the request body: {0}")]
+    ReadBody(#[source] BoxError),
     /// The request is malformed (400).
-    #[error("bad request: {0}")]
+    #[error("{0}")]
     BadRequest(String),
+    /// The auth endpoint's body is not the expected JSON (400).
+    #[error("expected {{\"AuthParameters\":{{\"USERNAME\":..,\"PASSWORD\":..}}}}: {0}")]
+    LoginBody(#[source] serde_json::Error),
+    /// An issued token could not be signed (400).
+    #[error("cannot sign the token: {0}")]
+    SignToken(#[source] jsonwebtoken::errors::Error),
+    /// The Invoke API's payload is not JSON (400).
+    #[error("Could not parse request body into json")]
+    PayloadNotJson(#[source] serde_json::Error),
     /// The Invoke API names a function that is not configured (404).
     #[error("Function not found: {0}")]
     FunctionNotFound(String),
@@ -56,6 +166,10 @@ pub enum Error {
     /// The pool could not serve the invocation (429 throttled, 503 no sandbox).
     #[error(transparent)]
     Pool(#[from] esb_pool::PoolError),
+    /// An invocation service other than the pool failed (504 on a tower timeout, 503 when
+    /// load was shed, else 502).
+    #[error("the invocation failed: {0}")]
+    Invoke(#[source] BoxError),
     /// The function's handler returned an error on a routed path (502).
     #[error("function {function} failed: {error_type}: {error_message}")]
     FunctionFailed {
@@ -88,135 +202,111 @@ pub enum Error {
     },
 }
 
-/// The JSON body, status and `x-amzn-ErrorType` of an error response.
-struct Rendered {
+/// The errors of a custom invocation service (tower timeout, load shedding, ...): the
+/// pool's own are kept as they are.
+impl From<BoxError> for RequestError {
+    fn from(err: BoxError) -> Self {
+        match err.downcast::<esb_pool::PoolError>() {
+            Ok(pool) => Self::Pool(*pool),
+            Err(err) => match err.downcast::<RequestError>() {
+                Ok(request) => *request,
+                Err(err) => Self::Invoke(err),
+            },
+        }
+    }
+}
+
+/// The status, `{"message": ...}` and `x-amzn-ErrorType` of an error answer.
+struct Answer {
     status: StatusCode,
-    message: String,
+    message: Cow<'static, str>,
     error_type: &'static str,
 }
 
-impl Error {
-    fn render(&self) -> Rendered {
-        use esb_pool::PoolError as P;
-        use esb_runtime::Error as R;
-        let (status, message, error_type): (StatusCode, String, &'static str) = match self {
-            Error::NoRoute => (
-                StatusCode::NOT_FOUND,
-                "Not Found".into(),
-                "NotFoundException",
-            ),
-            Error::MethodNotAllowed { .. } => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method Not Allowed".into(),
-                "MethodNotAllowedException",
-            ),
-            Error::Unauthorized(_) => (
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized".into(),
-                "UnauthorizedException",
-            ),
-            Error::PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request Entity Too Large".into(),
-                "RequestEntityTooLargeException",
-            ),
-            Error::BadRequest(reason) => (
+const fn answer(status: StatusCode, message: &'static str, error_type: &'static str) -> Answer {
+    Answer {
+        status,
+        message: Cow::Borrowed(message),
+        error_type,
+    }
+}
+
+/// The fixed answers, one a line: status, message, `x-amzn-ErrorType`.
+#[rustfmt::skip]
+mod fixed {
+    use super::{answer, Answer};
+    use http::StatusCode as S;
+
+    pub(super) const NOT_FOUND: Answer = answer(S::NOT_FOUND, "Not Found", "NotFoundException");
+    pub(super) const METHOD_NOT_ALLOWED: Answer = answer(S::METHOD_NOT_ALLOWED, "Method Not Allowed", "MethodNotAllowedException");
+    pub(super) const UNAUTHORIZED: Answer = answer(S::UNAUTHORIZED, "Unauthorized", "UnauthorizedException");
+    pub(super) const TOO_LARGE: Answer = answer(S::PAYLOAD_TOO_LARGE, "Request Entity Too Large", "RequestEntityTooLargeException");
+    pub(super) const THROTTLED: Answer = answer(S::TOO_MANY_REQUESTS, "Too Many Requests", "TooManyRequestsException");
+    pub(super) const TIMED_OUT: Answer = answer(S::GATEWAY_TIMEOUT, "Endpoint request timed out", "IntegrationTimeout");
+    pub(super) const UNAVAILABLE: Answer = answer(S::SERVICE_UNAVAILABLE, "Service Unavailable", "ServiceUnavailableException");
+    pub(super) const BAD_GATEWAY: Answer = answer(S::BAD_GATEWAY, "Internal server error", "InternalServerErrorException");
+    pub(super) const INTERNAL: Answer = answer(S::INTERNAL_SERVER_ERROR, "Internal server error", "InternalServerErrorException");
+}
+
+use fixed::*;
+
+impl Answer {
+    /// The same answer with the error's own text as the message.
+    fn saying(status: StatusCode, error: &RequestError, error_type: &'static str) -> Self {
+        Self {
+            status,
+            message: Cow::Owned(error.to_string()),
+            error_type,
+        }
+    }
+}
+
+impl RequestError {
+    fn answer(&self) -> Answer {
+        use RequestError as E;
+        match self {
+            E::NoRoute => NOT_FOUND,
+            E::MethodNotAllowed { .. } => METHOD_NOT_ALLOWED,
+            E::Unauthorized(_) | E::InvalidToken(_) => UNAUTHORIZED,
+            E::PayloadTooLarge { .. } => TOO_LARGE,
+            E::ReadBody(_)
+            | E::BadRequest(_)
+            | E::LoginBody(_)
+            | E::SignToken(_)
+            | E::PayloadNotJson(_) => Answer::saying(
                 StatusCode::BAD_REQUEST,
-                reason.clone(),
+                self,
                 "InvalidParameterValueException",
             ),
-            Error::FunctionNotFound(_) => (
-                StatusCode::NOT_FOUND,
-                self.to_string(),
-                "ResourceNotFoundException",
-            ),
-            Error::EventQueueFull(_) => (
+            E::FunctionNotFound(_) => {
+                Answer::saying(StatusCode::NOT_FOUND, self, "ResourceNotFoundException")
+            }
+            E::EventQueueFull(_) => Answer::saying(
                 StatusCode::TOO_MANY_REQUESTS,
-                self.to_string(),
+                self,
                 "TooManyRequestsException",
             ),
-            Error::Pool(err) => match err {
-                P::Throttled { .. } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too Many Requests".into(),
-                    "TooManyRequestsException",
-                ),
-                P::UnknownFunction(name) => (
-                    StatusCode::NOT_FOUND,
-                    format!("Function not found: {name}"),
-                    "ResourceNotFoundException",
-                ),
-                P::Runtime(R::Timeout { .. }) => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "Endpoint request timed out".into(),
-                    "IntegrationTimeout",
-                ),
-                P::Runtime(R::PayloadTooLarge { .. }) => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request Entity Too Large".into(),
-                    "RequestEntityTooLargeException",
-                ),
-                P::Runtime(R::Unavailable(_)) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Service Unavailable".into(),
-                    "ServiceUnavailableException",
-                ),
-                P::Runtime(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    "Internal server error".into(),
-                    "InternalServerErrorException",
-                ),
-                P::InvalidConfig { .. } | P::AlreadyRegistered(_) | P::NoTokio(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Internal server error".into(),
-                    "InternalServerErrorException",
-                ),
-                // CircuitOpen, NoCapacity, Create, Aborted, Inner, Shutdown (PoolError is non-exhaustive).
-                _ => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Service Unavailable".into(),
-                    "ServiceUnavailableException",
-                ),
-            },
-            Error::FunctionFailed { .. } | Error::MalformedResponse { .. } => (
-                StatusCode::BAD_GATEWAY,
-                "Internal server error".into(),
-                "InternalServerErrorException",
-            ),
-            Error::GatewayTimeout { .. } => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "Endpoint request timed out".into(),
-                "IntegrationTimeout",
-            ),
-            Error::Config(_)
-            | Error::Router(_)
-            | Error::Tls(_)
-            | Error::Bind { .. }
-            | Error::Event(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal server error".into(),
-                "InternalServerErrorException",
-            ),
-        };
-        Rendered {
-            status,
-            message,
-            error_type,
+            E::Pool(err) => pool_answer(err),
+            E::Invoke(err) if err.is::<tower::timeout::error::Elapsed>() => TIMED_OUT,
+            E::Invoke(err) if err.is::<tower::load_shed::error::Overloaded>() => UNAVAILABLE,
+            E::Invoke(_) | E::FunctionFailed { .. } | E::MalformedResponse { .. } => BAD_GATEWAY,
+            E::GatewayTimeout { .. } => TIMED_OUT,
+            E::Event(_) => INTERNAL,
         }
     }
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
-        self.render().status
+        self.answer().status
     }
 
     /// The error as a response: JSON `{"message": ...}`, its status and `x-amzn-ErrorType`.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let Rendered {
+        let Answer {
             status,
             message,
             error_type,
-        } = self.render();
+        } = self.answer();
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
@@ -228,7 +318,7 @@ impl Error {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
-        if let Error::MethodNotAllowed { allowed } = &self {
+        if let RequestError::MethodNotAllowed { allowed } = &self {
             let allow = allowed
                 .iter()
                 .map(Method::as_str)
@@ -239,5 +329,63 @@ impl Error {
             }
         }
         response
+    }
+}
+
+/// The answer to a pool error.
+fn pool_answer(err: &esb_pool::PoolError) -> Answer {
+    use esb_pool::PoolError as P;
+    use esb_runtime::Error as R;
+    match err {
+        P::Throttled { .. } => THROTTLED,
+        P::UnknownFunction(name) => Answer {
+            status: StatusCode::NOT_FOUND,
+            message: Cow::Owned(format!("Function not found: {name}")),
+            error_type: "ResourceNotFoundException",
+        },
+        P::Runtime(R::Timeout { .. }) => TIMED_OUT,
+        P::Runtime(R::PayloadTooLarge { .. }) => TOO_LARGE,
+        P::Runtime(R::Unavailable(_)) => UNAVAILABLE,
+        P::Runtime(_) => BAD_GATEWAY,
+        P::InvalidConfig { .. } | P::AlreadyRegistered(_) | P::NoTokio(_) => INTERNAL,
+        // CircuitOpen, NoCapacity, Create, Aborted, Inner, Shutdown (PoolError is non-exhaustive).
+        _ => UNAVAILABLE,
+        #[allow(unreachable_patterns)]
+        _ => INTERNAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn problems_are_counted_and_renamed_by_the_caller() {
+        let problems = Problems(vec![
+            Problem::new("auth.jwt_secret", "not set"),
+            Problem::new("functions.a", "command: required"),
+        ]);
+        assert_eq!(
+            problems.to_string(),
+            "invalid configuration (2 problems):\n  auth.jwt_secret: not set\n  functions.a: command: required"
+        );
+        let renamed = problems.render(|field| (field == "auth.jwt_secret").then_some("JWT"));
+        assert!(renamed.contains("\n  JWT: not set\n"), "{renamed}");
+    }
+
+    #[test]
+    fn foreign_invocation_errors_keep_the_pools_own() {
+        let err: BoxError = Box::new(esb_pool::PoolError::Shutdown);
+        assert!(matches!(
+            RequestError::from(err),
+            RequestError::Pool(esb_pool::PoolError::Shutdown)
+        ));
+        let err: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert_eq!(
+            RequestError::from(err).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! parses flags and environment in [`cli`]; tests and examples start a [`Gateway`] directly.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), esb_gateway::Error> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use esb_gateway::{Gateway, GatewayConfig};
 //! use esb_runtime::logs::TerminalLogSink;
@@ -31,35 +31,46 @@
 //! ```
 //!
 //! Reserved paths come before routes: `/health`, `/metrics`, the auth endpoint (when
-//! configured) and `/2015-03-31/functions/{name}/invocations` (unless `--invoke-api off`).
+//! configured) and `/2015-03-31/functions/{name}/invocations` (unless [`InvokeApiAccess::Off`]).
+//! Requests go through a tower stack of named layers (see `app.rs`); an embedder adds its
+//! own with [`Gateway::builder`] and [`GatewayBuilder::layer`].
 
 mod app;
 mod auth;
 pub mod cli;
 mod config;
+mod dispatch;
+mod endpoints;
 mod error;
+mod invoke_api;
+mod layers;
 pub mod logs;
 mod metrics;
 mod server;
 mod tls;
 mod trace;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use esb_pool::{FunctionPoolConfig, Pool, PoolConfig, PoolLayer, RuntimeInvoker};
+use esb_pool::{FunctionPoolConfig, Pool, PoolConfig, PoolLayer, PoolService, RuntimeInvoker};
 use esb_router::FunctionConfig;
 use esb_runtime::{Runtime, SandboxSpec};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::Layer;
+use tower::layer::util::{Identity, Stack};
+use tower::{Layer, Service, ServiceBuilder};
 
 pub use config::{
-    AuthConfig, FunctionSource, GatewayConfig, InvokeApiAccess, Limits, MIN_JWT_SECRET_LEN,
-    TlsConfig,
+    AuthConfig, GatewayConfig, InvokeApiAccess, Limits, MIN_JWT_SECRET_LEN, TlsConfig,
 };
-pub use error::Error;
+pub use error::{Problem, Problems, RequestError, StartError, TlsError};
+pub use layers::Body;
 pub use trace::{REQUEST_ID_HEADER, TRACE_HEADER};
 
 /// A running gateway: its listener, its pools, and the task serving connections.
@@ -70,6 +81,122 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+}
+
+/// A gateway before it starts: its config, runtimes, and the embedder's layers.
+///
+/// Layers added with [`GatewayBuilder::layer`] see every request after it got its ids
+/// (`x-amzn-RequestId`, `X-Amzn-Trace-Id`) and before the gateway's own services
+/// ([`GatewayService`]) dispatch it; the first added is the outermost.
+pub struct GatewayBuilder<L = Identity> {
+    config: GatewayConfig,
+    runtimes: Vec<Arc<dyn Runtime>>,
+    layers: ServiceBuilder<L>,
+}
+
+impl<L> GatewayBuilder<L> {
+    /// Adds a layer around the gateway's own services.
+    pub fn layer<T>(self, layer: T) -> GatewayBuilder<Stack<T, L>> {
+        GatewayBuilder {
+            config: self.config,
+            runtimes: self.runtimes,
+            layers: self.layers.layer(layer),
+        }
+    }
+
+    /// Validates the config, starts the pools over the runtimes and listens.
+    pub async fn start(self) -> Result<Gateway, StartError>
+    where
+        L: Layer<GatewayService>,
+        L::Service: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        <L::Service as Service<Request<Incoming>>>::Future: Send + 'static,
+    {
+        let Self {
+            config,
+            runtimes,
+            layers,
+        } = self;
+        config.validate(None)?;
+        // The recorder must be in place before the pool registers its series.
+        let metrics = Arc::new(metrics::GatewayMetrics::new(
+            config.functions.functions.keys().map(String::as_str),
+        ));
+        let router = esb_router::Router::new(&config.functions)?;
+        let pool = Pool::new(
+            PoolConfig::new(config.functions.functions.values().map(pool_config)),
+            runtimes,
+        )?;
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let listener = server::bind(config.listen).await?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let invocations = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
+        let service = app::stack(
+            &config,
+            router,
+            Arc::clone(&metrics),
+            invocations,
+            layers.layer_fn(GatewayService),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.upkeep();
+            }
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = tokio::spawn(server::serve(
+            listener,
+            tls,
+            service,
+            config.limits,
+            stopped,
+        ));
+        Ok(Gateway {
+            local_addr,
+            scheme,
+            pool,
+            stop,
+            server,
+            upkeep,
+        })
+    }
+}
+
+impl<L> std::fmt::Debug for GatewayBuilder<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The gateway's own services, below the embedder's layers: `/health`, `/metrics`, the
+/// auth endpoint, the Invoke API and the routes, with every error already an answer.
+#[derive(Clone)]
+pub struct GatewayService(app::Core<PoolService<RuntimeInvoker>>);
+
+impl Service<Request<Incoming>> for GatewayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send + 'static>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        self.0.call(req)
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -111,50 +238,22 @@ pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
 impl Gateway {
     /// Validates `config`, starts the pools over `runtimes` and listens on `config.listen`.
     ///
-    /// Functions are not checked against a backend here (see [`GatewayConfig::validate`]
-    /// with [`FunctionSource`]); auth and limits are.
+    /// Functions are not checked against a backend here (see [`GatewayConfig::validate`]);
+    /// auth and limits are.
     pub async fn start(
         config: GatewayConfig,
         runtimes: Vec<Arc<dyn Runtime>>,
-    ) -> Result<Self, Error> {
-        config.validate(FunctionSource::Any)?;
-        // The recorder must be in place before the pool registers its series.
-        let metrics =
-            metrics::GatewayMetrics::new(config.functions.functions.keys().map(String::as_str));
-        let router = esb_router::Router::new(&config.functions)?;
-        let pool = Pool::new(
-            PoolConfig::new(config.functions.functions.values().map(pool_config)),
+    ) -> Result<Self, StartError> {
+        Self::builder(config, runtimes).start().await
+    }
+
+    /// A gateway to which layers of one's own can be added before it starts.
+    pub fn builder(config: GatewayConfig, runtimes: Vec<Arc<dyn Runtime>>) -> GatewayBuilder {
+        GatewayBuilder {
+            config,
             runtimes,
-        )?;
-        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-        let listener = server::bind(config.listen).await?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let invoker = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
-        let app = Arc::new(app::App::new(&config, router, invoker, metrics));
-        let (stop, stopped) = watch::channel(false);
-        let upkeep = tokio::spawn({
-            let app = Arc::clone(&app);
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    app.metrics.upkeep();
-                }
-            }
-        });
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let server = tokio::spawn(server::serve(listener, tls, app, config.limits, stopped));
-        Ok(Self {
-            local_addr,
-            scheme,
-            pool,
-            stop,
-            server,
-            upkeep,
-        })
+            layers: ServiceBuilder::new(),
+        }
     }
 
     /// The address the gateway listens on (useful with port 0).

@@ -12,7 +12,7 @@
 //! plus `esb_pool_*` ([`esb_pool::metrics`]): sandboxes by state, queue depth, throttles, ...
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
@@ -86,7 +86,7 @@ pub(crate) enum ErrorKind {
 }
 
 /// The registered handles of one function.
-struct FunctionSeries {
+pub(crate) struct FunctionSeries {
     invocations: Counter,
     cold_starts: Counter,
     duration: Histogram,
@@ -94,9 +94,28 @@ struct FunctionSeries {
     errors: [Counter; 5],
 }
 
+impl FunctionSeries {
+    /// Records an invocation that reached a sandbox.
+    pub fn invoked(&self, duration: Duration, cold_start: bool, init: Option<Duration>) {
+        self.invocations.increment(1);
+        self.duration.record(duration.as_secs_f64());
+        if cold_start {
+            self.cold_starts.increment(1);
+        }
+        if let Some(init) = init {
+            self.init_duration.record(init.as_secs_f64());
+        }
+    }
+
+    /// Records a failed invocation.
+    pub fn failed(&self, kind: ErrorKind) {
+        self.errors[kind as usize].increment(1);
+    }
+}
+
 /// Handles of every function, registered once so the request path does no lookups by name.
 pub(crate) struct GatewayMetrics {
-    functions: HashMap<String, FunctionSeries>,
+    functions: HashMap<String, Arc<FunctionSeries>>,
     statuses: RwLock<HashMap<u16, Counter>>,
     handle: PrometheusHandle,
 }
@@ -124,7 +143,7 @@ impl GatewayMetrics {
                         error("unavailable"),
                     ],
                 };
-                (f, series)
+                (f, Arc::new(series))
             })
             .collect();
         Self {
@@ -134,31 +153,9 @@ impl GatewayMetrics {
         }
     }
 
-    /// Records an invocation that reached a sandbox.
-    pub fn invoked(
-        &self,
-        function: &str,
-        duration: Duration,
-        cold_start: bool,
-        init: Option<Duration>,
-    ) {
-        if let Some(series) = self.functions.get(function) {
-            series.invocations.increment(1);
-            series.duration.record(duration.as_secs_f64());
-            if cold_start {
-                series.cold_starts.increment(1);
-            }
-            if let Some(init) = init {
-                series.init_duration.record(init.as_secs_f64());
-            }
-        }
-    }
-
-    /// Records a failed invocation.
-    pub fn failed(&self, function: &str, kind: ErrorKind) {
-        if let Some(series) = self.functions.get(function) {
-            series.errors[kind as usize].increment(1);
-        }
+    /// The series of one function.
+    pub fn function(&self, function: &str) -> Option<&Arc<FunctionSeries>> {
+        self.functions.get(function)
     }
 
     /// Records a response's status.

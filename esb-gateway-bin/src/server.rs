@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -13,20 +15,29 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::app::App;
+use tower::{Service, ServiceExt};
+
 use crate::config::Limits;
+use crate::layers::Body;
+use crate::layers::RemoteAddr;
 
 /// How long a client may take to send a request head, and to finish a TLS handshake.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `shutdown` turns true, then drains in-flight requests.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Arc<App>,
+    service: S,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -60,15 +71,15 @@ pub(crate) async fn serve(
             () = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
+        let stack = service.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |req| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(app.handle(req, remote).await) }
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(RemoteAddr(remote));
+                stack.clone().oneshot(req)
             });
             let result = match tls {
                 None => {
@@ -113,8 +124,8 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Binds the listener.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Error> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::error::StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::Error::Bind { addr, source })
+        .map_err(|source| crate::error::StartError::Bind { addr, source })
 }

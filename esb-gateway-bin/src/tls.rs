@@ -7,30 +7,32 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::Error;
 use crate::config::TlsConfig;
+use crate::error::TlsError;
 
 /// A TLS acceptor offering h2 and HTTP/1.1.
-pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, Error> {
+pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let (certs, key) = match config {
         TlsConfig::Files { cert, key } => {
             let certs = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|err| Error::Tls(format!("{}: {err}", cert.display())))?;
+                .map_err(|source| TlsError::Pem {
+                    path: cert.clone(),
+                    source,
+                })?;
             if certs.is_empty() {
-                return Err(Error::Tls(format!(
-                    "{}: no certificate in the file",
-                    cert.display()
-                )));
+                return Err(TlsError::NoCertificate(cert.clone()));
             }
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|err| Error::Tls(format!("{}: {err}", key.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+                path: key.clone(),
+                source,
+            })?;
             (certs, key)
         }
         TlsConfig::SelfSigned => {
             let generated =
                 rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                    .map_err(|err| Error::Tls(format!("cannot generate a certificate: {err}")))?;
+                    .map_err(TlsError::Generate)?;
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
                 generated.signing_key.serialize_der(),
             ));
@@ -40,10 +42,10 @@ pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, Error> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|err| Error::Tls(err.to_string()))?
+        .map_err(TlsError::Settings)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|err| Error::Tls(format!("certificate and key do not fit: {err}")))?;
+        .map_err(TlsError::Settings)?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }

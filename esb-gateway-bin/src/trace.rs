@@ -44,12 +44,29 @@ impl RequestIds {
         }
     }
 
-    /// Sets both headers on a response.
-    pub fn stamp(&self, headers: &mut HeaderMap) {
-        if let Ok(id) = HeaderValue::from_str(&self.request_id) {
+    /// Both headers, to set on the response.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            request_id: HeaderValue::from_str(&self.request_id).ok(),
+            trace: self.trace.clone(),
+        }
+    }
+}
+
+/// The id headers of one response.
+#[derive(Clone, Debug)]
+pub(crate) struct Stamp {
+    request_id: Option<HeaderValue>,
+    trace: HeaderValue,
+}
+
+impl Stamp {
+    /// Sets both headers.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        if let Some(id) = self.request_id {
             headers.insert(REQUEST_ID_HEADER, id);
         }
-        headers.insert(TRACE_HEADER, self.trace.clone());
+        headers.insert(TRACE_HEADER, self.trace);
     }
 }
 

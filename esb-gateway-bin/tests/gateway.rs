@@ -52,6 +52,12 @@ fn assert_message(body: &Value, message: &str) {
     assert_eq!(body, &json!({ "message": message }));
 }
 
+/// An error answer: its status and its `{"message": ...}`.
+async fn assert_error(response: reqwest::Response, status: StatusCode, message: &str) {
+    assert_eq!(response.status(), status);
+    assert_message(&response.json().await.unwrap(), message);
+}
+
 #[tokio::test]
 async fn a_v1_route_carries_path_query_multi_value_headers_and_cookies_both_ways() {
     let gw = gateway().await;
@@ -271,8 +277,7 @@ async fn the_auth_endpoint_rejects_a_wrong_api_key_or_password() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_message(&response.json().await.unwrap(), "Unauthorized");
+        assert_error(response, StatusCode::UNAUTHORIZED, "Unauthorized").await;
     }
     gw.shutdown().await;
 }
@@ -289,9 +294,13 @@ async fn unknown_paths_get_404_and_wrong_methods_405() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "GET");
-    assert_message(&response.json().await.unwrap(), "Method Not Allowed");
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+    )
+    .await;
 
     let (status, body) = get_json(format!("{}/items/1", gw.url())).await;
     assert_eq!(status, StatusCode::OK);
@@ -308,8 +317,12 @@ async fn a_body_over_6_mb_gets_413() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_message(&response.json().await.unwrap(), "Request Entity Too Large");
+    assert_error(
+        response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request Entity Too Large",
+    )
+    .await;
     gw.shutdown().await;
 }
 
@@ -322,30 +335,38 @@ async fn a_malformed_function_response_gets_502() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_timeout_gets_504_and_the_next_request_a_new_sandbox() {
+/// `path` of the one-sandbox function answers `status` with `message`, and the next
+/// request is served by a new sandbox.
+async fn assert_a_new_sandbox_after(path: &str, status: StatusCode, message: &str) {
     let gw = gateway().await;
     let (_, first) = get_json(format!("{}/solo/echo", gw.url())).await;
-    let (status, body) = get_json(format!("{}/solo/sleep?ms=3000", gw.url())).await;
-    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert_message(&body, "Endpoint request timed out");
-    let (status, next) = get_json(format!("{}/solo/echo", gw.url())).await;
-    assert_eq!(status, StatusCode::OK);
+    let (answered, body) = get_json(format!("{}{path}", gw.url())).await;
+    assert_eq!(answered, status);
+    assert_message(&body, message);
+    let (answered, next) = get_json(format!("{}/solo/echo", gw.url())).await;
+    assert_eq!(answered, StatusCode::OK);
     assert_ne!(next["pid"], first["pid"]);
     gw.shutdown().await;
 }
 
 #[tokio::test]
+async fn a_timeout_gets_504_and_the_next_request_a_new_sandbox() {
+    assert_a_new_sandbox_after(
+        "/solo/sleep?ms=3000",
+        StatusCode::GATEWAY_TIMEOUT,
+        "Endpoint request timed out",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_crash_gets_502_and_the_next_request_a_new_sandbox() {
-    let gw = gateway().await;
-    let (_, first) = get_json(format!("{}/solo/echo", gw.url())).await;
-    let (status, body) = get_json(format!("{}/solo/crash", gw.url())).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert_message(&body, "Internal server error");
-    let (status, next) = get_json(format!("{}/solo/echo", gw.url())).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_ne!(next["pid"], first["pid"]);
-    gw.shutdown().await;
+    assert_a_new_sandbox_after(
+        "/solo/crash",
+        StatusCode::BAD_GATEWAY,
+        "Internal server error",
+    )
+    .await;
 }
 
 #[tokio::test]

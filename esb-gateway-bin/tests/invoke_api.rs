@@ -207,6 +207,15 @@ async fn function_logs_reach_victorialogs_with_the_request_id() {
     shipper.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A `RequestResponse` invocation of `plain` that asks for the log tail.
+async fn invoke_with_tail(gateway: &Gateway, payload: Value) -> reqwest::Response {
+    invoke(gateway, "plain", "RequestResponse", payload)
+        .header("X-Amz-Log-Type", "Tail")
+        .send()
+        .await
+        .unwrap()
+}
+
 fn request_id(response: &reqwest::Response) -> String {
     response.headers()["x-amzn-requestid"]
         .to_str()
@@ -235,16 +244,11 @@ fn position(log: &str, needle: &str) -> usize {
 #[tokio::test]
 async fn log_type_tail_returns_the_invocations_log() {
     let (gw, _) = start().await;
-    let response = invoke(
+    let response = invoke_with_tail(
         &gw,
-        "plain",
-        "RequestResponse",
         json!({"print": ["a printed line"], "stderr": ["an error line"]}),
     )
-    .header("X-Amz-Log-Type", "Tail")
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     let id = request_id(&response);
     let log = log_result(&response);
@@ -265,16 +269,7 @@ async fn log_type_tail_returns_the_invocations_log() {
     assert_eq!(body["echo"]["print"], json!(["a printed line"]));
 
     // The next request's tail is its own (warm: no Init Duration).
-    let response = invoke(
-        &gw,
-        "plain",
-        "RequestResponse",
-        json!({"print": ["second"]}),
-    )
-    .header("X-Amz-Log-Type", "Tail")
-    .send()
-    .await
-    .unwrap();
+    let response = invoke_with_tail(&gw, json!({"print": ["second"]})).await;
     let second = request_id(&response);
     let log = log_result(&response);
     assert!(
@@ -321,11 +316,7 @@ async fn the_log_tail_is_the_last_4_kb() {
     let lines: Vec<String> = (0..200)
         .map(|i| format!("line {i:03} {}", "x".repeat(60)))
         .collect();
-    let response = invoke(&gw, "plain", "RequestResponse", json!({"print": lines}))
-        .header("X-Amz-Log-Type", "Tail")
-        .send()
-        .await
-        .unwrap();
+    let response = invoke_with_tail(&gw, json!({"print": lines})).await;
     assert_eq!(response.status(), StatusCode::OK);
     let id = request_id(&response);
     let log = log_result(&response);
@@ -343,16 +334,11 @@ async fn the_log_tail_is_the_last_4_kb() {
 async fn the_log_tail_of_a_failed_invocation() {
     let (gw, _) = start().await;
     // A handled error: the function answered, so its log has a REPORT.
-    let response = invoke(
+    let response = invoke_with_tail(
         &gw,
-        "plain",
-        "RequestResponse",
         json!({"print": ["about to fail"], "error": {"type": "Oops", "message": "no"}}),
     )
-    .header("X-Amz-Log-Type", "Tail")
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
     let id = request_id(&response);
     let log = log_result(&response);
@@ -362,16 +348,8 @@ async fn the_log_tail_of_a_failed_invocation() {
     );
 
     // A timeout: the sandbox is killed; the log says why and ends with END.
-    let response = invoke(
-        &gw,
-        "plain",
-        "RequestResponse",
-        json!({"print": ["about to sleep"], "sleep_ms": 3000}),
-    )
-    .header("X-Amz-Log-Type", "Tail")
-    .send()
-    .await
-    .unwrap();
+    let response =
+        invoke_with_tail(&gw, json!({"print": ["about to sleep"], "sleep_ms": 3000})).await;
     assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
     let id = request_id(&response);
     let log = log_result(&response);
@@ -393,16 +371,7 @@ async fn a_runtime_that_keeps_its_logs_still_gets_start_end_and_report() {
     )
     .await
     .unwrap();
-    let response = invoke(
-        &gw,
-        "plain",
-        "RequestResponse",
-        json!({"print": ["elsewhere"]}),
-    )
-    .header("X-Amz-Log-Type", "Tail")
-    .send()
-    .await
-    .unwrap();
+    let response = invoke_with_tail(&gw, json!({"print": ["elsewhere"]})).await;
     let id = request_id(&response);
     let log = log_result(&response);
     let mut lines = log.lines();

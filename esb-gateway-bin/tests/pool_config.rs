@@ -35,3 +35,14 @@ fn stated_scaling_wins_field_by_field() {
     assert_eq!(config.acquire_timeout, Duration::from_millis(500));
     assert_eq!(config.spec.invoke_mode, InvokeMode::Rie);
 }
+
+#[test]
+fn check_rejects_a_min_capacity_over_the_default_max() {
+    let yml = "functions: { f: { command: [./f], scaling: { min_capacity: 11 } } }";
+    let functions = Config::from_yaml_str(yml, "routes: []", &|_| None).unwrap();
+    let config = esb_gateway::GatewayConfig::new(functions, "127.0.0.1:0".parse().unwrap());
+    let problems = config.validate(None).unwrap_err();
+    let fields: Vec<&str> = problems.0.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["functions.f.scaling.min_capacity"]);
+    assert!(problems.0[0].message.contains("over max_capacity 10"));
+}

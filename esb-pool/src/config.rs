@@ -84,7 +84,8 @@ impl FunctionPoolConfig {
         &self.spec.function_name
     }
 
-    pub(crate) fn validate(&self) -> Result<(), PoolError> {
+    /// Checks the config as [`crate::Pool::new`] does (name, capacities), naming the field at fault.
+    pub fn validate(&self) -> Result<(), PoolError> {
         let invalid = |field: &'static str, reason: String| PoolError::InvalidConfig {
             function: self.name().to_owned(),
             field,

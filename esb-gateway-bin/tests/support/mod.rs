@@ -51,15 +51,11 @@ pub fn load(functions: &str, routing: &str) -> esb_router::Config {
 
 /// A config on 127.0.0.1:0 with login and token checks configured.
 pub fn config(functions: &str, routing: &str) -> GatewayConfig {
-    let mut config = GatewayConfig::new(load(functions, routing), "127.0.0.1:0".parse().unwrap());
-    config.auth = AuthConfig {
-        jwt_secret: Some(SECRET.into()),
-        api_key: Some("test-api-key".into()),
-        user: Some("alice".into()),
-        password: Some("wonderland".into()),
-        ..AuthConfig::default()
-    };
-    config
+    GatewayConfig::new(load(functions, routing), "127.0.0.1:0".parse().unwrap()).auth(
+        AuthConfig::default()
+            .jwt_secret(SECRET)
+            .login("test-api-key", "alice", "wonderland"),
+    )
 }
 
 /// A process runtime whose function logs go to `sink`.

@@ -1,0 +1,134 @@
+//! A routed request becomes an API Gateway proxy event, the event an [`Invocation`], and
+//! the function's answer an HTTP response (502 when it failed or is malformed).
+
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use esb_events::{EventContext, RouteInfo};
+use esb_pool::{Invocation, PoolResponse};
+use esb_router::{Match, PayloadFormat};
+use esb_runtime::InvokeResult;
+use futures::future::{Either, Ready, ready};
+use http::request::Parts;
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::{Layer, Service};
+
+use super::Body;
+use super::{BoxFuture, RemoteAddr};
+use crate::auth::Identity;
+use crate::error::RequestError;
+use crate::trace::RequestIds;
+
+/// Builds events from routed requests and maps the answers back.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct EventLayer;
+
+impl<S> Layer<S> for EventLayer {
+    type Service = Event<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Event { inner }
+    }
+}
+
+/// See [`EventLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct Event<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Bytes>> for Event<S>
+where
+    S: Service<Invocation, Response = PoolResponse, Error = RequestError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = RequestError;
+    type Future = Either<
+        Ready<Result<Response<Body>, RequestError>>,
+        BoxFuture<Result<Response<Body>, RequestError>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let Some(found) = parts.extensions.remove::<Match>() else {
+            return Either::Left(ready(Err(RequestError::NoRoute)));
+        };
+        let invocation = match invocation(&parts, &body, &found) {
+            Ok(invocation) => invocation,
+            Err(err) => return Either::Left(ready(Err(err))),
+        };
+        let answer = self.inner.call(invocation);
+        let format = found.payload_format;
+        let function = found.function;
+        Either::Right(Box::pin(async move {
+            respond(answer.await?, format, &function)
+        }))
+    }
+}
+
+/// The invocation of a routed request: its event, with the request's ids.
+fn invocation(parts: &Parts, body: &[u8], found: &Match) -> Result<Invocation, RequestError> {
+    let extensions = &parts.extensions;
+    let fresh;
+    let ids = match extensions.get::<RequestIds>() {
+        Some(ids) => ids,
+        None => {
+            fresh = RequestIds::new(&parts.headers);
+            &fresh
+        }
+    };
+    let source_ip = extensions
+        .get::<RemoteAddr>()
+        .map(|remote| remote.0.ip().to_string())
+        .unwrap_or_default();
+    let mut ctx = EventContext::new(&ids.request_id, &source_ip, SystemTime::now());
+    if let Some(identity) = extensions.get::<Identity>() {
+        ctx.claims = Some(&identity.claims);
+        ctx.scopes = Some(&identity.scopes);
+    }
+    let route = RouteInfo {
+        resource: &found.resource,
+        route_key: &found.route_key,
+        path_parameters: &found.path_parameters,
+    };
+    let event = match found.payload_format {
+        PayloadFormat::V1 => esb_events::build_v1(parts, body, &route, &ctx),
+        PayloadFormat::V2 => esb_events::build_v2(parts, body, &route, &ctx),
+    }
+    .map_err(RequestError::Event)?;
+    Ok(Invocation::new(&*found.function, ids.invoke_request(event)))
+}
+
+/// The function's answer as an HTTP response.
+fn respond(
+    answer: PoolResponse,
+    format: PayloadFormat,
+    function: &str,
+) -> Result<Response<Body>, RequestError> {
+    let payload = match answer.response.result {
+        InvokeResult::Success(payload) => payload,
+        InvokeResult::FunctionError(err) => {
+            return Err(RequestError::FunctionFailed {
+                function: function.to_owned(),
+                error_type: err.error_type,
+                error_message: err.error_message,
+            });
+        }
+    };
+    let mapped = match format {
+        PayloadFormat::V1 => esb_events::map_response_v1(&payload),
+        PayloadFormat::V2 => esb_events::map_response_v2(&payload),
+    }
+    .map_err(|source| RequestError::MalformedResponse {
+        function: function.to_owned(),
+        source,
+    })?;
+    Ok(mapped.map(Full::new))
+}
