@@ -42,6 +42,7 @@ const CHUNK: usize = 1 << 20;
 
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegistryCredentials {
     /// HTTP basic authentication.
     Basic {
@@ -65,11 +66,34 @@ impl std::fmt::Debug for RegistryCredentials {
 
 /// How images are fetched.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// Registries (`host:port`) spoken to over plain HTTP; every other one uses HTTPS.
     pub insecure: Vec<String>,
     /// Credentials by registry (`host:port`); anonymous elsewhere.
     pub credentials: BTreeMap<String, RegistryCredentials>,
+}
+
+impl RegistryConfig {
+    /// Sets the registries (`host:port`) spoken to over plain HTTP.
+    pub fn insecure<I, S>(mut self, registries: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.insecure = registries.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds the credentials of one registry (`host:port`).
+    pub fn credentials(
+        mut self,
+        registry: impl Into<String>,
+        credentials: RegistryCredentials,
+    ) -> Self {
+        self.credentials.insert(registry.into(), credentials);
+        self
+    }
 }
 
 /// An image ready to make sandboxes from.
@@ -273,7 +297,10 @@ impl Images {
         let path = archive.to_path_buf();
         let files = tokio::task::spawn_blocking(move || read_archive(&path))
             .await
-            .map_err(|err| Error::Backend(format!("archive reader failed: {err}")))??;
+            .map_err(|err| Error::Other {
+                operation: "archive reader".into(),
+                source: err.into(),
+            })??;
         let lease = self.lease("import").await?;
         let result = async {
             let target = self.import_files(archive, &files, &lease).await?;
@@ -474,12 +501,18 @@ impl Images {
 
     /// Pulls `name` from its registry into the content store and records it.
     async fn pull(&self, name: &str, lease: &str) -> crate::Result<Desc> {
-        let reference: Reference = name.parse().map_err(|err| {
-            Error::Backend(format!("image reference {name:?} is not valid: {err}"))
-        })?;
+        let reference: Reference =
+            name.parse()
+                .map_err(|err: oci_client::ParseError| Error::Other {
+                    operation: format!("image reference {name:?} is not valid"),
+                    source: err.into(),
+                })?;
         let auth = self.auth(&reference);
         let registry_error = |what: &str, err: oci_client::errors::OciDistributionError| -> Error {
-            Error::Backend(format!("pulling {name}: {what}: {err}"))
+            Error::Other {
+                operation: format!("pulling {name}: {what}"),
+                source: err.into(),
+            }
         };
         let accepted = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST];
         tracing::info!(image = name, "pulling image");
@@ -504,8 +537,10 @@ impl Images {
                 .map_err(|err| registry_error("platform manifest", err))?;
             media_type = chosen.media_type;
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|err| Error::Backend(format!("pulling {name}: manifest: {err}")))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            document: format!("pulling {name}: manifest"),
+            source,
+        })?;
         for (i, desc) in std::iter::once(&manifest.config)
             .chain(&manifest.layers)
             .enumerate()
@@ -639,8 +674,9 @@ impl Images {
             tokio::spawn(async move {
                 let mut offset = 0i64;
                 while let Some(chunk) = source.next().await {
-                    let chunk = chunk.map_err(|err| {
-                        Error::Backend(format!("downloading blob {digest}: {err}"))
+                    let chunk = chunk.map_err(|err| Error::Other {
+                        operation: format!("downloading blob {digest}"),
+                        source: err.into(),
                     })?;
                     for piece in chunk.chunks(CHUNK) {
                         let request = WriteContentRequest {
@@ -689,9 +725,10 @@ impl Images {
             Ok::<_, containerd_client::tonic::Status>(())
         }
         .await;
-        let produced = producer
-            .await
-            .map_err(|err| Error::Backend(format!("blob writer failed: {err}")))?;
+        let produced = producer.await.map_err(|err| Error::Other {
+            operation: "blob writer".into(),
+            source: err.into(),
+        })?;
         match written {
             Err(status) if status.code() == Code::AlreadyExists => Ok(()),
             Err(status) => Err(status_error("write content", &desc.digest, status)),
@@ -702,16 +739,17 @@ impl Images {
     /// Unpacks the layers of the image whose manifest is `target` into committed snapshots.
     async fn unpack(&self, name: &str, target: &Desc, lease: &str) -> crate::Result<ReadyImage> {
         let manifest_bytes = self.read_blob(&target.digest).await?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|err| {
-            Error::Backend(format!("image {name}: manifest {}: {err}", target.digest))
-        })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|err| Error::Json {
+                document: format!("image {name}: manifest {}", target.digest),
+                source: err,
+            })?;
         let config_bytes = self.read_blob(&manifest.config.digest).await?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|err| {
-            Error::Backend(format!(
-                "image {name}: config {}: {err}",
-                manifest.config.digest
-            ))
-        })?;
+        let config: ImageConfig =
+            serde_json::from_slice(&config_bytes).map_err(|err| Error::Json {
+                document: format!("image {name}: config {}", manifest.config.digest),
+                source: err,
+            })?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(Error::Backend(format!(
                 "image {name}: {} layers but {} diff ids",
