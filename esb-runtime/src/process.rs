@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::logs::{LogSink, LogStream};
+use crate::logs::LogStream;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
@@ -60,29 +60,7 @@ impl Default for ProcessConfig {
 }
 
 impl ProcessConfig {
-    /// Sets `AWS_REGION` and the region in function ARNs.
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.lambda.region = region.into();
-        self
-    }
-
-    /// Sets the account id in function ARNs.
-    pub fn account_id(mut self, account_id: impl Into<String>) -> Self {
-        self.lambda.account_id = account_id.into();
-        self
-    }
-
-    /// Sets how long a sandbox's init may take.
-    pub fn init_timeout(mut self, timeout: Duration) -> Self {
-        self.lambda.init_timeout = timeout;
-        self
-    }
-
-    /// Sets where function log lines and START/END/REPORT lines go.
-    pub fn log_sink(mut self, sink: Arc<dyn LogSink>) -> Self {
-        self.lambda.log_sink = sink;
-        self
-    }
+    crate::sandbox::lambda_setters!(lambda);
 
     /// Sets the working directory of the processes (and `LAMBDA_TASK_ROOT`).
     pub fn task_root(mut self, root: impl Into<PathBuf>) -> Self {

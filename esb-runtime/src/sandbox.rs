@@ -57,6 +57,37 @@ impl std::fmt::Debug for LambdaSettings {
     }
 }
 
+/// The builder setters of the [`LambdaSettings`] a backend's config holds in a field: the
+/// same four methods on each config.
+macro_rules! lambda_setters {
+    ($field:ident) => {
+        /// Sets `AWS_REGION` and the region in function ARNs.
+        pub fn region(mut self, region: impl Into<String>) -> Self {
+            self.$field.region = region.into();
+            self
+        }
+
+        /// Sets the account id in function ARNs.
+        pub fn account_id(mut self, account_id: impl Into<String>) -> Self {
+            self.$field.account_id = account_id.into();
+            self
+        }
+
+        /// Sets how long a sandbox's init may take before its first invocation fails.
+        pub fn init_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$field.init_timeout = timeout;
+            self
+        }
+
+        /// Sets where function log lines and START/END/REPORT lines go.
+        pub fn log_sink(mut self, sink: std::sync::Arc<dyn crate::logs::LogSink>) -> Self {
+            self.$field.log_sink = sink;
+            self
+        }
+    };
+}
+pub(crate) use lambda_setters;
+
 impl LambdaSettings {
     /// A broker of the Lambda Runtime API for a sandbox that starts now.
     pub(crate) fn broker(&self, id: &SandboxId, function_name: &str, timeout: Duration) -> Broker {
@@ -210,7 +241,9 @@ pub(crate) fn exit_reason(exit: Exit) -> String {
     }
 }
 
-/// Lambda's wording for a sandbox the kernel killed at its memory limit.
+/// Lambda's wording for a sandbox the kernel killed at its memory limit (only the
+/// containerd backend enforces one).
+#[cfg(feature = "containerd")]
 pub(crate) fn oom_reason(memory_mb: u32) -> String {
     format!(
         "Runtime.OutOfMemory: Runtime exited with error: signal: killed (OOM: the sandbox went \
@@ -260,6 +293,7 @@ pub(crate) enum WhenPaused {
     /// Fail it at once with [`Error::Paused`].
     Reject,
     /// Let it wait: the sandbox answers once resumed.
+    #[cfg_attr(not(feature = "process"), allow(dead_code))]
     Wait,
 }
 
@@ -294,6 +328,7 @@ impl Core {
     }
 
     /// True once its process or task has exited.
+    #[cfg_attr(not(feature = "process"), allow(dead_code))]
     pub(crate) fn has_exited(&self) -> bool {
         self.exited.borrow().is_some()
     }
@@ -304,6 +339,7 @@ impl Core {
     }
 
     /// Its listing, with its state now.
+    #[cfg_attr(not(feature = "process"), allow(dead_code))]
     pub(crate) fn listing(&self) -> SandboxInfo {
         SandboxInfo {
             state: self.state(),
@@ -406,6 +442,11 @@ mod tests {
             exit_reason(Exit::Code(3)),
             "Runtime exited with error: exit status 3"
         );
+    }
+
+    #[cfg(feature = "containerd")]
+    #[test]
+    fn oom_kills_name_the_limit() {
         assert!(oom_reason(128).contains("OOM") && oom_reason(128).contains("128 MB"));
     }
 

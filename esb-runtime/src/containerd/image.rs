@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
@@ -17,6 +19,7 @@ use containerd_client::services::v1::{
     UpdateRequest as UpdateContentRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::Code;
+use containerd_client::tonic::transport::Channel;
 use containerd_client::types::Descriptor;
 use futures::StreamExt;
 use oci_client::Reference;
@@ -738,6 +741,42 @@ impl Images {
 
     /// Unpacks the layers of the image whose manifest is `target` into committed snapshots.
     async fn unpack(&self, name: &str, target: &Desc, lease: &str) -> crate::Result<ReadyImage> {
+        let (manifest, config) = self.read_documents(name, target).await?;
+        let chain = chain_ids(&config.rootfs.diff_ids);
+        let mut parent = String::new();
+        for (layer, chain_id) in manifest.layers.iter().zip(&chain) {
+            if !self.has_snapshot(chain_id).await {
+                self.unpack_layer(name, layer, chain_id, &parent, lease)
+                    .await?;
+                tracing::info!(image = name, layer = %layer.digest, chain_id, "unpacked layer");
+            }
+            parent.clone_from(chain_id);
+        }
+        if parent.is_empty() {
+            return Err(Error::Backend(format!("image {name} has no layers")));
+        }
+        // Keeps the unpacked snapshots alive as long as the image's config is.
+        self.label_blob(
+            &manifest.config.digest,
+            HashMap::from([(
+                format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter),
+                parent.clone(),
+            )]),
+        )
+        .await?;
+        Ok(ReadyImage {
+            chain_id: parent,
+            run: config.config.unwrap_or_default(),
+        })
+    }
+
+    /// The manifest `target` points to and the image config it names, which must describe
+    /// as many layers as the manifest lists.
+    async fn read_documents(
+        &self,
+        name: &str,
+        target: &Desc,
+    ) -> crate::Result<(Manifest, ImageConfig)> {
         let manifest_bytes = self.read_blob(&target.digest).await?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).map_err(|err| Error::Json {
@@ -757,88 +796,81 @@ impl Images {
                 config.rootfs.diff_ids.len()
             )));
         }
-        let chain = chain_ids(&config.rootfs.diff_ids);
-        let mut snapshots =
-            containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(
-                self.ctr.channel.clone(),
-            );
-        let mut diff =
-            containerd_client::services::v1::diff_client::DiffClient::new(self.ctr.channel.clone());
-        let mut parent = String::new();
-        for (layer, chain_id) in manifest.layers.iter().zip(&chain) {
-            let stat = StatSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: chain_id.clone(),
-            };
-            if snapshots.stat(self.ctr.req(stat)).await.is_ok() {
-                parent.clone_from(chain_id);
-                continue;
-            }
-            let key = format!("esb-extract-{}-{chain_id}", uuid::Uuid::new_v4().simple());
-            let prepare = PrepareSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: key.clone(),
-                parent: parent.clone(),
-                labels: HashMap::new(),
-            };
-            let mounts = snapshots
-                .prepare(self.ctr.leased(prepare, lease))
-                .await
-                .map_err(|s| status_error("prepare snapshot", &key, s))?
-                .into_inner()
-                .mounts;
-            let apply = ApplyRequest {
-                diff: Some(layer.to_containerd()),
-                mounts,
-                payloads: HashMap::new(),
-                sync_fs: false,
-            };
-            let applied = diff.apply(self.ctr.leased(apply, lease)).await;
-            let committed = match applied {
-                Ok(_) => {
-                    let commit = CommitSnapshotRequest {
-                        snapshotter: self.snapshotter.clone(),
-                        name: chain_id.clone(),
-                        key: key.clone(),
-                        labels: HashMap::new(),
-                    };
-                    snapshots.commit(self.ctr.leased(commit, lease)).await
-                }
-                Err(status) => Err(status),
-            };
-            if let Err(status) = committed {
-                let remove = RemoveSnapshotRequest {
+        Ok((manifest, config))
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.ctr.channel.clone())
+    }
+
+    /// True when the snapshot of this chain id exists already (unpacked before).
+    async fn has_snapshot(&self, chain_id: &str) -> bool {
+        let stat = StatSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: chain_id.to_owned(),
+        };
+        self.snapshots().stat(self.ctr.req(stat)).await.is_ok()
+    }
+
+    /// Applies one layer on the snapshot `parent` and commits the result as `chain_id`;
+    /// another unpack that committed it first is fine.
+    async fn unpack_layer(
+        &self,
+        name: &str,
+        layer: &Desc,
+        chain_id: &str,
+        parent: &str,
+        lease: &str,
+    ) -> crate::Result<()> {
+        let mut snapshots = self.snapshots();
+        let key = format!("esb-extract-{}-{chain_id}", uuid::Uuid::new_v4().simple());
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: key.clone(),
+            parent: parent.to_owned(),
+            labels: HashMap::new(),
+        };
+        let mounts = snapshots
+            .prepare(self.ctr.leased(prepare, lease))
+            .await
+            .map_err(|s| status_error("prepare snapshot", &key, s))?
+            .into_inner()
+            .mounts;
+        let apply = ApplyRequest {
+            diff: Some(layer.to_containerd()),
+            mounts,
+            payloads: HashMap::new(),
+            sync_fs: false,
+        };
+        let mut diff = DiffClient::new(self.ctr.channel.clone());
+        let committed = match diff.apply(self.ctr.leased(apply, lease)).await {
+            Ok(_) => {
+                let commit = CommitSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),
+                    name: chain_id.to_owned(),
                     key: key.clone(),
+                    labels: HashMap::new(),
                 };
-                let _ = snapshots.remove(self.ctr.req(remove)).await;
-                if status.code() != Code::AlreadyExists {
-                    return Err(status_error(
-                        "unpack layer",
-                        &format!("{} of {name}", layer.digest),
-                        status,
-                    ));
-                }
+                snapshots.commit(self.ctr.leased(commit, lease)).await
             }
-            tracing::info!(image = name, layer = %layer.digest, chain_id, "unpacked layer");
-            parent.clone_from(chain_id);
+            Err(status) => Err(status),
+        };
+        let Err(status) = committed else {
+            return Ok(());
+        };
+        let remove = RemoveSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key,
+        };
+        let _ = snapshots.remove(self.ctr.req(remove)).await;
+        if status.code() == Code::AlreadyExists {
+            return Ok(());
         }
-        if parent.is_empty() {
-            return Err(Error::Backend(format!("image {name} has no layers")));
-        }
-        // Keeps the unpacked snapshots alive as long as the image's config is.
-        self.label_blob(
-            &manifest.config.digest,
-            HashMap::from([(
-                format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter),
-                parent.clone(),
-            )]),
-        )
-        .await?;
-        Ok(ReadyImage {
-            chain_id: parent,
-            run: config.config.unwrap_or_default(),
-        })
+        Err(status_error(
+            "unpack layer",
+            &format!("{} of {name}", layer.digest),
+            status,
+        ))
     }
 }
 

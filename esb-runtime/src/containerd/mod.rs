@@ -59,7 +59,7 @@ use self::client::{Ctr, ignore_not_found, status_error};
 use self::cni::Cni;
 use self::image::Images;
 use self::oci::ImageRunConfig;
-use crate::logs::{LogSink, LogStream};
+use crate::logs::LogStream;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
@@ -180,23 +180,7 @@ impl ContainerdConfig {
         self
     }
 
-    /// Sets `AWS_REGION` and the region in function ARNs.
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.lambda.region = region.into();
-        self
-    }
-
-    /// Sets how long a sandbox's init may take.
-    pub fn init_timeout(mut self, timeout: Duration) -> Self {
-        self.lambda.init_timeout = timeout;
-        self
-    }
-
-    /// Sets where function log lines and START/END/REPORT lines go.
-    pub fn log_sink(mut self, sink: Arc<dyn LogSink>) -> Self {
-        self.lambda.log_sink = sink;
-        self
-    }
+    crate::sandbox::lambda_setters!(lambda);
 
     /// Sets the CPUs each sandbox may use (`None`: memory-proportional shares only).
     pub fn cpus(mut self, cpus: Option<f64>) -> Self {
