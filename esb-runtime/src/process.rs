@@ -487,18 +487,20 @@ impl Runtime for ProcessRuntime {
 
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let sandbox = self.get(id)?;
+        let run = |request| sandbox.core.broker.invoke(request);
+        let peak = || sandbox.peak.bytes();
+        let kill = || sandbox.kill();
         // A stopped process group answers once continued: the invocation waits for resume.
-        sandbox
-            .core
-            .invoke(
-                &self.config.lambda,
-                WhenPaused::Wait,
-                request,
-                |request| sandbox.core.broker.invoke(request),
-                || sandbox.peak.bytes(),
-                || sandbox.kill(),
-            )
-            .await
+        let core = &sandbox.core;
+        core.invoke(
+            &self.config.lambda,
+            WhenPaused::Wait,
+            request,
+            run,
+            peak,
+            kill,
+        )
+        .await
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {

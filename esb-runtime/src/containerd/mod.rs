@@ -1134,6 +1134,14 @@ impl ContainerdRuntime {
         Cgroup::new(self.cgroups_path(id))
     }
 
+    /// One invocation, the way the sandbox's invoke mode reaches the function.
+    async fn run(&self, sandbox: &Sandbox, request: InvokeRequest) -> Result<InvokeResponse> {
+        match sandbox.mode {
+            InvokeMode::RuntimeApi => sandbox.core.broker.invoke(request).await,
+            InvokeMode::Rie => self.invoke_rie(sandbox, request).await,
+        }
+    }
+
     /// One invocation in `rie` mode: a POST to the emulator on the sandbox's address.
     async fn invoke_rie(
         &self,
@@ -1250,21 +1258,12 @@ impl Runtime for ContainerdRuntime {
 
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let sandbox = self.get(id)?;
-        sandbox
-            .core
-            .invoke(
-                &self.config.lambda,
-                WhenPaused::Reject,
-                request,
-                |request| async {
-                    match sandbox.mode {
-                        InvokeMode::RuntimeApi => sandbox.core.broker.invoke(request).await,
-                        InvokeMode::Rie => self.invoke_rie(&sandbox, request).await,
-                    }
-                },
-                || sandbox.cgroup.memory_peak(),
-                || self.kill(&sandbox),
-            )
+        let run = |request| self.run(&sandbox, request);
+        let peak = || sandbox.cgroup.memory_peak();
+        let kill = || self.kill(&sandbox);
+        let lambda = &self.config.lambda;
+        let core = &sandbox.core;
+        core.invoke(lambda, WhenPaused::Reject, request, run, peak, kill)
             .await
     }
 

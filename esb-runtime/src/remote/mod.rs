@@ -332,11 +332,12 @@ impl<T> Policy<(), T, Error> for RetryUnavailable {
 }
 
 fn endpoint(config: &RemoteConfig) -> Result<Endpoint> {
-    let bad = |err: &dyn std::fmt::Display| {
-        Error::Backend(format!("agent endpoint {:?}: {err}", config.endpoint))
+    let bad = |source: tonic::transport::Error| Error::Other {
+        operation: format!("agent endpoint {:?}", config.endpoint),
+        source: source.into(),
     };
     let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-        .map_err(|err| bad(&err))?
+        .map_err(bad)?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -356,11 +357,12 @@ fn endpoint(config: &RemoteConfig) -> Result<Endpoint> {
         if let Some(domain) = &tls.domain {
             tls_config = tls_config.domain_name(domain.clone());
         }
-        endpoint = endpoint.tls_config(tls_config).map_err(|err| bad(&err))?;
+        endpoint = endpoint.tls_config(tls_config).map_err(bad)?;
     } else if https {
-        return Err(bad(
-            &"an https:// endpoint needs TLS settings (RemoteConfig::tls)",
-        ));
+        return Err(Error::Backend(format!(
+            "agent endpoint {:?}: an https:// endpoint needs TLS settings (RemoteConfig::tls)",
+            config.endpoint
+        )));
     }
     Ok(endpoint)
 }
@@ -474,5 +476,66 @@ impl Runtime for RemoteRuntime {
 
     fn capabilities(&self) -> Capabilities {
         self.capabilities
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Calls a service that fails with `errors` (in turn) before it answers, under the retry
+    /// policy of `attempts`; returns the outcome and the number of calls.
+    async fn retried(attempts: u32, errors: Vec<Error>) -> (Result<&'static str>, u32) {
+        let calls = AtomicU32::new(0);
+        let errors = std::sync::Mutex::new(errors.into_iter());
+        let service = tower::service_fn(|()| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let next = errors.lock().ok().and_then(|mut e| e.next());
+            async move {
+                match next {
+                    Some(err) => Err(err),
+                    None => Ok("answer"),
+                }
+            }
+        });
+        let config = RemoteConfig::new("http://agent:1")
+            .attempts(attempts)
+            .retry_backoff(Duration::from_millis(100));
+        let outcome = Retry::new(RetryUnavailable::new(&config, "test"), service)
+            .oneshot(())
+            .await;
+        (outcome, calls.load(Ordering::SeqCst))
+    }
+
+    fn unavailable() -> Error {
+        Error::Unavailable("down".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_calls_are_repeated_with_a_doubling_pause() {
+        let started = tokio::time::Instant::now();
+        let (outcome, calls) = retried(3, vec![unavailable(), unavailable()]).await;
+        assert_eq!(outcome.ok(), Some("answer"));
+        assert_eq!(calls, 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_attempt_gives_its_error() {
+        let (outcome, calls) = retried(2, vec![unavailable(), unavailable()]).await;
+        assert!(matches!(outcome, Err(Error::Unavailable(_))));
+        assert_eq!(calls, 2);
+        let (outcome, calls) = retried(0, vec![unavailable()]).await;
+        assert!(matches!(outcome, Err(Error::Unavailable(_))));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_are_not_repeated() {
+        let (outcome, calls) = retried(3, vec![Error::NotFound("sb".into())]).await;
+        assert!(matches!(outcome, Err(Error::NotFound(_))));
+        assert_eq!(calls, 1);
     }
 }
