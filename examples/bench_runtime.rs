@@ -57,10 +57,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     let me = std::env::current_exe()?.display().to_string();
-    let runtime = ProcessRuntime::new(ProcessConfig {
-        log_sink: std::sync::Arc::new(NullLogSink),
-        ..ProcessConfig::default()
-    });
+    let runtime =
+        ProcessRuntime::new(ProcessConfig::default().log_sink(std::sync::Arc::new(NullLogSink)));
     let spec = SandboxSpec::new("noop")
         .command([me])
         .env(ROLE, "function")

@@ -62,14 +62,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let function = FunctionPoolConfig::new(spec)
         .max_capacity(args.max_capacity)
         .acquire_timeout(Duration::from_millis(args.acquire_timeout_ms));
-    let backend = ProcessRuntime::new(ProcessConfig {
-        log_sink: if args.logs {
-            Arc::new(TerminalLogSink)
-        } else {
-            Arc::new(NullLogSink)
-        },
-        ..ProcessConfig::default()
-    });
+    let backend = ProcessRuntime::new(ProcessConfig::default().log_sink(if args.logs {
+        Arc::new(TerminalLogSink)
+    } else {
+        Arc::new(NullLogSink)
+    }));
     let pool = Pool::new(
         PoolConfig::new([function]),
         vec![Arc::new(backend) as Arc<dyn Runtime>],

@@ -25,10 +25,9 @@ async fn a_printed_line_reaches_victorialogs_with_its_function_and_request_id() 
     let mut config = VictoriaLogsConfig::new(&server.url);
     config.flush_interval = Duration::from_millis(50);
     let shipper = LogShipper::start(config).unwrap();
-    let runtime = ProcessRuntime::new(ProcessConfig {
-        log_sink: Arc::new(VictoriaLogsSink(shipper.clone())),
-        ..ProcessConfig::default()
-    });
+    let runtime = ProcessRuntime::new(
+        ProcessConfig::default().log_sink(Arc::new(VictoriaLogsSink(shipper.clone()))),
+    );
 
     let bin = esb_testfn::binary().expect("build esb-testfn");
     let sandbox = runtime

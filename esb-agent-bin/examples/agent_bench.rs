@@ -147,10 +147,9 @@ async fn main() {
                     .display()
                     .to_string(),
             };
-            let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(ProcessConfig {
-                log_sink: Arc::new(NullLogSink),
-                ..ProcessConfig::default()
-            }));
+            let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(
+                ProcessConfig::default().log_sink(Arc::new(NullLogSink)),
+            ));
             (process, SandboxSpec::new("bench").command([function]))
         }
         #[cfg(feature = "containerd")]
@@ -210,17 +209,14 @@ async fn containerd() -> (Arc<dyn Runtime>, SandboxSpec) {
     let image = tokio::task::spawn_blocking(oci::pushed_image)
         .await
         .expect("image pushed");
-    let runtime = ContainerdRuntime::connect(ContainerdConfig {
-        address,
-        env: format!("bench-{}", std::process::id()),
-        state_dir: "/run/esb-bench".into(),
-        registries: RegistryConfig {
-            insecure: vec![oci::registry()],
-            ..RegistryConfig::default()
-        },
-        log_sink: Arc::new(NullLogSink),
-        ..ContainerdConfig::default()
-    })
+    let runtime = ContainerdRuntime::connect(
+        ContainerdConfig::default()
+            .address(address)
+            .env(format!("bench-{}", std::process::id()))
+            .state_dir("/run/esb-bench")
+            .registries(RegistryConfig::default().insecure([oci::registry()]))
+            .log_sink(Arc::new(NullLogSink)),
+    )
     .await
     .expect("containerd answers");
     (Arc::new(runtime), SandboxSpec::new("bench").image(image))

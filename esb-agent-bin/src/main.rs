@@ -11,7 +11,6 @@ use esb_agent::{BearerAuth, ServeOptions, TlsFiles};
 use esb_runtime::Runtime;
 use esb_runtime::logs::{LogSink, LogTail, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
-use tokio::signal::unix::{SignalKind, signal};
 
 /// The sandbox engine behind the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -197,10 +196,7 @@ fn log_sink(args: &Args) -> Arc<dyn LogSink> {
 async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Arc<dyn Runtime>> {
     match args.runtime {
         RuntimeKind::Process => {
-            let config = ProcessConfig {
-                log_sink,
-                ..ProcessConfig::default()
-            };
+            let config = ProcessConfig::default().log_sink(log_sink);
             Ok(Arc::new(ProcessRuntime::new(config)))
         }
         RuntimeKind::Containerd => containerd_runtime(args, log_sink).await,
@@ -213,48 +209,27 @@ async fn containerd_runtime(
     log_sink: Arc<dyn LogSink>,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
     use esb_runtime::containerd::{
-        CniConfig, ContainerdConfig, ContainerdRuntime, Freezer, ReconcilePolicy, RegistryConfig,
+        self, CniConfig, ContainerdConfig, Freezer, ReconcilePolicy, RegistryConfig,
     };
-    let config = ContainerdConfig {
-        address: args.containerd_address.clone(),
-        env: args.env_name.clone(),
-        registries: RegistryConfig {
-            insecure: args.insecure_registries.clone(),
-            ..RegistryConfig::default()
-        },
-        cni: args.cni_subnet.clone().map(|subnet| CniConfig {
-            subnet,
-            ..CniConfig::default()
-        }),
-        log_sink,
-        freezer: match args.freezer {
+    let config = ContainerdConfig::default()
+        .address(&args.containerd_address)
+        .env(&args.env_name)
+        .registries(RegistryConfig::default().insecure(args.insecure_registries.clone()))
+        .cni(
+            args.cni_subnet
+                .clone()
+                .map(|subnet| CniConfig::default().subnet(subnet)),
+        )
+        .log_sink(log_sink)
+        .freezer(match args.freezer {
             FreezerKind::Cgroup => Freezer::Cgroup,
             FreezerKind::Tasks => Freezer::Tasks,
-        },
-        ..ContainerdConfig::default()
-    };
-    let namespace = config.namespace();
-    let runtime = ContainerdRuntime::connect(config).await.with_context(|| {
-        format!(
-            "cannot use containerd at {} (namespace {namespace})",
-            args.containerd_address.display()
-        )
-    })?;
+        });
     let policy = match args.reconcile {
         Reconcile::Adopt => ReconcilePolicy::Adopt,
         Reconcile::Remove => ReconcilePolicy::Remove,
     };
-    let reconciled = runtime
-        .reconcile(policy)
-        .await
-        .context("cannot reconcile the sandboxes left in containerd")?;
-    tracing::info!(
-        %namespace,
-        adopted = reconciled.adopted.len(),
-        removed = reconciled.removed.len(),
-        "containerd sandboxes reconciled"
-    );
-    Ok(Arc::new(runtime))
+    Ok(Arc::new(containerd::connect(config, policy).await?))
 }
 
 #[cfg(not(feature = "containerd"))]
@@ -267,19 +242,10 @@ async fn containerd_runtime(
     )
 }
 
+/// SIGTERM or SIGINT.
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutdown requested");
+    let signal = esb_runtime::shutdown::shutdown_signal().await;
+    tracing::info!(signal, "shutdown requested");
 }
 
 /// mimalloc, as the gateway: fewer cycles per invocation than glibc's allocator under load.

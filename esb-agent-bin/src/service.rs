@@ -4,15 +4,16 @@ use std::sync::Arc;
 
 use esb_proto::agent::v1 as pb;
 use esb_runtime::logs::LogTail;
-use esb_runtime::remote::{self as wire, error_to_status};
-use esb_runtime::{Runtime, SandboxId, SandboxState};
+use esb_runtime::remote::wire::Invocation;
+use esb_runtime::{Runtime, SandboxId, SandboxSpec, SandboxState};
 use pb::agent_service_server::AgentService;
 use tonic::{Request, Response, Status};
 
 /// The agent's gRPC service: each call is one [`Runtime`] operation.
 ///
-/// Runtime errors become a status in one place, [`error_to_status`]; a function's own
-/// error is a normal [`pb::InvokeWorkerResponse`].
+/// Runtime errors become a status in one place, [`error_to_status`](esb_runtime::remote::error_to_status) (through `?`); a
+/// function's own error is a normal [`pb::InvokeWorkerResponse`]. Messages convert with the
+/// `From`/`TryFrom` impls of [`esb_runtime::remote::wire`].
 #[derive(Clone)]
 pub struct Agent {
     runtime: Arc<dyn Runtime>,
@@ -72,27 +73,22 @@ impl AgentService for Agent {
             let existing = self
                 .runtime
                 .list()
-                .await
-                .map_err(|err| error_to_status(&err))?
+                .await?
                 .into_iter()
                 .find(|info| info.id == wanted && info.state != SandboxState::Stopped);
             if let Some(info) = existing {
                 return Ok(Response::new(pb::EnsureContainerResponse {
-                    container: Some(wire::info_to_proto(info)),
+                    container: Some(info.into()),
                     created: false,
                 }));
             }
         }
-        let spec = wire::spec_from_proto(request).map_err(|err| error_to_status(&err))?;
+        let spec = SandboxSpec::try_from(request)?;
         let function = spec.function_name.clone();
-        let info = self
-            .runtime
-            .create(spec)
-            .await
-            .map_err(|err| error_to_status(&err))?;
+        let info = self.runtime.create(spec).await?;
         tracing::info!(%function, sandbox = %info.id, "sandbox created");
         Ok(Response::new(pb::EnsureContainerResponse {
-            container: Some(wire::info_to_proto(info)),
+            container: Some(info.into()),
             created: true,
         }))
     }
@@ -102,10 +98,7 @@ impl AgentService for Agent {
         request: Request<pb::DestroyContainerRequest>,
     ) -> Result<Response<pb::DestroyContainerResponse>, Status> {
         let id = sandbox_id(request.into_inner().container_id, "DestroyContainer")?;
-        self.runtime
-            .destroy(&id)
-            .await
-            .map_err(|err| error_to_status(&err))?;
+        self.runtime.destroy(&id).await?;
         tracing::info!(sandbox = %id, "sandbox destroyed");
         Ok(Response::new(pb::DestroyContainerResponse {}))
     }
@@ -115,10 +108,7 @@ impl AgentService for Agent {
         request: Request<pb::PauseContainerRequest>,
     ) -> Result<Response<pb::PauseContainerResponse>, Status> {
         let id = sandbox_id(request.into_inner().container_id, "PauseContainer")?;
-        self.runtime
-            .pause(&id)
-            .await
-            .map_err(|err| error_to_status(&err))?;
+        self.runtime.pause(&id).await?;
         Ok(Response::new(pb::PauseContainerResponse {}))
     }
 
@@ -127,10 +117,7 @@ impl AgentService for Agent {
         request: Request<pb::ResumeContainerRequest>,
     ) -> Result<Response<pb::ResumeContainerResponse>, Status> {
         let id = sandbox_id(request.into_inner().container_id, "ResumeContainer")?;
-        self.runtime
-            .resume(&id)
-            .await
-            .map_err(|err| error_to_status(&err))?;
+        self.runtime.resume(&id).await?;
         Ok(Response::new(pb::ResumeContainerResponse {}))
     }
 
@@ -142,11 +129,10 @@ impl AgentService for Agent {
         let containers = self
             .runtime
             .list()
-            .await
-            .map_err(|err| error_to_status(&err))?
+            .await?
             .into_iter()
             .filter(|info| function.is_empty() || info.function_name == function)
-            .map(wire::info_to_proto)
+            .map(pb::Container::from)
             .collect();
         Ok(Response::new(pb::ListContainersResponse { containers }))
     }
@@ -156,19 +142,18 @@ impl AgentService for Agent {
         request: Request<pb::GetContainerMetricsRequest>,
     ) -> Result<Response<pb::GetContainerMetricsResponse>, Status> {
         let id = sandbox_id(request.into_inner().container_id, "GetContainerMetrics")?;
-        let metrics = self
-            .runtime
-            .metrics(&id)
-            .await
-            .map_err(|err| error_to_status(&err))?;
-        Ok(Response::new(wire::metrics_to_proto(metrics)))
+        let metrics = self.runtime.metrics(&id).await?;
+        Ok(Response::new(metrics.into()))
     }
 
     async fn invoke_worker(
         &self,
         request: Request<pb::InvokeWorkerRequest>,
     ) -> Result<Response<pb::InvokeWorkerResponse>, Status> {
-        let (id, invoke) = wire::invoke_from_proto(request.into_inner());
+        let Invocation {
+            id,
+            request: invoke,
+        } = request.into_inner().into();
         if id.as_str().is_empty() {
             return Err(Status::invalid_argument(
                 "InvokeWorker: container_id is empty",
@@ -178,24 +163,18 @@ impl AgentService for Agent {
             Some(tail) if invoke.log_tail => Some(tail.capture(&invoke.request_id)),
             _ => None,
         };
-        let mut response = self
-            .runtime
-            .invoke(&id, invoke)
-            .await
-            .map_err(|err| error_to_status(&err))?;
+        let mut response = self.runtime.invoke(&id, invoke).await?;
         if let Some(capture) = capture {
             // The runtime wrote END and REPORT before it returned.
             response.log_tail = Some(capture.finish(None).await);
         }
-        Ok(Response::new(wire::response_to_proto(response)))
+        Ok(Response::new(response.into()))
     }
 
     async fn get_capabilities(
         &self,
         _request: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
-        Ok(Response::new(wire::capabilities_to_proto(
-            self.runtime.capabilities(),
-        )))
+        Ok(Response::new(self.runtime.capabilities().into()))
     }
 }

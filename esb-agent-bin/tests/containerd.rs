@@ -59,18 +59,13 @@ impl TestAgent {
     /// Connects a runtime of `env`, reconciles what an earlier agent of that env left (as the
     /// binary does at start), and serves it.
     async fn start(address: &Path, env: &str, cni: Option<CniConfig>) -> Self {
-        let config = ContainerdConfig {
-            address: address.to_path_buf(),
-            env: env.to_owned(),
-            state_dir: PathBuf::from("/run/esb-test"),
-            registries: RegistryConfig {
-                insecure: vec![oci::registry()],
-                ..RegistryConfig::default()
-            },
-            cni,
-            log_sink: Arc::new(NullLogSink),
-            ..ContainerdConfig::default()
-        };
+        let config = ContainerdConfig::default()
+            .address(address)
+            .env(env)
+            .state_dir(PathBuf::from("/run/esb-test"))
+            .registries(RegistryConfig::default().insecure([oci::registry()]))
+            .cni(cni)
+            .log_sink(Arc::new(NullLogSink));
         let runtime = Arc::new(ContainerdRuntime::connect(config).await.unwrap());
         runtime.reconcile(ReconcilePolicy::Adopt).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -187,15 +182,13 @@ async fn ensure_invoke_warm_pause_resume_and_destroy_over_grpc() {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let data_dir = tempfile::tempdir().unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
-    let cni = CniConfig {
-        network: format!("esbg{suffix}"),
-        bridge: format!("esbg{suffix}"),
-        subnet: "10.232.0.0/24".into(),
-        conf_dir: conf_dir.path().to_path_buf(),
-        data_dir: data_dir.path().to_path_buf(),
-        ip_masq: false,
-        ..CniConfig::default()
-    };
+    let cni = CniConfig::default()
+        .network(format!("esbg{suffix}"))
+        .bridge(format!("esbg{suffix}"))
+        .subnet("10.232.0.0/24")
+        .conf_dir(conf_dir.path())
+        .data_dir(data_dir.path())
+        .ip_masq(false);
     let agent = TestAgent::start(&address, &unique_env(), Some(cni)).await;
     let raw = Raw::new(&address, agent.runtime.namespace()).await;
     let mut client = agent.client().await;
@@ -410,13 +403,13 @@ async fn restart_gc_env_isolation_and_authentication() {
 
     // GC (reconcile with removal) takes this env's sandboxes, never the unlabelled one.
     agent.stop().await;
-    let runtime = ContainerdRuntime::connect(ContainerdConfig {
-        address: address.clone(),
-        env: env.clone(),
-        state_dir: PathBuf::from("/run/esb-test"),
-        log_sink: Arc::new(NullLogSink),
-        ..ContainerdConfig::default()
-    })
+    let runtime = ContainerdRuntime::connect(
+        ContainerdConfig::default()
+            .address(address.clone())
+            .env(env.clone())
+            .state_dir(PathBuf::from("/run/esb-test"))
+            .log_sink(Arc::new(NullLogSink)),
+    )
     .await
     .unwrap();
     let done = runtime.reconcile(ReconcilePolicy::Remove).await.unwrap();

@@ -62,10 +62,10 @@ async fn mtls_agent_accepts_only_clients_with_a_certificate_of_its_ca() {
     let agent = TestAgent::start_with(options).await;
     let url = format!("https://127.0.0.1:{}", agent.addr.port());
     let config = |identity: Option<(Vec<u8>, Vec<u8>)>| {
-        let mut config = RemoteConfig::new(url.clone()).token(TOKEN).tls(RemoteTls {
-            ca_pem: Some(ca.pem()),
-            identity,
-            domain: None,
+        let mut config = RemoteConfig::new(url.clone()).token(TOKEN).tls({
+            let mut tls = RemoteTls::default().ca_pem(ca.pem());
+            tls.identity = identity;
+            tls
         });
         config.attempts = 1;
         config

@@ -295,10 +295,9 @@ fn print(function: Function, mode: &str, outcome: &Outcome) {
 
 /// A bare HTTP server invoking free sandboxes directly: the baseline without a gateway.
 async fn direct(me: &str, function: Function, args: &Args) -> anyhow::Result<Outcome> {
-    let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
-        log_sink: Arc::new(NullLogSink),
-        ..ProcessConfig::default()
-    }));
+    let runtime = Arc::new(ProcessRuntime::new(
+        ProcessConfig::default().log_sink(Arc::new(NullLogSink)),
+    ));
     let (free_tx, free_rx) = async_channel(args.sandboxes);
     let mut ids = Vec::new();
     for _ in 0..args.sandboxes {
@@ -456,10 +455,9 @@ fn main() -> anyhow::Result<()> {
                 print(function, "direct", &outcome);
                 direct_runs.push(outcome);
                 // The binary's sinks: the terminal (send stderr elsewhere) and the Tail capture.
-                let process = Arc::new(ProcessRuntime::new(ProcessConfig {
-                    log_sink: LogTail::new().tee(function_log_sink(None)),
-                    ..ProcessConfig::default()
-                }));
+                let process = Arc::new(ProcessRuntime::new(
+                    ProcessConfig::default().log_sink(LogTail::new().tee(function_log_sink(None))),
+                ));
                 let outcome = gateway(&me, function, process, &args, true).await?;
                 print(function, "all-in-one", &outcome);
                 all_in_one_runs.push(outcome);

@@ -57,10 +57,9 @@ async fn gateway() -> anyhow::Result<()> {
     };
     let config = GatewayConfig::new(functions, listen);
     // Function logs on the terminal, and in the Invoke API's `X-Amz-Log-Type: Tail` answers.
-    let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
-        log_sink: config.log_tail.tee(Arc::new(TerminalLogSink)),
-        ..ProcessConfig::default()
-    }));
+    let runtime = Arc::new(ProcessRuntime::new(
+        ProcessConfig::default().log_sink(config.log_tail.tee(Arc::new(TerminalLogSink))),
+    ));
     let gateway = Gateway::start(config, vec![runtime]).await?;
     println!("esb-gateway listening on {}", gateway.url());
     println!("try:  curl {}/hello/world", gateway.url());

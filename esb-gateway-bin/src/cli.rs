@@ -229,11 +229,11 @@ impl Args {
         log_sink: Arc<dyn LogSink>,
     ) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
         match self.runtime {
-            RuntimeKind::Process => Ok(vec![Arc::new(ProcessRuntime::new(ProcessConfig {
-                region: self.region.clone(),
-                log_sink,
-                ..ProcessConfig::default()
-            }))]),
+            RuntimeKind::Process => Ok(vec![Arc::new(ProcessRuntime::new(
+                ProcessConfig::default()
+                    .region(&self.region)
+                    .log_sink(log_sink),
+            ))]),
             RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?]),
             RuntimeKind::Agent => self.agent_runtimes().await,
         }
@@ -249,14 +249,12 @@ impl Args {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
         };
         let tls = if self.agent_ca.is_some() || self.agent_cert.is_some() {
-            Some(RemoteTls {
-                ca_pem: self.agent_ca.as_ref().map(read).transpose()?,
-                identity: match (&self.agent_cert, &self.agent_key) {
-                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-                    _ => None,
-                },
-                domain: None,
-            })
+            let mut tls = RemoteTls::default();
+            tls.ca_pem = self.agent_ca.as_ref().map(read).transpose()?;
+            if let (Some(cert), Some(key)) = (&self.agent_cert, &self.agent_key) {
+                tls = tls.identity(read(cert)?, read(key)?);
+            }
+            Some(tls)
         } else {
             None
         };
@@ -289,25 +287,14 @@ async fn containerd_runtime(
     args: &Args,
     log_sink: Arc<dyn LogSink>,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
-    use esb_runtime::containerd::{ContainerdConfig, ContainerdRuntime, ReconcilePolicy};
-    let config = ContainerdConfig {
-        address: args.containerd_address.clone(),
-        env: args.env_name.clone(),
-        region: args.region.clone(),
-        log_sink,
-        ..ContainerdConfig::default()
-    };
-    let namespace = config.namespace();
-    let runtime = ContainerdRuntime::connect(config).await.with_context(|| {
-        format!(
-            "cannot use containerd at {} (namespace {namespace})",
-            args.containerd_address.display()
-        )
-    })?;
-    runtime
-        .reconcile(ReconcilePolicy::Remove)
-        .await
-        .context("cannot remove the sandboxes an earlier gateway left in containerd")?;
+    use esb_runtime::containerd::{self, ContainerdConfig, ReconcilePolicy};
+    let config = ContainerdConfig::default()
+        .address(&args.containerd_address)
+        .env(&args.env_name)
+        .region(&args.region)
+        .log_sink(log_sink);
+    // Sandboxes an earlier gateway left in this env are removed, never adopted.
+    let runtime = containerd::connect(config, ReconcilePolicy::Remove).await?;
     Ok(Arc::new(runtime))
 }
 
@@ -391,18 +378,7 @@ fn flag_of(field: &str) -> Option<&'static str> {
 
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    esb_runtime::shutdown::shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
 }
 

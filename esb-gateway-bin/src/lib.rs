@@ -20,10 +20,9 @@
 //! )?;
 //! let config = GatewayConfig::new(functions, "127.0.0.1:8080".parse().unwrap());
 //! // Function logs go to the terminal and to the Invoke API's `X-Amz-Log-Type: Tail` answers.
-//! let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
-//!     log_sink: config.log_tail.tee(Arc::new(TerminalLogSink)),
-//!     ..ProcessConfig::default()
-//! }));
+//! let runtime = Arc::new(ProcessRuntime::new(
+//!     ProcessConfig::default().log_sink(config.log_tail.tee(Arc::new(TerminalLogSink))),
+//! ));
 //! let gateway = Gateway::start(config, vec![runtime]).await?;
 //! println!("listening on http://{}", gateway.local_addr());
 //! gateway.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await;

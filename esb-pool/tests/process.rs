@@ -54,10 +54,7 @@ impl Runtime for Counting {
 
 fn counting_runtime() -> Arc<Counting> {
     Arc::new(Counting {
-        inner: ProcessRuntime::new(ProcessConfig {
-            log_sink: Arc::new(NullLogSink),
-            ..ProcessConfig::default()
-        }),
+        inner: ProcessRuntime::new(ProcessConfig::default().log_sink(Arc::new(NullLogSink))),
         creates: AtomicUsize::new(0),
     })
 }

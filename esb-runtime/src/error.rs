@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use crate::SandboxId;
 
+/// A cause of any type, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No sandbox with this id.
     #[error("sandbox {0} not found")]
@@ -74,12 +78,66 @@ pub enum Error {
     /// Any other failure of the backend.
     #[error("backend error: {0}")]
     Backend(String),
+    /// A gRPC call of the backend (containerd, an agent) failed.
+    #[cfg(any(feature = "containerd", feature = "remote"))]
+    #[error("backend error: {call}: {:?}: {}", .source.code(), .source.message())]
+    Grpc {
+        /// The call and its object, e.g. `containerd create task fn-1`.
+        call: String,
+        /// The status the call ended with.
+        #[source]
+        source: tonic::Status,
+    },
+    /// An operating-system operation of the backend failed (a FIFO, a namespace, a plugin).
+    #[error("backend error: {operation}: {source}")]
+    Os {
+        /// What was being done.
+        operation: String,
+        /// The error of the system.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON document (an image manifest, a plugin's answer) could not be read or written.
+    #[error("backend error: {document}: {source}")]
+    Json {
+        /// Which document.
+        document: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another failure of the backend, with its cause (a registry, an HTTP exchange).
+    #[error("backend error: {operation}: {source}")]
+    Other {
+        /// What was being done.
+        operation: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
 impl Error {
+    /// The message of a backend failure without the `backend error: ` prefix, as it travels
+    /// to a remote caller; `None` for the other kinds.
+    pub fn backend_detail(&self) -> Option<String> {
+        match self {
+            Error::Backend(message) => Some(message.clone()),
+            #[cfg(any(feature = "containerd", feature = "remote"))]
+            Error::Grpc { call, source } => {
+                Some(format!("{call}: {:?}: {}", source.code(), source.message()))
+            }
+            Error::Os { operation, source } => Some(format!("{operation}: {source}")),
+            Error::Json { document, source } => Some(format!("{document}: {source}")),
+            Error::Other { operation, source } => Some(format!("{operation}: {source}")),
+            Error::Io(io) => Some(io.to_string()),
+            _ => None,
+        }
+    }
+
     /// True when the sandbox can no longer be used after this error (it was killed or died).
     pub fn is_sandbox_fatal(&self) -> bool {
         matches!(

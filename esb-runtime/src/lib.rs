@@ -23,6 +23,9 @@ mod error;
 mod invoke;
 pub mod logs;
 pub mod runtime_api;
+#[cfg(any(feature = "process", feature = "containerd"))]
+mod sandbox;
+pub mod shutdown;
 mod spec;
 
 #[cfg(feature = "containerd")]
@@ -50,9 +53,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use invoke::{FunctionError, InvokeRequest, InvokeResponse, InvokeResult, billed};
 pub use logs::{LogLine, LogSink, LogStream};
+#[cfg(any(feature = "process", feature = "containerd"))]
+pub use sandbox::LambdaSettings;
 pub use spec::{
     Capabilities, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState,
 };

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,32 +12,27 @@ use async_trait::async_trait;
 use nix::sched::CpuSet;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use crate::logs::{LogLine, LogSink, LogStream, TerminalLogSink};
-use crate::runtime_api::{self, Broker, BrokerConfig};
+use crate::logs::LogStream;
+use crate::runtime_api::Broker;
+use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
     Capabilities, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId, SandboxInfo,
     SandboxMetrics, SandboxSpec, SandboxState,
 };
 
 /// Settings of the process backend.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ProcessConfig {
-    /// `AWS_REGION` and the region in function ARNs.
-    pub region: String,
-    /// Account id in function ARNs.
-    pub account_id: String,
-    /// How long a sandbox's init may take before its first invocation fails.
-    pub init_timeout: Duration,
+    /// Region, account, init timeout and log sink, as every local backend has them.
+    pub lambda: LambdaSettings,
     /// Working directory of the processes and `LAMBDA_TASK_ROOT`; the current directory when `None`.
     pub task_root: Option<PathBuf>,
     /// Variables of this process passed on to sandboxes (besides the Lambda ones).
     pub inherit_env: Vec<String>,
-    /// Where function log lines and START/END/REPORT lines go.
-    pub log_sink: Arc<dyn LogSink>,
     /// Pin each sandbox to as many CPUs as Lambda gives its memory size (one per 1,769 MB,
     /// at least one), chosen in turn among the CPUs this process may use.
     ///
@@ -51,50 +46,55 @@ pub struct ProcessConfig {
 /// Memory that buys one vCPU on Lambda.
 const MB_PER_VCPU: u32 = 1769;
 
-impl std::fmt::Debug for ProcessConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessConfig")
-            .field("region", &self.region)
-            .field("account_id", &self.account_id)
-            .field("init_timeout", &self.init_timeout)
-            .field("task_root", &self.task_root)
-            .field("inherit_env", &self.inherit_env)
-            .field("pin_cpus", &self.pin_cpus)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Default for ProcessConfig {
     fn default() -> Self {
         Self {
-            region: "us-east-1".into(),
-            account_id: "000000000000".into(),
-            init_timeout: Duration::from_secs(10),
+            lambda: LambdaSettings::default(),
             task_root: None,
             inherit_env: ["PATH", "HOME", "LANG", "RUST_BACKTRACE"]
                 .map(String::from)
                 .to_vec(),
-            log_sink: Arc::new(TerminalLogSink),
             pin_cpus: true,
         }
     }
 }
 
+impl ProcessConfig {
+    crate::sandbox::lambda_setters!(lambda);
+
+    /// Sets the working directory of the processes (and `LAMBDA_TASK_ROOT`).
+    pub fn task_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.task_root = Some(root.into());
+        self
+    }
+
+    /// Sets the variables of this process passed on to sandboxes.
+    pub fn inherit_env<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inherit_env = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets whether sandboxes are pinned to CPUs ([`ProcessConfig::pin_cpus`]).
+    pub fn pin_cpus(mut self, pin: bool) -> Self {
+        self.pin_cpus = pin;
+        self
+    }
+}
+
 struct Sandbox {
-    info: SandboxInfo,
-    spec: SandboxSpec,
+    core: Core,
     pgid: Pid,
-    broker: Broker,
-    paused: AtomicBool,
-    exited: watch::Receiver<Option<String>>,
-    stop_server: Mutex<Option<oneshot::Sender<()>>>,
     /// The leader's peak memory, for the REPORT line's `Max Memory Used`.
     peak: PeakMemory,
 }
 
 impl Sandbox {
     fn signal(&self, signal: Signal) -> Result<()> {
-        if self.exited.borrow().is_some() {
+        if self.core.has_exited() {
             return Ok(());
         }
         match killpg(self.pgid, signal) {
@@ -106,23 +106,8 @@ impl Sandbox {
     /// Kills the whole group and waits until the leader is reaped.
     async fn kill(&self) {
         let _ = self.signal(Signal::SIGKILL);
-        let mut exited = self.exited.clone();
-        let _ = exited.wait_for(Option::is_some).await;
-        if let Ok(mut stop) = self.stop_server.lock()
-            && let Some(stop) = stop.take()
-        {
-            let _ = stop.send(());
-        }
-    }
-
-    fn state(&self) -> SandboxState {
-        if self.exited.borrow().is_some() {
-            SandboxState::Stopped
-        } else if self.paused.load(Ordering::Acquire) {
-            SandboxState::Paused
-        } else {
-            SandboxState::Running
-        }
+        self.core.wait_exit(None).await;
+        self.core.stop_server();
     }
 }
 
@@ -130,7 +115,6 @@ impl Sandbox {
 pub struct ProcessRuntime {
     config: ProcessConfig,
     sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
-    counter: AtomicU64,
     /// The CPUs this process may use, for [`ProcessConfig::pin_cpus`].
     cpus: Vec<usize>,
     next_cpu: AtomicU64,
@@ -156,7 +140,6 @@ impl ProcessRuntime {
         Self {
             config,
             sandboxes: Mutex::new(HashMap::new()),
-            counter: AtomicU64::new(0),
             cpus,
             next_cpu: AtomicU64::new(0),
         }
@@ -182,33 +165,16 @@ impl ProcessRuntime {
     }
 
     fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
-        self.lock()
+        lock(&self.sandboxes)
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound(id.clone()))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Arc<Sandbox>>> {
-        self.sandboxes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The process id of a sandbox's leader process.
     pub fn pid(&self, id: &SandboxId) -> Result<u32> {
         let sandbox = self.get(id)?;
         u32::try_from(sandbox.pgid.as_raw()).map_err(|_| Error::NotFound(id.clone()))
-    }
-
-    fn new_id(&self, function: &str) -> SandboxId {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let clean: String = function
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .take(40)
-            .collect();
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        SandboxId::new(format!("{clean}-{n}-{}", &random[..8]))
     }
 
     fn environment(
@@ -229,99 +195,102 @@ impl ProcessRuntime {
             .clone()
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("/"));
-        let date = crate::logs::utc_date(SystemTime::now());
-        let lambda = [
-            ("AWS_LAMBDA_RUNTIME_API", api.to_owned()),
-            ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-            (
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                spec.memory_mb.to_string(),
-            ),
-            ("AWS_REGION", self.config.region.clone()),
-            ("AWS_DEFAULT_REGION", self.config.region.clone()),
-            ("TZ", ":UTC".to_owned()),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", spec.function_name),
-            ),
-            (
-                "AWS_LAMBDA_LOG_STREAM_NAME",
-                format!("{date}/[$LATEST]{}", id.as_str()),
-            ),
-            ("LAMBDA_TASK_ROOT", task_root.display().to_string()),
-            ("AWS_EXECUTION_ENV", "AWS_Lambda_esb_process".to_owned()),
-        ];
-        for (key, value) in lambda {
-            env.insert(key.to_owned(), value);
-        }
+        env.extend(self.config.lambda.environment(
+            spec,
+            id,
+            &task_root.display().to_string(),
+            Some(api),
+            "process",
+        ));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
     }
 
-    fn platform_log(&self, sandbox: &Sandbox, request_id: &str, message: String) {
-        self.config.log_sink.log(LogLine {
-            time: SystemTime::now(),
-            function_name: sandbox.info.function_name.clone(),
-            sandbox_id: sandbox.info.id.as_str().into(),
-            request_id: Some(request_id.to_owned()),
-            trace_id: None,
-            stream: LogStream::Platform,
-            message,
-        });
+    /// The command of a sandbox: its argv, the Lambda environment, piped output, its own
+    /// process group.
+    fn command(
+        &self,
+        spec: &SandboxSpec,
+        id: &SandboxId,
+        api: &str,
+    ) -> Result<tokio::process::Command> {
+        let Some([program, args @ ..]) = spec.command.as_deref() else {
+            return Err(Error::InvalidSpec {
+                function: spec.function_name.clone(),
+                reason: "the process backend needs a command".into(),
+            });
+        };
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(self.environment(spec, id, api))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(root) = &self.config.task_root {
+            command.current_dir(root);
+        }
+        Ok(command)
+    }
+
+    /// Starts the command, on the CPUs of a sandbox of `memory_mb`.
+    fn spawn(
+        &self,
+        command: &mut tokio::process::Command,
+        memory_mb: u32,
+    ) -> std::io::Result<tokio::process::Child> {
+        let Some(set) = self.cpu_set(memory_mb) else {
+            return command.spawn();
+        };
+        // A child inherits the CPU affinity of the thread that forks it: fork from a
+        // short-lived thread pinned to the sandbox's CPUs.
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _entered = runtime.enter();
+                    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
+                        .map_err(std::io::Error::from)?;
+                    command.spawn()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+        })
     }
 }
 
+/// How a child process ended, in Lambda's words.
 fn exit_reason(status: std::io::Result<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => format!("Runtime exited with error: exit status {code}"),
-            (None, Some(signal)) => {
-                let name = Signal::try_from(signal)
-                    .map(|s| s.as_str().trim_start_matches("SIG").to_lowercase())
-                    .unwrap_or_else(|_| signal.to_string());
-                let name = if name == "kill" {
-                    "killed".to_owned()
-                } else {
-                    name
-                };
-                format!("Runtime exited with error: signal: {name}")
-            }
+            (Some(code), _) => sandbox::exit_reason(Exit::Code(i64::from(code))),
+            (None, Some(signal)) => sandbox::exit_reason(Exit::Signal(signal)),
             _ => "Runtime exited".to_owned(),
         },
         Err(err) => format!("Runtime exited: {err}"),
     }
 }
 
-fn pipe_lines<R: AsyncRead + Unpin + Send + 'static>(
-    reader: R,
-    stream: LogStream,
-    sink: Arc<dyn LogSink>,
+/// Follows the leader until it exits, then fails the broker with the reason and kills what
+/// is left of the group.
+fn watch_exit(
+    mut child: tokio::process::Child,
+    pgid: Pid,
     broker: Broker,
-    function_name: String,
-    sandbox_id: SandboxId,
-) {
-    let sandbox_id: Arc<str> = sandbox_id.as_str().into();
+) -> watch::Receiver<Option<String>> {
+    let (exited_tx, exited_rx) = watch::channel(None);
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(message)) = lines.next_line().await {
-            let current = broker.current_request();
-            let (request_id, trace_id) = match current {
-                Some((r, t)) => (Some(r), t),
-                None => (None, None),
-            };
-            sink.log(LogLine {
-                time: SystemTime::now(),
-                function_name: function_name.clone(),
-                sandbox_id: sandbox_id.clone(),
-                request_id,
-                trace_id,
-                stream,
-                message,
-            });
-        }
+        let reason = exit_reason(child.wait().await);
+        broker.lost(reason.clone());
+        // Reap what is left of the group; the leader is gone already.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = exited_tx.send(Some(reason));
     });
+    exited_rx
 }
 
 /// Reads `key:  N kB` from `/proc/<pid>/status`, in bytes.
@@ -465,114 +434,28 @@ impl ProcessRuntime {
 #[async_trait]
 impl Runtime for ProcessRuntime {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
-        let argv = match spec.command.as_deref() {
-            Some([program, args @ ..]) => (program.clone(), args.to_vec()),
-            _ => {
-                return Err(Error::InvalidSpec {
-                    function: spec.function_name.clone(),
-                    reason: "the process backend needs a command".into(),
-                });
-            }
-        };
-        let id = self.new_id(&spec.function_name);
+        let id = sandbox::new_id(&spec.function_name);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let api = listener.local_addr()?.to_string();
-        let broker = Broker::new(BrokerConfig {
-            sandbox_id: id.clone(),
-            function_name: spec.function_name.clone(),
-            region: self.config.region.clone(),
-            account_id: self.config.account_id.clone(),
-            timeout: spec.timeout,
-            init_timeout: self.config.init_timeout,
-        });
-
-        let mut command = tokio::process::Command::new(&argv.0);
-        command
-            .args(&argv.1)
-            .env_clear()
-            .envs(self.environment(&spec, &id, &api))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(root) = &self.config.task_root {
-            command.current_dir(root);
-        }
-        let spawned = match self.cpu_set(spec.memory_mb) {
-            None => command.spawn(),
-            // A child inherits the CPU affinity of the thread that forks it: fork from a
-            // short-lived thread pinned to the sandbox's CPUs.
-            Some(set) => {
-                let runtime = tokio::runtime::Handle::current();
-                std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            let _entered = runtime.enter();
-                            nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
-                                .map_err(std::io::Error::from)?;
-                            command.spawn()
-                        })
-                        .join()
-                        .unwrap_or_else(|_| {
-                            Err(std::io::Error::other("the spawning thread panicked"))
-                        })
-                })
-            }
-        };
-        let mut child = spawned.map_err(|err| Error::InvalidSpec {
-            function: spec.function_name.clone(),
-            reason: format!("cannot start command {:?}: {err}", argv.0),
-        })?;
-        let pid = child
+        let mut command = self.command(&spec, &id, &api)?;
+        let mut child =
+            self.spawn(&mut command, spec.memory_mb)
+                .map_err(|err| Error::InvalidSpec {
+                    function: spec.function_name.clone(),
+                    reason: format!(
+                        "cannot start command {:?}: {err}",
+                        command.as_std().get_program()
+                    ),
+                })?;
+        let pgid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
             .map(Pid::from_raw)
             .ok_or_else(|| Error::Backend("the child exited before its pid was read".into()))?;
 
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(runtime_api::serve(listener, broker.clone(), async move {
-            let _ = stop_rx.await;
-        }));
-        for (reader, stream) in [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
-                LogStream::Stdout,
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
-                LogStream::Stderr,
-            ),
-        ] {
-            if let Some(reader) = reader {
-                pipe_lines(
-                    reader,
-                    stream,
-                    self.config.log_sink.clone(),
-                    broker.clone(),
-                    spec.function_name.clone(),
-                    id.clone(),
-                );
-            }
-        }
-        let (exited_tx, exited_rx) = watch::channel(None);
-        {
-            let broker = broker.clone();
-            tokio::spawn(async move {
-                let reason = exit_reason(child.wait().await);
-                broker.lost(reason.clone());
-                // Reap what is left of the group; the leader is gone already.
-                let _ = killpg(pid, Signal::SIGKILL);
-                let _ = exited_tx.send(Some(reason));
-            });
-        }
-
+        let lambda = &self.config.lambda;
+        let broker = lambda.broker(&id, &spec.function_name, spec.timeout);
+        let (stop_server, _) = sandbox::serve_runtime_api(listener, broker.clone());
         let info = SandboxInfo {
             id: id.clone(),
             function_name: spec.function_name.clone(),
@@ -580,76 +463,62 @@ impl Runtime for ProcessRuntime {
             created_at: SystemTime::now(),
             labels: BTreeMap::new(),
         };
+        if let Some(stdout) = child.stdout.take() {
+            lambda.spawn_log_reader(stdout, LogStream::Stdout, broker.clone(), &info);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            lambda.spawn_log_reader(stderr, LogStream::Stderr, broker.clone(), &info);
+        }
+        let exited = watch_exit(child, pgid, broker.clone());
         let sandbox = Arc::new(Sandbox {
-            info: info.clone(),
-            spec,
-            pgid: pid,
-            broker,
-            paused: AtomicBool::new(false),
-            exited: exited_rx,
-            stop_server: Mutex::new(Some(stop_tx)),
-            peak: PeakMemory::open(pid),
+            core: Core::new(
+                info.clone(),
+                spec.memory_mb,
+                broker,
+                exited,
+                Some(stop_server),
+            ),
+            pgid,
+            peak: PeakMemory::open(pgid),
         });
-        self.lock().insert(id, sandbox);
+        lock(&self.sandboxes).insert(id, sandbox);
         Ok(info)
     }
 
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let sandbox = self.get(id)?;
-        let request_id = request.request_id.clone();
-        self.platform_log(
-            &sandbox,
-            &request_id,
-            format!("START RequestId: {request_id} Version: $LATEST"),
-        );
-        let result = sandbox.broker.invoke(request).await;
-        let max_memory_used_mb = sandbox.peak.bytes() / (1024 * 1024);
-        match result {
-            Ok(mut response) => {
-                response.max_memory_used_mb = max_memory_used_mb.max(1);
-                self.platform_log(
-                    &sandbox,
-                    &request_id,
-                    format!("END RequestId: {request_id}"),
-                );
-                self.platform_log(
-                    &sandbox,
-                    &request_id,
-                    crate::logs::report_line(&request_id, &response, sandbox.spec.memory_mb),
-                );
-                Ok(response)
-            }
-            Err(err) => {
-                self.platform_log(&sandbox, &request_id, format!("{request_id} Error: {err}"));
-                self.platform_log(
-                    &sandbox,
-                    &request_id,
-                    format!("END RequestId: {request_id}"),
-                );
-                if err.is_sandbox_fatal() {
-                    sandbox.kill().await;
-                }
-                Err(err)
-            }
-        }
+        let run = |request| sandbox.core.broker.invoke(request);
+        let peak = || sandbox.peak.bytes();
+        let kill = || sandbox.kill();
+        // A stopped process group answers once continued: the invocation waits for resume.
+        let core = &sandbox.core;
+        core.invoke(
+            &self.config.lambda,
+            WhenPaused::Wait,
+            request,
+            run,
+            peak,
+            kill,
+        )
+        .await
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {
         let sandbox = self.get(id)?;
         sandbox.signal(Signal::SIGSTOP)?;
-        sandbox.paused.store(true, Ordering::Release);
+        sandbox.core.set_paused(true);
         Ok(())
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<()> {
         let sandbox = self.get(id)?;
         sandbox.signal(Signal::SIGCONT)?;
-        sandbox.paused.store(false, Ordering::Release);
+        sandbox.core.set_paused(false);
         Ok(())
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        let sandbox = self.lock().remove(id);
+        let sandbox = lock(&self.sandboxes).remove(id);
         if let Some(sandbox) = sandbox {
             sandbox.kill().await;
         }
@@ -657,14 +526,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        let sandboxes: Vec<Arc<Sandbox>> = self.lock().values().cloned().collect();
-        Ok(sandboxes
-            .iter()
-            .map(|s| SandboxInfo {
-                state: s.state(),
-                ..s.info.clone()
-            })
-            .collect())
+        let sandboxes: Vec<Arc<Sandbox>> = lock(&self.sandboxes).values().cloned().collect();
+        Ok(sandboxes.iter().map(|s| s.core.listing()).collect())
     }
 
     async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {
@@ -689,7 +552,7 @@ impl Runtime for ProcessRuntime {
 
 impl Drop for ProcessRuntime {
     fn drop(&mut self) {
-        for sandbox in self.lock().values() {
+        for sandbox in lock(&self.sandboxes).values() {
             let _ = sandbox.signal(Signal::SIGKILL);
         }
     }

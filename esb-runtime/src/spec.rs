@@ -44,6 +44,7 @@ impl fmt::Display for InvokeMode {
 
 /// Everything needed to create one sandbox of a function.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SandboxSpec {
     /// The function's name, as in `functions.yml`.
     pub function_name: String,
@@ -180,6 +181,7 @@ pub struct SandboxInfo {
 
 /// Resource usage of one sandbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SandboxMetrics {
     /// Memory in use now, in bytes.
     pub memory_current_bytes: u64,
@@ -197,6 +199,7 @@ pub struct SandboxMetrics {
 
 /// What a backend can do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// Name of the backend (`process`, `containerd`, `remote`).
     pub backend: &'static str,
@@ -210,4 +213,48 @@ pub struct Capabilities {
     pub metrics: bool,
     /// Sandboxes get their own network.
     pub network: bool,
+}
+
+impl Capabilities {
+    /// A backend named `backend` that can do nothing yet; the setters add what it can.
+    pub const fn new(backend: &'static str) -> Self {
+        Self {
+            backend,
+            pause: false,
+            images: false,
+            commands: false,
+            metrics: false,
+            network: false,
+        }
+    }
+
+    /// Sets whether pause and resume are supported.
+    pub const fn pause(mut self, yes: bool) -> Self {
+        self.pause = yes;
+        self
+    }
+
+    /// Sets whether sandboxes can be made from OCI images.
+    pub const fn images(mut self, yes: bool) -> Self {
+        self.images = yes;
+        self
+    }
+
+    /// Sets whether sandboxes can be made from a command line.
+    pub const fn commands(mut self, yes: bool) -> Self {
+        self.commands = yes;
+        self
+    }
+
+    /// Sets whether metrics are reported.
+    pub const fn metrics(mut self, yes: bool) -> Self {
+        self.metrics = yes;
+        self
+    }
+
+    /// Sets whether sandboxes get their own network.
+    pub const fn network(mut self, yes: bool) -> Self {
+        self.network = yes;
+        self
+    }
 }

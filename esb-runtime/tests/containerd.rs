@@ -248,15 +248,13 @@ async fn destroy_leaves_no_task_container_snapshot_netns_or_ip_lease() {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let data_dir = tempfile::tempdir().unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
-    let cni = CniConfig {
-        network: format!("esbt{suffix}"),
-        bridge: format!("esbt{suffix}"),
-        subnet: "10.231.0.0/24".into(),
-        conf_dir: conf_dir.path().to_path_buf(),
-        data_dir: data_dir.path().to_path_buf(),
-        ip_masq: false,
-        ..CniConfig::default()
-    };
+    let cni = CniConfig::default()
+        .network(format!("esbt{suffix}"))
+        .bridge(format!("esbt{suffix}"))
+        .subnet("10.231.0.0/24")
+        .conf_dir(conf_dir.path())
+        .data_dir(data_dir.path())
+        .ip_masq(false);
     let Some(f) = fixture_with(|c| c.cni = Some(cni)).await else {
         return;
     };

@@ -30,11 +30,11 @@ impl Collect {
 
 fn runtime() -> (ProcessRuntime, Arc<Collect>) {
     let logs = Arc::new(Collect::default());
-    let runtime = ProcessRuntime::new(ProcessConfig {
-        log_sink: logs.clone(),
-        region: "eu-west-1".into(),
-        ..ProcessConfig::default()
-    });
+    let runtime = ProcessRuntime::new(
+        ProcessConfig::default()
+            .log_sink(logs.clone())
+            .region("eu-west-1"),
+    );
     (runtime, logs)
 }
 
@@ -451,9 +451,6 @@ async fn sandboxes_get_cpus_in_proportion_to_memory_like_lambda() {
         2.min(host) as u64,
         "3,538 MB buys two vCPUs"
     );
-    let unpinned = ProcessRuntime::new(ProcessConfig {
-        pin_cpus: false,
-        ..ProcessConfig::default()
-    });
+    let unpinned = ProcessRuntime::new(ProcessConfig::default().pin_cpus(false));
     assert_eq!(cpus_seen(unpinned, 128).await, host as u64);
 }

@@ -32,10 +32,9 @@ impl TestAgent {
 
     /// Starts an agent with these options.
     pub async fn start_with(options: ServeOptions) -> Self {
-        let runtime = Arc::new(ProcessRuntime::new(ProcessConfig {
-            log_sink: Arc::new(NullLogSink),
-            ..ProcessConfig::default()
-        }));
+        let runtime = Arc::new(ProcessRuntime::new(
+            ProcessConfig::default().log_sink(Arc::new(NullLogSink)),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -60,10 +60,7 @@ pub fn config(functions: &str, routing: &str) -> GatewayConfig {
 
 /// A process runtime whose function logs go to `sink`.
 pub fn process_runtime(sink: Arc<dyn LogSink>) -> Arc<dyn Runtime> {
-    Arc::new(ProcessRuntime::new(ProcessConfig {
-        log_sink: sink,
-        ..ProcessConfig::default()
-    }))
+    Arc::new(ProcessRuntime::new(ProcessConfig::default().log_sink(sink)))
 }
 
 /// Starts a gateway over one quiet process runtime.

@@ -58,11 +58,7 @@ impl Runtime for MockRuntime {
         Ok(SandboxMetrics::default())
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "mock",
-            pause: true,
-            ..Capabilities::default()
-        }
+        Capabilities::new("mock").pause(true)
     }
 }
 

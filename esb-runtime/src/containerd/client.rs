@@ -63,11 +63,10 @@ pub(crate) fn status_error(operation: &str, object: &str, status: Status) -> Err
             "containerd {operation} {object}: {}",
             status.message()
         )),
-        _ => Error::Backend(format!(
-            "containerd {operation} {object}: {:?}: {}",
-            status.code(),
-            status.message()
-        )),
+        _ => Error::Grpc {
+            call: format!("containerd {operation} {object}"),
+            source: status,
+        },
     }
 }
 

@@ -13,6 +13,7 @@ use crate::Error;
 
 /// The bridge network sandboxes join, when they need to reach services.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CniConfig {
     /// Network name (CNI `name`; also names the IPAM lease directory).
     pub network: String,
@@ -41,6 +42,50 @@ impl Default for CniConfig {
             data_dir: PathBuf::from("/var/lib/esb/cni"),
             ip_masq: true,
         }
+    }
+}
+
+impl CniConfig {
+    /// Sets the network name.
+    pub fn network(mut self, network: impl Into<String>) -> Self {
+        self.network = network.into();
+        self
+    }
+
+    /// Sets the Linux bridge.
+    pub fn bridge(mut self, bridge: impl Into<String>) -> Self {
+        self.bridge = bridge.into();
+        self
+    }
+
+    /// Sets the IPv4 subnet of the bridge, e.g. `10.88.0.0/16`.
+    pub fn subnet(mut self, subnet: impl Into<String>) -> Self {
+        self.subnet = subnet.into();
+        self
+    }
+
+    /// Sets the directory of the CNI plugin binaries.
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = dir.into();
+        self
+    }
+
+    /// Sets the directory the generated conflist is written to.
+    pub fn conf_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.conf_dir = dir.into();
+        self
+    }
+
+    /// Sets where IP leases are kept.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Sets whether traffic leaving the subnet is masqueraded.
+    pub fn ip_masq(mut self, masquerade: bool) -> Self {
+        self.ip_masq = masquerade;
+        self
     }
 }
 
@@ -112,7 +157,10 @@ impl Cni {
         std::fs::create_dir_all(&config.conf_dir)?;
         std::fs::write(
             config.conf_dir.join(format!("{}.conflist", config.network)),
-            serde_json::to_vec_pretty(&list).map_err(|e| Error::Backend(e.to_string()))?,
+            serde_json::to_vec_pretty(&list).map_err(|source| Error::Json {
+                document: format!("CNI conflist {}", config.network),
+                source,
+            })?,
         )?;
         Ok(Self { config, list })
     }
@@ -189,7 +237,10 @@ impl Cni {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|err| Error::Backend(format!("CNI plugin {plugin}: {err}")))?;
+            .map_err(|source| Error::Os {
+                operation: format!("CNI plugin {plugin}"),
+                source,
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(conf.to_string().as_bytes()).await?;
         }
@@ -204,10 +255,9 @@ impl Cni {
         if output.stdout.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&output.stdout).map_err(|err| {
-            Error::Backend(format!(
-                "CNI {command} of {id}: {plugin} printed bad JSON: {err}"
-            ))
+        serde_json::from_slice(&output.stdout).map_err(|source| Error::Json {
+            document: format!("CNI {command} of {id}: {plugin} printed bad JSON"),
+            source,
         })
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
@@ -17,6 +19,7 @@ use containerd_client::services::v1::{
     UpdateRequest as UpdateContentRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::Code;
+use containerd_client::tonic::transport::Channel;
 use containerd_client::types::Descriptor;
 use futures::StreamExt;
 use oci_client::Reference;
@@ -42,6 +45,7 @@ const CHUNK: usize = 1 << 20;
 
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegistryCredentials {
     /// HTTP basic authentication.
     Basic {
@@ -65,11 +69,34 @@ impl std::fmt::Debug for RegistryCredentials {
 
 /// How images are fetched.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct RegistryConfig {
     /// Registries (`host:port`) spoken to over plain HTTP; every other one uses HTTPS.
     pub insecure: Vec<String>,
     /// Credentials by registry (`host:port`); anonymous elsewhere.
     pub credentials: BTreeMap<String, RegistryCredentials>,
+}
+
+impl RegistryConfig {
+    /// Sets the registries (`host:port`) spoken to over plain HTTP.
+    pub fn insecure<I, S>(mut self, registries: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.insecure = registries.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds the credentials of one registry (`host:port`).
+    pub fn credentials(
+        mut self,
+        registry: impl Into<String>,
+        credentials: RegistryCredentials,
+    ) -> Self {
+        self.credentials.insert(registry.into(), credentials);
+        self
+    }
 }
 
 /// An image ready to make sandboxes from.
@@ -264,7 +291,10 @@ impl Images {
         let path = archive.to_path_buf();
         let files = tokio::task::spawn_blocking(move || read_archive(&path))
             .await
-            .map_err(|err| Error::Backend(format!("archive reader failed: {err}")))??;
+            .map_err(|err| Error::Other {
+                operation: "archive reader".into(),
+                source: err.into(),
+            })??;
         let lease = self.lease("import").await?;
         let result = async {
             let target = self.import_files(archive, &files, &lease).await?;
@@ -465,12 +495,18 @@ impl Images {
 
     /// Pulls `name` from its registry into the content store and records it.
     async fn pull(&self, name: &str, lease: &str) -> crate::Result<Desc> {
-        let reference: Reference = name.parse().map_err(|err| {
-            Error::Backend(format!("image reference {name:?} is not valid: {err}"))
-        })?;
+        let reference: Reference =
+            name.parse()
+                .map_err(|err: oci_client::ParseError| Error::Other {
+                    operation: format!("image reference {name:?} is not valid"),
+                    source: err.into(),
+                })?;
         let auth = self.auth(&reference);
         let registry_error = |what: &str, err: oci_client::errors::OciDistributionError| -> Error {
-            Error::Backend(format!("pulling {name}: {what}: {err}"))
+            Error::Other {
+                operation: format!("pulling {name}: {what}"),
+                source: err.into(),
+            }
         };
         let accepted = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST];
         tracing::info!(image = name, "pulling image");
@@ -495,8 +531,10 @@ impl Images {
                 .map_err(|err| registry_error("platform manifest", err))?;
             media_type = chosen.media_type;
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|err| Error::Backend(format!("pulling {name}: manifest: {err}")))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            document: format!("pulling {name}: manifest"),
+            source,
+        })?;
         for (i, desc) in std::iter::once(&manifest.config)
             .chain(&manifest.layers)
             .enumerate()
@@ -630,8 +668,9 @@ impl Images {
             tokio::spawn(async move {
                 let mut offset = 0i64;
                 while let Some(chunk) = source.next().await {
-                    let chunk = chunk.map_err(|err| {
-                        Error::Backend(format!("downloading blob {digest}: {err}"))
+                    let chunk = chunk.map_err(|err| Error::Other {
+                        operation: format!("downloading blob {digest}"),
+                        source: err.into(),
                     })?;
                     for piece in chunk.chunks(CHUNK) {
                         let request = WriteContentRequest {
@@ -680,9 +719,10 @@ impl Images {
             Ok::<_, containerd_client::tonic::Status>(())
         }
         .await;
-        let produced = producer
-            .await
-            .map_err(|err| Error::Backend(format!("blob writer failed: {err}")))?;
+        let produced = producer.await.map_err(|err| Error::Other {
+            operation: "blob writer".into(),
+            source: err.into(),
+        })?;
         match written {
             Err(status) if status.code() == Code::AlreadyExists => Ok(()),
             Err(status) => Err(status_error("write content", &desc.digest, status)),
@@ -692,88 +732,15 @@ impl Images {
 
     /// Unpacks the layers of the image whose manifest is `target` into committed snapshots.
     async fn unpack(&self, name: &str, target: &Desc, lease: &str) -> crate::Result<ReadyImage> {
-        let manifest_bytes = self.read_blob(&target.digest).await?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|err| {
-            Error::Backend(format!("image {name}: manifest {}: {err}", target.digest))
-        })?;
-        let config_bytes = self.read_blob(&manifest.config.digest).await?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|err| {
-            Error::Backend(format!(
-                "image {name}: config {}: {err}",
-                manifest.config.digest
-            ))
-        })?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(Error::Backend(format!(
-                "image {name}: {} layers but {} diff ids",
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
+        let (manifest, config) = self.read_documents(name, target).await?;
         let chain = chain_ids(&config.rootfs.diff_ids);
-        let mut snapshots =
-            containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(
-                self.ctr.channel.clone(),
-            );
-        let mut diff =
-            containerd_client::services::v1::diff_client::DiffClient::new(self.ctr.channel.clone());
         let mut parent = String::new();
         for (layer, chain_id) in manifest.layers.iter().zip(&chain) {
-            let stat = StatSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: chain_id.clone(),
-            };
-            if snapshots.stat(self.ctr.req(stat)).await.is_ok() {
-                parent.clone_from(chain_id);
-                continue;
+            if !self.has_snapshot(chain_id).await {
+                self.unpack_layer(name, layer, chain_id, &parent, lease)
+                    .await?;
+                tracing::info!(image = name, layer = %layer.digest, chain_id, "unpacked layer");
             }
-            let key = format!("esb-extract-{}-{chain_id}", uuid::Uuid::new_v4().simple());
-            let prepare = PrepareSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: key.clone(),
-                parent: parent.clone(),
-                labels: HashMap::new(),
-            };
-            let mounts = snapshots
-                .prepare(self.ctr.leased(prepare, lease))
-                .await
-                .map_err(|s| status_error("prepare snapshot", &key, s))?
-                .into_inner()
-                .mounts;
-            let apply = ApplyRequest {
-                diff: Some(layer.to_containerd()),
-                mounts,
-                payloads: HashMap::new(),
-                sync_fs: false,
-            };
-            let applied = diff.apply(self.ctr.leased(apply, lease)).await;
-            let committed = match applied {
-                Ok(_) => {
-                    let commit = CommitSnapshotRequest {
-                        snapshotter: self.snapshotter.clone(),
-                        name: chain_id.clone(),
-                        key: key.clone(),
-                        labels: HashMap::new(),
-                    };
-                    snapshots.commit(self.ctr.leased(commit, lease)).await
-                }
-                Err(status) => Err(status),
-            };
-            if let Err(status) = committed {
-                let remove = RemoveSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: key.clone(),
-                };
-                let _ = snapshots.remove(self.ctr.req(remove)).await;
-                if status.code() != Code::AlreadyExists {
-                    return Err(status_error(
-                        "unpack layer",
-                        &format!("{} of {name}", layer.digest),
-                        status,
-                    ));
-                }
-            }
-            tracing::info!(image = name, layer = %layer.digest, chain_id, "unpacked layer");
             parent.clone_from(chain_id);
         }
         if parent.is_empty() {
@@ -792,6 +759,109 @@ impl Images {
             chain_id: parent,
             run: config.config.unwrap_or_default(),
         })
+    }
+
+    /// The manifest `target` points to and the image config it names, which must describe
+    /// as many layers as the manifest lists.
+    async fn read_documents(
+        &self,
+        name: &str,
+        target: &Desc,
+    ) -> crate::Result<(Manifest, ImageConfig)> {
+        let manifest_bytes = self.read_blob(&target.digest).await?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|err| Error::Json {
+                document: format!("image {name}: manifest {}", target.digest),
+                source: err,
+            })?;
+        let config_bytes = self.read_blob(&manifest.config.digest).await?;
+        let config: ImageConfig =
+            serde_json::from_slice(&config_bytes).map_err(|err| Error::Json {
+                document: format!("image {name}: config {}", manifest.config.digest),
+                source: err,
+            })?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(Error::Backend(format!(
+                "image {name}: {} layers but {} diff ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        Ok((manifest, config))
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.ctr.channel.clone())
+    }
+
+    /// True when the snapshot of this chain id exists already (unpacked before).
+    async fn has_snapshot(&self, chain_id: &str) -> bool {
+        let stat = StatSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: chain_id.to_owned(),
+        };
+        self.snapshots().stat(self.ctr.req(stat)).await.is_ok()
+    }
+
+    /// Applies one layer on the snapshot `parent` and commits the result as `chain_id`;
+    /// another unpack that committed it first is fine.
+    async fn unpack_layer(
+        &self,
+        name: &str,
+        layer: &Desc,
+        chain_id: &str,
+        parent: &str,
+        lease: &str,
+    ) -> crate::Result<()> {
+        let mut snapshots = self.snapshots();
+        let key = format!("esb-extract-{}-{chain_id}", uuid::Uuid::new_v4().simple());
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: key.clone(),
+            parent: parent.to_owned(),
+            labels: HashMap::new(),
+        };
+        let mounts = snapshots
+            .prepare(self.ctr.leased(prepare, lease))
+            .await
+            .map_err(|s| status_error("prepare snapshot", &key, s))?
+            .into_inner()
+            .mounts;
+        let apply = ApplyRequest {
+            diff: Some(layer.to_containerd()),
+            mounts,
+            payloads: HashMap::new(),
+            sync_fs: false,
+        };
+        let mut diff = DiffClient::new(self.ctr.channel.clone());
+        let committed = match diff.apply(self.ctr.leased(apply, lease)).await {
+            Ok(_) => {
+                let commit = CommitSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    name: chain_id.to_owned(),
+                    key: key.clone(),
+                    labels: HashMap::new(),
+                };
+                snapshots.commit(self.ctr.leased(commit, lease)).await
+            }
+            Err(status) => Err(status),
+        };
+        let Err(status) = committed else {
+            return Ok(());
+        };
+        let remove = RemoveSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key,
+        };
+        let _ = snapshots.remove(self.ctr.req(remove)).await;
+        if status.code() == Code::AlreadyExists {
+            return Ok(());
+        }
+        Err(status_error(
+            "unpack layer",
+            &format!("{} of {name}", layer.digest),
+            status,
+        ))
     }
 }
 

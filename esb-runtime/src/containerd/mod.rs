@@ -7,11 +7,7 @@
 //! use esb_runtime::containerd::{ContainerdConfig, ContainerdRuntime};
 //! use esb_runtime::{InvokeRequest, Runtime, SandboxSpec};
 //!
-//! let runtime = ContainerdRuntime::connect(ContainerdConfig {
-//!     env: "dev".into(),
-//!     ..ContainerdConfig::default()
-//! })
-//! .await?;
+//! let runtime = ContainerdRuntime::connect(ContainerdConfig::default().env("dev")).await?;
 //! let spec = SandboxSpec::new("echo").image("127.0.0.1:5000/lambda-echo:latest");
 //! let sandbox = runtime.create(spec).await?;
 //! let response = runtime.invoke(&sandbox.id, InvokeRequest::new("{}")).await?;
@@ -30,7 +26,6 @@ mod oci;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -51,8 +46,7 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use containerd_client::types::v1::Status as TaskStatus;
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use cni::CniConfig;
@@ -64,8 +58,10 @@ use self::cgroup::Cgroup;
 use self::client::{Ctr, ignore_not_found, status_error};
 use self::cni::Cni;
 use self::image::Images;
-use crate::logs::{LogLine, LogSink, LogStream, TerminalLogSink};
-use crate::runtime_api::{self, Broker, BrokerConfig};
+use self::oci::ImageRunConfig;
+use crate::logs::LogStream;
+use crate::runtime_api::Broker;
+use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
     Capabilities, Error, FunctionError, InvokeMode, InvokeRequest, InvokeResponse, InvokeResult,
     Result, Runtime, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState, billed,
@@ -96,7 +92,8 @@ const RIE_PORT: u16 = 8080;
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Settings of the containerd backend.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ContainerdConfig {
     /// containerd's gRPC socket.
     pub address: PathBuf,
@@ -108,12 +105,8 @@ pub struct ContainerdConfig {
     pub runtime: String,
     /// Where network namespaces and I/O FIFOs are kept (a tmpfs such as /run).
     pub state_dir: PathBuf,
-    /// `AWS_REGION` and the region in function ARNs.
-    pub region: String,
-    /// Account id in function ARNs.
-    pub account_id: String,
-    /// How long a sandbox's init may take before its first invocation fails.
-    pub init_timeout: Duration,
+    /// Region, account, init timeout and log sink, as every local backend has them.
+    pub lambda: LambdaSettings,
     /// CPUs each sandbox may use (CFS quota); `None` leaves only the memory-proportional shares.
     pub cpus: Option<f64>,
     /// Maximum number of processes and threads in a sandbox.
@@ -126,8 +119,6 @@ pub struct ContainerdConfig {
     pub registries: RegistryConfig,
     /// Attach sandboxes to a CNI bridge (needed for `rie` mode and to reach services).
     pub cni: Option<CniConfig>,
-    /// Where function log lines and START/END/REPORT lines go.
-    pub log_sink: Arc<dyn LogSink>,
     /// How sandboxes are frozen and thawed.
     pub freezer: Freezer,
 }
@@ -135,6 +126,7 @@ pub struct ContainerdConfig {
 /// How [`ContainerdRuntime`] pauses and resumes sandboxes: both use the kernel's cgroup
 /// freezer, and differ in the path to it (see README for their measured cost).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Freezer {
     /// Write the sandbox's cgroup freezer directly (`cgroup.freeze` on v2, `freezer.state`
     /// on v1). containerd keeps reporting such a task as running.
@@ -142,24 +134,6 @@ pub enum Freezer {
     Cgroup,
     /// Ask containerd (Tasks.Pause / Tasks.Resume), which runs `runc pause` / `runc resume`.
     Tasks,
-}
-
-impl std::fmt::Debug for ContainerdConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContainerdConfig")
-            .field("address", &self.address)
-            .field("env", &self.env)
-            .field("snapshotter", &self.snapshotter)
-            .field("runtime", &self.runtime)
-            .field("state_dir", &self.state_dir)
-            .field("region", &self.region)
-            .field("cpus", &self.cpus)
-            .field("pids_limit", &self.pids_limit)
-            .field("registries", &self.registries)
-            .field("cni", &self.cni)
-            .field("freezer", &self.freezer)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for ContainerdConfig {
@@ -170,16 +144,13 @@ impl Default for ContainerdConfig {
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
             state_dir: PathBuf::from("/run/esb"),
-            region: "us-east-1".into(),
-            account_id: "000000000000".into(),
-            init_timeout: Duration::from_secs(10),
+            lambda: LambdaSettings::default(),
             cpus: Some(1.0),
             pids_limit: 1024,
             tmp_size_mb: 512,
             endpoints: BTreeMap::new(),
             registries: RegistryConfig::default(),
             cni: None,
-            log_sink: Arc::new(TerminalLogSink),
             freezer: Freezer::default(),
         }
     }
@@ -190,10 +161,61 @@ impl ContainerdConfig {
     pub fn namespace(&self) -> String {
         format!("esb-{}", self.env)
     }
+
+    /// Sets containerd's gRPC socket.
+    pub fn address(mut self, address: impl Into<PathBuf>) -> Self {
+        self.address = address.into();
+        self
+    }
+
+    /// Sets the ESB environment (namespace `esb-<env>`).
+    pub fn env(mut self, env: impl Into<String>) -> Self {
+        self.env = env.into();
+        self
+    }
+
+    /// Sets where network namespaces and I/O FIFOs are kept.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = dir.into();
+        self
+    }
+
+    crate::sandbox::lambda_setters!(lambda);
+
+    /// Sets the CPUs each sandbox may use (`None`: memory-proportional shares only).
+    pub fn cpus(mut self, cpus: Option<f64>) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Adds a variable every sandbox gets after the Lambda ones.
+    pub fn endpoint(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.endpoints.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the registries: insecure ones and credentials.
+    pub fn registries(mut self, registries: RegistryConfig) -> Self {
+        self.registries = registries;
+        self
+    }
+
+    /// Attaches sandboxes to this CNI bridge.
+    pub fn cni(mut self, cni: Option<CniConfig>) -> Self {
+        self.cni = cni;
+        self
+    }
+
+    /// Sets how sandboxes are frozen and thawed.
+    pub fn freezer(mut self, freezer: Freezer) -> Self {
+        self.freezer = freezer;
+        self
+    }
 }
 
 /// What [`ContainerdRuntime::reconcile`] does with sandboxes of this env it did not create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReconcilePolicy {
     /// Take the sandboxes over, keeping their ids: a running `rie` sandbox keeps its task
     /// (logs re-attached, exit followed); a `runtime-api` sandbox gets a fresh task in the
@@ -207,6 +229,7 @@ pub enum ReconcilePolicy {
 
 /// What a reconcile did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reconciled {
     /// Sandboxes taken over.
     pub adopted: Vec<SandboxId>,
@@ -215,34 +238,17 @@ pub struct Reconciled {
 }
 
 struct Sandbox {
-    info: SandboxInfo,
-    memory_mb: u32,
+    core: Core,
     timeout: Duration,
     mode: InvokeMode,
-    broker: Broker,
     ip: Option<Ipv4Addr>,
     cgroup: Cgroup,
-    paused: AtomicBool,
-    exited: watch::Receiver<Option<String>>,
-    stop_server: Mutex<Option<oneshot::Sender<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Sandbox {
-    fn state(&self) -> SandboxState {
-        if self.exited.borrow().is_some() {
-            SandboxState::Stopped
-        } else if self.paused.load(Ordering::Acquire) {
-            SandboxState::Paused
-        } else {
-            SandboxState::Running
-        }
-    }
-
     fn stop_workers(&self) {
-        if let Some(stop) = lock(&self.stop_server).take() {
-            let _ = stop.send(());
-        }
+        self.core.stop_server();
         for worker in lock(&self.workers).drain(..) {
             worker.abort();
         }
@@ -270,6 +276,19 @@ struct Launch {
     created_at: SystemTime,
 }
 
+impl Launch {
+    /// The sandbox `id` this launch makes, as `list` shows it.
+    fn info(&self, id: &SandboxId) -> SandboxInfo {
+        SandboxInfo {
+            id: id.clone(),
+            function_name: self.function_name.clone(),
+            state: SandboxState::Running,
+            created_at: self.created_at,
+            labels: self.labels.clone(),
+        }
+    }
+}
+
 /// Aborts spawned workers unless disarmed: a launch that fails half-way leaves none behind.
 struct Workers(Vec<JoinHandle<()>>);
 
@@ -279,12 +298,6 @@ impl Drop for Workers {
             worker.abort();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
@@ -312,26 +325,6 @@ impl std::fmt::Debug for ContainerdRuntime {
     }
 }
 
-/// A container id from a function name: `[a-z0-9-]`, the name's first 40 characters, and a
-/// random suffix that makes it unique.
-fn new_id(function: &str) -> SandboxId {
-    let mut clean = String::new();
-    for c in function.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            clean.push(c);
-        } else if !clean.ends_with('-') && !clean.is_empty() {
-            clean.push('-');
-        }
-        if clean.len() >= 40 {
-            break;
-        }
-    }
-    let clean = clean.trim_end_matches('-');
-    let clean = if clean.is_empty() { "fn" } else { clean };
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    SandboxId::new(format!("{clean}-{}", &random[..12]))
-}
-
 fn timestamp_to_system(ts: Option<prost_types::Timestamp>) -> SystemTime {
     ts.and_then(|ts| {
         let secs = u64::try_from(ts.seconds).ok()?;
@@ -339,6 +332,64 @@ fn timestamp_to_system(ts: Option<prost_types::Timestamp>) -> SystemTime {
         Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
     })
     .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Why the containerd backend could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// containerd cannot be reached or used.
+    #[error("cannot use containerd at {} (namespace {namespace})", .address.display())]
+    Connect {
+        /// containerd's socket.
+        address: PathBuf,
+        /// The namespace of the environment.
+        namespace: String,
+        /// What failed.
+        #[source]
+        source: Error,
+    },
+    /// The sandboxes an earlier process left could not be adopted or removed.
+    #[error("cannot reconcile the sandboxes left in containerd namespace {namespace}")]
+    Reconcile {
+        /// The namespace of the environment.
+        namespace: String,
+        /// What failed.
+        #[source]
+        source: Error,
+    },
+}
+
+/// The start-up both binaries share: connects to containerd, then adopts or removes (by
+/// `policy`) the sandboxes an earlier process left in this environment.
+pub async fn connect(
+    config: ContainerdConfig,
+    policy: ReconcilePolicy,
+) -> std::result::Result<ContainerdRuntime, StartError> {
+    let namespace = config.namespace();
+    let address = config.address.clone();
+    let runtime =
+        ContainerdRuntime::connect(config)
+            .await
+            .map_err(|source| StartError::Connect {
+                address,
+                namespace: namespace.clone(),
+                source,
+            })?;
+    let reconciled = runtime
+        .reconcile(policy)
+        .await
+        .map_err(|source| StartError::Reconcile {
+            namespace: namespace.clone(),
+            source,
+        })?;
+    tracing::info!(
+        %namespace,
+        adopted = reconciled.adopted.len(),
+        removed = reconciled.removed.len(),
+        "containerd sandboxes reconciled"
+    );
+    Ok(runtime)
 }
 
 impl ContainerdRuntime {
@@ -481,61 +532,29 @@ impl ContainerdRuntime {
         env.entry("PATH".into()).or_insert_with(|| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         });
-        let date = crate::logs::utc_date(SystemTime::now());
-        let mut lambda = vec![
-            ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-            (
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                spec.memory_mb.to_string(),
-            ),
-            ("AWS_REGION", self.config.region.clone()),
-            ("AWS_DEFAULT_REGION", self.config.region.clone()),
-            ("TZ", ":UTC".to_owned()),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", spec.function_name),
-            ),
-            (
-                "AWS_LAMBDA_LOG_STREAM_NAME",
-                format!("{date}/[$LATEST]{}", id.as_str()),
-            ),
-            ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
-            ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
-            ("AWS_EXECUTION_ENV", "AWS_Lambda_esb_containerd".to_owned()),
-        ];
-        if spec.invoke_mode == InvokeMode::RuntimeApi {
-            lambda.push(("AWS_LAMBDA_RUNTIME_API", netns::RUNTIME_API_ADDR.to_owned()));
-        }
-        for (key, value) in lambda {
-            env.insert(key.to_owned(), value);
-        }
+        let runtime_api =
+            (spec.invoke_mode == InvokeMode::RuntimeApi).then_some(netns::RUNTIME_API_ADDR);
+        env.extend(self.config.lambda.environment(
+            spec,
+            id,
+            "/var/task",
+            runtime_api,
+            "containerd",
+        ));
+        env.insert("LAMBDA_RUNTIME_DIR".into(), "/var/runtime".into());
         env.extend(self.config.endpoints.clone());
         env.extend(spec.env.clone());
         env
-    }
-
-    fn platform_log(&self, sandbox: &Sandbox, request_id: &str, message: String) {
-        self.config.log_sink.log(LogLine {
-            time: SystemTime::now(),
-            function_name: sandbox.info.function_name.clone(),
-            sandbox_id: sandbox.info.id.as_str().into(),
-            request_id: Some(request_id.to_owned()),
-            trace_id: None,
-            stream: LogStream::Platform,
-            message,
-        });
     }
 
     /// Opens the task's output FIFOs (creating them if needed) and reads them line by line
     /// into the log sink for as long as the sandbox lives.
     fn attach_output(
         &self,
-        id: &SandboxId,
-        function_name: &str,
+        info: &SandboxInfo,
         broker: &Broker,
     ) -> Result<(PathBuf, PathBuf, Vec<JoinHandle<()>>)> {
-        let dir = self.io_dir(id);
+        let dir = self.io_dir(&info.id);
         std::fs::create_dir_all(&dir)?;
         let mut workers = Vec::new();
         let mut paths = Vec::new();
@@ -543,35 +562,21 @@ impl ContainerdRuntime {
             let path = dir.join(name);
             if !path.exists() {
                 nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|err| Error::Backend(format!("mkfifo {}: {err}", path.display())))?;
+                    .map_err(|errno| Error::Os {
+                        operation: format!("mkfifo {}", path.display()),
+                        source: errno.into(),
+                    })?;
             }
             // Read-write: the open never blocks, and the FIFO never reports EOF, so the
             // reader stays until the sandbox is destroyed and the shim never blocks on it.
             let fifo = tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_receiver(&path)?;
-            let sink = self.config.log_sink.clone();
-            let broker = broker.clone();
-            let function_name = function_name.to_owned();
-            let sandbox_id: Arc<str> = id.as_str().into();
-            workers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(fifo).lines();
-                while let Ok(Some(message)) = lines.next_line().await {
-                    let (request_id, trace_id) = match broker.current_request() {
-                        Some((r, t)) => (Some(r), t),
-                        None => (None, None),
-                    };
-                    sink.log(LogLine {
-                        time: SystemTime::now(),
-                        function_name: function_name.clone(),
-                        sandbox_id: sandbox_id.clone(),
-                        request_id,
-                        trace_id,
-                        stream,
-                        message,
-                    });
-                }
-            }));
+            workers.push(
+                self.config
+                    .lambda
+                    .spawn_log_reader(fifo, stream, broker.clone(), info),
+            );
             paths.push(path);
         }
         let stderr = paths.pop().unwrap_or_default();
@@ -666,11 +671,11 @@ impl ContainerdRuntime {
 
     /// Kills a sandbox's task and waits until it is reported gone; the records stay.
     async fn kill(&self, sandbox: &Sandbox) {
-        if let Err(err) = self.kill_task(&sandbox.info.id).await {
-            tracing::warn!(sandbox = %sandbox.info.id, %err, "cannot kill task");
+        let id = &sandbox.core.info.id;
+        if let Err(err) = self.kill_task(id).await {
+            tracing::warn!(sandbox = %id, %err, "cannot kill task");
         }
-        let mut exited = sandbox.exited.clone();
-        let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(Option::is_some)).await;
+        sandbox.core.wait_exit(Some(KILL_WAIT)).await;
     }
 
     /// Removes everything of sandbox `id` that exists: task, snapshot, container, CNI
@@ -686,8 +691,7 @@ impl ContainerdRuntime {
         self.kill_task(id).await?;
         match sandbox {
             Some(sandbox) => {
-                let mut exited = sandbox.exited.clone();
-                let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(Option::is_some)).await;
+                sandbox.core.wait_exit(Some(KILL_WAIT)).await;
                 sandbox.stop_workers();
                 self.delete_task(id).await?;
             }
@@ -726,6 +730,38 @@ impl ContainerdRuntime {
     /// Everything `create` does after the sandbox's id is chosen; on error the caller tears
     /// down what was made.
     async fn start(&self, id: &SandboxId, spec: &SandboxSpec) -> Result<Arc<Sandbox>> {
+        let image_name = self.check(spec)?;
+        let image = self.images.ensure(image_name).await?;
+        let args = Self::args(spec, image_name, &image.run)?;
+        let netns_path = self.netns_path(id);
+        let listener = netns::create(netns_path.clone()).await?;
+        let ip = match &self.cni {
+            Some(cni) => Some(cni.add(id.as_str(), &netns_path).await?),
+            None => None,
+        };
+        let runtime_spec = self.runtime_spec(id, spec, args, &image.run, &netns_path);
+        let rootfs = self
+            .create_container(id, spec, &image, runtime_spec, ip)
+            .await?;
+        self.launch(
+            id,
+            Launch {
+                function_name: spec.function_name.clone(),
+                memory_mb: spec.memory_mb,
+                timeout: spec.timeout,
+                mode: spec.invoke_mode,
+                listener: (spec.invoke_mode == InvokeMode::RuntimeApi).then_some(listener),
+                rootfs,
+                ip,
+                labels: self.labels(spec, ip).into_iter().collect(),
+                created_at: SystemTime::now(),
+            },
+        )
+        .await
+    }
+
+    /// The image of a spec this backend can run.
+    fn check<'a>(&self, spec: &'a SandboxSpec) -> Result<&'a str> {
         let image_name = spec.image.as_deref().ok_or_else(|| Error::InvalidSpec {
             function: spec.function_name.clone(),
             reason: "the containerd backend needs an image".into(),
@@ -736,8 +772,11 @@ impl ContainerdRuntime {
                 reason: "invoke mode rie needs a CNI network (none is configured)".into(),
             });
         }
-        let image = self.images.ensure(image_name).await?;
-        let run = &image.run;
+        Ok(image_name)
+    }
+
+    /// The command line of the task: the spec's, or the image's entrypoint and cmd.
+    fn args(spec: &SandboxSpec, image_name: &str, run: &ImageRunConfig) -> Result<Vec<String>> {
         let args: Vec<String> = match &spec.command {
             Some(command) => command.clone(),
             None => run
@@ -756,19 +795,22 @@ impl ContainerdRuntime {
                 ),
             });
         }
+        Ok(args)
+    }
 
-        let netns_path = self.netns_path(id);
-        let listener = netns::create(netns_path.clone()).await?;
-        let ip = match &self.cni {
-            Some(cni) => Some(cni.add(id.as_str(), &netns_path).await?),
-            None => None,
-        };
-
-        let memory_bytes = u64::from(spec.memory_mb) * 1024 * 1024;
+    /// The OCI runtime spec of the sandbox's task.
+    fn runtime_spec(
+        &self,
+        id: &SandboxId,
+        spec: &SandboxSpec,
+        args: Vec<String>,
+        run: &ImageRunConfig,
+        netns_path: &Path,
+    ) -> serde_json::Value {
         let cgroups_path = self.cgroups_path(id);
         let netns_str = netns_path.display().to_string();
         let hostname: String = id.as_str().chars().take(63).collect();
-        let spec_doc = oci::runtime_spec(&oci::SpecInput {
+        oci::runtime_spec(&oci::SpecInput {
             args,
             env: self.environment(spec, id, run.env.as_deref().unwrap_or_default()),
             cwd: run
@@ -778,7 +820,7 @@ impl ContainerdRuntime {
                 .unwrap_or_else(|| "/".into()),
             user: run.user.as_deref(),
             hostname: &hostname,
-            memory_bytes,
+            memory_bytes: u64::from(spec.memory_mb) * 1024 * 1024,
             cpu_quota_us: self
                 .config
                 .cpus
@@ -788,8 +830,19 @@ impl ContainerdRuntime {
             tmp_size_mb: self.config.tmp_size_mb,
             cgroups_path: &cgroups_path,
             netns_path: &netns_str,
-        });
+        })
+    }
 
+    /// Prepares the sandbox's snapshot on the image and creates its container; returns the
+    /// snapshot's mounts (the task's root filesystem).
+    async fn create_container(
+        &self,
+        id: &SandboxId,
+        spec: &SandboxSpec,
+        image: &image::ReadyImage,
+        runtime_spec: serde_json::Value,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<Vec<containerd_client::types::Mount>> {
         // The lease keeps containerd's GC off the new snapshot until the container holds it.
         let lease = self.images.lease("create").await?;
         let prepared = async {
@@ -811,14 +864,14 @@ impl ContainerdRuntime {
             let container = Container {
                 id: id.to_string(),
                 labels: self.labels(spec, ip),
-                image: image_name.to_owned(),
+                image: spec.image.clone().unwrap_or_default(),
                 runtime: Some(ContainerRuntimeInfo {
                     name: self.config.runtime.clone(),
                     options: None,
                 }),
                 spec: Some(prost_types::Any {
                     type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                    value: spec_doc.to_string().into_bytes(),
+                    value: runtime_spec.to_string().into_bytes(),
                 }),
                 snapshotter: self.config.snapshotter.clone(),
                 snapshot_key: id.to_string(),
@@ -837,48 +890,24 @@ impl ContainerdRuntime {
         }
         .await;
         self.images.release(&lease).await;
-        let rootfs = prepared?;
-
-        self.launch(
-            id,
-            Launch {
-                function_name: spec.function_name.clone(),
-                memory_mb: spec.memory_mb,
-                timeout: spec.timeout,
-                mode: spec.invoke_mode,
-                listener: (spec.invoke_mode == InvokeMode::RuntimeApi).then_some(listener),
-                rootfs,
-                ip,
-                labels: self.labels(spec, ip).into_iter().collect(),
-                created_at: SystemTime::now(),
-            },
-        )
-        .await
+        prepared
     }
 
     /// Starts a task in the existing container `id`: output readers first (a FIFO needs its
     /// reader before Tasks.Create), the Runtime API server, then create, exit watch, start.
     async fn launch(&self, id: &SandboxId, launch: Launch) -> Result<Arc<Sandbox>> {
-        let broker = Broker::new(BrokerConfig {
-            sandbox_id: id.clone(),
-            function_name: launch.function_name.clone(),
-            region: self.config.region.clone(),
-            account_id: self.config.account_id.clone(),
-            timeout: launch.timeout,
-            init_timeout: self.config.init_timeout,
-        });
-        let (stdout, stderr, workers) = self.attach_output(id, &launch.function_name, &broker)?;
+        let info = launch.info(id);
+        let broker = self
+            .config
+            .lambda
+            .broker(id, &info.function_name, launch.timeout);
+        let (stdout, stderr, workers) = self.attach_output(&info, &broker)?;
         let mut workers = Workers(workers);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        if let Some(listener) = launch.listener {
-            workers.0.push(tokio::spawn(runtime_api::serve(
-                listener,
-                broker.clone(),
-                async move {
-                    let _ = stop_rx.await;
-                },
-            )));
-        }
+        let stop_server = launch.listener.map(|listener| {
+            let (stop, server) = sandbox::serve_runtime_api(listener, broker.clone());
+            workers.0.push(server);
+            stop
+        });
 
         self.tasks()
             .create(self.ctr.req(CreateTaskRequest {
@@ -903,22 +932,11 @@ impl ContainerdRuntime {
             .map_err(|s| status_error("start task", id.as_str(), s))?;
 
         Ok(Arc::new(Sandbox {
-            info: SandboxInfo {
-                id: id.clone(),
-                function_name: launch.function_name,
-                state: SandboxState::Running,
-                created_at: launch.created_at,
-                labels: launch.labels,
-            },
-            memory_mb: launch.memory_mb,
+            core: Core::new(info, launch.memory_mb, broker, exited, stop_server),
             timeout: launch.timeout,
             mode: launch.mode,
-            broker,
             ip: launch.ip,
             cgroup,
-            paused: AtomicBool::new(false),
-            exited,
-            stop_server: Mutex::new(Some(stop_tx)),
             workers: Mutex::new(std::mem::take(&mut workers.0)),
         }))
     }
@@ -1052,15 +1070,12 @@ impl ContainerdRuntime {
 
     /// Follows a running task this process did not start: output FIFOs read, exit watched.
     fn follow(&self, id: &SandboxId, launch: Launch) -> Arc<Sandbox> {
-        let broker = Broker::new(BrokerConfig {
-            sandbox_id: id.clone(),
-            function_name: launch.function_name.clone(),
-            region: self.config.region.clone(),
-            account_id: self.config.account_id.clone(),
-            timeout: launch.timeout,
-            init_timeout: self.config.init_timeout,
-        });
-        let mut workers = match self.attach_output(id, &launch.function_name, &broker) {
+        let info = launch.info(id);
+        let broker = self
+            .config
+            .lambda
+            .broker(id, &info.function_name, launch.timeout);
+        let mut workers = match self.attach_output(&info, &broker) {
             Ok((_, _, workers)) => workers,
             Err(err) => {
                 tracing::warn!(sandbox = %id, %err, "cannot read the adopted task's output");
@@ -1072,28 +1087,59 @@ impl ContainerdRuntime {
             self.watch_exit(id, broker.clone(), cgroup.clone(), launch.memory_mb);
         workers.push(waiter);
         Arc::new(Sandbox {
-            info: SandboxInfo {
-                id: id.clone(),
-                function_name: launch.function_name,
-                state: SandboxState::Running,
-                created_at: launch.created_at,
-                labels: launch.labels,
-            },
-            memory_mb: launch.memory_mb,
+            core: Core::new(info, launch.memory_mb, broker, exited, None),
             timeout: launch.timeout,
             mode: launch.mode,
-            broker,
             ip: launch.ip,
             cgroup,
-            paused: AtomicBool::new(false),
-            exited,
-            stop_server: Mutex::new(None),
             workers: Mutex::new(workers),
         })
     }
 
+    /// Freezes (`frozen`) or thaws a sandbox with the configured [`Freezer`].
+    async fn freeze(&self, id: &SandboxId, frozen: bool) -> Result<()> {
+        let sandbox = self.get(id)?;
+        match self.config.freezer {
+            Freezer::Cgroup => {
+                sandbox
+                    .cgroup
+                    .set_frozen(frozen)
+                    .await
+                    .map_err(|source| Error::Os {
+                        operation: format!(
+                            "cannot {} sandbox {id}",
+                            if frozen { "freeze" } else { "thaw" }
+                        ),
+                        source,
+                    })?
+            }
+            Freezer::Tasks => {
+                let container_id = id.to_string();
+                let done = if frozen {
+                    let request = self.ctr.req(PauseTaskRequest { container_id });
+                    self.tasks().pause(request).await.map(drop)
+                } else {
+                    let request = self.ctr.req(ResumeTaskRequest { container_id });
+                    self.tasks().resume(request).await.map(drop)
+                };
+                let operation = if frozen { "pause task" } else { "resume task" };
+                done.map_err(|s| status_error(operation, id.as_str(), s))?;
+            }
+        }
+        sandbox.core.set_paused(frozen);
+        Ok(())
+    }
+
     fn cgroup_of(&self, id: &SandboxId) -> Cgroup {
         Cgroup::new(self.cgroups_path(id))
+    }
+
+    /// One invocation, the way the sandbox's invoke mode reaches the function.
+    async fn run(&self, sandbox: &Sandbox, request: InvokeRequest) -> Result<InvokeResponse> {
+        match sandbox.mode {
+            InvokeMode::RuntimeApi => sandbox.core.broker.invoke(request).await,
+            InvokeMode::Rie => self.invoke_rie(sandbox, request).await,
+        }
     }
 
     /// One invocation in `rie` mode: a POST to the emulator on the sandbox's address.
@@ -1102,14 +1148,15 @@ impl ContainerdRuntime {
         sandbox: &Sandbox,
         request: InvokeRequest,
     ) -> Result<InvokeResponse> {
-        if let Some(reason) = sandbox.exited.borrow().clone() {
+        let info = &sandbox.core.info;
+        if let Some(reason) = sandbox.core.exited.borrow().clone() {
             return Err(Error::SandboxLost {
-                id: sandbox.info.id.clone(),
+                id: info.id.clone(),
                 reason,
             });
         }
         let ip = sandbox.ip.ok_or_else(|| Error::InvalidSpec {
-            function: sandbox.info.function_name.clone(),
+            function: info.function_name.clone(),
             reason: "rie mode needs the sandbox's CNI address, and it has none".into(),
         })?;
         let timeout = request.timeout.unwrap_or(sandbox.timeout);
@@ -1117,23 +1164,29 @@ impl ContainerdRuntime {
         let http_request = http::Request::post(&uri)
             .header("content-type", "application/json")
             .body(Full::new(request.payload))
-            .map_err(|err| Error::Backend(format!("building request to {uri}: {err}")))?;
+            .map_err(|err| Error::Other {
+                operation: format!("building request to {uri}"),
+                source: err.into(),
+            })?;
         let started = std::time::Instant::now();
-        let mut exited = sandbox.exited.clone();
+        let mut exited = sandbox.core.exited.clone();
         let outcome = tokio::select! {
             response = tokio::time::timeout(timeout, async {
                 let response = self.http.request(http_request).await
-                    .map_err(|err| Error::Backend(format!("POST {uri}: {err}")))?;
+                    .map_err(|err| Error::Other { operation: format!("POST {uri}"), source: err.into() })?;
                 let function_error = response.headers().get("x-amz-function-error")
                     .and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let body = response.into_body().collect().await
-                    .map_err(|err| Error::Backend(format!("reading the answer of {uri}: {err}")))?
+                    .map_err(|err| Error::Other {
+                        operation: format!("reading the answer of {uri}"),
+                        source: err.into(),
+                    })?
                     .to_bytes();
                 Ok::<_, Error>((function_error, body))
             }) => response,
             reason = exited.wait_for(Option::is_some) => {
                 let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
-                return Err(Error::SandboxLost { id: sandbox.info.id.clone(), reason });
+                return Err(Error::SandboxLost { id: info.id.clone(), reason });
             }
         };
         let (function_error, body) = match outcome {
@@ -1163,26 +1216,12 @@ impl ContainerdRuntime {
     }
 }
 
-/// Lambda's wording for a task that exited, naming an OOM kill.
+/// Lambda's wording for a task that exited with `status`, naming an OOM kill.
 fn exit_reason(status: u32, oom_killed: bool, memory_mb: u32) -> String {
     match status {
-        137 if oom_killed => format!(
-            "Runtime.OutOfMemory: Runtime exited with error: signal: killed (OOM: the sandbox \
-             went past its memory limit of {memory_mb} MB)"
-        ),
-        s if s > 128 => {
-            let signal = i32::try_from(s - 128).unwrap_or(0);
-            let name = nix::sys::signal::Signal::try_from(signal)
-                .map(|s| s.as_str().trim_start_matches("SIG").to_lowercase())
-                .unwrap_or_else(|_| signal.to_string());
-            let name = if name == "kill" {
-                "killed".into()
-            } else {
-                name
-            };
-            format!("Runtime exited with error: signal: {name}")
-        }
-        s => format!("Runtime exited with error: exit status {s}"),
+        137 if oom_killed => sandbox::oom_reason(memory_mb),
+        s if s > 128 => sandbox::exit_reason(Exit::Signal(i32::try_from(s - 128).unwrap_or(0))),
+        s => sandbox::exit_reason(Exit::Code(i64::from(s))),
     }
 }
 
@@ -1201,10 +1240,10 @@ impl ContainerdRuntime {
 #[async_trait]
 impl Runtime for ContainerdRuntime {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
-        let id = new_id(&spec.function_name);
+        let id = sandbox::new_id(&spec.function_name);
         match self.start(&id, &spec).await {
             Ok(sandbox) => {
-                let info = sandbox.info.clone();
+                let info = sandbox.core.info.clone();
                 lock(&self.sandboxes).insert(id, sandbox);
                 Ok(info)
             }
@@ -1219,89 +1258,21 @@ impl Runtime for ContainerdRuntime {
 
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let sandbox = self.get(id)?;
-        if sandbox.paused.load(Ordering::Acquire) {
-            return Err(Error::Paused(id.clone()));
-        }
-        let request_id = request.request_id.clone();
-        self.platform_log(
-            &sandbox,
-            &request_id,
-            format!("START RequestId: {request_id} Version: $LATEST"),
-        );
-        let result = match sandbox.mode {
-            InvokeMode::RuntimeApi => sandbox.broker.invoke(request).await,
-            InvokeMode::Rie => self.invoke_rie(&sandbox, request).await,
-        };
-        match result {
-            Ok(mut response) => {
-                response.max_memory_used_mb = (sandbox.cgroup.memory_peak() / (1024 * 1024)).max(1);
-                self.platform_log(
-                    &sandbox,
-                    &request_id,
-                    format!("END RequestId: {request_id}"),
-                );
-                self.platform_log(
-                    &sandbox,
-                    &request_id,
-                    crate::logs::report_line(&request_id, &response, sandbox.memory_mb),
-                );
-                Ok(response)
-            }
-            Err(err) => {
-                self.platform_log(&sandbox, &request_id, format!("{request_id} Error: {err}"));
-                self.platform_log(
-                    &sandbox,
-                    &request_id,
-                    format!("END RequestId: {request_id}"),
-                );
-                if err.is_sandbox_fatal() {
-                    self.kill(&sandbox).await;
-                }
-                Err(err)
-            }
-        }
+        let run = |request| self.run(&sandbox, request);
+        let peak = || sandbox.cgroup.memory_peak();
+        let kill = || self.kill(&sandbox);
+        let lambda = &self.config.lambda;
+        let core = &sandbox.core;
+        core.invoke(lambda, WhenPaused::Reject, request, run, peak, kill)
+            .await
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {
-        let sandbox = self.get(id)?;
-        match self.config.freezer {
-            Freezer::Cgroup => sandbox
-                .cgroup
-                .set_frozen(true)
-                .await
-                .map_err(|err| Error::Backend(format!("cannot freeze sandbox {id}: {err}")))?,
-            Freezer::Tasks => {
-                self.tasks()
-                    .pause(self.ctr.req(PauseTaskRequest {
-                        container_id: id.to_string(),
-                    }))
-                    .await
-                    .map_err(|s| status_error("pause task", id.as_str(), s))?;
-            }
-        }
-        sandbox.paused.store(true, Ordering::Release);
-        Ok(())
+        self.freeze(id, true).await
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<()> {
-        let sandbox = self.get(id)?;
-        match self.config.freezer {
-            Freezer::Cgroup => sandbox
-                .cgroup
-                .set_frozen(false)
-                .await
-                .map_err(|err| Error::Backend(format!("cannot thaw sandbox {id}: {err}")))?,
-            Freezer::Tasks => {
-                self.tasks()
-                    .resume(self.ctr.req(ResumeTaskRequest {
-                        container_id: id.to_string(),
-                    }))
-                    .await
-                    .map_err(|s| status_error("resume task", id.as_str(), s))?;
-            }
-        }
-        sandbox.paused.store(false, Ordering::Release);
-        Ok(())
+        self.freeze(id, false).await
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
@@ -1314,7 +1285,7 @@ impl Runtime for ContainerdRuntime {
         for container in self.esb_containers().await? {
             let id = SandboxId::new(container.id.clone());
             let state = match self.get(&id) {
-                Ok(sandbox) => sandbox.state(),
+                Ok(sandbox) => sandbox.core.state(),
                 // Not ours (yet): containerd's word, but a task frozen through its cgroup is
                 // reported running by containerd.
                 Err(_) => match self.task_state(&container.id).await? {
@@ -1352,21 +1323,6 @@ impl Runtime for ContainerdRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_sanitized_and_unique() {
-        let a = new_id("My_Function.v2--x");
-        let b = new_id("My_Function.v2--x");
-        assert_ne!(a, b);
-        assert!(a.as_str().starts_with("my-function-v2-x-"), "{a}");
-        assert!(
-            a.as_str()
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        );
-        assert!(new_id("___").as_str().starts_with("fn-"));
-        assert!(new_id(&"x".repeat(100)).as_str().len() <= 53);
-    }
 
     #[test]
     fn oom_kills_are_named() {

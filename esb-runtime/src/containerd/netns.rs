@@ -89,7 +89,10 @@ async fn on_fresh_thread<T: Send + 'static>(
 }
 
 fn errno(what: &str, err: nix::errno::Errno) -> Error {
-    Error::Backend(format!("{what}: {err}"))
+    Error::Os {
+        operation: what.to_owned(),
+        source: err.into(),
+    }
 }
 
 /// Sets IFF_UP on `lo` (always interface 1 in a new namespace) with one rtnetlink request.

@@ -14,17 +14,12 @@ pub use esb_testfn::oci::{
 
 /// A config for tests: its own env (namespace), state under /run/esb-test.
 pub fn config(address: &Path, env: &str, sink: Arc<dyn LogSink>) -> ContainerdConfig {
-    ContainerdConfig {
-        address: address.to_path_buf(),
-        env: env.to_owned(),
-        state_dir: PathBuf::from("/run/esb-test"),
-        registries: RegistryConfig {
-            insecure: vec![registry()],
-            ..RegistryConfig::default()
-        },
-        log_sink: sink,
-        ..ContainerdConfig::default()
-    }
+    ContainerdConfig::default()
+        .address(address)
+        .env(env)
+        .state_dir(PathBuf::from("/run/esb-test"))
+        .registries(RegistryConfig::default().insecure([registry()]))
+        .log_sink(sink)
 }
 
 /// A unique env name for one test.
