@@ -264,6 +264,13 @@ impl RemoteRuntime {
         status_to_error(status, &self.config.endpoint)
     }
 
+    /// The message of a call's answer, or the runtime error its status stands for.
+    fn answer<T>(&self, answered: Result<tonic::Response<T>, Status>) -> Result<T> {
+        answered
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.error(&status))
+    }
+
     /// One call, repeated while the agent is unreachable: only for calls safe to repeat.
     async fn safe_call<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T>
     where
@@ -370,12 +377,8 @@ fn endpoint(config: &RemoteConfig) -> Result<Endpoint> {
 #[async_trait]
 impl Runtime for RemoteRuntime {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
-        let mut client = self.client.clone();
-        let response = client
-            .ensure_container(pb::EnsureContainerRequest::from(&spec))
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+        let request = pb::EnsureContainerRequest::from(&spec);
+        let response = self.answer(self.client.clone().ensure_container(request).await)?;
         let container = response.container.ok_or_else(|| {
             Error::Backend(format!(
                 "agent {} created a sandbox for {} but did not describe it",
@@ -413,25 +416,17 @@ impl Runtime for RemoteRuntime {
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {
-        let mut client = self.client.clone();
-        client
-            .pause_container(pb::PauseContainerRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .map_err(|status| self.error(&status))?;
-        Ok(())
+        let container_id = id.to_string();
+        let request = pb::PauseContainerRequest { container_id };
+        self.answer(self.client.clone().pause_container(request).await)
+            .map(drop)
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<()> {
-        let mut client = self.client.clone();
-        client
-            .resume_container(pb::ResumeContainerRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .map_err(|status| self.error(&status))?;
-        Ok(())
+        let container_id = id.to_string();
+        let request = pb::ResumeContainerRequest { container_id };
+        self.answer(self.client.clone().resume_container(request).await)
+            .map(drop)
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
