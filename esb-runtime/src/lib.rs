@@ -22,6 +22,7 @@
 mod error;
 mod invoke;
 pub mod logs;
+mod output;
 pub mod runtime_api;
 #[cfg(any(feature = "process", feature = "containerd"))]
 mod sandbox;

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::output::OutputGate;
 use crate::{
     Error, FunctionError, InvokeRequest, InvokeResponse, InvokeResult, MAX_PAYLOAD_BYTES, Result,
     SandboxId, billed,
@@ -107,6 +108,7 @@ struct Inner {
     jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     slots: Mutex<Slots>,
     busy: AtomicBool,
+    output: OutputGate,
 }
 
 /// Hands invocations to one sandbox's runtime client and collects its answers.
@@ -152,6 +154,7 @@ impl Broker {
                 jobs_rx: tokio::sync::Mutex::new(jobs_rx),
                 slots: Mutex::new(Slots::default()),
                 busy: AtomicBool::new(false),
+                output: OutputGate::default(),
             }),
         }
     }
@@ -159,6 +162,11 @@ impl Broker {
     /// The function ARN the runtime sees (`Lambda-Runtime-Invoked-Function-Arn`).
     pub fn function_arn(&self) -> &str {
         &self.inner.function_arn
+    }
+
+    /// Whether the sandbox's output readers still hold lines.
+    pub(crate) fn output(&self) -> &OutputGate {
+        &self.inner.output
     }
 
     /// The request and trace id to tag a log line of the sandbox with: the invocation in

@@ -173,7 +173,8 @@ impl LambdaSettings {
         let function_name = info.function_name.clone();
         let sandbox_id: std::sync::Arc<str> = info.id.as_str().into();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
+            let output = broker.output().clone();
+            let mut lines = BufReader::new(output.track(reader, stream)).lines();
             while let Ok(Some(message)) = lines.next_line().await {
                 let (request_id, trace_id) = match broker.current_request() {
                     Some((request, trace)) => (Some(request), trace),
@@ -189,6 +190,7 @@ impl LambdaSettings {
                     message,
                 });
             }
+            output.closed(stream);
         })
     }
 }
@@ -390,7 +392,10 @@ impl Core {
         let request_id = request.request_id.clone();
         let log = |message| lambda.platform_log(&self.info, &request_id, message);
         log(format!("START RequestId: {request_id} Version: $LATEST"));
-        match run(request).await {
+        let result = run(request).await;
+        // The lines the function wrote before its answer come before END, as on Lambda.
+        self.broker.output().settle().await;
+        match result {
             Ok(mut response) => {
                 response.max_memory_used_mb = (peak_bytes() / (1024 * 1024)).max(1);
                 log(format!("END RequestId: {request_id}"));

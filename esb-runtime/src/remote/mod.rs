@@ -33,8 +33,8 @@ use tonic::{Code, Status};
 use tower::ServiceExt;
 use tower::retry::{Policy, Retry};
 
+use self::wire::Invocation;
 pub use self::wire::{ERROR_METADATA_KEY, error_to_status, status_to_error};
-use self::wire::{Invocation, source_chain};
 use crate::{
     Capabilities, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId, SandboxInfo,
     SandboxMetrics, SandboxSpec,
@@ -218,7 +218,10 @@ impl RemoteRuntime {
             let agent = agent.clone();
             async move {
                 endpoint.connect().await.map_err(|err| {
-                    Error::Unavailable(format!("agent {agent} unreachable: {}", source_chain(&err)))
+                    Error::Unavailable(format!(
+                        "agent {agent} unreachable: {}",
+                        esb_logs::ErrorChain(&err)
+                    ))
                 })
             }
         });

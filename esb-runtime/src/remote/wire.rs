@@ -244,26 +244,17 @@ pub fn status_to_error(status: &Status, agent: &str) -> Error {
         }
         // Made on this side from a connection failure (e.g. a refused TLS handshake), not
         // received from the agent: statuses from the wire carry no source.
-        Code::Unknown if std::error::Error::source(status).is_some() => Error::Unavailable(
-            format!("agent {agent} unreachable: {}", source_chain(status)),
-        ),
+        Code::Unknown if std::error::Error::source(status).is_some() => {
+            Error::Unavailable(format!(
+                "agent {agent} unreachable: {}",
+                esb_logs::ErrorChain(status)
+            ))
+        }
         Code::Unauthenticated | Code::PermissionDenied => {
             Error::Backend(format!("agent {agent} rejected the credentials: {message}"))
         }
         code => Error::Backend(format!("agent {agent} answered {code:?}: {message}")),
     }
-}
-
-/// The error and its causes on one line (transport errors hide the useful part in sources).
-pub(crate) fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl From<&Error> for Status {
