@@ -157,6 +157,9 @@ pub enum RequestError {
     /// The Invoke API's payload is not JSON (400).
     #[error("Could not parse request body into json")]
     PayloadNotJson(#[source] serde_json::Error),
+    /// The Invoke API's `X-Amz-Client-Context` is not base64 of a JSON object (400).
+    #[error("Client context must be a valid Base64-encoded JSON object.")]
+    InvalidClientContext(#[source] BoxError),
     /// The Invoke API names a function that is not configured (404).
     #[error("Function not found: {0}")]
     FunctionNotFound(String),
@@ -277,6 +280,11 @@ impl RequestError {
                 StatusCode::BAD_REQUEST,
                 self,
                 "InvalidParameterValueException",
+            ),
+            E::InvalidClientContext(_) => Answer::saying(
+                StatusCode::BAD_REQUEST,
+                self,
+                "InvalidRequestContentException",
             ),
             E::FunctionNotFound(_) => {
                 Answer::saying(StatusCode::NOT_FOUND, self, "ResourceNotFoundException")

@@ -77,6 +77,7 @@ struct Call {
     function: String,
     memory_mb: u32,
     kind: InvocationType,
+    /// The decoded `X-Amz-Client-Context`: the JSON text the runtime hands to the function.
     client_context: Option<String>,
     tail: bool,
 }
@@ -124,7 +125,10 @@ where
         };
         let payload = payload(req, self.shared.config.max_body_bytes).await?;
         let mut request = ids.invoke_request(payload);
-        request.client_context = call.client_context.clone();
+        // Lambda passes the client context to synchronous invocations only.
+        if call.kind == InvocationType::RequestResponse {
+            request.client_context = call.client_context.clone();
+        }
         // A remote agent keeps the function's lines on its host: it sends the tail back.
         request.log_tail = call.tail && call.kind == InvocationType::RequestResponse;
         match &call.kind {
@@ -157,10 +161,7 @@ where
             function: function.to_owned(),
             memory_mb,
             kind: invocation_type(headers),
-            client_context: headers
-                .get("x-amz-client-context")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            client_context: client_context(headers)?,
             tail: log_type_tail(headers)?,
         })
     }
@@ -305,6 +306,28 @@ fn invocation_type(headers: &HeaderMap) -> InvocationType {
     }
 }
 
+/// `X-Amz-Client-Context`, base64 of a JSON object, decoded to the JSON text that the
+/// Runtime API's `Lambda-Runtime-Client-Context` carries.
+fn client_context(headers: &HeaderMap) -> Result<Option<String>, RequestError> {
+    let Some(value) = headers.get("x-amz-client-context") else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_bytes())
+        .map_err(|err| RequestError::InvalidClientContext(err.into()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|err| RequestError::InvalidClientContext(err.into()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|err| RequestError::InvalidClientContext(err.into()))?;
+    if !json.is_object() {
+        return Err(RequestError::InvalidClientContext(
+            "not a JSON object".into(),
+        ));
+    }
+    // The runtime sends it as a header value: one line, as compact as it came.
+    Ok(Some(json.to_string()))
+}
+
 /// `X-Amz-Log-Type`: `Tail`, or `None` / absent.
 fn log_type_tail(headers: &HeaderMap) -> Result<bool, RequestError> {
     match headers.get("x-amz-log-type").map(HeaderValue::to_str) {
@@ -367,6 +390,34 @@ mod tests {
             None
         );
         assert_eq!(invoke_path_segment("/v1/echo"), None);
+    }
+
+    #[test]
+    fn client_contexts_are_base64_of_a_json_object() {
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_context(&headers).unwrap(), None);
+        let context = r#"{"custom": {"k": "v"}, "env": {"e": "1"}, "client": {}}"#;
+        headers.insert("x-amz-client-context", encode(context).parse().unwrap());
+        let decoded = client_context(&headers).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&decoded).unwrap(),
+            serde_json::json!({"custom": {"k": "v"}, "env": {"e": "1"}, "client": {}})
+        );
+        assert!(!decoded.contains('\n'));
+        for bad in [
+            "not base64!".to_owned(),
+            encode("{not json"),
+            encode("[1]"),
+            encode("\"s\""),
+        ] {
+            headers.insert("x-amz-client-context", bad.parse().unwrap());
+            let err = client_context(&headers).unwrap_err();
+            assert!(
+                matches!(err, RequestError::InvalidClientContext(_)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
