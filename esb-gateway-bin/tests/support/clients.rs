@@ -115,6 +115,7 @@ pub fn python_ric(dir: &Path, handler: &str) -> Option<Launch> {
         ],
         environment: vec![
             ("PYTHONPATH".into(), dir.display().to_string()),
+            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
             ("_HANDLER".into(), handler.into()),
         ],
     })
