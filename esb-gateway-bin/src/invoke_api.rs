@@ -3,7 +3,7 @@
 //! and `DryRun` (204).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
@@ -64,6 +64,10 @@ struct Shared {
     config: InvokeApiConfig,
     /// Permits of asynchronous invocations in flight.
     events: Arc<Semaphore>,
+    /// Why the command of a function could not be started, until one of its sandboxes
+    /// answers: while the pool's breaker stays open over it, callers get that reason as
+    /// Lambda's `Runtime.InvalidEntrypoint`, not a 503 that SDKs retry.
+    bad_entrypoints: Mutex<HashMap<String, String>>,
 }
 
 /// The Invoke API over an invocation service `I`.
@@ -97,7 +101,11 @@ impl<I> InvokeApi<I> {
     pub fn new(config: InvokeApiConfig, invoker: I) -> Self {
         let events = Arc::new(Semaphore::new(config.event_concurrency));
         Self {
-            shared: Arc::new(Shared { config, events }),
+            shared: Arc::new(Shared {
+                config,
+                events,
+                bad_entrypoints: Mutex::default(),
+            }),
             invoker,
         }
     }
@@ -259,7 +267,10 @@ where
         .then(|| shared.config.log_tail.capture(&ids.request_id));
     let invocation = Invocation::new(call.function.as_str(), request);
     let outcome = match invoker.oneshot(invocation).await {
-        Ok(answer) => Outcome::answered(answer, capture.is_some(), ids, call.memory_mb),
+        Ok(answer) => {
+            shared.entrypoint_started(&call.function);
+            Outcome::answered(answer, capture.is_some(), ids, call.memory_mb)
+        }
         // The function timed out, crashed or failed its init: a function error for the
         // Invoke API, as Lambda reports it.
         Err(RequestError::Pool(PoolError::Runtime(err))) if err.is_sandbox_fatal() => {
@@ -269,7 +280,17 @@ where
         Err(RequestError::Pool(PoolError::Create {
             source: esb_runtime::Error::InvalidSpec { reason, .. },
             ..
-        })) => Outcome::invalid_entrypoint(&ids.request_id, &reason),
+        })) => {
+            let outcome = Outcome::invalid_entrypoint(&ids.request_id, &reason);
+            shared.entrypoint_failed(&call.function, reason);
+            outcome
+        }
+        Err(RequestError::Pool(PoolError::CircuitOpen { function })) => {
+            match shared.bad_entrypoint(&function) {
+                Some(reason) => Outcome::invalid_entrypoint(&ids.request_id, &reason),
+                None => return Err(RequestError::Pool(PoolError::CircuitOpen { function })),
+            }
+        }
         Err(err) => return Err(err),
     };
     let mut response = Response::new(Full::new(outcome.body));
@@ -296,6 +317,32 @@ where
         }
     }
     Ok(response)
+}
+
+impl Shared {
+    fn bad_entrypoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.bad_entrypoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The function's command could not be started.
+    fn entrypoint_failed(&self, function: &str, reason: String) {
+        self.bad_entrypoints().insert(function.to_owned(), reason);
+    }
+
+    /// A sandbox of the function answered: its command starts.
+    fn entrypoint_started(&self, function: &str) {
+        let mut bad = self.bad_entrypoints();
+        if !bad.is_empty() {
+            bad.remove(function);
+        }
+    }
+
+    /// Why the function's command could not be started, if that is the last news of it.
+    fn bad_entrypoint(&self, function: &str) -> Option<String> {
+        self.bad_entrypoints().get(function).cloned()
+    }
 }
 
 /// What a `RequestResponse` invocation came to.
