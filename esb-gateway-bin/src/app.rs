@@ -89,6 +89,7 @@ where
     let invoke_api = (config.invoke_api != InvokeApiAccess::Off).then(|| {
         let api = InvokeApiConfig {
             auth: Arc::clone(&auth),
+            region: config.region.clone(),
             access: config.invoke_api,
             memory_mb: functions.map(|f| (f.name.clone(), f.memory_size)).collect(),
             max_body_bytes: config.limits.max_body_bytes,

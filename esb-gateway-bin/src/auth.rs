@@ -57,6 +57,8 @@ impl Authenticator {
         let secret = config.jwt_secret.as_deref().map(str::as_bytes);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        // A token is not valid before its `nbf`, as API Gateway's JWT authorizers check it.
+        validation.validate_nbf = true;
         let login = match (&config.api_key, &config.user, &config.password) {
             (Some(api_key), Some(user), Some(password)) => Some(Login {
                 api_key: api_key.clone(),
@@ -207,6 +209,44 @@ mod tests {
                 auth.login(headers, &body),
                 Err(RequestError::Unauthorized(_))
             ));
+        }
+    }
+
+    /// `Authorization: Bearer` of a token with these claims, signed with the configured secret.
+    fn bearer(claims: serde_json::Value) -> HeaderMap {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn a_token_is_not_valid_before_its_nbf() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let auth = Authenticator::new(&config());
+        let early = bearer(serde_json::json!({"sub": "x", "exp": now + 3600, "nbf": now + 600}));
+        match auth.verify(&early) {
+            Err(RequestError::InvalidToken(err)) => assert_eq!(
+                *err.kind(),
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature
+            ),
+            other => panic!("a token before its nbf was not refused: {other:?}"),
+        }
+        // Once `nbf` has passed (or within the leeway for clock skew), it is accepted.
+        for nbf in [now - 60, now + 2] {
+            let ready = bearer(serde_json::json!({"sub": "x", "exp": now + 3600, "nbf": nbf}));
+            assert_eq!(auth.verify(&ready).unwrap().claims["sub"], "x", "nbf {nbf}");
         }
     }
 

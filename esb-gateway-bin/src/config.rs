@@ -216,9 +216,46 @@ impl GatewayConfig {
                         backend.backend
                     ),
                 ));
+            } else if needed == Source::Command
+                && let Some(message) = function.command.as_deref().and_then(|c| {
+                    missing_program(
+                        c.first()?,
+                        function.environment.get("PATH").map(String::as_str),
+                    )
+                })
+            {
+                problems.push(Problem::new(
+                    format!("functions.{}.command", function.name),
+                    message,
+                ));
             }
         }
     }
+}
+
+/// Why `program` (a command's first word) cannot be started on this host, if it cannot:
+/// a path that is no executable file, or a name found on no directory of `path` (the
+/// function's own `PATH`, else this process's).
+fn missing_program(program: &str, path: Option<&str>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |candidate: &std::path::Path| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let candidate = std::path::Path::new(program);
+        return match std::fs::metadata(candidate) {
+            Err(err) => Some(format!("{program:?} cannot be started: {err}")),
+            Ok(_) if !executable(candidate) => Some(format!(
+                "{program:?} cannot be started: not an executable file"
+            )),
+            Ok(_) => None,
+        };
+    }
+    let host_path = std::env::var("PATH").unwrap_or_default();
+    let path = path.unwrap_or(&host_path);
+    let found = std::env::split_paths(path).any(|dir| executable(&dir.join(program)));
+    (!found).then(|| format!("{program:?} cannot be started: not found on PATH ({path})"))
 }
 
 /// The field of the JWT secret.
@@ -469,6 +506,25 @@ mod tests {
             Some(Source::Command)
         );
         assert_eq!(needed_source(&capabilities(false, false)), None);
+    }
+
+    #[test]
+    fn commands_that_cannot_start_are_named() {
+        assert_eq!(missing_program("/bin/sh", None), None);
+        assert_eq!(missing_program("sh", Some("/usr/bin:/bin")), None);
+        let absent = missing_program("/nonexistent/bootstrap", None).unwrap();
+        assert!(absent.contains("\"/nonexistent/bootstrap\""), "{absent}");
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let not_executable = missing_program(plain.path().to_str().unwrap(), None).unwrap();
+        assert!(
+            not_executable.contains("not an executable file"),
+            "{not_executable}"
+        );
+        let not_on_path = missing_program("esb-no-such-program", Some("/bin")).unwrap();
+        assert!(
+            not_on_path.contains("not found on PATH (/bin)"),
+            "{not_on_path}"
+        );
     }
 
     #[test]

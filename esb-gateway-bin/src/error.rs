@@ -155,9 +155,13 @@ pub enum RequestError {
     #[error("cannot sign the token: {0}")]
     SignToken(#[source] jsonwebtoken::errors::Error),
     /// The Invoke API's payload is not JSON (400).
-    #[error("Could not parse request body into json")]
+    #[error("Could not parse request body into json: Could not parse payload into json: {0}")]
     PayloadNotJson(#[source] serde_json::Error),
-    /// The Invoke API names a function that is not configured (404).
+    /// The Invoke API's `X-Amz-Client-Context` is not base64 of a JSON object (400).
+    #[error("Client context must be a valid Base64-encoded JSON object.")]
+    InvalidClientContext(#[source] BoxError),
+    /// The Invoke API names a function (its ARN, on the Invoke API) or a qualifier that is
+    /// not configured (404).
     #[error("Function not found: {0}")]
     FunctionNotFound(String),
     /// Too many asynchronous (`Event`) invocations are in flight (429).
@@ -278,6 +282,11 @@ impl RequestError {
                 self,
                 "InvalidParameterValueException",
             ),
+            E::InvalidClientContext(_) => Answer::saying(
+                StatusCode::BAD_REQUEST,
+                self,
+                "InvalidRequestContentException",
+            ),
             E::FunctionNotFound(_) => {
                 Answer::saying(StatusCode::NOT_FOUND, self, "ResourceNotFoundException")
             }
@@ -302,18 +311,67 @@ impl RequestError {
 
     /// The error as a response: JSON `{"message": ...}`, its status and `x-amzn-ErrorType`.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let Answer {
-            status,
-            message,
-            error_type,
-        } = self.answer();
+        let answer = self.answer();
+        let body = serde_json::json!({ "message": answer.message });
+        self.respond(answer.status, answer.error_type, &body)
+    }
+
+    /// The answer of the Lambda Invoke API, as Lambda's own: its status and error type
+    /// (botocore's `lambda` model), `x-amzn-ErrorType`, and `{"Type": "User" | "Service",
+    /// "Message": ...}`.
+    pub fn into_invoke_response(self) -> Response<Full<Bytes>> {
+        use RequestError as E;
+        let answer = self.answer();
+        let (status, error_type, message) = match &self {
+            E::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLargeException",
+                format!(
+                    "Request must be smaller than {limit} bytes for the InvokeFunction operation"
+                ),
+            ),
+            E::PayloadNotJson(_) | E::ReadBody(_) | E::InvalidClientContext(_) => (
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                self.to_string(),
+            ),
+            E::Pool(esb_pool::PoolError::Throttled { .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Rate Exceeded.".to_owned(),
+            ),
+            // Lambda's own failures: one type SDKs know (`ServiceException`), the status kept.
+            _ if answer.status.is_server_error() => {
+                (answer.status, "ServiceException", self.to_string())
+            }
+            _ => (
+                answer.status,
+                answer.error_type,
+                answer.message.into_owned(),
+            ),
+        };
+        let kind = if status.is_server_error() {
+            "Service"
+        } else {
+            "User"
+        };
+        let body = serde_json::json!({ "Type": kind, "Message": message });
+        self.respond(status, error_type, &body)
+    }
+
+    /// Logs the error and answers it with `body`.
+    fn respond(
+        self,
+        status: StatusCode,
+        error_type: &'static str,
+        body: &serde_json::Value,
+    ) -> Response<Full<Bytes>> {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
         }
-        let body = serde_json::json!({ "message": message }).to_string();
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -3,7 +3,7 @@
 //! and `DryRun` (204).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
@@ -38,9 +38,20 @@ pub(crate) fn invoke_path_segment(path: &str) -> Option<&str> {
         .filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
+/// Lambda's limit of an asynchronous (`Event`) invocation's payload: 1 MB.
+pub(crate) const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// The account of function ARNs when the caller names none (the runtimes' default).
+const ACCOUNT_ID: &str = "000000000000";
+
+/// The qualifier of the unpublished version, the only one every function has.
+const LATEST: &str = "$LATEST";
+
 /// What the Invoke API needs besides the invocation service.
 pub(crate) struct InvokeApiConfig {
     pub auth: Arc<Authenticator>,
+    /// The region of function ARNs when the caller names none.
+    pub region: String,
     pub access: InvokeApiAccess,
     /// `Memory Size` of each function's REPORT lines.
     pub memory_mb: HashMap<String, u32>,
@@ -53,6 +64,10 @@ struct Shared {
     config: InvokeApiConfig,
     /// Permits of asynchronous invocations in flight.
     events: Arc<Semaphore>,
+    /// Why the command of a function could not be started, until one of its sandboxes
+    /// answers: while the pool's breaker stays open over it, callers get that reason as
+    /// Lambda's `Runtime.InvalidEntrypoint`, not a 503 that SDKs retry.
+    bad_entrypoints: Mutex<HashMap<String, String>>,
 }
 
 /// The Invoke API over an invocation service `I`.
@@ -77,6 +92,7 @@ struct Call {
     function: String,
     memory_mb: u32,
     kind: InvocationType,
+    /// The decoded `X-Amz-Client-Context`: the JSON text the runtime hands to the function.
     client_context: Option<String>,
     tail: bool,
 }
@@ -85,7 +101,11 @@ impl<I> InvokeApi<I> {
     pub fn new(config: InvokeApiConfig, invoker: I) -> Self {
         let events = Arc::new(Semaphore::new(config.event_concurrency));
         Self {
-            shared: Arc::new(Shared { config, events }),
+            shared: Arc::new(Shared {
+                config,
+                events,
+                bad_entrypoints: Mutex::default(),
+            }),
             invoker,
         }
     }
@@ -106,7 +126,13 @@ where
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { this.invoke(req).await })
+        // Errors are answered here, in the Invoke API's own shape, not the routes'.
+        Box::pin(async move {
+            Ok(this
+                .invoke(req)
+                .await
+                .unwrap_or_else(RequestError::into_invoke_response))
+        })
     }
 }
 
@@ -123,8 +149,16 @@ where
             None => RequestIds::new(req.headers()),
         };
         let payload = payload(req, self.shared.config.max_body_bytes).await?;
+        if call.kind == InvocationType::Event && payload.len() > MAX_EVENT_PAYLOAD_BYTES {
+            return Err(RequestError::PayloadTooLarge {
+                limit: MAX_EVENT_PAYLOAD_BYTES,
+            });
+        }
         let mut request = ids.invoke_request(payload);
-        request.client_context = call.client_context.clone();
+        // Lambda passes the client context to synchronous invocations only.
+        if call.kind == InvocationType::RequestResponse {
+            request.client_context = call.client_context.clone();
+        }
         // A remote agent keeps the function's lines on its host: it sends the tail back.
         request.log_tail = call.tail && call.kind == InvocationType::RequestResponse;
         match &call.kind {
@@ -147,20 +181,31 @@ where
             config.auth.verify(req.headers())?;
         }
         let segment = invoke_path_segment(req.uri().path()).unwrap_or("");
-        let name = percent_decode(segment);
-        let function = function_name(&name);
-        let Some(&memory_mb) = config.memory_mb.get(function) else {
-            return Err(RequestError::FunctionNotFound(name));
+        let mut target = FunctionRef::parse(&percent_decode(segment));
+        if let Some(qualifier) = query_qualifier(req.uri().query()) {
+            if target.qualifier.as_ref().is_some_and(|q| *q != qualifier) {
+                return Err(RequestError::BadRequest(
+                    "The derived qualifier from the function name does not match the specified qualifier."
+                        .into(),
+                ));
+            }
+            target.qualifier = Some(qualifier);
+        }
+        let known = config.memory_mb.get(&target.name).filter(|_| {
+            target
+                .qualifier
+                .as_deref()
+                .is_none_or(|qualifier| qualifier == LATEST)
+        });
+        let Some(&memory_mb) = known else {
+            return Err(RequestError::FunctionNotFound(target.arn(&config.region)));
         };
         let headers = req.headers();
         Ok(Call {
-            function: function.to_owned(),
+            function: target.name,
             memory_mb,
             kind: invocation_type(headers),
-            client_context: headers
-                .get("x-amz-client-context")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            client_context: client_context(headers)?,
             tail: log_type_tail(headers)?,
         })
     }
@@ -222,11 +267,29 @@ where
         .then(|| shared.config.log_tail.capture(&ids.request_id));
     let invocation = Invocation::new(call.function.as_str(), request);
     let outcome = match invoker.oneshot(invocation).await {
-        Ok(answer) => Outcome::answered(answer, capture.is_some(), ids, call.memory_mb),
+        Ok(answer) => {
+            shared.entrypoint_started(&call.function);
+            Outcome::answered(answer, capture.is_some(), ids, call.memory_mb)
+        }
         // The function timed out, crashed or failed its init: a function error for the
         // Invoke API, as Lambda reports it.
         Err(RequestError::Pool(PoolError::Runtime(err))) if err.is_sandbox_fatal() => {
             Outcome::sandbox_failed(&err)
+        }
+        // The function's command cannot be started: Lambda's answer to a missing bootstrap.
+        Err(RequestError::Pool(PoolError::Create {
+            source: esb_runtime::Error::InvalidSpec { reason, .. },
+            ..
+        })) => {
+            let outcome = Outcome::invalid_entrypoint(&ids.request_id, &reason);
+            shared.entrypoint_failed(&call.function, reason);
+            outcome
+        }
+        Err(RequestError::Pool(PoolError::CircuitOpen { function })) => {
+            match shared.bad_entrypoint(&function) {
+                Some(reason) => Outcome::invalid_entrypoint(&ids.request_id, &reason),
+                None => return Err(RequestError::Pool(PoolError::CircuitOpen { function })),
+            }
         }
         Err(err) => return Err(err),
     };
@@ -256,6 +319,32 @@ where
     Ok(response)
 }
 
+impl Shared {
+    fn bad_entrypoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.bad_entrypoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The function's command could not be started.
+    fn entrypoint_failed(&self, function: &str, reason: String) {
+        self.bad_entrypoints().insert(function.to_owned(), reason);
+    }
+
+    /// A sandbox of the function answered: its command starts.
+    fn entrypoint_started(&self, function: &str) {
+        let mut bad = self.bad_entrypoints();
+        if !bad.is_empty() {
+            bad.remove(function);
+        }
+    }
+
+    /// Why the function's command could not be started, if that is the last news of it.
+    fn bad_entrypoint(&self, function: &str) -> Option<String> {
+        self.bad_entrypoints().get(function).cloned()
+    }
+}
+
 /// What a `RequestResponse` invocation came to.
 struct Outcome {
     body: Bytes,
@@ -277,6 +366,20 @@ impl Outcome {
             function_error,
             report,
             remote_log: answer.response.log_tail,
+        }
+    }
+
+    /// No sandbox could be started from the function's command or entry point.
+    fn invalid_entrypoint(request_id: &str, reason: &str) -> Self {
+        let document = serde_json::json!({
+            "errorType": "Runtime.InvalidEntrypoint",
+            "errorMessage": format!("RequestId: {request_id} Error: {reason}"),
+        });
+        Self {
+            body: Bytes::from(document.to_string()),
+            function_error: true,
+            report: None,
+            remote_log: None,
         }
     }
 
@@ -305,6 +408,28 @@ fn invocation_type(headers: &HeaderMap) -> InvocationType {
     }
 }
 
+/// `X-Amz-Client-Context`, base64 of a JSON object, decoded to the JSON text that the
+/// Runtime API's `Lambda-Runtime-Client-Context` carries.
+fn client_context(headers: &HeaderMap) -> Result<Option<String>, RequestError> {
+    let Some(value) = headers.get("x-amz-client-context") else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_bytes())
+        .map_err(|err| RequestError::InvalidClientContext(err.into()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|err| RequestError::InvalidClientContext(err.into()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|err| RequestError::InvalidClientContext(err.into()))?;
+    if !json.is_object() {
+        return Err(RequestError::InvalidClientContext(
+            "not a JSON object".into(),
+        ));
+    }
+    // The runtime sends it as a header value: one line, as compact as it came.
+    Ok(Some(json.to_string()))
+}
+
 /// `X-Amz-Log-Type`: `Tail`, or `None` / absent.
 fn log_type_tail(headers: &HeaderMap) -> Result<bool, RequestError> {
     match headers.get("x-amz-log-type").map(HeaderValue::to_str) {
@@ -317,13 +442,74 @@ fn log_type_tail(headers: &HeaderMap) -> Result<bool, RequestError> {
     }
 }
 
-/// The function name of an Invoke API path segment: a name, `name:qualifier`, or an ARN.
-fn function_name(segment: &str) -> &str {
-    if let Some(rest) = segment.strip_prefix("arn:") {
-        // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
-        return rest.split(':').nth(5).unwrap_or(segment);
+/// The function an Invoke API path names, as Lambda reads `FunctionName`: a name, a partial
+/// ARN (`123456789012:function:name`) or an ARN, each with an optional `:qualifier`.
+#[derive(Debug, PartialEq, Eq)]
+struct FunctionRef {
+    name: String,
+    qualifier: Option<String>,
+    region: Option<String>,
+    account: Option<String>,
+}
+
+impl FunctionRef {
+    fn parse(segment: &str) -> Self {
+        let parts: Vec<&str> = segment.split(':').collect();
+        // What comes before `function:` is `arn:PARTITION:lambda:REGION:ACCOUNT`, or a
+        // shorter tail of it.
+        let (prefix, rest) = match parts.iter().position(|part| *part == "function") {
+            Some(at) if at + 1 < parts.len() => parts.split_at(at + 1),
+            _ => (&parts[..0], &parts[..]),
+        };
+        let prefix = prefix.split_last().map_or(prefix, |(_, before)| before);
+        let account = prefix
+            .last()
+            .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()));
+        let region = account
+            .and(prefix.len().checked_sub(2))
+            .and_then(|at| prefix.get(at))
+            .filter(|r| !r.is_empty() && **r != "lambda");
+        match rest {
+            [name] | [name, _] if !name.is_empty() => Self {
+                name: (*name).to_owned(),
+                qualifier: rest.get(1).map(|q| (*q).to_owned()),
+                region: region.map(|r| (*r).to_owned()),
+                account: account.map(|a| (*a).to_owned()),
+            },
+            // Not a shape Lambda accepts: a name no function has.
+            _ => Self {
+                name: segment.to_owned(),
+                qualifier: None,
+                region: None,
+                account: None,
+            },
+        }
     }
-    segment.split(':').next().unwrap_or(segment)
+
+    /// The ARN Lambda names in its answers (`region` when the caller named none).
+    fn arn(&self, region: &str) -> String {
+        let mut arn = format!(
+            "arn:aws:lambda:{}:{}:function:{}",
+            self.region.as_deref().unwrap_or(region),
+            self.account.as_deref().unwrap_or(ACCOUNT_ID),
+            self.name
+        );
+        if let Some(qualifier) = &self.qualifier {
+            arn.push(':');
+            arn.push_str(qualifier);
+        }
+        arn
+    }
+}
+
+/// The `Qualifier` query parameter, as SDKs send a version or alias.
+fn query_qualifier(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "Qualifier")
+        .map(|(_, value)| percent_decode(value))
+        .filter(|value| !value.is_empty())
 }
 
 fn percent_decode(segment: &str) -> String {
@@ -338,18 +524,55 @@ mod tests {
 
     use super::*;
 
+    fn named(name: &str, qualifier: Option<&str>) -> FunctionRef {
+        FunctionRef {
+            name: name.into(),
+            qualifier: qualifier.map(Into::into),
+            region: None,
+            account: None,
+        }
+    }
+
     #[test]
     fn invoke_api_names_arns_and_qualifiers() {
-        assert_eq!(function_name("hello"), "hello");
-        assert_eq!(function_name("hello:$LATEST"), "hello");
+        assert_eq!(FunctionRef::parse("hello"), named("hello", None));
         assert_eq!(
-            function_name("arn:aws:lambda:us-east-1:123456789012:function:hello"),
-            "hello"
+            FunctionRef::parse("hello:$LATEST"),
+            named("hello", Some("$LATEST"))
+        );
+        let full = FunctionRef::parse("arn:aws:lambda:eu-west-1:123456789012:function:hello");
+        assert_eq!(full.name, "hello");
+        assert_eq!(
+            full.arn("us-east-1"),
+            "arn:aws:lambda:eu-west-1:123456789012:function:hello"
+        );
+        let qualified =
+            FunctionRef::parse("arn:aws:lambda:eu-west-1:123456789012:function:hello:prod");
+        assert_eq!(
+            (qualified.name.as_str(), qualified.qualifier.as_deref()),
+            ("hello", Some("prod"))
+        );
+        let partial = FunctionRef::parse("123456789012:function:hello:$LATEST");
+        assert_eq!(
+            (partial.name.as_str(), partial.qualifier.as_deref()),
+            ("hello", Some("$LATEST"))
         );
         assert_eq!(
-            function_name("arn:aws:lambda:us-east-1:123456789012:function:hello:prod"),
-            "hello"
+            partial.arn("us-east-1"),
+            "arn:aws:lambda:us-east-1:123456789012:function:hello:$LATEST"
         );
+        assert_eq!(
+            FunctionRef::parse("nope").arn("us-east-1"),
+            "arn:aws:lambda:us-east-1:000000000000:function:nope"
+        );
+        // Not a shape Lambda accepts: no function has that name.
+        assert_eq!(FunctionRef::parse("a:b:c").name, "a:b:c");
+        assert_eq!(
+            query_qualifier(Some("x=1&Qualifier=%24LATEST")),
+            Some("$LATEST".into())
+        );
+        assert_eq!(query_qualifier(Some("Qualifier=")), None);
+        assert_eq!(query_qualifier(None), None);
     }
 
     #[test]
@@ -367,6 +590,34 @@ mod tests {
             None
         );
         assert_eq!(invoke_path_segment("/v1/echo"), None);
+    }
+
+    #[test]
+    fn client_contexts_are_base64_of_a_json_object() {
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_context(&headers).unwrap(), None);
+        let context = r#"{"custom": {"k": "v"}, "env": {"e": "1"}, "client": {}}"#;
+        headers.insert("x-amz-client-context", encode(context).parse().unwrap());
+        let decoded = client_context(&headers).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&decoded).unwrap(),
+            serde_json::json!({"custom": {"k": "v"}, "env": {"e": "1"}, "client": {}})
+        );
+        assert!(!decoded.contains('\n'));
+        for bad in [
+            "not base64!".to_owned(),
+            encode("{not json"),
+            encode("[1]"),
+            encode("\"s\""),
+        ] {
+            headers.insert("x-amz-client-context", bad.parse().unwrap());
+            let err = client_context(&headers).unwrap_err();
+            assert!(
+                matches!(err, RequestError::InvalidClientContext(_)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

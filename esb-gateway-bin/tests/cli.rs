@@ -94,6 +94,34 @@ fn a_bad_configuration_lists_every_problem_and_exits_non_zero() {
 }
 
 #[test]
+fn check_names_a_command_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let functions = write(
+        &dir,
+        "functions.yml",
+        "functions:\n  ok: { command: [\"/bin/true\"] }\n  broken: { command: [\"/nonexistent/bootstrap\", \"x\"] }\n  unknown: { command: [\"esb-no-such-program\"] }\n",
+    );
+    let routing = write(&dir, "routing.yml", "routes: []\n");
+    let output = gateway()
+        .args(["--check", "--functions", &functions, "--routing", &routing])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for problem in [
+        "2 problems",
+        "functions.broken.command: \"/nonexistent/bootstrap\" cannot be started: No such file",
+        "functions.unknown.command: \"esb-no-such-program\" cannot be started: not found on PATH",
+    ] {
+        assert!(
+            stderr.contains(problem),
+            "{problem:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("functions.ok"), "{stderr}");
+}
+
+#[test]
 fn router_errors_name_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let functions = write(

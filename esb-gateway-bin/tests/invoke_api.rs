@@ -143,7 +143,10 @@ async fn dry_run_unknown_functions_and_bad_payloads() {
     );
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"message": "Function not found: nope"})
+        json!({
+            "Type": "User",
+            "Message": "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope",
+        })
     );
 
     let response = support::client()
@@ -156,6 +159,10 @@ async fn dry_run_unknown_functions_and_bad_payloads() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["x-amzn-errortype"],
+        "InvalidRequestContentException"
+    );
     assert!(
         sink.0.lock().unwrap().iter().all(|l| l.message != "dry"),
         "DryRun must not run the function"

@@ -205,3 +205,51 @@ functions:
     assert_eq!(lines.len(), end_at + 2, "{log}");
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invoke_api_on_an_agent_passes_the_client_context_and_names_a_bad_entrypoint() {
+    use base64::Engine as _;
+    const FUNCTIONS: &str = r#"
+functions:
+  plain:
+    command: ["${TESTFN}"]
+    timeout: 3
+  broken:
+    command: ["/nonexistent/esb-test/bootstrap"]
+"#;
+    let agent = Agent::spawn().await;
+    let gateway = Gateway::start(
+        support::config(FUNCTIONS, "routes: []\n"),
+        vec![agent.runtime().await],
+    )
+    .await
+    .unwrap();
+    let invoke = |name: &str| {
+        support::client().post(format!(
+            "{}/2015-03-31/functions/{name}/invocations",
+            gateway.url()
+        ))
+    };
+    let context = base64::engine::general_purpose::STANDARD
+        .encode(r#"{"custom": {"user": "alice"}, "env": {"locale": "en"}}"#);
+    let response = invoke("plain")
+        .header("X-Amz-Client-Context", context)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["context"]["client_context"]["custom"],
+        serde_json::json!({"user": "alice"}),
+        "{body}"
+    );
+
+    let response = invoke("broken").body("{}").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errorType"], "Runtime.InvalidEntrypoint", "{body}");
+    gateway.shutdown().await;
+}

@@ -14,7 +14,8 @@ pub struct InvokeRequest {
     pub payload: Bytes,
     /// The X-Ray trace header (`Lambda-Runtime-Trace-Id`).
     pub trace_id: Option<String>,
-    /// Base64 client context (`Lambda-Runtime-Client-Context`).
+    /// The client context as JSON text (`Lambda-Runtime-Client-Context`); the Invoke API's
+    /// base64 is decoded before it gets here.
     pub client_context: Option<String>,
     /// Cognito identity JSON (`Lambda-Runtime-Cognito-Identity`).
     pub cognito_identity: Option<String>,

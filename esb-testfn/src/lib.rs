@@ -7,7 +7,8 @@
 //! panic does under `panic = "abort"`),
 //! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
 //! handler's error). Otherwise the answer is
-//! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`.
+//! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`; `context.client_context`
+//! is the client context the runtime parsed (`custom`, `environment`, `client`), or null.
 
 pub mod noop;
 #[cfg(feature = "oci")]
@@ -87,7 +88,7 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
             "deadline_ms": context.deadline,
             "invoked_function_arn": context.invoked_function_arn,
             "trace_id": context.xray_trace_id,
-            "client_context": context.client_context.is_some(),
+            "client_context": context.client_context,
         },
         "env": env,
         "pid": std::process::id(),
