@@ -1,6 +1,6 @@
 //! `POST /2015-03-31/functions/{name}/invocations`, as Lambda's Invoke API answers it:
-//! `RequestResponse` (with an optional log tail), `Event` (202, runs in the background)
-//! and `DryRun` (204).
+//! `RequestResponse` (with an optional log tail), `Event` (202, runs in the background
+//! through the event queue, `event_queue.rs`) and `DryRun` (204).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,13 +14,13 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
 use crate::auth::Authenticator;
 use crate::config::InvokeApiAccess;
 use crate::endpoints::{empty, only};
 use crate::error::RequestError;
+use crate::event_queue::EventQueue;
 use crate::layers::Body;
 use crate::layers::BoxFuture;
 use crate::layers::limit::read_body;
@@ -45,14 +45,13 @@ pub(crate) struct InvokeApiConfig {
     /// `Memory Size` of each function's REPORT lines.
     pub memory_mb: HashMap<String, u32>,
     pub max_body_bytes: usize,
-    pub event_concurrency: usize,
+    /// Where `Event` invocations wait, run and are retried.
+    pub events: Arc<EventQueue>,
     pub log_tail: LogTail,
 }
 
 struct Shared {
     config: InvokeApiConfig,
-    /// Permits of asynchronous invocations in flight.
-    events: Arc<Semaphore>,
 }
 
 /// The Invoke API over an invocation service `I`.
@@ -83,9 +82,8 @@ struct Call {
 
 impl<I> InvokeApi<I> {
     pub fn new(config: InvokeApiConfig, invoker: I) -> Self {
-        let events = Arc::new(Semaphore::new(config.event_concurrency));
         Self {
-            shared: Arc::new(Shared { config, events }),
+            shared: Arc::new(Shared { config }),
             invoker,
         }
     }
@@ -183,23 +181,15 @@ where
     I: Service<Invocation, Response = PoolResponse, Error = RequestError> + Clone + Send + 'static,
     I::Future: Send + 'static,
 {
-    /// `Event`: 202 now, the invocation in the background (429 when too many are).
+    /// `Event`: 202 now, the invocation in the background, retried as Lambda does (429
+    /// when the event queue is full).
     fn event(
         &self,
         function: String,
         request: InvokeRequest,
     ) -> Result<Response<Body>, RequestError> {
-        let permit = Arc::clone(&self.shared.events)
-            .try_acquire_owned()
-            .map_err(|_| RequestError::EventQueueFull(function.clone()))?;
-        let invoker = self.invoker.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let invocation = Invocation::new(function.clone(), request);
-            if let Err(err) = invoker.oneshot(invocation).await {
-                tracing::warn!(%function, error = %err, "asynchronous invocation failed");
-            }
-        });
+        let events = &self.shared.config.events;
+        events.enqueue(self.invoker.clone(), function, request)?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 }
