@@ -92,7 +92,14 @@ where
         let api = InvokeApiConfig {
             auth: Arc::clone(&auth),
             access: config.invoke_api,
-            memory_mb: functions.map(|f| (f.name.clone(), f.memory_size)).collect(),
+            memory_mb: functions
+                .clone()
+                .map(|f| (f.name.clone(), f.memory_size))
+                .collect(),
+            aliases: functions
+                .filter(|f| !f.aliases.is_empty())
+                .map(|f| (f.name.clone(), f.aliases.clone()))
+                .collect(),
             max_body_bytes: config.limits.max_body_bytes,
             events,
             log_tail: config.log_tail.clone(),

@@ -44,6 +44,8 @@ pub(crate) struct InvokeApiConfig {
     pub access: InvokeApiAccess,
     /// `Memory Size` of each function's REPORT lines.
     pub memory_mb: HashMap<String, u32>,
+    /// The aliases of each function that has any (they point to its version `1`).
+    pub aliases: HashMap<String, Vec<String>>,
     pub max_body_bytes: usize,
     /// Where `Event` invocations wait, run and are retried.
     pub events: Arc<EventQueue>,
@@ -78,6 +80,10 @@ struct Call {
     kind: InvocationType,
     client_context: Option<String>,
     tail: bool,
+    /// The version or alias it was called through, as given.
+    qualifier: Option<String>,
+    /// `X-Amz-Executed-Version`: `$LATEST`, or `1` through an alias or version.
+    executed_version: &'static str,
 }
 
 impl<I> InvokeApi<I> {
@@ -123,6 +129,7 @@ where
         let payload = payload(req, self.shared.config.max_body_bytes).await?;
         let mut request = ids.invoke_request(payload);
         request.client_context = call.client_context.clone();
+        request.qualifier = call.qualifier.clone();
         // A remote agent keeps the function's lines on its host: it sends the tail back.
         request.log_tail = call.tail && call.kind == InvocationType::RequestResponse;
         match &call.kind {
@@ -150,6 +157,12 @@ where
         let Some(&memory_mb) = config.memory_mb.get(function) else {
             return Err(RequestError::FunctionNotFound(name));
         };
+        let qualifier = qualifier(&name, req.uri().query())?;
+        let aliases = config.aliases.get(function).map_or(&[][..], Vec::as_slice);
+        let Some(executed_version) = executed_version(aliases, qualifier.as_deref()) else {
+            let qualified = format!("{function}:{}", qualifier.unwrap_or_default());
+            return Err(RequestError::FunctionNotFound(qualified));
+        };
         let headers = req.headers();
         Ok(Call {
             function: function.to_owned(),
@@ -160,6 +173,8 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             tail: log_type_tail(headers)?,
+            qualifier,
+            executed_version,
         })
     }
 }
@@ -225,7 +240,7 @@ where
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         "x-amz-executed-version",
-        HeaderValue::from_static("$LATEST"),
+        HeaderValue::from_static(call.executed_version),
     );
     if outcome.function_error {
         headers.insert(
@@ -316,6 +331,42 @@ fn function_name(segment: &str) -> &str {
     segment.split(':').next().unwrap_or(segment)
 }
 
+/// The version or alias of a call: the one its name or ARN ends in (`name:live`,
+/// `arn:aws:lambda:REGION:ACCOUNT:function:name:live`, `ACCOUNT:function:name:live`) or
+/// the `Qualifier` query parameter (as boto3 sends it); 400 when they differ.
+fn qualifier(name: &str, query: Option<&str>) -> Result<Option<String>, RequestError> {
+    let parts: Vec<&str> = name.split(':').collect();
+    let in_name = match parts.as_slice() {
+        ["arn", _, _, _, _, "function", _, qualifier]
+        | [_, "function", _, qualifier]
+        | [_, qualifier] => Some(*qualifier),
+        _ => None,
+    };
+    let in_query = query
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("Qualifier="))
+        .map(percent_decode);
+    match (in_name, in_query) {
+        (Some(a), Some(b)) if a != b => Err(RequestError::BadRequest(format!(
+            "The derived qualifier from the function name ({a}) does not match the specified qualifier ({b})."
+        ))),
+        (Some(qualifier), _) => Ok(Some(qualifier.to_owned())),
+        (None, qualifier) => Ok(qualifier),
+    }
+}
+
+/// The version a call through `qualifier` runs: `$LATEST` unqualified or through
+/// `$LATEST`; `1` (the code as loaded, which every alias points to) through an alias of
+/// the function or version `1`; `None` for any other qualifier.
+fn executed_version(aliases: &[String], qualifier: Option<&str>) -> Option<&'static str> {
+    match qualifier {
+        None | Some("$LATEST") => Some("$LATEST"),
+        Some(q) if !aliases.is_empty() && (q == "1" || aliases.iter().any(|a| a == q)) => Some("1"),
+        Some(_) => None,
+    }
+}
+
 fn percent_decode(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8_lossy()
@@ -340,6 +391,47 @@ mod tests {
             function_name("arn:aws:lambda:us-east-1:123456789012:function:hello:prod"),
             "hello"
         );
+    }
+
+    #[test]
+    fn qualifiers_come_from_the_name_the_arn_or_the_query() {
+        let q = |name: &str, query: Option<&str>| qualifier(name, query).unwrap();
+        assert_eq!(q("hello", None), None);
+        assert_eq!(q("hello:live", None).as_deref(), Some("live"));
+        assert_eq!(q("hello", Some("Qualifier=live")).as_deref(), Some("live"));
+        assert_eq!(
+            q("hello:live", Some("a=b&Qualifier=live")).as_deref(),
+            Some("live")
+        );
+        assert_eq!(
+            q("hello", Some("Qualifier=%24LATEST")).as_deref(),
+            Some("$LATEST")
+        );
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:hello";
+        assert_eq!(q(arn, None), None);
+        assert_eq!(q(&format!("{arn}:live"), None).as_deref(), Some("live"));
+        assert_eq!(q("123456789012:function:hello", None), None);
+        assert_eq!(
+            q("123456789012:function:hello:live", None).as_deref(),
+            Some("live")
+        );
+        assert!(matches!(
+            qualifier("hello:live", Some("Qualifier=beta")),
+            Err(RequestError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn aliases_run_version_1_and_unknown_qualifiers_nothing() {
+        let aliases = ["live".to_owned()];
+        assert_eq!(executed_version(&aliases, None), Some("$LATEST"));
+        assert_eq!(executed_version(&aliases, Some("$LATEST")), Some("$LATEST"));
+        assert_eq!(executed_version(&aliases, Some("live")), Some("1"));
+        assert_eq!(executed_version(&aliases, Some("1")), Some("1"));
+        assert_eq!(executed_version(&aliases, Some("beta")), None);
+        assert_eq!(executed_version(&aliases, Some("2")), None);
+        assert_eq!(executed_version(&[], Some("1")), None);
+        assert_eq!(executed_version(&[], None), Some("$LATEST"));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct FunctionConfig {
     pub payload_format: PayloadFormat,
     /// Retries and age limit of its asynchronous (`Event`) invocations.
     pub event_invoke: EventInvoke,
+    /// Aliases it can be invoked through (`name:alias`): `aliases` in `functions.yml`,
+    /// `AutoPublishAlias` in SAM. Each points to version `1`, the code as loaded.
+    pub aliases: Vec<String>,
 }
 
 impl FunctionConfig {
@@ -72,6 +75,7 @@ impl FunctionConfig {
             invoke: InvokeMode::default(),
             payload_format: PayloadFormat::default(),
             event_invoke: EventInvoke::default(),
+            aliases: Vec::new(),
         }
     }
 }

@@ -183,6 +183,33 @@ pub(crate) fn read_event_age(
     }
 }
 
+/// An alias name as Lambda allows it: 1 to 128 letters, digits, `-` or `_`, not only digits
+/// (that is a version); `None` after reporting `field` otherwise.
+pub(crate) fn check_alias(
+    alias: String,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<String> {
+    let valid = (1..=128).contains(&alias.len())
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !alias.chars().all(|c| c.is_ascii_digit());
+    if valid {
+        Some(alias)
+    } else {
+        report.push(
+            item,
+            field,
+            format!(
+                "{alias:?} is not an alias name: 1 to 128 letters, digits, '-' or '_', not only digits"
+            ),
+        );
+        None
+    }
+}
+
 /// Asynchronous invocation settings as read: each `None` when not stated.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PartialEventInvoke {
@@ -226,6 +253,7 @@ pub(crate) struct Partial {
     pub(crate) invoke: Option<InvokeMode>,
     pub(crate) payload_format: Option<PayloadFormat>,
     pub(crate) event_invoke: PartialEventInvoke,
+    pub(crate) aliases: Option<Vec<String>>,
 }
 
 impl Partial {
@@ -244,6 +272,7 @@ impl Partial {
         self.invoke = self.invoke.or(defaults.invoke);
         self.payload_format = self.payload_format.or(defaults.payload_format);
         self.event_invoke = self.event_invoke.or(defaults.event_invoke);
+        self.aliases = self.aliases.or_else(|| defaults.aliases.clone());
         self
     }
 
@@ -285,6 +314,7 @@ impl Partial {
             invoke: self.invoke.unwrap_or_default(),
             payload_format: self.payload_format.unwrap_or_default(),
             event_invoke: self.event_invoke.finish(),
+            aliases: self.aliases.unwrap_or_default(),
         })
     }
 }

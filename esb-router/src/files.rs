@@ -10,9 +10,9 @@ use crate::Error;
 use crate::config::{Auth, Config, FunctionConfig, RouteConfig, Scaling};
 use crate::error::Report;
 use crate::fields::{
-    POOL_DURATION, Partial, PartialEventInvoke, TIMEOUT, build_route, check_function_name,
-    check_routes, read_count, read_environment, read_event_age, read_memory, read_payload_format,
-    read_retry_attempts, read_seconds,
+    POOL_DURATION, Partial, PartialEventInvoke, TIMEOUT, build_route, check_alias,
+    check_function_name, check_routes, read_count, read_environment, read_event_age, read_memory,
+    read_payload_format, read_retry_attempts, read_seconds,
 };
 use crate::subst::{Env, substitute};
 use crate::yaml::{self, Empty, key_text, mapping, text, text_value};
@@ -172,6 +172,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "invoke",
     "payload_format",
     "event_invoke",
+    "aliases",
 ];
 
 fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&str]) -> Partial {
@@ -211,6 +212,7 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
                 });
             }
             "payload_format" => p.payload_format = read_payload_format(value, report, item, &field),
+            "aliases" => p.aliases = read_aliases(value, report, item),
             "event_invoke" => {
                 if let Some(map) = mapping(value, report, item, &field) {
                     p.event_invoke = read_event_invoke(map, report, item);
@@ -289,6 +291,29 @@ fn read_event_invoke(map: &Mapping, report: &mut Report<'_>, item: &str) -> Part
         }
     }
     e
+}
+
+/// `aliases: [live, beta]`: names a function can be invoked through (`name:live`).
+fn read_aliases(value: &Value, report: &mut Report<'_>, item: &str) -> Option<Vec<String>> {
+    let Value::Sequence(items) = value else {
+        report.push(item, "aliases", "expected a list of alias names");
+        return None;
+    };
+    let mut aliases: Vec<String> = Vec::with_capacity(items.len());
+    for (i, alias) in items.iter().enumerate() {
+        let field = format!("aliases[{i}]");
+        let Some(alias) = text(alias, report, item, &field)
+            .and_then(|alias| check_alias(alias, report, item, &field))
+        else {
+            continue;
+        };
+        if aliases.contains(&alias) {
+            report.push(item, &field, format!("alias {alias:?} is listed twice"));
+        } else {
+            aliases.push(alias);
+        }
+    }
+    Some(aliases)
 }
 
 fn read_routes(

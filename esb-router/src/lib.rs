@@ -42,6 +42,10 @@
 //! under each function's) and `timeout`, `memory_size`, `invoke`, `payload_format`,
 //! `event_invoke` (merged field by field).
 //!
+//! Aliases: `aliases: [live]` in `functions.yml`, `AutoPublishAlias: live` in SAM
+//! ([`FunctionConfig::aliases`]); names of 1 to 128 letters, digits, `-` or `_`, not only
+//! digits.
+//!
 //! Asynchronous invocations ([`EventInvoke`], Lambda's defaults: 2 retries, 6 hours):
 //! `event_invoke: { maximum_retry_attempts: 1, maximum_event_age: 120 }` in `functions.yml`
 //! (seconds), `EventInvokeConfig: { MaximumRetryAttempts: 1, MaximumEventAgeInSeconds: 120 }`

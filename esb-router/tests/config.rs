@@ -515,3 +515,64 @@ Resources:
     assert_eq!(plain.maximum_retry_attempts, 2);
     assert_eq!(plain.maximum_event_age, Duration::from_secs(600));
 }
+
+#[test]
+fn aliases_from_functions_yml_and_sam_auto_publish_alias() {
+    let functions = r#"
+functions:
+  live: { command: [f], aliases: [live, beta-2] }
+  plain: { command: [f] }
+"#;
+    let config = Config::from_yaml_str(functions, "", &env(&[])).unwrap();
+    assert_eq!(config.functions["live"].aliases, ["live", "beta-2"]);
+    assert!(config.functions["plain"].aliases.is_empty());
+
+    let template = r#"
+Parameters:
+  Stage: { Type: String, Default: prod }
+Globals:
+  Function:
+    AutoPublishAlias: live
+Resources:
+  Global:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: g:latest }
+  Own:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: o:latest, AutoPublishAlias: !Ref Stage }
+"#;
+    let config = Config::from_sam_str(template, &env(&[])).unwrap();
+    assert_eq!(config.functions["Global"].aliases, ["live"]);
+    assert_eq!(config.functions["Own"].aliases, ["prod"]);
+}
+
+#[test]
+fn bad_alias_names_are_problems_naming_the_field() {
+    let functions = r#"
+functions:
+  f: { command: [f], aliases: [ok, "12", "$LATEST", ok, ""] }
+  g: { command: [g], aliases: live }
+"#;
+    let problems = problems(Config::from_yaml_str(functions, "", &env(&[])));
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    assert_eq!(
+        find(&problems, "functions.f", "aliases[1]").to_string(),
+        "functions.yml: functions.f: aliases[1]: \"12\" is not an alias name: 1 to 128 letters, digits, '-' or '_', not only digits"
+    );
+    find(&problems, "functions.f", "aliases[2]");
+    assert_eq!(
+        find(&problems, "functions.f", "aliases[3]").message,
+        "alias \"ok\" is listed twice"
+    );
+    find(&problems, "functions.f", "aliases[4]");
+    find(&problems, "functions.g", "aliases");
+
+    let template = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: f:latest, AutoPublishAlias: "a:b" }
+"#;
+    let problems = crate::problems(Config::from_sam_str(template, &env(&[])));
+    find(&problems, "Resources.F", "AutoPublishAlias");
+}
