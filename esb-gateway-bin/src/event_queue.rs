@@ -135,13 +135,12 @@ impl EventQueue {
     {
         let permit = match Arc::clone(&self.held).try_acquire_owned() {
             Ok(permit) if !*self.stop.borrow() => permit,
-            _ => {
-                dropped(
-                    &function,
-                    &request.request_id,
-                    DropReason::QueueFull,
-                    "the event queue is full",
-                );
+            refused => {
+                let (reason, why) = match refused {
+                    Ok(_) => (DropReason::Shutdown, "the gateway is shutting down"),
+                    Err(_) => (DropReason::QueueFull, "the event queue is full"),
+                };
+                dropped(&function, &request.request_id, reason, why);
                 return Err(RequestError::EventQueueFull(function));
             }
         };
@@ -270,7 +269,7 @@ where
 fn dropped(function: &str, request_id: &str, reason: DropReason, why: &str) {
     tracing::warn!(
         %function,
-        request_id,
+        %request_id,
         reason = reason.as_str(),
         error = why,
         "asynchronous invocation dropped"
@@ -482,8 +481,41 @@ mod tests {
         )
     }
 
+    /// Log lines written while it lives (this thread's, as a current-thread test runs).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Logs {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || logs.clone())
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        fn lines(&self) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(str::to_owned).collect()
+        }
+    }
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_refuses_and_counts_and_shutdown_drops_waiting_events() {
+        let logs = Logs::default();
+        let _guard = logs.capture();
         let queue = EventQueue::new(1, EventRetry::default(), []);
         crate::metrics::recorder();
         let labels = "function=\"full\",reason=\"queue_full\"";
@@ -510,5 +542,20 @@ mod tests {
             counter("esb_gateway_events_dropped_total", shutdown_labels) - before,
             1
         );
+        // Every event given up is a WARN line naming its function, request id and reason.
+        let warned: Vec<String> = logs
+            .lines()
+            .into_iter()
+            .filter(|line| line.contains("WARN") && line.contains("dropped"))
+            .collect();
+        assert_eq!(warned.len(), 2, "{warned:#?}");
+        for (line, id, reason) in [
+            (&warned[0], "b", "queue_full"),
+            (&warned[1], "a", "shutdown"),
+        ] {
+            assert!(line.contains("function=full"), "{line}");
+            assert!(line.contains(&format!("request_id={id}")), "{line}");
+            assert!(line.contains(&format!("reason=\"{reason}\"")), "{line}");
+        }
     }
 }
