@@ -23,6 +23,7 @@ use crate::config::{GatewayConfig, InvokeApiAccess};
 use crate::dispatch::{Dispatch, Services};
 use crate::endpoints::{Login, MetricsText};
 use crate::error::RequestError;
+use crate::event_queue::EventQueue;
 use crate::invoke_api::{InvokeApi, InvokeApiConfig};
 use crate::layers::Body;
 use crate::layers::access_log::{AccessLog, AccessLogLayer};
@@ -55,11 +56,12 @@ fn function_deadline(f: &FunctionConfig, config: &GatewayConfig) -> Duration {
 }
 
 /// The gateway's services over `invocations` (the pool), with `layers` between the outer
-/// layers and the core.
+/// layers and the core; `Event` invocations of the Invoke API go through `events`.
 pub(crate) fn stack<S, L>(
     config: &GatewayConfig,
     router: Router,
     metrics: Arc<GatewayMetrics>,
+    events: Arc<EventQueue>,
     invocations: S,
     layers: ServiceBuilder<L>,
 ) -> Outer<L::Service>
@@ -91,9 +93,16 @@ where
             auth: Arc::clone(&auth),
             region: config.region.clone(),
             access: config.invoke_api,
-            memory_mb: functions.map(|f| (f.name.clone(), f.memory_size)).collect(),
+            memory_mb: functions
+                .clone()
+                .map(|f| (f.name.clone(), f.memory_size))
+                .collect(),
+            aliases: functions
+                .filter(|f| !f.aliases.is_empty())
+                .map(|f| (f.name.clone(), f.aliases.clone()))
+                .collect(),
             max_body_bytes: config.limits.max_body_bytes,
-            event_concurrency: config.limits.event_concurrency,
+            events,
             log_tail: config.log_tail.clone(),
         };
         InvokeApi::new(api, invoker)

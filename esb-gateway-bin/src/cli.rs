@@ -17,7 +17,7 @@ use tracing_subscriber::prelude::*;
 
 use esb_runtime::Capabilities;
 
-use crate::config::{AuthConfig, GatewayConfig, InvokeApiAccess, Limits, TlsConfig};
+use crate::config::{AuthConfig, EventRetry, GatewayConfig, InvokeApiAccess, Limits, TlsConfig};
 use crate::error::StartError;
 use crate::{Gateway, logs};
 
@@ -138,9 +138,34 @@ pub struct Args {
     #[arg(long, env = "ESB_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Asynchronous (Event) invocations in flight at once; more answer 429.
+    /// Asynchronous (Event) invocations held at once (waiting, running or waiting for a
+    /// retry): the bound of the event queue; more answer 429.
     #[arg(long, env = "ESB_EVENT_CONCURRENCY", default_value_t = 64)]
     pub event_concurrency: usize,
+
+    /// Seconds before each retry of an Event invocation after a function error or timeout
+    /// (Lambda's 1 then 2 minutes; the last repeats; retries per function:
+    /// MaximumRetryAttempts / event_invoke.maximum_retry_attempts).
+    #[arg(
+        long,
+        env = "ESB_EVENT_RETRY_DELAYS",
+        value_delimiter = ',',
+        value_name = "SECONDS,..",
+        default_value = "60,120"
+    )]
+    pub event_retry_delays: Vec<f64>,
+
+    /// First and longest wait, in seconds, before retrying an Event invocation that was
+    /// throttled or met a system error (Lambda's 1 and 300; doubled each time, for as long
+    /// as the event is younger than its maximum age).
+    #[arg(
+        long,
+        env = "ESB_EVENT_RETRY_BACKOFF",
+        value_delimiter = ',',
+        value_name = "INITIAL,MAX",
+        default_value = "1,300"
+    )]
+    pub event_retry_backoff: Vec<f64>,
 
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value_t = 30)]
@@ -214,10 +239,30 @@ impl Args {
             .max_connections(self.max_connections)
             .event_concurrency(self.event_concurrency)
             .shutdown_grace(Duration::from_secs(self.shutdown_grace));
+        let seconds = |flag: &str, secs: f64| {
+            Duration::try_from_secs_f64(secs)
+                .map_err(|err| anyhow::anyhow!("{flag}: {secs} is not a number of seconds: {err}"))
+        };
+        let delays = self
+            .event_retry_delays
+            .iter()
+            .map(|&secs| seconds("--event-retry-delays", secs))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (initial, max) = match self.event_retry_backoff[..] {
+            [initial, max] => (
+                seconds("--event-retry-backoff", initial)?,
+                seconds("--event-retry-backoff", max)?,
+            ),
+            _ => {
+                anyhow::bail!("--event-retry-backoff: expected two numbers of seconds, INITIAL,MAX")
+            }
+        };
+        let event_retry = EventRetry::default().delays(delays).backoff(initial, max);
         let mut config = GatewayConfig::new(functions, listen)
             .auth(auth)
             .invoke_api(self.invoke_api)
             .limits(limits)
+            .event_retry(event_retry)
             .region(&self.region);
         config.tls = tls;
         Ok(config)
@@ -371,6 +416,8 @@ fn flag_of(field: &str) -> Option<&'static str> {
         "auth.token_ttl" => "JWT_EXPIRES_DELTA",
         "limits.max_connections" => "--max-connections",
         "limits.event_concurrency" => "--event-concurrency",
+        "event_retry.delays" => "--event-retry-delays",
+        "event_retry.backoff_initial" => "--event-retry-backoff",
         "limits.max_body_bytes" => "--max-body-bytes",
         _ => return None,
     })

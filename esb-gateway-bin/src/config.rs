@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// `AWS_REGION` of the functions and the region in their ARNs.
     pub region: String,
+    /// How asynchronous (`Event`) invocations are retried (Lambda's delays by default).
+    pub event_retry: EventRetry,
     /// The logs of invocations that ask for `X-Amz-Log-Type: Tail`: give the same handle to
     /// the runtimes as (part of) their log sink, else those answers carry only the `START` /
     /// `END` / `REPORT` lines.
@@ -48,6 +50,7 @@ impl GatewayConfig {
             invoke_api: InvokeApiAccess::Open,
             limits: Limits::default(),
             region: "us-east-1".into(),
+            event_retry: EventRetry::default(),
             log_tail: LogTail::new(),
         }
     }
@@ -76,6 +79,12 @@ impl GatewayConfig {
         self
     }
 
+    /// How asynchronous (`Event`) invocations are retried.
+    pub fn event_retry(mut self, retry: EventRetry) -> Self {
+        self.event_retry = retry;
+        self
+    }
+
     /// `AWS_REGION` of the functions.
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.region = region.into();
@@ -97,6 +106,7 @@ impl GatewayConfig {
         }
         self.check_pools(&mut problems);
         self.limits.check(&mut problems);
+        self.event_retry.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -291,6 +301,88 @@ fn needed_source(backend: &Capabilities) -> Option<Source> {
     }
 }
 
+/// How asynchronous (`Event`) invocations are retried, as Lambda does by default.
+///
+/// After a function error or timeout (the function's own error, a crash, an init failure)
+/// an event is run again after `delays[0]`, then `delays[1]`, ... (the last one repeats),
+/// at most the function's `MaximumRetryAttempts` times. After a throttle or a system error
+/// (no sandbox could be had, the breaker is open, an agent is lost) it is run again after
+/// `backoff_initial`, doubled each time up to `backoff_max`, for as long as it is younger
+/// than the function's `MaximumEventAgeInSeconds`. An event that is too old, or has failed
+/// its last attempt, is dropped with a WARN log and counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventRetry {
+    /// Waits before the retries after a function error: Lambda's 1 minute, then 2 minutes.
+    pub delays: Vec<Duration>,
+    /// First wait after a throttle or system error (Lambda: 1 second).
+    pub backoff_initial: Duration,
+    /// Longest wait after a throttle or system error (Lambda: 5 minutes).
+    pub backoff_max: Duration,
+}
+
+impl Default for EventRetry {
+    fn default() -> Self {
+        Self {
+            delays: vec![Duration::from_secs(60), Duration::from_secs(120)],
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl EventRetry {
+    /// Waits before the retries after a function error (the last one repeats).
+    pub fn delays(mut self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        self.delays = delays.into_iter().collect();
+        self
+    }
+
+    /// First and longest wait after a throttle or system error.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+        self
+    }
+
+    /// The wait before retry number `retry` (1-based) after a function error.
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
+        let index = usize::try_from(retry.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.delays
+            .get(index)
+            .or(self.delays.last())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The wait after throttle number `throttle` (1-based).
+    pub(crate) fn backoff_delay(&self, throttle: u32) -> Duration {
+        let factor = 2u32.saturating_pow(throttle.saturating_sub(1).min(31));
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+
+    /// There is a delay to wait, and the backoff grows from above zero.
+    fn check(&self, problems: &mut Vec<Problem>) {
+        if self.delays.is_empty() {
+            problems.push(Problem::new(
+                "event_retry.delays",
+                "must name at least one delay",
+            ));
+        }
+        if self.backoff_initial.is_zero() || self.backoff_initial > self.backoff_max {
+            problems.push(Problem::new(
+                "event_retry.backoff_initial",
+                format!(
+                    "must be above 0 and at most event_retry.backoff_max ({:?}), got {:?}",
+                    self.backoff_max, self.backoff_initial
+                ),
+            ));
+        }
+    }
+}
+
 /// HTTPS: certificate files or a generated self-signed certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -406,7 +498,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Asynchronous (`Event`) invocations in flight at once; more answer 429.
+    /// Asynchronous (`Event`) invocations held at once: waiting for a sandbox, running, or
+    /// waiting for a retry (the bound of the event queue); more answer 429.
     pub event_concurrency: usize,
     /// Added to a function's queue wait and timeout to give the whole request's deadline.
     pub timeout_margin: Duration,
@@ -446,7 +539,7 @@ impl Limits {
         self
     }
 
-    /// Asynchronous (`Event`) invocations in flight at once.
+    /// Asynchronous (`Event`) invocations held at once (the bound of the event queue).
     pub fn event_concurrency(mut self, invocations: usize) -> Self {
         self.event_concurrency = invocations;
         self
@@ -524,6 +617,27 @@ mod tests {
         assert!(
             not_on_path.contains("not found on PATH (/bin)"),
             "{not_on_path}"
+        );
+    }
+
+    #[test]
+    fn event_retries_wait_as_lambda_does_by_default() {
+        let retry = EventRetry::default();
+        assert_eq!(retry.delay(1), Duration::from_secs(60));
+        assert_eq!(retry.delay(2), Duration::from_secs(120));
+        assert_eq!(retry.delay(3), Duration::from_secs(120));
+        let backoff: Vec<u64> = (1..=11).map(|n| retry.backoff_delay(n).as_secs()).collect();
+        assert_eq!(backoff, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry.backoff_delay(u32::MAX), Duration::from_secs(300));
+        let mut problems = Vec::new();
+        EventRetry::default()
+            .delays([])
+            .backoff(Duration::ZERO, Duration::from_secs(1))
+            .check(&mut problems);
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["event_retry.delays", "event_retry.backoff_initial"]
         );
     }
 

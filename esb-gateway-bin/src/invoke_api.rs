@@ -1,6 +1,6 @@
 //! `POST /2015-03-31/functions/{name}/invocations`, as Lambda's Invoke API answers it:
-//! `RequestResponse` (with an optional log tail), `Event` (202, runs in the background)
-//! and `DryRun` (204).
+//! `RequestResponse` (with an optional log tail), `Event` (202, runs in the background
+//! through the event queue, `event_queue.rs`) and `DryRun` (204).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,13 +14,13 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
 use crate::auth::Authenticator;
 use crate::config::InvokeApiAccess;
 use crate::endpoints::{empty, only};
 use crate::error::RequestError;
+use crate::event_queue::EventQueue;
 use crate::layers::Body;
 use crate::layers::BoxFuture;
 use crate::layers::limit::read_body;
@@ -55,15 +55,16 @@ pub(crate) struct InvokeApiConfig {
     pub access: InvokeApiAccess,
     /// `Memory Size` of each function's REPORT lines.
     pub memory_mb: HashMap<String, u32>,
+    /// The aliases of each function that has any (they point to its version `1`).
+    pub aliases: HashMap<String, Vec<String>>,
     pub max_body_bytes: usize,
-    pub event_concurrency: usize,
+    /// Where `Event` invocations wait, run and are retried.
+    pub events: Arc<EventQueue>,
     pub log_tail: LogTail,
 }
 
 struct Shared {
     config: InvokeApiConfig,
-    /// Permits of asynchronous invocations in flight.
-    events: Arc<Semaphore>,
     /// Why the command of a function could not be started, until one of its sandboxes
     /// answers: while the pool's breaker stays open over it, callers get that reason as
     /// Lambda's `Runtime.InvalidEntrypoint`, not a 503 that SDKs retry.
@@ -95,15 +96,17 @@ struct Call {
     /// The decoded `X-Amz-Client-Context`: the JSON text the runtime hands to the function.
     client_context: Option<String>,
     tail: bool,
+    /// The version or alias it was called through, as given.
+    qualifier: Option<String>,
+    /// `X-Amz-Executed-Version`: `$LATEST`, or `1` through an alias or version.
+    executed_version: &'static str,
 }
 
 impl<I> InvokeApi<I> {
     pub fn new(config: InvokeApiConfig, invoker: I) -> Self {
-        let events = Arc::new(Semaphore::new(config.event_concurrency));
         Self {
             shared: Arc::new(Shared {
                 config,
-                events,
                 bad_entrypoints: Mutex::default(),
             }),
             invoker,
@@ -159,6 +162,7 @@ where
         if call.kind == InvocationType::RequestResponse {
             request.client_context = call.client_context.clone();
         }
+        request.qualifier = call.qualifier.clone();
         // A remote agent keeps the function's lines on its host: it sends the tail back.
         request.log_tail = call.tail && call.kind == InvocationType::RequestResponse;
         match &call.kind {
@@ -191,13 +195,14 @@ where
             }
             target.qualifier = Some(qualifier);
         }
-        let known = config.memory_mb.get(&target.name).filter(|_| {
-            target
-                .qualifier
-                .as_deref()
-                .is_none_or(|qualifier| qualifier == LATEST)
-        });
-        let Some(&memory_mb) = known else {
+        let Some(&memory_mb) = config.memory_mb.get(&target.name) else {
+            return Err(RequestError::FunctionNotFound(target.arn(&config.region)));
+        };
+        let aliases = config
+            .aliases
+            .get(&target.name)
+            .map_or(&[][..], Vec::as_slice);
+        let Some(executed_version) = executed_version(aliases, target.qualifier.as_deref()) else {
             return Err(RequestError::FunctionNotFound(target.arn(&config.region)));
         };
         let headers = req.headers();
@@ -207,6 +212,8 @@ where
             kind: invocation_type(headers),
             client_context: client_context(headers)?,
             tail: log_type_tail(headers)?,
+            qualifier: target.qualifier,
+            executed_version,
         })
     }
 }
@@ -228,23 +235,15 @@ where
     I: Service<Invocation, Response = PoolResponse, Error = RequestError> + Clone + Send + 'static,
     I::Future: Send + 'static,
 {
-    /// `Event`: 202 now, the invocation in the background (429 when too many are).
+    /// `Event`: 202 now, the invocation in the background, retried as Lambda does (429
+    /// when the event queue is full).
     fn event(
         &self,
         function: String,
         request: InvokeRequest,
     ) -> Result<Response<Body>, RequestError> {
-        let permit = Arc::clone(&self.shared.events)
-            .try_acquire_owned()
-            .map_err(|_| RequestError::EventQueueFull(function.clone()))?;
-        let invoker = self.invoker.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let invocation = Invocation::new(function.clone(), request);
-            if let Err(err) = invoker.oneshot(invocation).await {
-                tracing::warn!(%function, error = %err, "asynchronous invocation failed");
-            }
-        });
+        let events = &self.shared.config.events;
+        events.enqueue(self.invoker.clone(), function, request)?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 }
@@ -298,7 +297,7 @@ where
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         "x-amz-executed-version",
-        HeaderValue::from_static("$LATEST"),
+        HeaderValue::from_static(call.executed_version),
     );
     if outcome.function_error {
         headers.insert(
@@ -512,6 +511,17 @@ fn query_qualifier(query: Option<&str>) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
+/// The version a call through `qualifier` runs: `$LATEST` unqualified or through
+/// `$LATEST`; `1` (the code as loaded, which every alias points to) through an alias of
+/// the function or version `1`; `None` for any other qualifier.
+fn executed_version(aliases: &[String], qualifier: Option<&str>) -> Option<&'static str> {
+    match qualifier {
+        None | Some(LATEST) => Some(LATEST),
+        Some(q) if !aliases.is_empty() && (q == "1" || aliases.iter().any(|a| a == q)) => Some("1"),
+        Some(_) => None,
+    }
+}
+
 fn percent_decode(segment: &str) -> String {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8_lossy()
@@ -573,6 +583,19 @@ mod tests {
         );
         assert_eq!(query_qualifier(Some("Qualifier=")), None);
         assert_eq!(query_qualifier(None), None);
+    }
+
+    #[test]
+    fn aliases_run_version_1_and_unknown_qualifiers_nothing() {
+        let aliases = ["live".to_owned()];
+        assert_eq!(executed_version(&aliases, None), Some("$LATEST"));
+        assert_eq!(executed_version(&aliases, Some("$LATEST")), Some("$LATEST"));
+        assert_eq!(executed_version(&aliases, Some("live")), Some("1"));
+        assert_eq!(executed_version(&aliases, Some("1")), Some("1"));
+        assert_eq!(executed_version(&aliases, Some("beta")), None);
+        assert_eq!(executed_version(&aliases, Some("2")), None);
+        assert_eq!(executed_version(&[], Some("1")), None);
+        assert_eq!(executed_version(&[], None), Some("$LATEST"));
     }
 
     #[test]

@@ -41,6 +41,7 @@ mod config;
 mod dispatch;
 mod endpoints;
 mod error;
+mod event_queue;
 mod invoke_api;
 mod layers;
 pub mod logs;
@@ -66,7 +67,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::{Layer, Service, ServiceBuilder};
 
 pub use config::{
-    AuthConfig, GatewayConfig, InvokeApiAccess, Limits, MIN_JWT_SECRET_LEN, TlsConfig,
+    AuthConfig, EventRetry, GatewayConfig, InvokeApiAccess, Limits, MIN_JWT_SECRET_LEN, TlsConfig,
 };
 pub use error::{Problem, Problems, RequestError, StartError, TlsError};
 pub use layers::Body;
@@ -77,6 +78,9 @@ pub struct Gateway {
     local_addr: SocketAddr,
     scheme: &'static str,
     pool: Pool,
+    /// `Event` invocations waiting, running or waiting for a retry.
+    events: Arc<event_queue::EventQueue>,
+    shutdown_grace: Duration,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
@@ -135,10 +139,20 @@ impl<L> GatewayBuilder<L> {
             source,
         })?;
         let invocations = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
+        let events = event_queue::EventQueue::new(
+            config.limits.event_concurrency,
+            config.event_retry.clone(),
+            config
+                .functions
+                .functions
+                .values()
+                .map(|f| (f.name.clone(), f.event_invoke)),
+        );
         let service = app::stack(
             &config,
             router,
             Arc::clone(&metrics),
+            Arc::clone(&events),
             invocations,
             layers.layer_fn(GatewayService),
         );
@@ -162,6 +176,8 @@ impl<L> GatewayBuilder<L> {
             local_addr,
             scheme,
             pool,
+            events,
+            shutdown_grace: config.limits.shutdown_grace,
             stop,
             server,
             upkeep,
@@ -276,13 +292,15 @@ impl Gateway {
         self.shutdown().await;
     }
 
-    /// Stops accepting, lets in-flight requests finish (within the shutdown grace), and
+    /// Stops accepting, lets in-flight requests and `Event` invocations finish (within the
+    /// shutdown grace; events waiting for a retry are dropped, each with a WARN log), and
     /// destroys every sandbox.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if let Err(err) = self.server.await {
             tracing::warn!(error = %err, "the server task failed");
         }
+        self.events.shutdown(self.shutdown_grace).await;
         self.upkeep.abort();
         self.pool.shutdown().await;
     }

@@ -9,6 +9,8 @@
 //! | `esb_gateway_cold_starts_total` | counter | `function` | invocations served by a new sandbox |
 //! | `esb_gateway_http_requests_total` | counter | `status` | responses by status code |
 //!
+//! plus the event queue's (`event_queue.rs`): `esb_gateway_event_queue_depth`,
+//! `esb_gateway_event_retries_total`, `esb_gateway_events_dropped_total`;
 //! plus `esb_pool_*` ([`esb_pool::metrics`]): sandboxes by state, queue depth, throttles, ...
 
 use std::collections::HashMap;
@@ -72,6 +74,18 @@ fn describe() {
     metrics::describe_counter!(
         "esb_gateway_http_requests_total",
         "Responses by status code."
+    );
+    metrics::describe_gauge!(
+        "esb_gateway_event_queue_depth",
+        "Asynchronous invocations held: waiting for a sandbox, running or waiting for a retry."
+    );
+    metrics::describe_counter!(
+        "esb_gateway_event_retries_total",
+        "Retries of asynchronous invocations by cause: function_error, throttled."
+    );
+    metrics::describe_counter!(
+        "esb_gateway_events_dropped_total",
+        "Asynchronous invocations given up, by reason: retries_exhausted, max_event_age, not_retryable, queue_full, shutdown."
     );
 }
 

@@ -17,6 +17,10 @@ pub const DEFAULT_MEMORY_SIZE: u32 = 128;
 pub const MEMORY_SIZE_RANGE: std::ops::RangeInclusive<u32> = 128..=10240;
 /// Shortest and longest timeout in seconds AWS Lambda accepts.
 pub const TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<f64> = 1.0..=900.0;
+/// Retries of an asynchronous invocation Lambda accepts (`MaximumRetryAttempts`).
+pub const MAXIMUM_RETRY_ATTEMPTS_RANGE: std::ops::RangeInclusive<u32> = 0..=2;
+/// Ages in seconds of an asynchronous event Lambda accepts (`MaximumEventAgeInSeconds`).
+pub const MAXIMUM_EVENT_AGE_RANGE_SECS: std::ops::RangeInclusive<u64> = 60..=21_600;
 
 /// The whole configuration: functions by name and routes in file order.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,6 +54,11 @@ pub struct FunctionConfig {
     pub invoke: InvokeMode,
     /// The event format its routes send, unless a route overrides it.
     pub payload_format: PayloadFormat,
+    /// Retries and age limit of its asynchronous (`Event`) invocations.
+    pub event_invoke: EventInvoke,
+    /// Aliases it can be invoked through (`name:alias`): `aliases` in `functions.yml`,
+    /// `AutoPublishAlias` in SAM. Each points to version `1`, the code as loaded.
+    pub aliases: Vec<String>,
 }
 
 impl FunctionConfig {
@@ -65,7 +74,47 @@ impl FunctionConfig {
             scaling: Scaling::default(),
             invoke: InvokeMode::default(),
             payload_format: PayloadFormat::default(),
+            event_invoke: EventInvoke::default(),
+            aliases: Vec::new(),
         }
+    }
+}
+
+/// How Lambda handles a function's asynchronous (`Event`) invocations: SAM
+/// `EventInvokeConfig`, `event_invoke` in `functions.yml`.
+///
+/// The defaults are Lambda's: 2 retries after a function error or timeout, and events
+/// kept for up to 6 hours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventInvoke {
+    /// Retries after a function error or timeout (`MaximumRetryAttempts`, 0..=2).
+    pub maximum_retry_attempts: u32,
+    /// An event not yet processed after this long is dropped (`MaximumEventAgeInSeconds`,
+    /// 60..=21600 s).
+    pub maximum_event_age: Duration,
+}
+
+impl Default for EventInvoke {
+    fn default() -> Self {
+        Self {
+            maximum_retry_attempts: 2,
+            maximum_event_age: Duration::from_secs(21_600),
+        }
+    }
+}
+
+impl EventInvoke {
+    /// Sets `maximum_retry_attempts`.
+    pub fn maximum_retry_attempts(mut self, retries: u32) -> Self {
+        self.maximum_retry_attempts = retries;
+        self
+    }
+
+    /// Sets `maximum_event_age`.
+    pub fn maximum_event_age(mut self, age: Duration) -> Self {
+        self.maximum_event_age = age;
+        self
     }
 }
 

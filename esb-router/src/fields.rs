@@ -7,8 +7,9 @@ use esb_runtime::InvokeMode;
 use serde_norway::{Mapping, Value};
 
 use crate::config::{
-    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, MEMORY_SIZE_RANGE,
-    PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
+    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, EventInvoke, FunctionConfig,
+    MAXIMUM_EVENT_AGE_RANGE_SECS, MAXIMUM_RETRY_ATTEMPTS_RANGE, MEMORY_SIZE_RANGE, PayloadFormat,
+    RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };
 use crate::error::{Problem, Report};
 use crate::yaml::{integer, key_text, number, value_debug};
@@ -143,6 +144,103 @@ pub(crate) fn read_count(
     }
 }
 
+/// `MaximumRetryAttempts` / `maximum_retry_attempts`: 0..=2, as Lambda accepts.
+pub(crate) fn read_retry_attempts(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<u32> {
+    let n = integer(value, report, item, field)?;
+    match u32::try_from(n) {
+        Ok(n) if MAXIMUM_RETRY_ATTEMPTS_RANGE.contains(&n) => Some(n),
+        _ => {
+            report.push(item, field, format!("{n} is outside 0..=2 retries"));
+            None
+        }
+    }
+}
+
+/// `MaximumEventAgeInSeconds` / `maximum_event_age`: 60..=21600 whole seconds, as Lambda
+/// accepts.
+pub(crate) fn read_event_age(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<Duration> {
+    let secs = integer(value, report, item, field)?;
+    match u64::try_from(secs) {
+        Ok(secs) if MAXIMUM_EVENT_AGE_RANGE_SECS.contains(&secs) => Some(Duration::from_secs(secs)),
+        _ => {
+            report.push(
+                item,
+                field,
+                format!("{secs} s is outside 60..=21600 seconds"),
+            );
+            None
+        }
+    }
+}
+
+/// An alias name as Lambda allows it: 1 to 128 letters, digits, `-` or `_`, not only digits
+/// (that is a version); `None` after reporting `field` otherwise.
+pub(crate) fn check_alias(
+    alias: String,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<String> {
+    let valid = (1..=128).contains(&alias.len())
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !alias.chars().all(|c| c.is_ascii_digit());
+    if valid {
+        Some(alias)
+    } else {
+        report.push(
+            item,
+            field,
+            format!(
+                "{alias:?} is not an alias name: 1 to 128 letters, digits, '-' or '_', not only digits"
+            ),
+        );
+        None
+    }
+}
+
+/// Asynchronous invocation settings as read: each `None` when not stated.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PartialEventInvoke {
+    pub(crate) maximum_retry_attempts: Option<u32>,
+    pub(crate) maximum_event_age: Option<Duration>,
+}
+
+impl PartialEventInvoke {
+    /// Fills every field left unset from `defaults`.
+    fn or(self, defaults: PartialEventInvoke) -> Self {
+        Self {
+            maximum_retry_attempts: self
+                .maximum_retry_attempts
+                .or(defaults.maximum_retry_attempts),
+            maximum_event_age: self.maximum_event_age.or(defaults.maximum_event_age),
+        }
+    }
+
+    /// Lambda's defaults under what is stated.
+    fn finish(self) -> EventInvoke {
+        let mut event_invoke = EventInvoke::default();
+        if let Some(retries) = self.maximum_retry_attempts {
+            event_invoke.maximum_retry_attempts = retries;
+        }
+        if let Some(age) = self.maximum_event_age {
+            event_invoke.maximum_event_age = age;
+        }
+        event_invoke
+    }
+}
+
 /// Function fields as read, before defaults are applied.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Partial {
@@ -154,6 +252,8 @@ pub(crate) struct Partial {
     pub(crate) scaling: Scaling,
     pub(crate) invoke: Option<InvokeMode>,
     pub(crate) payload_format: Option<PayloadFormat>,
+    pub(crate) event_invoke: PartialEventInvoke,
+    pub(crate) aliases: Option<Vec<String>>,
 }
 
 impl Partial {
@@ -171,6 +271,8 @@ impl Partial {
         self.scaling = self.scaling.or(defaults.scaling);
         self.invoke = self.invoke.or(defaults.invoke);
         self.payload_format = self.payload_format.or(defaults.payload_format);
+        self.event_invoke = self.event_invoke.or(defaults.event_invoke);
+        self.aliases = self.aliases.or_else(|| defaults.aliases.clone());
         self
     }
 
@@ -211,6 +313,8 @@ impl Partial {
             scaling,
             invoke: self.invoke.unwrap_or_default(),
             payload_format: self.payload_format.unwrap_or_default(),
+            event_invoke: self.event_invoke.finish(),
+            aliases: self.aliases.unwrap_or_default(),
         })
     }
 }

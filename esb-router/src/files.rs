@@ -10,8 +10,9 @@ use crate::Error;
 use crate::config::{Auth, Config, FunctionConfig, RouteConfig, Scaling};
 use crate::error::Report;
 use crate::fields::{
-    POOL_DURATION, Partial, TIMEOUT, build_route, check_function_name, check_routes, read_count,
-    read_environment, read_memory, read_payload_format, read_seconds,
+    POOL_DURATION, Partial, PartialEventInvoke, TIMEOUT, build_route, check_alias,
+    check_function_name, check_routes, read_count, read_environment, read_event_age, read_memory,
+    read_payload_format, read_retry_attempts, read_seconds,
 };
 use crate::subst::{Env, substitute};
 use crate::yaml::{self, Empty, key_text, mapping, text, text_value};
@@ -157,6 +158,7 @@ const DEFAULTS_FIELDS: &[&str] = &[
     "memory_size",
     "invoke",
     "payload_format",
+    "event_invoke",
 ];
 
 /// Fields a function may set.
@@ -169,6 +171,8 @@ const FUNCTION_FIELDS: &[&str] = &[
     "scaling",
     "invoke",
     "payload_format",
+    "event_invoke",
+    "aliases",
 ];
 
 fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&str]) -> Partial {
@@ -208,6 +212,12 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
                 });
             }
             "payload_format" => p.payload_format = read_payload_format(value, report, item, &field),
+            "aliases" => p.aliases = read_aliases(value, report, item),
+            "event_invoke" => {
+                if let Some(map) = mapping(value, report, item, &field) {
+                    p.event_invoke = read_event_invoke(map, report, item);
+                }
+            }
             _ => {}
         }
     }
@@ -258,6 +268,52 @@ fn read_scaling(map: &Mapping, report: &mut Report<'_>, item: &str) -> Scaling {
         }
     }
     s
+}
+
+/// `event_invoke: { maximum_retry_attempts: 0..=2, maximum_event_age: 60..=21600 }`.
+fn read_event_invoke(map: &Mapping, report: &mut Report<'_>, item: &str) -> PartialEventInvoke {
+    let mut e = PartialEventInvoke::default();
+    for (key, value) in map {
+        let name = key_text(key);
+        let field = format!("event_invoke.{name}");
+        match name.as_str() {
+            "maximum_retry_attempts" => {
+                e.maximum_retry_attempts = read_retry_attempts(value, report, item, &field);
+            }
+            "maximum_event_age" => {
+                e.maximum_event_age = read_event_age(value, report, item, &field);
+            }
+            _ => report.push(
+                item,
+                &field,
+                "unknown field: expected maximum_retry_attempts or maximum_event_age",
+            ),
+        }
+    }
+    e
+}
+
+/// `aliases: [live, beta]`: names a function can be invoked through (`name:live`).
+fn read_aliases(value: &Value, report: &mut Report<'_>, item: &str) -> Option<Vec<String>> {
+    let Value::Sequence(items) = value else {
+        report.push(item, "aliases", "expected a list of alias names");
+        return None;
+    };
+    let mut aliases: Vec<String> = Vec::with_capacity(items.len());
+    for (i, alias) in items.iter().enumerate() {
+        let field = format!("aliases[{i}]");
+        let Some(alias) = text(alias, report, item, &field)
+            .and_then(|alias| check_alias(alias, report, item, &field))
+        else {
+            continue;
+        };
+        if aliases.contains(&alias) {
+            report.push(item, &field, format!("alias {alias:?} is listed twice"));
+        } else {
+            aliases.push(alias);
+        }
+    }
+    Some(aliases)
 }
 
 fn read_routes(

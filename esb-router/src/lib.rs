@@ -39,7 +39,18 @@
 //! `None` otherwise); the pool's defaults (`esb_pool::FunctionPoolConfig::new`) fill the rest.
 //! Routes need a JWT unless they say `auth: none`.
 //! In `functions.yml`, `defaults` may set `environment` and `scaling` (merged key by key
-//! under each function's) and `timeout`, `memory_size`, `invoke`, `payload_format`.
+//! under each function's) and `timeout`, `memory_size`, `invoke`, `payload_format`,
+//! `event_invoke` (merged field by field).
+//!
+//! Aliases: `aliases: [live]` in `functions.yml`, `AutoPublishAlias: live` in SAM
+//! ([`FunctionConfig::aliases`]); names of 1 to 128 letters, digits, `-` or `_`, not only
+//! digits.
+//!
+//! Asynchronous invocations ([`EventInvoke`], Lambda's defaults: 2 retries, 6 hours):
+//! `event_invoke: { maximum_retry_attempts: 1, maximum_event_age: 120 }` in `functions.yml`
+//! (seconds), `EventInvokeConfig: { MaximumRetryAttempts: 1, MaximumEventAgeInSeconds: 120 }`
+//! in a SAM function or `Globals.Function`; out-of-range values (0..=2, 60..=21600) are
+//! problems naming the field.
 //!
 //! # Fuzzing
 //!
@@ -57,8 +68,9 @@ mod template;
 mod yaml;
 
 pub use config::{
-    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, MEMORY_SIZE_RANGE,
-    PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
+    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, EventInvoke, FunctionConfig,
+    MAXIMUM_EVENT_AGE_RANGE_SECS, MAXIMUM_RETRY_ATTEMPTS_RANGE, MEMORY_SIZE_RANGE, PayloadFormat,
+    RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };
 pub use error::{Error, Problem};
 /// How invocations reach a function's sandbox: the runtime's own type, re-exported.

@@ -6,8 +6,9 @@ use serde_norway::{Mapping, Value};
 
 use crate::error::Report;
 use crate::fields::{
-    Partial, TIMEOUT, build_route, check_function_name, check_routes, read_count, read_environment,
-    read_memory, read_payload_format, read_seconds,
+    Partial, TIMEOUT, build_route, check_alias, check_function_name, check_routes, read_count,
+    read_environment, read_event_age, read_memory, read_payload_format, read_retry_attempts,
+    read_seconds,
 };
 use crate::files::read;
 use crate::subst::Env;
@@ -23,7 +24,9 @@ impl Config {
     ///   tags it; only `PackageType: Image` functions are accepted;
     /// - `Timeout`, `MemorySize`, `Environment.Variables`, `ReservedConcurrentExecutions` (max
     ///   capacity) and `ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions` (min
-    ///   capacity), each falling back to `Globals.Function`;
+    ///   capacity), `EventInvokeConfig` (`MaximumRetryAttempts`, `MaximumEventAgeInSeconds`),
+    ///   `AutoPublishAlias` (an alias the function can be invoked through), each
+    ///   falling back to `Globals.Function`;
     /// - events of type `Api` become payload 1.0 routes, `HttpApi` 2.0 routes (or their
     ///   `PayloadFormatVersion`); `Auth.Authorizer: NONE` makes a route `auth: none`.
     ///
@@ -337,6 +340,33 @@ fn read_sam_function(
             "ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions",
             0,
         );
+    }
+    if let Some(alias) = props.get("AutoPublishAlias") {
+        let alias = resolver
+            .resolve(alias)
+            .unwrap_or_else(|| format!("{alias:?}"));
+        p.aliases = check_alias(alias, report, item, "AutoPublishAlias").map(|alias| vec![alias]);
+    }
+    if let Some(config) = props.get("EventInvokeConfig")
+        && let Some(config) = mapping(config, report, item, "EventInvokeConfig")
+    {
+        let field = |key: &str| {
+            config
+                .get(key)
+                .map(|v| resolver.resolve(v).map_or(v.clone(), Value::String))
+        };
+        if let Some(v) = field("MaximumRetryAttempts") {
+            p.event_invoke.maximum_retry_attempts =
+                read_retry_attempts(&v, report, item, "EventInvokeConfig.MaximumRetryAttempts");
+        }
+        if let Some(v) = field("MaximumEventAgeInSeconds") {
+            p.event_invoke.maximum_event_age = read_event_age(
+                &v,
+                report,
+                item,
+                "EventInvokeConfig.MaximumEventAgeInSeconds",
+            );
+        }
     }
     if let Some(vars) = props.get("Environment").and_then(|e| e.get("Variables"))
         && let Some(vars) = mapping(vars, report, item, "Environment.Variables")

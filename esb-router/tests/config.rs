@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use esb_router::{Auth, Config, Error, InvokeMode, PayloadFormat, Problem, RouteMethod, Scaling};
+use esb_router::{
+    Auth, Config, Error, EventInvoke, InvokeMode, PayloadFormat, Problem, RouteMethod, Scaling,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -391,4 +393,186 @@ Resources:
             .message
             .contains("bad path template")
     );
+}
+
+#[test]
+fn event_invoke_config_from_functions_yml_with_defaults_and_lambdas_own() {
+    let functions = r#"
+defaults:
+  event_invoke: { maximum_event_age: 3600 }
+functions:
+  once: { command: [f], event_invoke: { maximum_retry_attempts: 0, maximum_event_age: 120 } }
+  aged: { command: [f], event_invoke: { maximum_retry_attempts: 1 } }
+  plain: { command: [f] }
+"#;
+    let config = Config::from_yaml_str(functions, "", &env(&[])).unwrap();
+    let settings = |name: &str| {
+        let e = config.functions[name].event_invoke;
+        (e.maximum_retry_attempts, e.maximum_event_age)
+    };
+    assert_eq!(settings("once"), (0, Duration::from_secs(120)));
+    assert_eq!(settings("aged"), (1, Duration::from_secs(3600)));
+    assert_eq!(settings("plain"), (2, Duration::from_secs(3600)));
+    let lambda =
+        Config::from_yaml_str("functions: { f: { command: [f] } }", "", &env(&[])).unwrap();
+    assert_eq!(lambda.functions["f"].event_invoke, EventInvoke::default());
+    assert_eq!(
+        EventInvoke::default(),
+        EventInvoke::default()
+            .maximum_retry_attempts(2)
+            .maximum_event_age(Duration::from_secs(6 * 3600))
+    );
+}
+
+#[test]
+fn event_invoke_out_of_range_names_the_field_in_both_formats() {
+    let functions = r#"
+functions:
+  f:
+    command: [f]
+    event_invoke: { maximum_retry_attempts: 3, maximum_event_age: 59, retries: 1 }
+  g: { command: [g], event_invoke: { maximum_event_age: 21601, maximum_retry_attempts: -1 } }
+"#;
+    let problems = problems(Config::from_yaml_str(functions, "", &env(&[])));
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    let p = find(
+        &problems,
+        "functions.f",
+        "event_invoke.maximum_retry_attempts",
+    );
+    assert_eq!(
+        p.to_string(),
+        "functions.yml: functions.f: event_invoke.maximum_retry_attempts: 3 is outside 0..=2 retries"
+    );
+    assert_eq!(
+        find(&problems, "functions.f", "event_invoke.maximum_event_age").message,
+        "59 s is outside 60..=21600 seconds"
+    );
+    find(&problems, "functions.f", "event_invoke.retries");
+    find(&problems, "functions.g", "event_invoke.maximum_event_age");
+    find(
+        &problems,
+        "functions.g",
+        "event_invoke.maximum_retry_attempts",
+    );
+
+    let template = r#"
+Globals:
+  Function:
+    EventInvokeConfig: { MaximumEventAgeInSeconds: 21600 }
+Resources:
+  Bad:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      ImageUri: bad:latest
+      EventInvokeConfig: { MaximumRetryAttempts: 5, MaximumEventAgeInSeconds: 30 }
+"#;
+    let problems = crate::problems(Config::from_sam_str(template, &env(&[])));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(
+        find(
+            &problems,
+            "Resources.Bad",
+            "EventInvokeConfig.MaximumRetryAttempts"
+        )
+        .to_string(),
+        "template.yaml: Resources.Bad: EventInvokeConfig.MaximumRetryAttempts: 5 is outside 0..=2 retries"
+    );
+    find(
+        &problems,
+        "Resources.Bad",
+        "EventInvokeConfig.MaximumEventAgeInSeconds",
+    );
+}
+
+#[test]
+fn sam_event_invoke_config_with_globals_and_parameters() {
+    let template = r#"
+Parameters:
+  Retries: { Type: Number, Default: 1 }
+Globals:
+  Function:
+    EventInvokeConfig: { MaximumEventAgeInSeconds: 600 }
+Resources:
+  Once:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      ImageUri: once:latest
+      EventInvokeConfig:
+        MaximumRetryAttempts: !Ref Retries
+        DestinationConfig: { OnFailure: { Type: SQS } }
+  Plain:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: plain:latest }
+"#;
+    let config = Config::from_sam_str(template, &env(&[])).unwrap();
+    let once = config.functions["Once"].event_invoke;
+    assert_eq!(once.maximum_retry_attempts, 1);
+    assert_eq!(once.maximum_event_age, Duration::from_secs(600));
+    let plain = config.functions["Plain"].event_invoke;
+    assert_eq!(plain.maximum_retry_attempts, 2);
+    assert_eq!(plain.maximum_event_age, Duration::from_secs(600));
+}
+
+#[test]
+fn aliases_from_functions_yml_and_sam_auto_publish_alias() {
+    let functions = r#"
+functions:
+  live: { command: [f], aliases: [live, beta-2] }
+  plain: { command: [f] }
+"#;
+    let config = Config::from_yaml_str(functions, "", &env(&[])).unwrap();
+    assert_eq!(config.functions["live"].aliases, ["live", "beta-2"]);
+    assert!(config.functions["plain"].aliases.is_empty());
+
+    let template = r#"
+Parameters:
+  Stage: { Type: String, Default: prod }
+Globals:
+  Function:
+    AutoPublishAlias: live
+Resources:
+  Global:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: g:latest }
+  Own:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: o:latest, AutoPublishAlias: !Ref Stage }
+"#;
+    let config = Config::from_sam_str(template, &env(&[])).unwrap();
+    assert_eq!(config.functions["Global"].aliases, ["live"]);
+    assert_eq!(config.functions["Own"].aliases, ["prod"]);
+}
+
+#[test]
+fn bad_alias_names_are_problems_naming_the_field() {
+    let functions = r#"
+functions:
+  f: { command: [f], aliases: [ok, "12", "$LATEST", ok, ""] }
+  g: { command: [g], aliases: live }
+"#;
+    let problems = problems(Config::from_yaml_str(functions, "", &env(&[])));
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    assert_eq!(
+        find(&problems, "functions.f", "aliases[1]").to_string(),
+        "functions.yml: functions.f: aliases[1]: \"12\" is not an alias name: 1 to 128 letters, digits, '-' or '_', not only digits"
+    );
+    find(&problems, "functions.f", "aliases[2]");
+    assert_eq!(
+        find(&problems, "functions.f", "aliases[3]").message,
+        "alias \"ok\" is listed twice"
+    );
+    find(&problems, "functions.f", "aliases[4]");
+    find(&problems, "functions.g", "aliases");
+
+    let template = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: f:latest, AutoPublishAlias: "a:b" }
+"#;
+    let problems = crate::problems(Config::from_sam_str(template, &env(&[])));
+    find(&problems, "Resources.F", "AutoPublishAlias");
 }

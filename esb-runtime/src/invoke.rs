@@ -24,6 +24,9 @@ pub struct InvokeRequest {
     /// Asks a runtime whose log lines stay on another host (`remote`) to send back the last
     /// 4 KB of this invocation's log in [`InvokeResponse::log_tail`]; others ignore it.
     pub log_tail: bool,
+    /// The version or alias the function was invoked through (`name:live`); the invoked
+    /// function ARN the runtime sees (`Lambda-Runtime-Invoked-Function-Arn`) ends in it.
+    pub qualifier: Option<String>,
 }
 
 impl InvokeRequest {

@@ -169,6 +169,15 @@ impl Broker {
         &self.inner.output
     }
 
+    /// The ARN an invocation through `qualifier` (a version or alias) names: the function's
+    /// ARN, with `:qualifier` when there is one.
+    pub fn invoked_function_arn(&self, qualifier: Option<&str>) -> String {
+        match qualifier {
+            Some(qualifier) => format!("{}:{qualifier}", self.inner.function_arn),
+            None => self.inner.function_arn.clone(),
+        }
+    }
+
     /// The request and trace id to tag a log line of the sandbox with: the invocation in
     /// flight, or the latest one until the next starts (its output may be read after its
     /// answer); `None` before the first invocation (init output).
@@ -378,7 +387,7 @@ impl Broker {
             .header("lambda-runtime-deadline-ms", job.deadline_ms.to_string())
             .header(
                 "lambda-runtime-invoked-function-arn",
-                self.inner.function_arn.as_str(),
+                self.invoked_function_arn(request.qualifier.as_deref()),
             );
         for (name, value) in [
             ("lambda-runtime-trace-id", &request.trace_id),

@@ -2,7 +2,8 @@
 //! for ESB's tests, examples and benches; and [`binary`] to build it from a test.
 //!
 //! The event is a JSON object; every key is optional and they apply in this order:
-//! `print` (array of lines written to stdout), `stderr` (array of lines written to stderr),
+//! `count_file` (append the request id to that file as a line) with `fail_first` (fail the
+//! first N runs counted in that file with `Test.Retry`), `print` (array of lines written to stdout), `stderr` (array of lines written to stderr),
 //! `alloc_mb` (allocate and touch that many MB), `sleep_ms`, `exit` (exit with that code), `abort` (abort the process, as a
 //! panic does under `panic = "abort"`),
 //! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
@@ -38,6 +39,19 @@ pub const REPORTED_ENV: &[&str] = &[
 /// The handler: see the crate docs for what the event can ask.
 pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     let (payload, context) = event.into_parts();
+    if let Some(path) = payload.get("count_file").and_then(Value::as_str) {
+        let runs = count_run(path, &context.request_id).map_err(|err| Diagnostic {
+            error_type: "Test.CountFile".into(),
+            error_message: format!("{path}: {err}"),
+        })?;
+        let fail_first = payload.get("fail_first").and_then(Value::as_u64);
+        if fail_first.is_some_and(|n| runs <= n) {
+            return Err(Diagnostic {
+                error_type: "Test.Retry".into(),
+                error_message: format!("run {runs} fails"),
+            });
+        }
+    }
     for (key, to_stderr) in [("print", false), ("stderr", true)] {
         if let Some(lines) = payload.get(key).and_then(Value::as_array) {
             for line in lines {
@@ -95,6 +109,18 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "held_mb": hold.len(),
     }))
+}
+
+/// Appends `request_id` as a line to `path`; returns the number of lines now in it.
+fn count_run(path: &str, request_id: &str) -> std::io::Result<u64> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(file, "{request_id}")?;
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().count() as u64)
 }
 
 /// Runs the function against `AWS_LAMBDA_RUNTIME_API` until its sandbox is destroyed.

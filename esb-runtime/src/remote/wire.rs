@@ -427,6 +427,7 @@ impl From<Invocation> for pb::InvokeWorkerRequest {
                 .map(|t| u32::try_from(t.as_millis().max(1)).unwrap_or(u32::MAX))
                 .unwrap_or(0),
             log_tail: request.log_tail,
+            qualifier: request.qualifier.unwrap_or_default(),
         }
     }
 }
@@ -449,6 +450,7 @@ impl From<pb::InvokeWorkerRequest> for Invocation {
                 .filter(|&ms| ms > 0)
                 .map(|ms| Duration::from_millis(u64::from(ms))),
             log_tail: request.log_tail,
+            qualifier: Some(request.qualifier).filter(|s| !s.is_empty()),
         };
         Invocation {
             id: request.container_id.into(),
@@ -662,6 +664,7 @@ mod tests {
         request.trace_id = Some("Root=1-0-0".into());
         request.timeout = Some(Duration::from_millis(250));
         request.log_tail = true;
+        request.qualifier = Some("live".into());
         let id = SandboxId::from("sb");
         let invocation = Invocation {
             id: id.clone(),
