@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::auth::Authenticator;
+use crate::authorizers::Authorizers;
 use crate::config::{GatewayConfig, InvokeApiAccess};
 use crate::dispatch::{Dispatch, Services};
 use crate::endpoints::{Login, MetricsText};
@@ -41,7 +42,7 @@ use crate::metrics::GatewayMetrics;
 pub(crate) type Invoker<S> = CountInvocations<Deadline<S>>;
 
 /// The routed path, from route selection to the invocation.
-pub(crate) type Routes<S> = Route<Authorize<BodyLimit<Event<Invoker<S>>>>>;
+pub(crate) type Routes<S> = Route<Authorize<BodyLimit<Event<Invoker<S>>>, Invoker<S>>>;
 
 /// The gateway's own services: reserved paths and routes, errors answered.
 pub(crate) type Core<S> = Answer<Dispatch<InvokeApi<Invoker<S>>, Routes<S>>>;
@@ -82,7 +83,14 @@ where
     let auth = Arc::new(Authenticator::new(&config.auth));
     let routes = ServiceBuilder::new()
         .layer(RouteLayer::new(router))
-        .layer(AuthorizeLayer::new(Arc::clone(&auth)))
+        .layer(AuthorizeLayer::new(
+            Arc::clone(&auth),
+            Arc::new(Authorizers::new(
+                config.functions.authorizers.clone(),
+                &config.region,
+            )),
+            invoker.clone(),
+        ))
         .layer(BodyLimitLayer::new(config.limits.max_body_bytes))
         .layer(EventLayer)
         .service(invoker.clone());

@@ -57,7 +57,8 @@ mod template;
 mod yaml;
 
 pub use config::{
-    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, MEMORY_SIZE_RANGE,
+    ApiKind, Auth, AuthorizerConfig, AuthorizerType, Config, CorsConfig, DEFAULT_AUTHORIZER_TTL,
+    DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, FunctionConfig, IdentitySource, MEMORY_SIZE_RANGE,
     PayloadFormat, RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };
 pub use error::{Error, Problem};
