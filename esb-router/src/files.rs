@@ -480,7 +480,9 @@ fn read_authorizer(
     } else if authorizer.authorizer_type == AuthorizerType::Request {
         // A REQUEST authorizer has no identity unless one is named: every request invokes it.
         authorizer.identity_sources.clear();
-        authorizer.ttl = std::time::Duration::ZERO;
+        if !map.contains_key("ttl") {
+            authorizer.ttl = std::time::Duration::ZERO;
+        }
     }
     ok &= check_authorizer(&mut authorizer, report, item);
     ok.then_some(authorizer)

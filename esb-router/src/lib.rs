@@ -52,6 +52,7 @@ mod fields;
 mod files;
 mod matcher;
 mod sam;
+mod sam_api;
 mod subst;
 mod template;
 mod yaml;
