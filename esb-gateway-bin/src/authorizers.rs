@@ -43,6 +43,16 @@ pub(crate) struct Answer {
     context: Map<String, Value>,
 }
 
+/// What an answer says of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allow,
+    /// No statement allows it (or a simple response said no).
+    Deny,
+    /// A Deny statement matches it.
+    ExplicitDeny,
+}
+
 #[derive(Debug, PartialEq)]
 enum Decision {
     /// A simple response's `isAuthorized`.
@@ -327,9 +337,10 @@ pub(crate) fn parse_answer(config: &AuthorizerConfig, payload: &[u8]) -> Result<
 impl Answer {
     /// Whether the answer allows `method_arn`: a simple response as it says; a policy as IAM
     /// reads it (an explicit Deny wins, else an Allow must match).
-    pub fn allows(&self, method_arn: &str) -> bool {
+    pub fn verdict(&self, method_arn: &str) -> Verdict {
         match &self.decision {
-            Decision::Simple(allowed) => *allowed,
+            Decision::Simple(true) => Verdict::Allow,
+            Decision::Simple(false) => Verdict::Deny,
             Decision::Policy(statements) => {
                 let applies = |s: &&Statement| {
                     s.actions
@@ -338,9 +349,21 @@ impl Answer {
                         && s.resources.iter().any(|r| wildcard_match(r, method_arn))
                 };
                 let matching: Vec<&Statement> = statements.iter().filter(applies).collect();
-                !matching.iter().any(|s| !s.allow) && matching.iter().any(|s| s.allow)
+                if matching.iter().any(|s| !s.allow) {
+                    Verdict::ExplicitDeny
+                } else if matching.iter().any(|s| s.allow) {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                }
             }
         }
+    }
+
+    /// Whether the answer allows `method_arn`.
+    #[cfg(test)]
+    fn allows(&self, method_arn: &str) -> bool {
+        self.verdict(method_arn) == Verdict::Allow
     }
 
     /// What the integration receives.
@@ -421,7 +444,15 @@ mod tests {
         assert!(answer(serde_json::json!([allow(ARN)])).allows(ARN));
         assert!(answer(serde_json::json!([allow("arn:aws:execute-api:*")])).allows(ARN));
         assert!(!answer(serde_json::json!([allow("arn:other")])).allows(ARN));
-        assert!(!answer(serde_json::json!([allow("*"), deny])).allows(ARN));
+        assert!(!answer(serde_json::json!([allow("*"), deny.clone()])).allows(ARN));
+        assert_eq!(
+            answer(serde_json::json!([allow("*"), deny])).verdict(ARN),
+            Verdict::ExplicitDeny
+        );
+        assert_eq!(
+            answer(serde_json::json!([allow("x")])).verdict(ARN),
+            Verdict::Deny
+        );
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub enum RequestError {
         authorizer: String,
         /// REST or HTTP API.
         api: esb_router::ApiKind,
+        /// Whether a Deny statement matched (REST says so in its message).
+        explicit: bool,
     },
     /// A Lambda authorizer failed or answered something API Gateway does not accept (500).
     #[error("the authorizer {authorizer} {reason}")]
@@ -263,6 +265,7 @@ mod fixed {
     pub(super) const UNAVAILABLE: Answer = answer(S::SERVICE_UNAVAILABLE, "Service Unavailable", "ServiceUnavailableException");
     pub(super) const BAD_GATEWAY: Answer = answer(S::BAD_GATEWAY, "Internal server error", "InternalServerErrorException");
     pub(super) const DENIED_REST: Answer = answer(S::FORBIDDEN, "User is not authorized to access this resource", "AccessDeniedException");
+    pub(super) const DENIED_REST_EXPLICIT: Answer = answer(S::FORBIDDEN, "User is not authorized to access this resource with an explicit deny", "AccessDeniedException");
     pub(super) const DENIED_HTTP: Answer = answer(S::FORBIDDEN, "Forbidden", "AccessDeniedException");
     pub(super) const AUTHORIZER_FAILED: Answer = answer(S::INTERNAL_SERVER_ERROR, "Internal server error", "AuthorizerConfigurationException");
     pub(super) const INTERNAL: Answer = answer(S::INTERNAL_SERVER_ERROR, "Internal server error", "InternalServerErrorException");
@@ -288,9 +291,10 @@ impl RequestError {
             E::NoRoute => NOT_FOUND,
             E::MethodNotAllowed { .. } => METHOD_NOT_ALLOWED,
             E::Unauthorized(_) | E::InvalidToken(_) => UNAUTHORIZED,
-            E::AuthorizerDenied { api, .. } => match api {
-                esb_router::ApiKind::Http => DENIED_HTTP,
-                _ => DENIED_REST,
+            E::AuthorizerDenied { api, explicit, .. } => match (api, explicit) {
+                (esb_router::ApiKind::Http, _) => DENIED_HTTP,
+                (_, true) => DENIED_REST_EXPLICIT,
+                (_, false) => DENIED_REST,
             },
             E::AuthorizerFailed { .. } => AUTHORIZER_FAILED,
             E::PayloadTooLarge { .. } => TOO_LARGE,

@@ -119,13 +119,14 @@ async fn a_token_authorizer_denies_allows_with_context_and_is_cached_per_token()
     let other = authorizer_seen(&gw, "/token/1", "allow-b").await;
     assert_eq!(other["calls"], "2");
 
-    let denied = "User is not authorized to access this resource";
+    // The function's Deny statement: an explicit deny, as API Gateway words it.
+    let explicit = "User is not authorized to access this resource with an explicit deny";
     assert_answer(
         &gw,
         "/token/1",
         Some("deny-x"),
         StatusCode::FORBIDDEN,
-        denied,
+        explicit,
     )
     .await;
     // A denial is cached too: the next new token sees call 4, not 5.
@@ -134,20 +135,21 @@ async fn a_token_authorizer_denies_allows_with_context_and_is_cached_per_token()
         "/token/1",
         Some("deny-x"),
         StatusCode::FORBIDDEN,
-        denied,
+        explicit,
     )
     .await;
     assert_eq!(
         authorizer_seen(&gw, "/token/1", "allow-c").await["calls"],
         "4"
     );
-    // A cached Allow for /token/1 does not allow /token/2: the policy names one method ARN.
+    // A cached Allow for /token/1 does not allow /token/2: the policy names one method ARN,
+    // and no statement matching is an implicit deny.
     assert_answer(
         &gw,
         "/token/2",
         Some("allow-a"),
         StatusCode::FORBIDDEN,
-        denied,
+        "User is not authorized to access this resource",
     )
     .await;
 
@@ -202,7 +204,7 @@ async fn a_request_authorizer_gets_the_request_and_is_cached_by_all_its_identity
         "/request/7?tenant=t1",
         Some("deny-a"),
         StatusCode::FORBIDDEN,
-        "User is not authorized to access this resource",
+        "User is not authorized to access this resource with an explicit deny",
     )
     .await;
     gw.shutdown().await;

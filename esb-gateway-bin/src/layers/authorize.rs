@@ -17,7 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::BoxFuture;
 use super::event::{build_event, request_ids};
 use crate::auth::Authenticator;
-use crate::authorizers::{self, Authorizers, LambdaAuthorization};
+use crate::authorizers::{self, Authorizers, LambdaAuthorization, Verdict};
 use crate::error::RequestError;
 
 /// Authorizes routed requests; Lambda authorizers are invoked through `invoker`.
@@ -165,12 +165,12 @@ where
             answer
         }
     };
-    if answer.allows(&pending.method_arn) {
-        Ok(answer.authorization())
-    } else {
-        Err(RequestError::AuthorizerDenied {
+    match answer.verdict(&pending.method_arn) {
+        Verdict::Allow => Ok(answer.authorization()),
+        verdict => Err(RequestError::AuthorizerDenied {
             authorizer: config.name.clone(),
             api: config.api,
-        })
+            explicit: verdict == Verdict::ExplicitDeny,
+        }),
     }
 }
