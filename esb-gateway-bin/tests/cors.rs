@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode};
 const FUNCTIONS: &str = r#"
 functions:
   web: { command: ["${EVENT_FN}"] }
+  echo: { command: ["${HTTP_FN}"] }
   ghost: { command: ["/nonexistent/esb-cors-test-fn"] }
 "#;
 
@@ -29,6 +30,7 @@ cors:
 routes:
   - { path: "/open", method: GET, function: web, auth: none }
   - { path: "/ghost", method: POST, function: ghost }
+  - { path: "/echo", method: GET, function: echo, auth: none }
 "#;
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
@@ -116,6 +118,30 @@ async fn an_http_api_preflight_is_answered_by_the_gateway_and_answers_carry_the_
             "{origin:?}"
         );
     }
+    // The function's own CORS headers give way to the configuration's, or go.
+    let own = "/echo?header=access-control-allow-origin:https://fn.example&header=access-control-max-age:9";
+    for (origin, expected) in [
+        (
+            Some("https://app.example.com"),
+            Some("https://app.example.com"),
+        ),
+        (Some("https://evil.example.com"), None),
+        (None, None),
+    ] {
+        let mut request = support::client().get(format!("{}{own}", gw.url()));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-echo").as_deref(), Some("yes"));
+        assert_eq!(
+            header(&response, "access-control-allow-origin").as_deref(),
+            expected,
+            "{origin:?}"
+        );
+        assert_eq!(header(&response, "access-control-max-age"), None);
+    }
     // An OPTIONS that is no preflight, on a path without an OPTIONS route: 405 as before.
     let response = support::client()
         .request(Method::OPTIONS, format!("{}/open", gw.url()))
@@ -179,5 +205,18 @@ async fn a_rest_api_preflight_gets_the_configured_headers_and_answers_are_left_a
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "access-control-allow-origin"), None);
+    let response = support::client()
+        .get(format!(
+            "{}/echo?header=access-control-allow-origin:https://fn.example",
+            gw.url()
+        ))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&response, "access-control-allow-origin").as_deref(),
+        Some("https://fn.example")
+    );
     gw.shutdown().await;
 }

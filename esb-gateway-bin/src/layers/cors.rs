@@ -7,7 +7,8 @@
 //! - HTTP (SAM `CorsConfiguration`, `routing.yml` `cors`): a preflight (`OPTIONS` with
 //!   `Origin` and `Access-Control-Request-Method`) gets 204, with the CORS headers when its
 //!   origin is allowed; other requests from an allowed origin get the origin, credentials and
-//!   exposed headers on their answer, in place of any the function set.
+//!   exposed headers on their answer; the function's own `Access-Control-*` headers are
+//!   dropped, as API Gateway ignores them when the API has CORS.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -97,18 +98,15 @@ where
                 _ => return Either::Left(ready(Ok(rest_preflight(&cors)))),
             }
         }
-        let allowed = match (&cors.api, &origin) {
-            (ApiKind::Http, Some(origin)) => allowed_origin(&cors, origin),
-            _ => None,
-        };
-        let Some(allowed) = allowed else {
+        if cors.api != ApiKind::Http {
             return Either::Right(Either::Left(self.inner.call(req)));
-        };
+        }
+        let allowed = origin.as_ref().and_then(|o| allowed_origin(&cors, o));
         let answer = self.inner.call(req);
         Either::Right(Either::Right(Box::pin(async move {
             let mut response = answer.await?;
             let headers = response.headers_mut();
-            // As API Gateway: the configuration's CORS headers, not the function's.
+            // As API Gateway: the configuration's CORS headers, never the function's.
             let theirs: Vec<_> = headers
                 .keys()
                 .filter(|name| name.as_str().starts_with("access-control-"))
@@ -117,6 +115,9 @@ where
             for name in theirs {
                 headers.remove(name);
             }
+            let Some(allowed) = allowed else {
+                return Ok(response);
+            };
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
             if cors.allow_credentials {
                 headers.insert(
