@@ -294,3 +294,110 @@ async fn jwt_claims_keep_the_earlier_placement_of_the_cognito_username() {
     .await;
     gw.shutdown().await;
 }
+
+const TEMPLATE: &str = r#"
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Authorizer:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: "auth:1" }
+  SimpleAuthorizer:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      ImageUri: "auth:1"
+      Environment: { Variables: { AUTH_SIMPLE: "1" } }
+  App:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      ImageUri: "app:1"
+      Events:
+        Rest: { Type: Api, Properties: { Path: "/rest/{id}", Method: get, RestApiId: !Ref Rest } }
+        Open:
+          Type: Api
+          Properties: { Path: /open, Method: get, RestApiId: !Ref Rest, Auth: { Authorizer: NONE } }
+        Http: { Type: HttpApi, Properties: { Path: /http, Method: get, ApiId: !Ref Http } }
+  Rest:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: Prod
+      Cors: "'https://app.example.com'"
+      Auth:
+        DefaultAuthorizer: Tokens
+        Authorizers:
+          Tokens: { FunctionArn: !GetAtt Authorizer.Arn }
+  Http:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: Simple
+        Authorizers:
+          Simple:
+            FunctionArn: !GetAtt SimpleAuthorizer.Arn
+            AuthorizerPayloadFormatVersion: "2.0"
+            EnableSimpleResponses: true
+            Identity: { Headers: [Authorization] }
+"#;
+
+#[tokio::test]
+async fn authorizers_and_cors_of_a_sam_template_run() {
+    let mut functions = esb_router::Config::from_sam_str(TEMPLATE, &|_| None).unwrap();
+    // The template's images, run as the process backend's commands.
+    for (name, function) in &mut functions.functions {
+        let bin = match name.as_str() {
+            "App" => support::event_fn(),
+            _ => support::authorizer_fn(),
+        };
+        function.image = None;
+        function.command = Some(vec![bin.display().to_string()]);
+    }
+    let gw = support::start(esb_gateway::GatewayConfig::new(
+        functions,
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await;
+    assert_answer(
+        &gw,
+        "/rest/1",
+        None,
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+    )
+    .await;
+    let seen = authorizer_seen(&gw, "/rest/1", "allow-a").await;
+    assert_eq!(seen["type"], "TOKEN");
+    assert_eq!(seen["principalId"], "user-allow-a");
+    assert_answer(
+        &gw,
+        "/rest/1",
+        Some("deny"),
+        StatusCode::FORBIDDEN,
+        "User is not authorized to access this resource with an explicit deny",
+    )
+    .await;
+    let (status, _) = get(&gw, "/open", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let simple = authorizer_seen(&gw, "/http", "allow-b").await;
+    assert_eq!(simple["lambda"]["token"], "allow-b");
+    assert_answer(
+        &gw,
+        "/http",
+        Some("deny"),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    // The Api's Cors: its OPTIONS answered by the gateway, without the authorizer.
+    let response = support::client()
+        .request(reqwest::Method::OPTIONS, format!("{}/rest/1", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    gw.shutdown().await;
+}
