@@ -26,6 +26,8 @@ const CACHE_CAPACITY: usize = 10_000;
 /// The configured authorizers and the cache of their answers.
 pub(crate) struct Authorizers {
     configs: BTreeMap<String, AuthorizerConfig>,
+    /// TOKEN authorizers' validation expressions, anchored to the whole token.
+    validations: HashMap<String, regex::Regex>,
     region: String,
     cache: Mutex<HashMap<(String, Vec<String>), Cached>>,
 }
@@ -79,8 +81,18 @@ pub(crate) struct Pending<'a> {
 
 impl Authorizers {
     pub fn new(configs: BTreeMap<String, AuthorizerConfig>, region: &str) -> Self {
+        // The router checked every expression when it loaded them.
+        let validations = configs
+            .values()
+            .filter_map(|c| {
+                let expression = c.validation_expression.as_ref()?;
+                let anchored = regex::Regex::new(&format!("^(?:{expression})$")).ok()?;
+                Some((c.name.clone(), anchored))
+            })
+            .collect();
         Self {
             configs,
+            validations,
             region: region.to_owned(),
             cache: Mutex::new(HashMap::new()),
         }
@@ -101,6 +113,13 @@ impl Authorizers {
                 Some(value) => identity.push(value),
                 None => return Err(RequestError::Unauthorized("an identity source is missing")),
             }
+        }
+        if let (Some(validation), [token]) = (self.validations.get(name), identity.as_slice())
+            && !validation.is_match(token)
+        {
+            return Err(RequestError::Unauthorized(
+                "the token does not match the authorizer's validation expression",
+            ));
         }
         let path = parts.uri.path().trim_start_matches('/');
         let method_arn = format!(

@@ -29,6 +29,7 @@ authorizers:
     type: token
     identity_sources: [method.request.header.Authorization]
     ttl: 300
+    validation_expression: "[a-z]+(-[a-z]+)?"
   request-auth:
     function: requests
     type: request
@@ -95,6 +96,10 @@ async fn a_token_authorizer_denies_allows_with_context_and_is_cached_per_token()
     let gw = gateway().await;
     let unauthorized = StatusCode::UNAUTHORIZED;
     assert_answer(&gw, "/token/1", None, unauthorized, "Unauthorized").await;
+    // Not matching the validation expression (as a whole): 401, the authorizer not invoked.
+    for token in ["Allow-A", "allow-a-b", "allow a"] {
+        assert_answer(&gw, "/token/1", Some(token), unauthorized, "Unauthorized").await;
+    }
 
     let seen = authorizer_seen(&gw, "/token/1", "allow-a").await;
     let arn = "arn:aws:execute-api:us-east-1:123456789012:esb-local/$default/GET/token/1";

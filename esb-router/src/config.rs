@@ -240,6 +240,9 @@ pub struct AuthorizerConfig {
     pub identity_sources: Vec<IdentitySource>,
     /// How long an answer is cached per identity (0: not cached).
     pub ttl: Duration,
+    /// TOKEN authorizers: a regular expression the whole token must match, else 401 without
+    /// invoking the authorizer (SAM `Identity.ValidationExpression`).
+    pub validation_expression: Option<String>,
 }
 
 impl AuthorizerConfig {
@@ -254,6 +257,7 @@ impl AuthorizerConfig {
             simple_responses: false,
             identity_sources: vec![IdentitySource::Header("authorization".into())],
             ttl: DEFAULT_AUTHORIZER_TTL,
+            validation_expression: None,
         }
     }
 }

@@ -375,6 +375,7 @@ const AUTHORIZER_FIELDS: &[&str] = &[
     "simple_responses",
     "identity_sources",
     "ttl",
+    "validation_expression",
 ];
 
 /// Reads the `authorizers` section of `routing.yml`.
@@ -458,6 +459,10 @@ fn read_authorizer(
                 Some(ttl) => authorizer.ttl = ttl,
                 None => ok = false,
             },
+            "validation_expression" => {
+                authorizer.validation_expression = text(value, report, item, &field);
+                ok &= authorizer.validation_expression.is_some();
+            }
             _ => report.push(
                 item,
                 &field,
@@ -512,6 +517,23 @@ pub(crate) fn check_authorizer(
                 item,
                 "identity_sources",
                 "a TOKEN authorizer reads exactly one header",
+            );
+            ok = false;
+        }
+    }
+    if let Some(expression) = &authorizer.validation_expression {
+        if authorizer.authorizer_type != AuthorizerType::Token {
+            report.push(
+                item,
+                "validation_expression",
+                "only TOKEN authorizers validate tokens",
+            );
+            ok = false;
+        } else if let Err(err) = regex::Regex::new(expression) {
+            report.push(
+                item,
+                "validation_expression",
+                format!("{expression:?} is not a regular expression: {err}"),
             );
             ok = false;
         }

@@ -247,6 +247,8 @@ fn read_sam_authorizer(
             .and_then(text_value)
             .unwrap_or_else(|| "Authorization".into());
         sources.push(IdentitySource::Header(header.to_ascii_lowercase()));
+        authorizer.validation_expression =
+            identity.get("ValidationExpression").and_then(text_value);
     } else {
         for (list, header) in [("Headers", true), ("QueryStrings", false)] {
             for name in identity

@@ -46,7 +46,7 @@ Resources:
         Authorizers:
           TokenAuth:
             FunctionArn: !GetAtt Auth.Arn
-            Identity: { Header: X-Token, ReauthorizeEvery: 60 }
+            Identity: { Header: X-Token, ReauthorizeEvery: 60, ValidationExpression: "^Bearer .+" }
           ReqAuth:
             FunctionArn: { "Fn::GetAtt": [Auth, Arn] }
             FunctionPayloadType: REQUEST
@@ -88,6 +88,7 @@ fn authorizers_and_cors_come_from_the_apis_of_a_template() {
         [IdentitySource::Header("x-token".into())]
     );
     assert_eq!(token.ttl, Duration::from_secs(60));
+    assert_eq!(token.validation_expression.as_deref(), Some("^Bearer .+"));
 
     let request = &config.authorizers["MyApi/ReqAuth"];
     assert_eq!(request.authorizer_type, AuthorizerType::Request);
@@ -207,6 +208,19 @@ routes:
 
     let token_http = routing.replace("type: request", "type: token, api: http");
     assert!(Config::from_yaml_str(functions, &token_http, &|_| None).is_err());
+    let bad_regex = r#"
+authorizers: { mine: { function: a, validation_expression: "([a-z" } }
+"#;
+    let Err(Error::Invalid(problems)) = Config::from_yaml_str(functions, bad_regex, &|_| None)
+    else {
+        panic!("expected problems");
+    };
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("authorizers.mine: validation_expression"),
+        "{problems:?}"
+    );
     let cached_without_identity = r#"
 authorizers: { mine: { function: a, type: request, ttl: 30 } }
 "#;
