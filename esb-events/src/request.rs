@@ -51,6 +51,10 @@ pub struct EventContext<'a> {
     pub claims: Option<&'a Map<String, Value>>,
     /// Scopes of the verified JWT (v2 `authorizer.jwt.scopes`).
     pub scopes: Option<&'a [String]>,
+    /// What a Lambda authorizer allowed the request with (its `context`, with `principalId`
+    /// when it gave one): `requestContext.authorizer` in v1, `requestContext.authorizer.lambda`
+    /// in v2.
+    pub lambda_authorizer: Option<&'a Map<String, Value>>,
 }
 
 impl<'a> EventContext<'a> {
@@ -70,6 +74,7 @@ impl<'a> EventContext<'a> {
             stage_variables: None,
             claims: None,
             scopes: None,
+            lambda_authorizer: None,
         }
     }
 
@@ -168,6 +173,58 @@ impl<'a> Jwt<'a> {
             claims: Claims(claims),
             scopes: ctx.scopes,
         })
+    }
+}
+
+/// v1 `requestContext.authorizer`: a Lambda authorizer's context as it is, or the JWT's
+/// claims, with `cognito:username` also at the top as the earlier ESB placed it.
+pub(crate) enum V1Authorizer<'a> {
+    Jwt(Jwt<'a>),
+    Lambda(&'a Map<String, Value>),
+}
+
+impl<'a> V1Authorizer<'a> {
+    pub(crate) fn of(ctx: &EventContext<'a>) -> Option<Self> {
+        match ctx.lambda_authorizer {
+            Some(context) => Some(Self::Lambda(context)),
+            None => Jwt::of(ctx).map(Self::Jwt),
+        }
+    }
+}
+
+impl Serialize for V1Authorizer<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Lambda(context) => context.serialize(serializer),
+            Self::Jwt(jwt) => {
+                let username = jwt.claims.0.get("cognito:username");
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("claims", &jwt.claims)?;
+                map.serialize_entry("scopes", &jwt.scopes)?;
+                if let Some(username) = username {
+                    map.serialize_entry("cognito:username", &claim_text(username))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// v2 `requestContext.authorizer`: `{"jwt": ..}` or `{"lambda": ..}`.
+#[derive(Serialize)]
+pub(crate) enum V2Authorizer<'a> {
+    #[serde(rename = "jwt")]
+    Jwt(Jwt<'a>),
+    #[serde(rename = "lambda")]
+    Lambda(&'a Map<String, Value>),
+}
+
+impl<'a> V2Authorizer<'a> {
+    pub(crate) fn of(ctx: &EventContext<'a>) -> Option<Self> {
+        match ctx.lambda_authorizer {
+            Some(context) => Some(Self::Lambda(context)),
+            None => Jwt::of(ctx).map(Self::Jwt),
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::request::{
-    Common, EventContext, Headers, Jwt, Query, QueryMap, RequestContext, RouteInfo, Values,
-    user_agent,
+    Common, EventContext, Headers, Query, QueryMap, RequestContext, RouteInfo, V1Authorizer,
+    Values, user_agent,
 };
 
 #[derive(Serialize)]
@@ -24,7 +24,7 @@ struct Event<'a> {
     multi_value_query_string_parameters: Option<QueryMap<'a, 'a>>,
     path_parameters: Option<&'a BTreeMap<String, String>>,
     stage_variables: Option<&'a BTreeMap<String, String>>,
-    request_context: RequestContext<'a, Jwt<'a>, Context<'a>>,
+    request_context: RequestContext<'a, V1Authorizer<'a>, Context<'a>>,
     body: Option<Cow<'a, str>>,
     is_base64_encoded: bool,
 }
@@ -100,7 +100,7 @@ pub fn build_v1(
         request_context: RequestContext::new(
             ctx,
             common.domain_name,
-            Jwt::of(ctx),
+            V1Authorizer::of(ctx),
             Context {
                 extended_request_id: ctx.request_id,
                 http_method: method,

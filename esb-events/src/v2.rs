@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::request::{
-    Common, EventContext, Headers, Jwt, Query, QueryMap, RequestContext, RouteInfo, Values,
-    user_agent,
+    Common, EventContext, Headers, Query, QueryMap, RequestContext, RouteInfo, V2Authorizer,
+    Values, user_agent,
 };
 use crate::v1::{protocol, to_bytes};
 
@@ -29,7 +29,7 @@ struct Event<'a> {
     path_parameters: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stage_variables: Option<&'a BTreeMap<String, String>>,
-    request_context: RequestContext<'a, Authorizer<'a>, Context<'a>>,
+    request_context: RequestContext<'a, V2Authorizer<'a>, Context<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<Cow<'a, str>>,
     is_base64_encoded: bool,
@@ -45,11 +45,6 @@ struct Context<'a> {
     stage: &'static str,
     time: String,
     time_epoch: i64,
-}
-
-#[derive(Serialize)]
-struct Authorizer<'a> {
-    jwt: Jwt<'a>,
 }
 
 #[derive(Serialize)]
@@ -103,7 +98,7 @@ pub fn build_v2(
         request_context: RequestContext::new(
             ctx,
             common.domain_name,
-            Jwt::of(ctx).map(|jwt| Authorizer { jwt }),
+            V2Authorizer::of(ctx),
             Context {
                 http: Http {
                     method: req.method.as_str(),

@@ -3,8 +3,9 @@
 //! ```text
 //! request ids + trace -> access log -> response metrics -> [embedder layers]
 //!   -> answer (errors become responses) -> dispatch
-//!        /health | /metrics | auth endpoint | Invoke API -----------------.
-//!        routes: route -> authorize -> body limit -> event ---------------+
+//!        /health | /metrics | auth endpoint | Invoke API -----------------------.
+//!        routes: cors -> route -> authorize -> body limit -> event --------------+
+//!                               (Lambda authorizers invoke through the same path)
 //!                                      invocation metrics -> deadline -> invocation service (the pool)
 //! ```
 
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::auth::Authenticator;
+use crate::authorizers::Authorizers;
 use crate::config::{GatewayConfig, InvokeApiAccess};
 use crate::dispatch::{Dispatch, Services};
 use crate::endpoints::{Login, MetricsText};
@@ -29,6 +31,7 @@ use crate::layers::Body;
 use crate::layers::access_log::{AccessLog, AccessLogLayer};
 use crate::layers::answer::{Answer, AnswerLayer};
 use crate::layers::authorize::{Authorize, AuthorizeLayer};
+use crate::layers::cors::{Cors, CorsLayer};
 use crate::layers::deadline::{Deadline, DeadlineLayer};
 use crate::layers::event::{Event, EventLayer};
 use crate::layers::invocations::{CountInvocations, CountInvocationsLayer};
@@ -42,7 +45,7 @@ use crate::metrics::GatewayMetrics;
 pub(crate) type Invoker<S> = CountInvocations<Deadline<S>>;
 
 /// The routed path, from route selection to the invocation.
-pub(crate) type Routes<S> = Route<Authorize<BodyLimit<Event<Invoker<S>>>>>;
+pub(crate) type Routes<S> = Cors<Route<Authorize<BodyLimit<Event<Invoker<S>>>, Invoker<S>>>>;
 
 /// The gateway's own services: reserved paths and routes, errors answered.
 pub(crate) type Core<S> = Answer<Dispatch<InvokeApi<Invoker<S>>, Routes<S>>>;
@@ -82,9 +85,19 @@ where
         ))
         .service(invocations);
     let auth = Arc::new(Authenticator::new(&config.auth));
+    let router = Arc::new(router);
+    let cors = config.functions.routes.iter().any(|r| r.cors.is_some());
     let routes = ServiceBuilder::new()
+        .layer(CorsLayer::new(Arc::clone(&router), cors))
         .layer(RouteLayer::new(router))
-        .layer(AuthorizeLayer::new(Arc::clone(&auth)))
+        .layer(AuthorizeLayer::new(
+            Arc::clone(&auth),
+            Arc::new(Authorizers::new(
+                config.functions.authorizers.clone(),
+                &config.region,
+            )),
+            invoker.clone(),
+        ))
         .layer(BodyLimitLayer::new(config.limits.max_body_bytes))
         .layer(EventLayer)
         .service(invoker.clone());

@@ -136,6 +136,25 @@ pub enum RequestError {
     /// An expired or badly signed token (401).
     #[error("unauthorized: invalid token: {0}")]
     InvalidToken(#[source] jsonwebtoken::errors::Error),
+    /// A Lambda authorizer denied the request (403; the message is API Gateway's for the
+    /// authorizer's kind of API).
+    #[error("the authorizer {authorizer} denied the request")]
+    AuthorizerDenied {
+        /// The authorizer.
+        authorizer: String,
+        /// REST or HTTP API.
+        api: esb_router::ApiKind,
+        /// Whether a Deny statement matched (REST says so in its message).
+        explicit: bool,
+    },
+    /// A Lambda authorizer failed or answered something API Gateway does not accept (500).
+    #[error("the authorizer {authorizer} {reason}")]
+    AuthorizerFailed {
+        /// The authorizer.
+        authorizer: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The request body is over the limit (413).
     #[error("request body over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -249,6 +268,10 @@ mod fixed {
     pub(super) const TIMED_OUT: Answer = answer(S::GATEWAY_TIMEOUT, "Endpoint request timed out", "IntegrationTimeout");
     pub(super) const UNAVAILABLE: Answer = answer(S::SERVICE_UNAVAILABLE, "Service Unavailable", "ServiceUnavailableException");
     pub(super) const BAD_GATEWAY: Answer = answer(S::BAD_GATEWAY, "Internal server error", "InternalServerErrorException");
+    pub(super) const DENIED_REST: Answer = answer(S::FORBIDDEN, "User is not authorized to access this resource", "AccessDeniedException");
+    pub(super) const DENIED_REST_EXPLICIT: Answer = answer(S::FORBIDDEN, "User is not authorized to access this resource with an explicit deny", "AccessDeniedException");
+    pub(super) const DENIED_HTTP: Answer = answer(S::FORBIDDEN, "Forbidden", "AccessDeniedException");
+    pub(super) const AUTHORIZER_FAILED: Answer = answer(S::INTERNAL_SERVER_ERROR, "Internal server error", "AuthorizerConfigurationException");
     pub(super) const INTERNAL: Answer = answer(S::INTERNAL_SERVER_ERROR, "Internal server error", "InternalServerErrorException");
 }
 
@@ -272,6 +295,12 @@ impl RequestError {
             E::NoRoute => NOT_FOUND,
             E::MethodNotAllowed { .. } => METHOD_NOT_ALLOWED,
             E::Unauthorized(_) | E::InvalidToken(_) => UNAUTHORIZED,
+            E::AuthorizerDenied { api, explicit, .. } => match (api, explicit) {
+                (esb_router::ApiKind::Http, _) => DENIED_HTTP,
+                (_, true) => DENIED_REST_EXPLICIT,
+                (_, false) => DENIED_REST,
+            },
+            E::AuthorizerFailed { .. } => AUTHORIZER_FAILED,
             E::PayloadTooLarge { .. } => TOO_LARGE,
             E::ReadBody(_)
             | E::BadRequest(_)

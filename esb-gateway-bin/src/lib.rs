@@ -36,6 +36,7 @@
 
 mod app;
 mod auth;
+mod authorizers;
 pub mod cli;
 mod config;
 mod dispatch;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use esb_runtime::InvokeMode;
@@ -30,6 +31,8 @@ pub struct Config {
     pub functions: BTreeMap<String, FunctionConfig>,
     /// Routes, in the order they were declared (the order does not affect matching).
     pub routes: Vec<RouteConfig>,
+    /// Lambda authorizers by name, which routes name in [`Auth::Lambda`].
+    pub authorizers: BTreeMap<String, AuthorizerConfig>,
 }
 
 /// One function: what to run and its limits.
@@ -181,14 +184,164 @@ pub enum PayloadFormat {
     V2,
 }
 
-/// Whether a route needs a Bearer JWT.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// How a route authorizes its requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Auth {
     /// A valid JWT is required; its claims reach the event (`jwt`, the default).
     #[default]
     Jwt,
     /// No authentication (`none`).
     None,
+    /// The Lambda authorizer of this name decides (a key of [`Config::authorizers`]).
+    Lambda(Arc<str>),
+}
+
+/// Which API Gateway flavour an authorizer or a CORS configuration behaves as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ApiKind {
+    /// A REST API (`AWS::Serverless::Api`): IAM policy answers, `403 User is not authorized
+    /// to access this resource`; CORS only as the preflight answer.
+    #[default]
+    Rest,
+    /// An HTTP API (`AWS::Serverless::HttpApi`): payload 1.0 or 2.0 authorizers, `403
+    /// Forbidden`; CORS headers also on proxied answers.
+    Http,
+}
+
+/// The event a Lambda authorizer receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthorizerType {
+    /// `{"type":"TOKEN","authorizationToken":..,"methodArn":..}` (REST APIs only).
+    #[default]
+    Token,
+    /// The request's headers, query, path and context.
+    Request,
+}
+
+/// Where a Lambda authorizer's identity comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdentitySource {
+    /// A request header (case-insensitive name, stored in lowercase).
+    Header(String),
+    /// A query string parameter (case-sensitive).
+    Query(String),
+}
+
+impl IdentitySource {
+    /// Parses `method.request.header.X`, `$request.header.X`, `method.request.querystring.x`,
+    /// `$request.querystring.x`, or a bare header name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let header = ["method.request.header.", "$request.header."]
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix));
+        let query = ["method.request.querystring.", "$request.querystring."]
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix));
+        let (source, name) = match (header, query) {
+            (Some(name), _) => (IdentitySource::Header(name.to_ascii_lowercase()), name),
+            (None, Some(name)) => (IdentitySource::Query(name.to_owned()), name),
+            (None, None) if !text.starts_with('$') && !text.contains('.') => {
+                (IdentitySource::Header(text.to_ascii_lowercase()), text)
+            }
+            (None, None) => {
+                return Err(format!(
+                    "identity source {text:?} is not a header ($request.header.NAME) or a query \
+                     parameter ($request.querystring.NAME)"
+                ));
+            }
+        };
+        if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!(
+                "identity source {text:?} names no valid header or parameter"
+            ));
+        }
+        Ok(source)
+    }
+}
+
+/// Default time an authorizer's answer is cached, as API Gateway: 300 s.
+pub const DEFAULT_AUTHORIZER_TTL: Duration = Duration::from_secs(300);
+
+/// A Lambda authorizer: the function that decides, what it receives, and for how long its
+/// answer is cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthorizerConfig {
+    /// The authorizer's name, as routes name it.
+    pub name: String,
+    /// The function it invokes (a key of [`Config::functions`]).
+    pub function: String,
+    /// REST or HTTP API semantics.
+    pub api: ApiKind,
+    /// TOKEN or REQUEST.
+    pub authorizer_type: AuthorizerType,
+    /// The authorizer payload format of an HTTP API authorizer (`1.0` or `2.0`); REST
+    /// authorizers ignore it.
+    pub payload_format: PayloadFormat,
+    /// HTTP API payload 2.0: the function answers `{"isAuthorized": bool, "context": {..}}`.
+    pub simple_responses: bool,
+    /// Where the identity comes from; a request missing one is answered 401 without
+    /// invoking the authorizer. Also the cache key.
+    pub identity_sources: Vec<IdentitySource>,
+    /// How long an answer is cached per identity (0: not cached).
+    pub ttl: Duration,
+    /// TOKEN authorizers: a regular expression the whole token must match, else 401 without
+    /// invoking the authorizer (SAM `Identity.ValidationExpression`).
+    pub validation_expression: Option<String>,
+}
+
+impl AuthorizerConfig {
+    /// A REST TOKEN authorizer reading `Authorization`, cached for 300 s.
+    pub fn new(name: impl Into<String>, function: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            function: function.into(),
+            api: ApiKind::Rest,
+            authorizer_type: AuthorizerType::Token,
+            payload_format: PayloadFormat::V2,
+            simple_responses: false,
+            identity_sources: vec![IdentitySource::Header("authorization".into())],
+            ttl: DEFAULT_AUTHORIZER_TTL,
+            validation_expression: None,
+        }
+    }
+}
+
+/// CORS of an API, answered by the gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct CorsConfig {
+    /// REST: preflight `OPTIONS` answered 200 with the configured headers as they are;
+    /// HTTP: preflight answered 204 for allowed origins, and answers get
+    /// `Access-Control-Allow-Origin`.
+    pub api: ApiKind,
+    /// Allowed origins (`*` for any).
+    pub allow_origins: Vec<String>,
+    /// Allowed methods (`*` for any).
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers.
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts (HTTP APIs).
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age` in seconds.
+    pub max_age: Option<u32>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+}
+
+impl CorsConfig {
+    /// A configuration of this flavour allowing these origins, and nothing else set.
+    pub fn new(api: ApiKind, allow_origins: Vec<String>) -> Self {
+        Self {
+            api,
+            allow_origins,
+            ..Self::default()
+        }
+    }
 }
 
 /// The method a route answers: one HTTP method or `ANY`.
@@ -260,6 +413,8 @@ pub struct RouteConfig {
     pub auth: Auth,
     /// Overrides the function's payload format.
     pub payload_format: Option<PayloadFormat>,
+    /// The CORS of the route's API, if it has one.
+    pub cors: Option<Arc<CorsConfig>>,
 }
 
 impl RouteConfig {
@@ -271,7 +426,14 @@ impl RouteConfig {
             function: function.into(),
             auth: Auth::default(),
             payload_format: None,
+            cors: None,
         }
+    }
+
+    /// Sets the CORS of the route's API.
+    pub fn cors(mut self, cors: Arc<CorsConfig>) -> Self {
+        self.cors = Some(cors);
+        self
     }
 
     /// Sets `auth`.
@@ -290,7 +452,17 @@ impl RouteConfig {
 impl Config {
     /// A configuration of these functions (by name) and routes, not yet validated.
     pub fn new(functions: BTreeMap<String, FunctionConfig>, routes: Vec<RouteConfig>) -> Self {
-        Self { functions, routes }
+        Self {
+            functions,
+            routes,
+            authorizers: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a Lambda authorizer, under its name.
+    pub fn authorizer(mut self, authorizer: AuthorizerConfig) -> Self {
+        self.authorizers.insert(authorizer.name.clone(), authorizer);
+        self
     }
 }
 

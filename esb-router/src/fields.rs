@@ -319,6 +319,23 @@ impl Partial {
     }
 }
 
+/// Reads an authorizer's `ttl` / `ReauthorizeEvery`: whole seconds, 0..=3600 as API Gateway.
+pub(crate) fn read_ttl(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<Duration> {
+    let secs = integer(value, report, item, field)?;
+    match u64::try_from(secs) {
+        Ok(secs) if secs <= 3600 => Some(Duration::from_secs(secs)),
+        _ => {
+            report.push(item, field, format!("{secs} s is outside 0..=3600 seconds"));
+            None
+        }
+    }
+}
+
 /// Parses a route's path and method, reporting what is wrong under `label`.
 pub(crate) fn build_route(
     path: Option<String>,
@@ -353,6 +370,7 @@ pub(crate) fn build_route(
         function: function?,
         auth,
         payload_format,
+        cors: None,
     })
 }
 
@@ -364,8 +382,28 @@ pub(crate) fn check_routes(
     problems: &mut Vec<Problem>,
 ) {
     let mut report = Report { file, problems };
+    for (name, authorizer) in &config.authorizers {
+        if !config.functions.contains_key(&authorizer.function) {
+            report.push(
+                &format!("authorizers.{name}"),
+                "function",
+                format!("unknown function {:?}", authorizer.function),
+            );
+        }
+    }
     let mut seen: HashMap<(String, RouteMethod), &str> = HashMap::new();
     for (route, label) in config.routes.iter().zip(labels) {
+        if let Auth::Lambda(name) = &route.auth
+            && !config.authorizers.contains_key(&**name)
+        {
+            report.push(
+                label,
+                "auth",
+                format!(
+                    "unknown authorizer {name:?}: expected jwt, none or a name under authorizers"
+                ),
+            );
+        }
         if !config.functions.contains_key(&route.function) {
             report.push(
                 label,

@@ -7,12 +7,17 @@ use esb_runtime::InvokeMode;
 use serde_norway::{Mapping, Value};
 
 use crate::Error;
-use crate::config::{Auth, Config, FunctionConfig, RouteConfig, Scaling};
+use std::sync::Arc;
+
+use crate::config::{
+    ApiKind, Auth, AuthorizerConfig, AuthorizerType, Config, CorsConfig, FunctionConfig,
+    IdentitySource, PayloadFormat, RouteConfig, Scaling,
+};
 use crate::error::Report;
 use crate::fields::{
     POOL_DURATION, Partial, PartialEventInvoke, TIMEOUT, build_route, check_alias,
     check_function_name, check_routes, read_count, read_environment, read_event_age, read_memory,
-    read_payload_format, read_retry_attempts, read_seconds,
+    read_payload_format, read_retry_attempts, read_seconds, read_ttl,
 };
 use crate::subst::{Env, substitute};
 use crate::yaml::{self, Empty, key_text, mapping, text, text_value};
@@ -87,6 +92,13 @@ fn parse(
     let mut labels = Vec::new();
     if let Some(root) = parse_yaml(routing_text, env, &mut report) {
         read_routes(&root, &mut report, &mut config.routes, &mut labels);
+        config.authorizers = read_authorizers(&root, &mut report);
+        if let Some(cors) = root.get("cors") {
+            let cors = read_cors(cors, &mut report).map(Arc::new);
+            for route in &mut config.routes {
+                route.cors.clone_from(&cors);
+            }
+        }
     }
     check_routes(&config, &labels, routing_file, &mut problems);
 
@@ -323,8 +335,12 @@ fn read_routes(
     labels: &mut Vec<String>,
 ) {
     for (key, _) in root {
-        if key.as_str() != Some("routes") {
-            report.push("", &key_text(key), "unknown top-level key: expected routes");
+        if !matches!(key.as_str(), Some("routes" | "authorizers" | "cors")) {
+            report.push(
+                "",
+                &key_text(key),
+                "unknown top-level key: expected routes, authorizers or cors",
+            );
         }
     }
     let routes = match root.get("routes") {
@@ -396,10 +412,302 @@ fn read_auth(value: &Value, report: &mut Report<'_>, item: &str, field: &str) ->
     match text(value, report, item, field).as_deref() {
         Some("jwt") => Some(Auth::Jwt),
         Some("none") => Some(Auth::None),
-        Some(other) => {
-            report.push(item, field, format!("{other:?} is not jwt or none"));
+        Some("") => {
+            report.push(item, field, "expected jwt, none or an authorizer's name");
             None
         }
+        // Checked against `authorizers` once every file is read.
+        Some(name) => Some(Auth::Lambda(Arc::from(name))),
         None => None,
     }
+}
+
+/// Fields an entry of `authorizers` may set.
+const AUTHORIZER_FIELDS: &[&str] = &[
+    "function",
+    "type",
+    "api",
+    "payload_format",
+    "simple_responses",
+    "identity_sources",
+    "ttl",
+    "validation_expression",
+];
+
+/// Reads the `authorizers` section of `routing.yml`.
+fn read_authorizers(root: &Mapping, report: &mut Report<'_>) -> BTreeMap<String, AuthorizerConfig> {
+    let mut out = BTreeMap::new();
+    let Some(section) = root.get("authorizers").filter(|v| !v.is_null()) else {
+        return out;
+    };
+    let Some(section) = mapping(section, report, "authorizers", "") else {
+        return out;
+    };
+    for (key, value) in section {
+        let name = key_text(key);
+        let item = format!("authorizers.{name}");
+        if matches!(name.as_str(), "jwt" | "none" | "") {
+            report.push(
+                &item,
+                "",
+                "jwt and none are reserved: give the authorizer another name",
+            );
+            continue;
+        }
+        let Some(map) = mapping(value, report, &item, "") else {
+            continue;
+        };
+        if let Some(authorizer) = read_authorizer(&name, map, report, &item) {
+            out.insert(name, authorizer);
+        }
+    }
+    out
+}
+
+fn read_authorizer(
+    name: &str,
+    map: &Mapping,
+    report: &mut Report<'_>,
+    item: &str,
+) -> Option<AuthorizerConfig> {
+    let mut authorizer = AuthorizerConfig::new(name, "");
+    let (mut ok, mut function, mut sources) = (true, None, None);
+    for (key, value) in map {
+        let field = key_text(key);
+        match field.as_str() {
+            "function" => function = text(value, report, item, &field),
+            "type" => match text(value, report, item, &field).as_deref() {
+                Some("token" | "TOKEN") => authorizer.authorizer_type = AuthorizerType::Token,
+                Some("request" | "REQUEST") => {
+                    authorizer.authorizer_type = AuthorizerType::Request;
+                }
+                Some(other) => {
+                    report.push(item, &field, format!("{other:?} is not token or request"));
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            "api" => match text(value, report, item, &field).as_deref() {
+                Some("rest") => authorizer.api = ApiKind::Rest,
+                Some("http") => authorizer.api = ApiKind::Http,
+                Some(other) => {
+                    report.push(item, &field, format!("{other:?} is not rest or http"));
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            "payload_format" => match read_payload_format(value, report, item, &field) {
+                Some(format) => authorizer.payload_format = format,
+                None => ok = false,
+            },
+            "simple_responses" => match value.as_bool() {
+                Some(simple) => authorizer.simple_responses = simple,
+                None => {
+                    report.push(item, &field, "expected true or false");
+                    ok = false;
+                }
+            },
+            "identity_sources" => {
+                sources = read_identity_sources(value, report, item, &field);
+                ok &= sources.is_some();
+            }
+            "ttl" => match read_ttl(value, report, item, &field) {
+                Some(ttl) => authorizer.ttl = ttl,
+                None => ok = false,
+            },
+            "validation_expression" => {
+                authorizer.validation_expression = text(value, report, item, &field);
+                ok &= authorizer.validation_expression.is_some();
+            }
+            _ => report.push(
+                item,
+                &field,
+                format!(
+                    "unknown field: expected one of {}",
+                    AUTHORIZER_FIELDS.join(", ")
+                ),
+            ),
+        }
+    }
+    match function {
+        Some(function) => authorizer.function = function,
+        None => {
+            report.push(item, "function", "missing");
+            ok = false;
+        }
+    }
+    if let Some(sources) = sources {
+        authorizer.identity_sources = sources;
+    } else if authorizer.authorizer_type == AuthorizerType::Request {
+        // A REQUEST authorizer has no identity unless one is named: every request invokes it.
+        authorizer.identity_sources.clear();
+        if !map.contains_key("ttl") {
+            authorizer.ttl = std::time::Duration::ZERO;
+        }
+    }
+    ok &= check_authorizer(&mut authorizer, report, item);
+    ok.then_some(authorizer)
+}
+
+/// Checks what spans an authorizer's fields, as API Gateway does.
+pub(crate) fn check_authorizer(
+    authorizer: &mut AuthorizerConfig,
+    report: &mut Report<'_>,
+    item: &str,
+) -> bool {
+    let mut ok = true;
+    if authorizer.authorizer_type == AuthorizerType::Token {
+        if authorizer.api == ApiKind::Http {
+            report.push(
+                item,
+                "type",
+                "HTTP APIs have no TOKEN authorizers: use request",
+            );
+            ok = false;
+        }
+        if !matches!(
+            authorizer.identity_sources.as_slice(),
+            [IdentitySource::Header(_)]
+        ) {
+            report.push(
+                item,
+                "identity_sources",
+                "a TOKEN authorizer reads exactly one header",
+            );
+            ok = false;
+        }
+    }
+    if let Some(expression) = &authorizer.validation_expression {
+        if authorizer.authorizer_type != AuthorizerType::Token {
+            report.push(
+                item,
+                "validation_expression",
+                "only TOKEN authorizers validate tokens",
+            );
+            ok = false;
+        } else if let Err(err) = regex::Regex::new(expression) {
+            report.push(
+                item,
+                "validation_expression",
+                format!("{expression:?} is not a regular expression: {err}"),
+            );
+            ok = false;
+        }
+    }
+    if authorizer.simple_responses
+        && (authorizer.api != ApiKind::Http || authorizer.payload_format != PayloadFormat::V2)
+    {
+        report.push(
+            item,
+            "simple_responses",
+            "only HTTP API authorizers of payload format 2.0 have simple responses",
+        );
+        ok = false;
+    }
+    if !authorizer.ttl.is_zero() && authorizer.identity_sources.is_empty() {
+        report.push(
+            item,
+            "ttl",
+            "caching needs an identity source (the cache key): name one or set ttl: 0",
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// A list of identity sources (or one, as a string).
+pub(crate) fn read_identity_sources(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<Vec<IdentitySource>> {
+    let texts = read_text_list(value, report, item, field)?;
+    let mut sources = Vec::with_capacity(texts.len());
+    for text in texts {
+        match IdentitySource::parse(&text) {
+            Ok(source) => sources.push(source),
+            Err(message) => {
+                report.push(item, field, message);
+                return None;
+            }
+        }
+    }
+    Some(sources)
+}
+
+/// A list of strings, or one string (also comma-separated, as API Gateway writes lists).
+pub(crate) fn read_text_list(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<Vec<String>> {
+    match value {
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| text(v, report, item, &format!("{field}[{i}]")))
+            .collect(),
+        other => text(other, report, item, field).map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }),
+    }
+}
+
+/// Fields of `cors` in `routing.yml`.
+const CORS_FIELDS: &[&str] = &[
+    "allow_origins",
+    "allow_methods",
+    "allow_headers",
+    "expose_headers",
+    "max_age",
+    "allow_credentials",
+];
+
+/// Reads the `cors` section of `routing.yml`: HTTP API semantics, for every route.
+fn read_cors(value: &Value, report: &mut Report<'_>) -> Option<CorsConfig> {
+    let item = "cors";
+    let map = mapping(value, report, item, "")?;
+    let mut cors = CorsConfig::new(ApiKind::Http, Vec::new());
+    let mut ok = true;
+    for (key, value) in map {
+        let field = key_text(key);
+        let list = |report: &mut Report<'_>| read_text_list(value, report, item, &field);
+        match field.as_str() {
+            "allow_origins" => cors.allow_origins = list(report).unwrap_or_default(),
+            "allow_methods" => cors.allow_methods = list(report).unwrap_or_default(),
+            "allow_headers" => cors.allow_headers = list(report).unwrap_or_default(),
+            "expose_headers" => cors.expose_headers = list(report).unwrap_or_default(),
+            "max_age" => {
+                cors.max_age = crate::fields::read_count(value, report, item, &field, 0);
+                ok &= cors.max_age.is_some();
+            }
+            "allow_credentials" => match value.as_bool() {
+                Some(b) => cors.allow_credentials = b,
+                None => {
+                    report.push(item, &field, "expected true or false");
+                    ok = false;
+                }
+            },
+            _ => report.push(
+                item,
+                &field,
+                format!("unknown field: expected one of {}", CORS_FIELDS.join(", ")),
+            ),
+        }
+    }
+    if cors.allow_origins.is_empty() {
+        report.push(
+            item,
+            "allow_origins",
+            "missing: name the allowed origins, or \"*\"",
+        );
+        ok = false;
+    }
+    ok.then_some(cors)
 }

@@ -37,7 +37,10 @@
 //! As AWS Lambda: timeout 3 s (1..=900), memory 128 MB (128..=10240), payload format 1.0,
 //! invoke mode `runtime-api`. Scaling keeps only what the files say ([`Scaling`] fields are
 //! `None` otherwise); the pool's defaults (`esb_pool::FunctionPoolConfig::new`) fill the rest.
-//! Routes need a JWT unless they say `auth: none`.
+//! Routes need a JWT unless they say `auth: none` or name a Lambda authorizer of
+//! `routing.yml`'s `authorizers` ([`AuthorizerConfig`]); a `cors` section gives every route
+//! a [`CorsConfig`]. SAM templates give both per API (`Auth.Authorizers`, `Cors`,
+//! `CorsConfiguration`).
 //! In `functions.yml`, `defaults` may set `environment` and `scaling` (merged key by key
 //! under each function's) and `timeout`, `memory_size`, `invoke`, `payload_format`,
 //! `event_invoke` (merged field by field).
@@ -63,12 +66,14 @@ mod fields;
 mod files;
 mod matcher;
 mod sam;
+mod sam_api;
 mod subst;
 mod template;
 mod yaml;
 
 pub use config::{
-    Auth, Config, DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, EventInvoke, FunctionConfig,
+    ApiKind, Auth, AuthorizerConfig, AuthorizerType, Config, CorsConfig, DEFAULT_AUTHORIZER_TTL,
+    DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, EventInvoke, FunctionConfig, IdentitySource,
     MAXIMUM_EVENT_AGE_RANGE_SECS, MAXIMUM_RETRY_ATTEMPTS_RANGE, MEMORY_SIZE_RANGE, PayloadFormat,
     RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };

@@ -10,7 +10,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::fields::check_routes;
 use crate::template::Segment;
-use crate::{Auth, Config, Error, PayloadFormat, RouteMethod};
+use crate::{Auth, Config, CorsConfig, Error, PayloadFormat, RouteMethod};
 
 /// Selects the route of a request, with API Gateway's precedence.
 ///
@@ -37,6 +37,7 @@ struct Route {
     segments: Vec<Segment>,
     payload_format: PayloadFormat,
     auth: Auth,
+    cors: Option<Arc<CorsConfig>>,
 }
 
 /// FNV-1a: literal segments are short, and SipHash's setup would dominate a lookup.
@@ -100,8 +101,10 @@ pub struct Match {
     pub path_parameters: BTreeMap<String, String>,
     /// The event format: the route's, else the function's.
     pub payload_format: PayloadFormat,
-    /// Whether the route needs a JWT.
+    /// How the route authorizes requests.
     pub auth: Auth,
+    /// The CORS of the route's API, if it has one.
+    pub cors: Option<Arc<CorsConfig>>,
 }
 
 /// Why no route was selected.
@@ -146,7 +149,8 @@ impl Router {
                 resource,
                 segments: route.path.segments().to_vec(),
                 payload_format: route.payload_format.unwrap_or(function.payload_format),
-                auth: route.auth,
+                auth: route.auth.clone(),
+                cors: route.cors.clone(),
             });
             let mut node = &mut router.root;
             let mut endpoint = None;
@@ -226,7 +230,8 @@ impl Router {
             route_key: route.route_key.clone(),
             path_parameters,
             payload_format: route.payload_format,
-            auth: route.auth,
+            auth: route.auth.clone(),
+            cors: route.cors.clone(),
         }
     }
 }

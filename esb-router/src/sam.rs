@@ -11,9 +11,10 @@ use crate::fields::{
     read_seconds,
 };
 use crate::files::read;
+use crate::sam_api::{Apis, FunctionNames};
 use crate::subst::Env;
 use crate::yaml::{self, Empty, key_text, mapping, text_value};
-use crate::{Auth, Config, Error, PayloadFormat};
+use crate::{ApiKind, Config, Error, PayloadFormat};
 
 impl Config {
     /// Reads the `AWS::Serverless::Function` resources of a SAM template and their `Api` /
@@ -112,6 +113,41 @@ impl Resolver<'_> {
     }
 }
 
+impl FunctionNames for Resolver<'_> {
+    /// `!GetAtt Fn.Arn`, `{"Fn::GetAtt": [Fn, Arn]}`, or a function ARN, as the function's name.
+    fn function_name(&self, value: &Value) -> Option<String> {
+        let get_att = |v: &Value| -> Option<String> {
+            match v {
+                Value::String(s) => s.strip_suffix(".Arn").map(str::to_owned),
+                Value::Sequence(items) if items.len() == 2 && items[1].as_str() == Some("Arn") => {
+                    items[0].as_str().map(str::to_owned)
+                }
+                _ => None,
+            }
+        };
+        let logical = match value {
+            Value::Tagged(tagged) if tagged.tag == "!GetAtt" => get_att(&tagged.value),
+            Value::Mapping(map) if map.len() == 1 => map.get("Fn::GetAtt").and_then(get_att),
+            other => {
+                let arn = self.resolve(other)?;
+                let name = arn.split(":function:").nth(1)?;
+                return Some(name.split(':').next().unwrap_or(name).to_owned());
+            }
+        }?;
+        let resource = self.resources?.get(logical.as_str())?;
+        if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+            return None;
+        }
+        Some(
+            resource
+                .get("Properties")
+                .and_then(|p| p.get("FunctionName"))
+                .and_then(|n| self.resolve(n))
+                .unwrap_or(logical),
+        )
+    }
+}
+
 fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
     let mut problems = Vec::new();
     let mut report = Report {
@@ -140,19 +176,27 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         return Err(Error::Invalid(problems));
     };
 
+    let apis = Apis::read(section("Globals"), resources, &resolver, &mut report);
     let mut reader = SamReader {
         resolver: &resolver,
         globals,
         report,
         config: Config::default(),
         labels: Vec::new(),
+        apis,
     };
     for (key, resource) in resources {
         if resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function") {
             reader.function(&key_text(key), resource);
         }
     }
-    let SamReader { config, labels, .. } = reader;
+    let SamReader {
+        mut config,
+        labels,
+        apis,
+        ..
+    } = reader;
+    config.authorizers = apis.authorizers;
     check_routes(&config, &labels, file, &mut problems);
     if problems.is_empty() {
         Ok(config)
@@ -170,6 +214,8 @@ struct SamReader<'t, 'p> {
     config: Config,
     /// Each route's label for [`check_routes`], in the order of `config.routes`.
     labels: Vec<String>,
+    /// The template's APIs: authorizers and CORS.
+    apis: Apis,
 }
 
 impl SamReader<'_, '_> {
@@ -256,9 +302,9 @@ impl SamReader<'_, '_> {
 
     /// Adds the route of one `Api` / `HttpApi` event of `function`; other events are skipped.
     fn event(&mut self, function: &str, label: &str, event: &Value) {
-        let payload_format = match event.get("Type").and_then(Value::as_str) {
-            Some("Api") => PayloadFormat::V1,
-            Some("HttpApi") => PayloadFormat::V2,
+        let (payload_format, kind, api_field) = match event.get("Type").and_then(Value::as_str) {
+            Some("Api") => (PayloadFormat::V1, ApiKind::Rest, "RestApiId"),
+            Some("HttpApi") => (PayloadFormat::V2, ApiKind::Http, "ApiId"),
             _ => return,
         };
         let report = &mut self.report;
@@ -271,14 +317,15 @@ impl SamReader<'_, '_> {
             Some(v) => read_payload_format(v, report, label, "PayloadFormatVersion"),
             None => Some(payload_format),
         };
-        let auth = match props
+        let authorizer = props
             .get("Auth")
             .and_then(|a| a.get("Authorizer"))
-            .and_then(|a| self.resolver.resolve(a))
-        {
-            Some(authorizer) if authorizer.eq_ignore_ascii_case("NONE") => Auth::None,
-            _ => Auth::Jwt,
-        };
+            .and_then(|a| self.resolver.resolve(a));
+        let api_id = props.get(api_field).and_then(|a| self.resolver.resolve(a));
+        let auth = self
+            .apis
+            .auth(kind, api_id.as_deref(), authorizer.as_deref());
+        let cors = self.apis.cors(kind, api_id.as_deref());
         let path = props.get("Path").and_then(|p| self.resolver.resolve(p));
         let method = props.get("Method").and_then(|m| self.resolver.resolve(m));
         if path.is_none() {
@@ -301,6 +348,10 @@ impl SamReader<'_, '_> {
             label,
         ) && payload_format.is_some()
         {
+            let route = match cors {
+                Some(cors) => route.cors(cors),
+                None => route,
+            };
             self.config.routes.push(route);
             self.labels.push(label.to_owned());
         }

@@ -52,7 +52,7 @@ fn route_rows<M>(
                 method(&r.method),
                 r.path.as_str().to_owned(),
                 r.function.as_str(),
-                r.auth,
+                r.auth.clone(),
                 r.payload_format,
             )
         })

@@ -18,6 +18,7 @@ use tower::{Layer, Service};
 use super::Body;
 use super::{BoxFuture, RemoteAddr};
 use crate::auth::Identity;
+use crate::authorizers::LambdaAuthorization;
 use crate::error::RequestError;
 use crate::trace::RequestIds;
 
@@ -75,15 +76,28 @@ where
 
 /// The invocation of a routed request: its event, with the request's ids.
 fn invocation(parts: &Parts, body: &[u8], found: &Match) -> Result<Invocation, RequestError> {
+    let event = build_event(parts, body, found, found.payload_format)?;
+    let ids = request_ids(parts);
+    Ok(Invocation::new(&*found.function, ids.invoke_request(event)))
+}
+
+/// The request's ids, as the outer layer set them (fresh ones without it).
+pub(crate) fn request_ids(parts: &Parts) -> std::borrow::Cow<'_, RequestIds> {
+    match parts.extensions.get::<RequestIds>() {
+        Some(ids) => std::borrow::Cow::Borrowed(ids),
+        None => std::borrow::Cow::Owned(RequestIds::new(&parts.headers)),
+    }
+}
+
+/// The API Gateway event of a routed request in `format`, with what the authorizers found.
+pub(crate) fn build_event(
+    parts: &Parts,
+    body: &[u8],
+    found: &Match,
+    format: PayloadFormat,
+) -> Result<Bytes, RequestError> {
     let extensions = &parts.extensions;
-    let fresh;
-    let ids = match extensions.get::<RequestIds>() {
-        Some(ids) => ids,
-        None => {
-            fresh = RequestIds::new(&parts.headers);
-            &fresh
-        }
-    };
+    let ids = request_ids(parts);
     let source_ip = extensions
         .get::<RemoteAddr>()
         .map(|remote| remote.0.ip().to_string())
@@ -93,17 +107,19 @@ fn invocation(parts: &Parts, body: &[u8], found: &Match) -> Result<Invocation, R
         ctx.claims = Some(&identity.claims);
         ctx.scopes = Some(&identity.scopes);
     }
+    if let Some(allowed) = extensions.get::<LambdaAuthorization>() {
+        ctx.lambda_authorizer = Some(&allowed.context);
+    }
     let route = RouteInfo {
         resource: &found.resource,
         route_key: &found.route_key,
         path_parameters: &found.path_parameters,
     };
-    let event = match found.payload_format {
+    match format {
         PayloadFormat::V1 => esb_events::build_v1(parts, body, &route, &ctx),
         PayloadFormat::V2 => esb_events::build_v2(parts, body, &route, &ctx),
     }
-    .map_err(RequestError::Event)?;
-    Ok(Invocation::new(&*found.function, ids.invoke_request(event)))
+    .map_err(RequestError::Event)
 }
 
 /// The function's answer as an HTTP response.

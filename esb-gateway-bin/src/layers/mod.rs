@@ -4,13 +4,14 @@
 //! Outermost first: [`request_id`] (ids + trace header), [`access_log`], [`responses`]
 //! (status metrics), the embedder's layers, [`answer`] (errors become responses), then the
 //! dispatcher of reserved paths and routes (`crate::dispatch`). A routed request goes on
-//! through [`route`],
+//! through [`cors`] (preflights and CORS headers), [`route`],
 //! [`authorize`], [`limit`] (body), [`event`] (request -> invocation -> response), then
 //! [`invocations`] (metrics) and [`deadline`] over the invocation service (the pool).
 
 pub(crate) mod access_log;
 pub(crate) mod answer;
 pub(crate) mod authorize;
+pub(crate) mod cors;
 pub(crate) mod deadline;
 pub(crate) mod event;
 pub(crate) mod invocations;

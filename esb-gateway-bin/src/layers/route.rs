@@ -18,10 +18,8 @@ pub(crate) struct RouteLayer {
 }
 
 impl RouteLayer {
-    pub fn new(router: Router) -> Self {
-        Self {
-            router: Arc::new(router),
-        }
+    pub fn new(router: Arc<Router>) -> Self {
+        Self { router }
     }
 }
 

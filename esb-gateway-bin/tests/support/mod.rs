@@ -37,15 +37,27 @@ pub fn event_fn() -> PathBuf {
         .clone()
 }
 
-/// Loads functions.yml and routing.yml texts, with `${HTTP_FN}`, `${EVENT_FN}` and `${TESTFN}` set.
+/// A `lambda_runtime` Lambda authorizer (`esb-testfn/src/bin/authorizer_fn.rs`).
+pub fn authorizer_fn() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| esb_testfn::build_bin("authorizer_fn").expect("build authorizer_fn"))
+        .clone()
+}
+
+/// Loads functions.yml and routing.yml texts, with `${HTTP_FN}`, `${EVENT_FN}` and `${TESTFN}`
+/// set, and `${AUTHORIZER_FN}` when the texts use it.
 pub fn load(functions: &str, routing: &str) -> esb_router::Config {
     let http_fn = http_fn().display().to_string();
     let testfn = testfn().display().to_string();
     let event_fn = event_fn().display().to_string();
+    let authorizer = functions
+        .contains("${AUTHORIZER_FN}")
+        .then(|| authorizer_fn().display().to_string());
     let env = move |name: &str| match name {
         "HTTP_FN" => Some(http_fn.clone()),
         "EVENT_FN" => Some(event_fn.clone()),
         "TESTFN" => Some(testfn.clone()),
+        "AUTHORIZER_FN" => authorizer.clone(),
         _ => None,
     };
     esb_router::Config::from_yaml_str(functions, routing, &env).unwrap()

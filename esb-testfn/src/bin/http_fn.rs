@@ -7,7 +7,8 @@
 //! - anything else: echoes the request as JSON: `method`, `path`, `query` and `headers` (every
 //!   value), `pathParameters`, `cookies`, `body` (base64), `requestContext`, `traceId`, `pid`.
 //!
-//! `?status=N` sets the status, each `?cookie=name=value` adds a `Set-Cookie`.
+//! `?status=N` sets the status, each `?cookie=name=value` adds a `Set-Cookie`, each
+//! `?header=name:value` adds that response header.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,6 +89,11 @@ async fn handler(req: Request) -> Result<Response<Body>, Error> {
         .header("x-echo", "yes");
     for cookie in query.all("cookie").unwrap_or_default() {
         response = response.header("set-cookie", cookie);
+    }
+    for header in query.all("header").unwrap_or_default() {
+        if let Some((name, value)) = header.split_once(':') {
+            response = response.header(name, value);
+        }
     }
     Ok(response.body(Body::Text(answer.to_string()))?)
 }
