@@ -111,20 +111,35 @@ pub(crate) fn read_seconds(
     Some(Duration::from_secs_f64(secs))
 }
 
+/// A whole number of `field` that `accepts` takes; `None` after reporting `field` with
+/// `problem` otherwise.
+fn bounded(
+    value: &Value,
+    report: &mut Report<'_>,
+    (item, field): (&str, &str),
+    accepts: impl Fn(u32) -> bool,
+    problem: impl Fn(i64) -> String,
+) -> Option<u32> {
+    let n = integer(value, report, item, field)?;
+    match u32::try_from(n) {
+        Ok(n) if accepts(n) => Some(n),
+        _ => {
+            report.push(item, field, problem(n));
+            None
+        }
+    }
+}
+
 pub(crate) fn read_memory(
     value: &Value,
     report: &mut Report<'_>,
     item: &str,
     field: &str,
 ) -> Option<u32> {
-    let mb = integer(value, report, item, field)?;
-    match u32::try_from(mb) {
-        Ok(mb) if MEMORY_SIZE_RANGE.contains(&mb) => Some(mb),
-        _ => {
-            report.push(item, field, format!("{mb} MB is outside 128..=10240 MB"));
-            None
-        }
-    }
+    let accepts = |mb| MEMORY_SIZE_RANGE.contains(&mb);
+    bounded(value, report, (item, field), accepts, |mb| {
+        format!("{mb} MB is outside 128..=10240 MB")
+    })
 }
 
 pub(crate) fn read_count(
@@ -134,14 +149,13 @@ pub(crate) fn read_count(
     field: &str,
     min: i64,
 ) -> Option<u32> {
-    let n = integer(value, report, item, field)?;
-    match u32::try_from(n) {
-        Ok(n) if i64::from(n) >= min => Some(n),
-        _ => {
-            report.push(item, field, format!("{n} must be at least {min}"));
-            None
-        }
-    }
+    bounded(
+        value,
+        report,
+        (item, field),
+        |n| i64::from(n) >= min,
+        |n| format!("{n} must be at least {min}"),
+    )
 }
 
 /// `MaximumRetryAttempts` / `maximum_retry_attempts`: 0..=2, as Lambda accepts.
@@ -151,14 +165,10 @@ pub(crate) fn read_retry_attempts(
     item: &str,
     field: &str,
 ) -> Option<u32> {
-    let n = integer(value, report, item, field)?;
-    match u32::try_from(n) {
-        Ok(n) if MAXIMUM_RETRY_ATTEMPTS_RANGE.contains(&n) => Some(n),
-        _ => {
-            report.push(item, field, format!("{n} is outside 0..=2 retries"));
-            None
-        }
-    }
+    let accepts = |n| MAXIMUM_RETRY_ATTEMPTS_RANGE.contains(&n);
+    bounded(value, report, (item, field), accepts, |n| {
+        format!("{n} is outside 0..=2 retries")
+    })
 }
 
 /// `MaximumEventAgeInSeconds` / `maximum_event_age`: 60..=21600 whole seconds, as Lambda
@@ -169,18 +179,11 @@ pub(crate) fn read_event_age(
     item: &str,
     field: &str,
 ) -> Option<Duration> {
-    let secs = integer(value, report, item, field)?;
-    match u64::try_from(secs) {
-        Ok(secs) if MAXIMUM_EVENT_AGE_RANGE_SECS.contains(&secs) => Some(Duration::from_secs(secs)),
-        _ => {
-            report.push(
-                item,
-                field,
-                format!("{secs} s is outside 60..=21600 seconds"),
-            );
-            None
-        }
-    }
+    let accepts = |secs| MAXIMUM_EVENT_AGE_RANGE_SECS.contains(&u64::from(secs));
+    let secs = bounded(value, report, (item, field), accepts, |secs| {
+        format!("{secs} s is outside 60..=21600 seconds")
+    })?;
+    Some(Duration::from_secs(u64::from(secs)))
 }
 
 /// An alias name as Lambda allows it: 1 to 128 letters, digits, `-` or `_`, not only digits

@@ -108,6 +108,7 @@ struct Inner {
     jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     slots: Mutex<Slots>,
     busy: AtomicBool,
+    #[cfg_attr(not(any(feature = "process", feature = "containerd")), allow(dead_code))]
     output: OutputGate,
 }
 
@@ -165,6 +166,7 @@ impl Broker {
     }
 
     /// Whether the sandbox's output readers still hold lines.
+    #[cfg_attr(not(any(feature = "process", feature = "containerd")), allow(dead_code))]
     pub(crate) fn output(&self) -> &OutputGate {
         &self.inner.output
     }
