@@ -108,7 +108,10 @@ struct Inner {
     jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     slots: Mutex<Slots>,
     busy: AtomicBool,
-    #[cfg_attr(not(any(feature = "process", feature = "containerd")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "process", feature = "containerd")),
+        allow(dead_code)
+    )]
     output: OutputGate,
 }
 
@@ -166,7 +169,10 @@ impl Broker {
     }
 
     /// Whether the sandbox's output readers still hold lines.
-    #[cfg_attr(not(any(feature = "process", feature = "containerd")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "process", feature = "containerd")),
+        allow(dead_code)
+    )]
     pub(crate) fn output(&self) -> &OutputGate {
         &self.inner.output
     }
