@@ -68,6 +68,22 @@ struct Args {
     #[arg(long = "env", env = "ESB_ENV", default_value = "default", value_parser = parse_env_name)]
     env_name: String,
 
+    /// AWS_ACCESS_KEY_ID given to functions (their own `environment` wins).
+    #[arg(long, env = "ESB_FUNCTION_AWS_ACCESS_KEY_ID", default_value = esb_runtime::DEFAULT_ACCESS_KEY_ID)]
+    function_access_key_id: String,
+
+    /// AWS_SECRET_ACCESS_KEY given to functions (default: a harmless local one).
+    #[arg(
+        long,
+        env = "ESB_FUNCTION_AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    function_secret_access_key: Option<String>,
+
+    /// AWS_SESSION_TOKEN given to functions (default: none).
+    #[arg(long, env = "ESB_FUNCTION_AWS_SESSION_TOKEN", hide_env_values = true)]
+    function_session_token: Option<String>,
+
     /// Address the gRPC server listens on.
     #[arg(long, env = "ESB_AGENT_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -148,6 +164,20 @@ fn parse_env_name(name: &str) -> Result<String, String> {
     }
 }
 
+impl Args {
+    /// The credentials functions get in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+    /// `AWS_SESSION_TOKEN`.
+    fn function_credentials(&self) -> esb_runtime::FunctionCredentials {
+        esb_runtime::FunctionCredentials::new(
+            &self.function_access_key_id,
+            self.function_secret_access_key
+                .as_deref()
+                .unwrap_or(esb_runtime::DEFAULT_SECRET_ACCESS_KEY),
+            self.function_session_token.clone(),
+        )
+    }
+}
+
 fn parse_host_port(value: &str) -> Result<String, String> {
     match value.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
@@ -196,7 +226,9 @@ fn log_sink(args: &Args) -> Arc<dyn LogSink> {
 async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Arc<dyn Runtime>> {
     match args.runtime {
         RuntimeKind::Process => {
-            let config = ProcessConfig::default().log_sink(log_sink);
+            let config = ProcessConfig::default()
+                .credentials(args.function_credentials())
+                .log_sink(log_sink);
             Ok(Arc::new(ProcessRuntime::new(config)))
         }
         RuntimeKind::Containerd => containerd_runtime(args, log_sink).await,
@@ -220,6 +252,7 @@ async fn containerd_runtime(
                 .clone()
                 .map(|subnet| CniConfig::default().subnet(subnet)),
         )
+        .credentials(args.function_credentials())
         .log_sink(log_sink)
         .freezer(match args.freezer {
             FreezerKind::Cgroup => Freezer::Cgroup,

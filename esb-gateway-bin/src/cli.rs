@@ -126,6 +126,22 @@ pub struct Args {
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
 
+    /// AWS_ACCESS_KEY_ID given to functions (their own `environment` wins).
+    #[arg(long, env = "ESB_FUNCTION_AWS_ACCESS_KEY_ID", default_value = esb_runtime::DEFAULT_ACCESS_KEY_ID)]
+    pub function_access_key_id: String,
+
+    /// AWS_SECRET_ACCESS_KEY given to functions (default: a harmless local one).
+    #[arg(
+        long,
+        env = "ESB_FUNCTION_AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub function_secret_access_key: Option<String>,
+
+    /// AWS_SESSION_TOKEN given to functions (default: none).
+    #[arg(long, env = "ESB_FUNCTION_AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub function_session_token: Option<String>,
+
     /// Largest request body, in bytes.
     #[arg(long, env = "ESB_MAX_BODY_BYTES", default_value_t = esb_runtime::MAX_PAYLOAD_BYTES)]
     pub max_body_bytes: usize,
@@ -268,6 +284,18 @@ impl Args {
         Ok(config)
     }
 
+    /// The credentials functions get in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+    /// `AWS_SESSION_TOKEN`.
+    pub fn function_credentials(&self) -> esb_runtime::FunctionCredentials {
+        esb_runtime::FunctionCredentials::new(
+            &self.function_access_key_id,
+            self.function_secret_access_key
+                .as_deref()
+                .unwrap_or(esb_runtime::DEFAULT_SECRET_ACCESS_KEY),
+            self.function_session_token.clone(),
+        )
+    }
+
     /// The runtimes sandboxes are placed on.
     pub async fn runtimes(
         &self,
@@ -277,6 +305,7 @@ impl Args {
             RuntimeKind::Process => Ok(vec![Arc::new(ProcessRuntime::new(
                 ProcessConfig::default()
                     .region(&self.region)
+                    .credentials(self.function_credentials())
                     .log_sink(log_sink),
             ))]),
             RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?]),
@@ -337,6 +366,7 @@ async fn containerd_runtime(
         .address(&args.containerd_address)
         .env(&args.env_name)
         .region(&args.region)
+        .credentials(args.function_credentials())
         .log_sink(log_sink);
     // Sandboxes an earlier gateway left in this env are removed, never adopted.
     let runtime = containerd::connect(config, ReconcilePolicy::Remove).await?;

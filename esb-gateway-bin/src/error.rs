@@ -433,9 +433,14 @@ fn pool_answer(err: &esb_pool::PoolError) -> Answer {
         P::Runtime(R::Timeout { .. }) => TIMED_OUT,
         P::Runtime(R::PayloadTooLarge { .. }) => TOO_LARGE,
         P::Runtime(R::Unavailable(_)) => UNAVAILABLE,
+        P::CircuitOpen { .. } => Answer {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: Cow::Owned(err.to_string()),
+            error_type: "ServiceUnavailableException",
+        },
         P::Runtime(_) => BAD_GATEWAY,
         P::InvalidConfig { .. } | P::AlreadyRegistered(_) | P::NoTokio(_) => INTERNAL,
-        // CircuitOpen, NoCapacity, Create, Aborted, Inner, Shutdown (PoolError is non-exhaustive).
+        // NoCapacity, Create, Aborted, Inner, Shutdown (PoolError is non-exhaustive).
         _ => UNAVAILABLE,
         #[allow(unreachable_patterns)]
         _ => INTERNAL,

@@ -248,6 +248,16 @@ pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
     if let Some(timeout) = scaling.idle_timeout {
         config = config.idle_timeout(timeout);
     }
+    if scaling.breaker_threshold.is_some() || scaling.breaker_open_time.is_some() {
+        let mut breaker = esb_pool::BreakerConfig::default();
+        if let Some(failures) = scaling.breaker_threshold {
+            breaker = breaker.failure_threshold(failures);
+        }
+        if let Some(time) = scaling.breaker_open_time {
+            breaker = breaker.recovery_time(time);
+        }
+        config = config.breaker(Some(breaker));
+    }
     config
 }
 

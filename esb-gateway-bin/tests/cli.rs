@@ -229,3 +229,22 @@ fn function_logs_reach_the_terminal_prefixed_and_are_flushed_on_shutdown() {
         assert!(used >= 1, "{report}");
     }
 }
+
+#[test]
+fn help_never_shows_the_function_secret() {
+    for program in [
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_esb-gateway")),
+        support::agent_binary(),
+    ] {
+        let output = Command::new(program)
+            .arg("--help")
+            .env("ESB_FUNCTION_AWS_SECRET_ACCESS_KEY", "do-not-print-me")
+            .env("ESB_FUNCTION_AWS_SESSION_TOKEN", "nor-this-token")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("--function-secret-access-key"), "{help}");
+        assert!(!help.contains("do-not-print-me"), "{help}");
+        assert!(!help.contains("nor-this-token"), "{help}");
+    }
+}

@@ -46,3 +46,34 @@ fn check_rejects_a_min_capacity_over_the_default_max() {
     assert_eq!(fields, ["functions.f.scaling.min_capacity"]);
     assert!(problems.0[0].message.contains("over max_capacity 10"));
 }
+
+#[test]
+fn breaker_settings_come_from_scaling_field_by_field() {
+    let config = pool_config(&function("functions: { f: { command: [./f] } }"));
+    assert_eq!(config.breaker, None, "unset: the pool's breaker applies");
+
+    let config = pool_config(&function(
+        "defaults: { scaling: { breaker_open_time: 7.5 } }\n\
+         functions: { f: { command: [./f], scaling: { breaker_threshold: 0 } } }",
+    ));
+    let breaker = config.breaker.unwrap();
+    assert_eq!(breaker.failure_threshold, 0);
+    assert_eq!(breaker.recovery_time, Duration::from_millis(7500));
+
+    let config = pool_config(&function(
+        "functions: { f: { command: [./f], scaling: { breaker_threshold: 4 } } }",
+    ));
+    let breaker = config.breaker.unwrap();
+    assert_eq!(breaker.failure_threshold, 4);
+    assert_eq!(breaker.recovery_time, esb_pool::DEFAULT_RECOVERY_TIME);
+}
+
+#[test]
+fn a_bad_breaker_setting_names_its_field() {
+    let yml = "functions: { f: { command: [./f], scaling: { breaker_open_time: 0 } } }";
+    let err = Config::from_yaml_str(yml, "routes: []", &|_| None).unwrap_err();
+    assert!(
+        err.to_string().contains("scaling.breaker_open_time"),
+        "{err}"
+    );
+}

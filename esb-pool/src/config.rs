@@ -55,6 +55,8 @@ pub struct FunctionPoolConfig {
     pub idle_timeout: Duration,
     /// Freeze a sandbox once it has been idle this long; `None` never freezes.
     pub pause_idle: Option<Duration>,
+    /// This function's circuit breaker; `None` takes the pool's ([`PoolConfig::breaker`]).
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl FunctionPoolConfig {
@@ -68,6 +70,7 @@ impl FunctionPoolConfig {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             pause_idle: DEFAULT_PAUSE_IDLE,
+            breaker: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl FunctionPoolConfig {
         acquire_timeout: Duration,
         idle_timeout: Duration,
         pause_idle: Option<Duration>,
+        breaker: Option<BreakerConfig>,
     }
 
     /// The function's name.

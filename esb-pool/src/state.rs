@@ -100,7 +100,8 @@ impl Shared {
         if functions.contains_key(config.name()) {
             return Err(PoolError::AlreadyRegistered(config.name().to_owned()));
         }
-        let function = Arc::new(FunctionPool::new(config, self.breaker));
+        let breaker = config.breaker.unwrap_or(self.breaker);
+        let function = Arc::new(FunctionPool::new(config, breaker));
         functions.insert(Arc::clone(&function.name), Arc::clone(&function));
         Ok(function)
     }

@@ -237,6 +237,33 @@ async fn breaker_opens_fails_fast_and_closes_after_a_good_probe() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_functions_own_breaker_wins_over_the_pools() {
+    let (runtime, knobs, _) = support::runtime("a");
+    let own = function("own", 4).breaker(Some(BreakerConfig::new(1, Duration::from_secs(2))));
+    let mut cfg = config(vec![own, function("pooled", 4)]);
+    cfg.breaker = BreakerConfig::new(3, Duration::from_secs(60));
+    let pool = Pool::new(cfg, vec![runtime]).unwrap();
+    knobs.fail_create.store(true, Ordering::SeqCst);
+
+    pool.invoke(invocation("own")).await.unwrap_err();
+    assert_eq!(pool.stats("own").unwrap().breaker, BreakerState::Open);
+    for _ in 0..2 {
+        pool.invoke(invocation("pooled")).await.unwrap_err();
+    }
+    assert_eq!(pool.stats("pooled").unwrap().breaker, BreakerState::Closed);
+    pool.invoke(invocation("pooled")).await.unwrap_err();
+    assert_eq!(pool.stats("pooled").unwrap().breaker, BreakerState::Open);
+
+    // The function's own open time (2 s), not the pool's (60 s).
+    knobs.fail_create.store(false, Ordering::SeqCst);
+    advance(2_000).await;
+    pool.invoke(invocation("own")).await.unwrap();
+    assert_eq!(pool.stats("own").unwrap().breaker, BreakerState::Closed);
+    let err = pool.invoke(invocation("pooled")).await.unwrap_err();
+    assert!(matches!(err, PoolError::CircuitOpen { .. }), "{err:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_the_breaker() {
     let (runtime, knobs, seen) = support::runtime("a");
     let mut cfg = config(vec![function("f", 4)]);

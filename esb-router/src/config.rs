@@ -136,6 +136,10 @@ pub struct Scaling {
     pub idle_timeout: Option<Duration>,
     /// How long a request waits for a sandbox when all are busy.
     pub acquire_timeout: Option<Duration>,
+    /// Consecutive sandbox failures that open the function's circuit breaker (0 disables it).
+    pub breaker_threshold: Option<u32>,
+    /// How long the breaker stays open before one request probes again.
+    pub breaker_open_time: Option<Duration>,
 }
 
 impl Scaling {
@@ -163,6 +167,18 @@ impl Scaling {
         self
     }
 
+    /// Sets `breaker_threshold`.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker_threshold = Some(failures);
+        self
+    }
+
+    /// Sets `breaker_open_time`.
+    pub fn breaker_open_time(mut self, time: Duration) -> Self {
+        self.breaker_open_time = Some(time);
+        self
+    }
+
     /// Fills every field left unset from `defaults`.
     pub(crate) fn or(self, defaults: Scaling) -> Scaling {
         Scaling {
@@ -170,6 +186,8 @@ impl Scaling {
             min_capacity: self.min_capacity.or(defaults.min_capacity),
             idle_timeout: self.idle_timeout.or(defaults.idle_timeout),
             acquire_timeout: self.acquire_timeout.or(defaults.acquire_timeout),
+            breaker_threshold: self.breaker_threshold.or(defaults.breaker_threshold),
+            breaker_open_time: self.breaker_open_time.or(defaults.breaker_open_time),
         }
     }
 }

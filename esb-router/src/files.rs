@@ -272,10 +272,16 @@ fn read_scaling(map: &Mapping, report: &mut Report<'_>, item: &str) -> Scaling {
             "acquire_timeout" => {
                 s.acquire_timeout = read_seconds(value, report, item, &field, &POOL_DURATION);
             }
+            "breaker_threshold" => {
+                s.breaker_threshold = read_count(value, report, item, &field, 0);
+            }
+            "breaker_open_time" => {
+                s.breaker_open_time = read_seconds(value, report, item, &field, &POOL_DURATION);
+            }
             _ => report.push(
                 item,
                 &field,
-                "unknown field: expected one of max_capacity, min_capacity, idle_timeout, acquire_timeout",
+                "unknown field: expected one of max_capacity, min_capacity, idle_timeout, acquire_timeout, breaker_threshold, breaker_open_time",
             ),
         }
     }

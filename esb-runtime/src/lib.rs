@@ -58,7 +58,9 @@ pub use error::{BoxError, Error, Result};
 pub use invoke::{FunctionError, InvokeRequest, InvokeResponse, InvokeResult, billed};
 pub use logs::{LogLine, LogSink, LogStream};
 #[cfg(any(feature = "process", feature = "containerd"))]
-pub use sandbox::LambdaSettings;
+pub use sandbox::{
+    DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, FunctionCredentials, LambdaSettings,
+};
 pub use spec::{
     Capabilities, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState,
 };

@@ -31,7 +31,9 @@ pub struct ProcessConfig {
     pub lambda: LambdaSettings,
     /// Working directory of the processes and `LAMBDA_TASK_ROOT`; the current directory when `None`.
     pub task_root: Option<PathBuf>,
-    /// Variables of this process passed on to sandboxes (besides the Lambda ones).
+    /// Variables of this process passed on to sandboxes (besides the Lambda ones); by
+    /// default only `PATH`, so that a function finds the host's interpreters. Nothing else
+    /// of the host (`HOME`, `RUST_BACKTRACE`, `RUST_LOG`, credentials) reaches a sandbox.
     pub inherit_env: Vec<String>,
     /// Pin each sandbox to as many CPUs as Lambda gives its memory size (one per 1,769 MB,
     /// at least one), chosen in turn among the CPUs this process may use.
@@ -51,9 +53,7 @@ impl Default for ProcessConfig {
         Self {
             lambda: LambdaSettings::default(),
             task_root: None,
-            inherit_env: ["PATH", "HOME", "LANG", "RUST_BACKTRACE"]
-                .map(String::from)
-                .to_vec(),
+            inherit_env: vec!["PATH".to_owned()],
             pin_cpus: true,
         }
     }
@@ -183,7 +183,8 @@ impl ProcessRuntime {
         id: &SandboxId,
         api: &str,
     ) -> BTreeMap<String, String> {
-        let mut env = BTreeMap::new();
+        // `LANG` as Lambda sets it; an inherited one wins.
+        let mut env = BTreeMap::from([("LANG".to_owned(), "en_US.UTF-8".to_owned())]);
         for key in &self.config.inherit_env {
             if let Ok(value) = std::env::var(key) {
                 env.insert(key.clone(), value);

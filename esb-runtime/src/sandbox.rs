@@ -34,6 +34,72 @@ pub struct LambdaSettings {
     pub init_timeout: Duration,
     /// Where function log lines and START/END/REPORT lines go.
     pub log_sink: Arc<dyn LogSink>,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` of every sandbox.
+    pub credentials: FunctionCredentials,
+}
+
+/// The credentials Lambda hands a function in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+/// and `AWS_SESSION_TOKEN`; by default harmless local ones, so that SDKs inside functions
+/// sign requests to the box's companions. The secret and the token never appear in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionCredentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN`, unset when `None`.
+    pub session_token: Option<String>,
+}
+
+/// `AWS_ACCESS_KEY_ID` of functions unless configured.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "esb-local";
+/// `AWS_SECRET_ACCESS_KEY` of functions unless configured.
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "esb-local-secret";
+
+impl Default for FunctionCredentials {
+    fn default() -> Self {
+        Self::new(DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, None)
+    }
+}
+
+impl FunctionCredentials {
+    /// Credentials from a key id, its secret and an optional session token.
+    pub fn new(
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Self {
+        Self {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token,
+        }
+    }
+
+    /// The variables a sandbox gets.
+    fn variables(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        [
+            ("AWS_ACCESS_KEY_ID", Some(&self.access_key_id)),
+            ("AWS_SECRET_ACCESS_KEY", Some(&self.secret_access_key)),
+            ("AWS_SESSION_TOKEN", self.session_token.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?.clone())))
+    }
+}
+
+impl std::fmt::Debug for FunctionCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for LambdaSettings {
@@ -43,6 +109,7 @@ impl Default for LambdaSettings {
             account_id: "000000000000".into(),
             init_timeout: Duration::from_secs(10),
             log_sink: Arc::new(TerminalLogSink),
+            credentials: FunctionCredentials::default(),
         }
     }
 }
@@ -53,12 +120,13 @@ impl std::fmt::Debug for LambdaSettings {
             .field("region", &self.region)
             .field("account_id", &self.account_id)
             .field("init_timeout", &self.init_timeout)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
 
 /// The builder setters of the [`LambdaSettings`] a backend's config holds in a field: the
-/// same four methods on each config.
+/// same methods on each config.
 macro_rules! lambda_setters {
     ($field:ident) => {
         /// Sets `AWS_REGION` and the region in function ARNs.
@@ -84,6 +152,13 @@ macro_rules! lambda_setters {
             self.$field.log_sink = sink;
             self
         }
+
+        /// Sets the `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` of
+        /// every sandbox.
+        pub fn credentials(mut self, credentials: crate::FunctionCredentials) -> Self {
+            self.$field.credentials = credentials;
+            self
+        }
     };
 }
 pub(crate) use lambda_setters;
@@ -101,7 +176,8 @@ impl LambdaSettings {
         })
     }
 
-    /// The variables Lambda sets in every sandbox of `spec`.
+    /// The variables Lambda sets in every sandbox of `spec`, credentials included; a
+    /// backend adds the function's own variables after them, so those win.
     ///
     /// `task_root` is `LAMBDA_TASK_ROOT`; `runtime_api` is `AWS_LAMBDA_RUNTIME_API` when the
     /// function polls one; `backend` ends `AWS_EXECUTION_ENV` (`AWS_Lambda_esb_<backend>`).
@@ -141,6 +217,11 @@ impl LambdaSettings {
         if let Some(api) = runtime_api {
             env.insert("AWS_LAMBDA_RUNTIME_API".into(), api.to_owned());
         }
+        env.extend(
+            self.credentials
+                .variables()
+                .map(|(key, value)| (key.to_owned(), value)),
+        );
         env
     }
 

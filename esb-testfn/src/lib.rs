@@ -34,6 +34,13 @@ pub const REPORTED_ENV: &[&str] = &[
     "LAMBDA_TASK_ROOT",
     "AWS_LAMBDA_RUNTIME_API",
     "ESB_TEST_VAR",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "LANG",
+    "HOME",
+    "RUST_BACKTRACE",
+    "RUST_LOG",
 ];
 
 /// The handler: see the crate docs for what the event can ask.
