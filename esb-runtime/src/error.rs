@@ -56,6 +56,17 @@ pub enum Error {
         /// What happened (exit status, signal, OOM kill).
         reason: String,
     },
+    /// The sandbox's runtime had exited while idle, before it took the invocation: the
+    /// invocation never ran and can be retried on another sandbox.
+    #[error("RequestId: {request_id} Error: {reason} (sandbox {id} exited while idle)")]
+    ExitedIdle {
+        /// The sandbox.
+        id: SandboxId,
+        /// The invocation that did not run.
+        request_id: String,
+        /// How the runtime exited, in Lambda's words.
+        reason: String,
+    },
     /// The request payload is over Lambda's 6 MB limit.
     #[error("payload of {size} bytes is over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -146,6 +157,7 @@ impl Error {
                 | Error::InitTimeout { .. }
                 | Error::InitFailed { .. }
                 | Error::SandboxLost { .. }
+                | Error::ExitedIdle { .. }
                 | Error::NotFound(_)
         )
     }
@@ -156,7 +168,7 @@ impl Error {
             Error::Timeout { .. } => "Sandbox.Timedout",
             Error::InitTimeout { .. } => "Runtime.InitTimeout",
             Error::InitFailed { .. } => "Runtime.InitError",
-            Error::SandboxLost { .. } => "Runtime.ExitError",
+            Error::SandboxLost { .. } | Error::ExitedIdle { .. } => "Runtime.ExitError",
             Error::PayloadTooLarge { .. } => "RequestTooLargeException",
             _ => "ServiceException",
         }

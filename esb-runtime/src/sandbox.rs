@@ -390,6 +390,12 @@ impl Core {
             return Err(Error::Paused(self.info.id.clone()));
         }
         let request_id = request.request_id.clone();
+        // A runtime that exited while idle never sees the invocation: no START, and the
+        // caller may run it elsewhere.
+        if let Some(err) = self.broker.exited_idle(&request_id) {
+            kill().await;
+            return Err(err);
+        }
         let log = |message| lambda.platform_log(&self.info, &request_id, message);
         log(format!("START RequestId: {request_id} Version: $LATEST"));
         let result = run(request).await;
