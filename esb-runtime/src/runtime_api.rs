@@ -278,6 +278,19 @@ impl Broker {
         }
     }
 
+    /// Waits until the sandbox's init has ended (its runtime polled `/next` or it died), for
+    /// at most the rest of the init timeout.
+    #[cfg_attr(
+        not(any(feature = "process", feature = "containerd")),
+        allow(dead_code)
+    )]
+    pub(crate) async fn wait_init(&self) {
+        let mut phase = self.inner.phase.subscribe();
+        let deadline = self.inner.created + self.inner.config.init_timeout;
+        let _ =
+            tokio::time::timeout_at(deadline.into(), phase.wait_for(|p| *p != Phase::Init)).await;
+    }
+
     /// Runs one invocation: waits for init on a new sandbox, hands the event to the runtime,
     /// and waits for its answer until the deadline.
     ///

@@ -89,8 +89,18 @@ macro_rules! lambda_setters {
 pub(crate) use lambda_setters;
 
 impl LambdaSettings {
-    /// A broker of the Lambda Runtime API for a sandbox that starts now.
+    /// A broker of the Lambda Runtime API for a sandbox that starts now; logs the sandbox's
+    /// `INIT_START` line, as Lambda does before any output of its init.
     pub(crate) fn broker(&self, id: &SandboxId, function_name: &str, timeout: Duration) -> Broker {
+        self.log_sink.log(LogLine {
+            time: SystemTime::now(),
+            function_name: function_name.into(),
+            sandbox_id: id.as_str().into(),
+            request_id: None,
+            trace_id: None,
+            stream: LogStream::Platform,
+            message: logs::init_start_line(&self.region),
+        });
         Broker::new(BrokerConfig {
             sandbox_id: id.clone(),
             function_name: function_name.to_owned(),
@@ -287,6 +297,8 @@ pub(crate) struct Core {
     pub(crate) exited: watch::Receiver<Option<String>>,
     /// Stops its Runtime API server.
     stop_server: Mutex<Option<oneshot::Sender<()>>>,
+    /// Its function polls the Runtime API (not an emulator's HTTP endpoint).
+    runtime_api: bool,
 }
 
 /// What [`Core::invoke`] does with an invocation of a paused sandbox.
@@ -315,7 +327,16 @@ impl Core {
             paused: AtomicBool::new(false),
             exited,
             stop_server: Mutex::new(stop_server),
+            runtime_api: true,
         }
+    }
+
+    /// Says whether its function polls the Runtime API (the default); one that does not
+    /// has no init for an invocation to wait for.
+    #[cfg_attr(not(feature = "containerd"), allow(dead_code))]
+    pub(crate) fn runtime_api(mut self, runtime_api: bool) -> Self {
+        self.runtime_api = runtime_api;
+        self
     }
 
     /// Its state now.
@@ -395,6 +416,11 @@ impl Core {
         if let Some(err) = self.broker.exited_idle(&request_id) {
             kill().await;
             return Err(err);
+        }
+        // A new sandbox's init output comes before its first START, as on Lambda.
+        if self.runtime_api {
+            self.broker.wait_init().await;
+            self.broker.output().settle().await;
         }
         let log = |message| lambda.platform_log(&self.info, &request_id, message);
         log(format!("START RequestId: {request_id} Version: $LATEST"));

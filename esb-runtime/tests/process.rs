@@ -454,3 +454,43 @@ async fn sandboxes_get_cpus_in_proportion_to_memory_like_lambda() {
     let unpinned = ProcessRuntime::new(ProcessConfig::default().pin_cpus(false));
     assert_eq!(cpus_seen(unpinned, 128).await, host as u64);
 }
+
+#[tokio::test]
+async fn init_start_and_init_output_come_before_the_first_start() {
+    let (runtime, logs) = runtime();
+    let bin = esb_testfn::binary().expect("build esb-testfn");
+    // The function prints during its init, then takes its first invocation.
+    let script = format!("echo initializing; sleep 0.2; exec {}", bin.display());
+    let spec = SandboxSpec::new("init-printer").command(["/bin/sh", "-c", script.as_str()]);
+    let sandbox = runtime.create(spec).await.unwrap();
+    let req = request(json!({}));
+    let request_id = req.request_id.clone();
+    runtime.invoke(&sandbox.id, req).await.unwrap();
+    let messages: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.sandbox_id.as_ref() == sandbox.id.as_str())
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(
+        messages[0],
+        "INIT_START Runtime Version: esb.v1\tRuntime Version ARN: arn:aws:lambda:eu-west-1::runtime:esb.v1",
+        "{messages:?}"
+    );
+    let init = messages.iter().position(|m| m == "initializing").unwrap();
+    let start = messages
+        .iter()
+        .position(|m| *m == format!("START RequestId: {request_id} Version: $LATEST"))
+        .unwrap();
+    assert!(init < start, "init output after START: {messages:?}");
+    let line = logs
+        .lines()
+        .into_iter()
+        .find(|l| l.message == "initializing")
+        .unwrap();
+    assert_eq!(
+        line.request_id, None,
+        "init output belongs to no invocation"
+    );
+    runtime.destroy(&sandbox.id).await.unwrap();
+}

@@ -40,6 +40,15 @@ pub fn report_line(request_id: &str, response: &crate::InvokeResponse, memory_mb
     line
 }
 
+/// The `INIT_START` line Lambda writes as a sandbox starts, before any output of its init:
+/// `INIT_START Runtime Version: <version>\tRuntime Version ARN: <arn>`; ESB's runtime
+/// version is `esb.v1`.
+pub fn init_start_line(region: &str) -> String {
+    format!(
+        "INIT_START Runtime Version: esb.v1\tRuntime Version ARN: arn:aws:lambda:{region}::runtime:esb.v1"
+    )
+}
+
 /// `YYYY/MM/DD` of a time in UTC, as in Lambda's log stream names.
 pub fn utc_date(time: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(time)
