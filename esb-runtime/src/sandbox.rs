@@ -422,6 +422,7 @@ impl Core {
             self.broker.wait_init().await;
             self.broker.output().settle().await;
         }
+        let xray = request.trace_id.as_deref().and_then(logs::xray_report);
         let log = |message| lambda.platform_log(&self.info, &request_id, message);
         log(format!("START RequestId: {request_id} Version: $LATEST"));
         let result = run(request).await;
@@ -431,7 +432,12 @@ impl Core {
             Ok(mut response) => {
                 response.max_memory_used_mb = (peak_bytes() / (1024 * 1024)).max(1);
                 log(format!("END RequestId: {request_id}"));
-                log(logs::report_line(&request_id, &response, self.memory_mb));
+                let mut report = logs::report_line(&request_id, &response, self.memory_mb);
+                if let Some(xray) = xray {
+                    report.push('\t');
+                    report.push_str(&xray);
+                }
+                log(report);
                 Ok(response)
             }
             Err(err) => {
