@@ -441,7 +441,14 @@ impl Core {
                 Ok(response)
             }
             Err(err) => {
-                log(format!("{request_id} Error: {err}"));
+                match &err {
+                    // Lambda's two lines for a runtime that exited.
+                    Error::SandboxLost { reason, .. } => {
+                        log(format!("RequestId: {request_id} Error: {reason}"));
+                        log(err.lambda_error_type().to_owned());
+                    }
+                    _ => log(format!("{request_id} Error: {err}")),
+                }
                 log(format!("END RequestId: {request_id}"));
                 if err.is_sandbox_fatal() {
                     kill().await;

@@ -272,7 +272,7 @@ async fn exit_and_panic_are_sandbox_lost_and_leave_no_zombie() {
 
 #[tokio::test]
 async fn exit_during_init_fails_the_first_invoke_at_once() {
-    let (runtime, _) = runtime();
+    let (runtime, logs) = runtime();
     let spec = SandboxSpec::new("no-init")
         .command(["/bin/sh", "-c", "echo starting; exit 3"])
         .timeout(Duration::from_secs(30));
@@ -287,6 +287,25 @@ async fn exit_during_init_fails_the_first_invoke_at_once() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5), "it hung");
+    // Logged as Lambda logs it.
+    let platform: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.stream == LogStream::Platform && l.request_id.is_some())
+        .map(|l| l.message)
+        .collect();
+    let request_id = platform[0]
+        .strip_prefix("START RequestId: ")
+        .and_then(|rest| rest.strip_suffix(" Version: $LATEST"))
+        .unwrap();
+    assert_eq!(
+        platform[1..],
+        [
+            format!("RequestId: {request_id} Error: Runtime exited with error: exit status 3"),
+            "Runtime.ExitError".to_owned(),
+            format!("END RequestId: {request_id}"),
+        ]
+    );
     runtime.destroy(&sandbox.id).await.unwrap();
 }
 
