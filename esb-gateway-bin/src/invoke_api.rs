@@ -273,7 +273,7 @@ where
         // The function timed out, crashed or failed its init: a function error for the
         // Invoke API, as Lambda reports it.
         Err(RequestError::Pool(PoolError::Runtime(err))) if err.is_sandbox_fatal() => {
-            Outcome::sandbox_failed(&err)
+            Outcome::sandbox_failed(&ids.request_id, &err)
         }
         // The function's command cannot be started: Lambda's answer to a missing bootstrap.
         Err(RequestError::Pool(PoolError::Create {
@@ -383,10 +383,11 @@ impl Outcome {
     }
 
     /// The sandbox failed the invocation: an error document as Lambda writes it.
-    fn sandbox_failed(err: &esb_runtime::Error) -> Self {
+    fn sandbox_failed(request_id: &str, err: &esb_runtime::Error) -> Self {
+        let (error_type, message) = err.lambda_error(request_id);
         let document = serde_json::json!({
-            "errorType": err.lambda_error_type(),
-            "errorMessage": err.to_string(),
+            "errorType": error_type,
+            "errorMessage": message,
         });
         Self {
             body: Bytes::from(document.to_string()),

@@ -34,12 +34,13 @@ impl RequestIds {
         }
     }
 
-    /// An invocation carrying this request's ids.
+    /// An invocation carrying this request's ids; the function's trace header is
+    /// [`function_trace`] of the request's.
     pub fn invoke_request(&self, payload: Bytes) -> InvokeRequest {
         InvokeRequest {
             request_id: self.request_id.clone(),
             payload,
-            trace_id: self.trace.to_str().ok().map(str::to_owned),
+            trace_id: self.trace.to_str().ok().map(function_trace),
             ..InvokeRequest::default()
         }
     }
@@ -67,6 +68,30 @@ impl Stamp {
             headers.insert(REQUEST_ID_HEADER, id);
         }
         headers.insert(TRACE_HEADER, self.trace);
+    }
+}
+
+/// The trace header a function gets (`Lambda-Runtime-Trace-Id`), as Lambda writes it:
+/// the request's `Root`, a new `Parent` (the function's segment, child of the caller's), and
+/// the caller's sampling decision, `Sampled=0` when it made none.
+pub(crate) fn function_trace(header: &str) -> String {
+    let field = |name: &str| {
+        header
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('='))
+    };
+    let parent: String = uuid::Uuid::new_v4().as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let sampled = match field("Sampled") {
+        Some("1") => "1",
+        _ => "0",
+    };
+    match field("Root") {
+        Some(root) => format!("Root={root};Parent={parent};Sampled={sampled}"),
+        // Not an X-Ray header: passed on as it came.
+        None => header.to_owned(),
     }
 }
 
@@ -119,9 +144,13 @@ mod tests {
         );
         let ids = RequestIds::new(&headers);
         assert_eq!(ids.trace, headers[TRACE_HEADER]);
-        assert_eq!(
-            ids.invoke_request(Bytes::new()).trace_id.as_deref(),
-            Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")
-        );
+        // The function gets the same root and sampling, under a segment of its own.
+        let function = ids.invoke_request(Bytes::new()).trace_id.unwrap();
+        let (head, sampled) = function.rsplit_once(";Sampled=").unwrap();
+        assert_eq!(sampled, "1");
+        let (root, parent) = head.split_once(";Parent=").unwrap();
+        assert_eq!(root, "Root=1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(parent.len(), 16);
+        assert!(parent.chars().all(|c| c.is_ascii_hexdigit()), "{function}");
     }
 }

@@ -194,7 +194,13 @@ async fn every_response_carries_a_request_id_and_the_callers_trace_id_reaches_th
         .unwrap()
         .to_owned();
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["traceId"], trace);
+    // The function's header, as Lambda's: the caller's root and sampling, a segment of its own.
+    let seen = body["traceId"].as_str().unwrap();
+    let parent = seen
+        .strip_prefix("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=")
+        .and_then(|rest| rest.strip_suffix(";Sampled=1"))
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert_eq!(parent.len(), 16, "{seen}");
     assert_eq!(body["requestContext"]["requestId"], request_id.as_str());
 
     // Errors too, with a generated trace id.

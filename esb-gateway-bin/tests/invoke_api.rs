@@ -396,3 +396,36 @@ async fn a_runtime_that_keeps_its_logs_still_gets_start_end_and_report() {
     assert_eq!(lines.next(), None, "{log}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_runtime_that_exited_while_idle_is_replaced_by_a_cold_start() {
+    let (gw, _) = start().await;
+    // The function answers, then its runtime exits while the sandbox is idle (as awslambdaric
+    // does after its over-6 MB response is refused).
+    let response = invoke(
+        &gw,
+        "plain",
+        "RequestResponse",
+        json!({"exit_after_ms": 10}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let first: Value = response.json().await.unwrap();
+    // Well within the pool's sweep of dead sandboxes (every second).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = invoke(&gw, "plain", "RequestResponse", json!({"n": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        !response.headers().contains_key("x-amz-function-error"),
+        "the dead sandbox was leased"
+    );
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(second["echo"], json!({"n": 2}));
+    assert_ne!(first["pid"], second["pid"], "no cold start");
+    gw.shutdown().await;
+}

@@ -134,9 +134,13 @@ impl Service<SandboxCall> for RuntimeInvoker {
 /// Leases a sandbox for `invocation` and runs `inner` on it in its own task, so a caller
 /// that leaves does not cut an invocation short; the sandbox returns to the pool when the
 /// invocation ends.
+///
+/// A sandbox whose runtime turns out to have exited while idle
+/// ([`RuntimeError::ExitedIdle`]: the invocation never ran) is destroyed, and the
+/// invocation runs once more on another sandbox, a new one if no other is idle.
 pub(crate) async fn serve<S>(
     shared: &Arc<Shared>,
-    mut inner: S,
+    inner: S,
     invocation: Invocation,
 ) -> Result<PoolResponse, PoolError>
 where
@@ -144,13 +148,51 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    let mut lease = lease::acquire(shared, &invocation.function).await?;
-    let function = invocation.function;
+    let Invocation { function, request } = invocation;
+    // The payload is reference-counted: keeping a copy for the retry is cheap.
+    let mut retry = Some(request.clone());
+    let mut attempt = (inner, request);
+    loop {
+        let (inner, request) = attempt;
+        let (result, inner) = serve_once(shared, inner, &function, request).await?;
+        match result {
+            Err(err) if is_exited_idle(&err) => match retry.take() {
+                Some(request) => {
+                    tracing::info!(function = %function, %err, "sandbox had exited while idle: retrying on another");
+                    attempt = (inner, request);
+                }
+                None => return Err(PoolError::from_inner(&function, err)),
+            },
+            result => return result.map_err(|err| PoolError::from_inner(&function, err)),
+        }
+    }
+}
+
+fn is_exited_idle(err: &BoxError) -> bool {
+    matches!(
+        err.downcast_ref::<RuntimeError>(),
+        Some(RuntimeError::ExitedIdle { .. })
+    )
+}
+
+/// One attempt of [`serve`]: the outcome, and the inner service back for another attempt.
+async fn serve_once<S>(
+    shared: &Arc<Shared>,
+    mut inner: S,
+    function: &str,
+    request: InvokeRequest,
+) -> Result<(Result<PoolResponse, BoxError>, S), PoolError>
+where
+    S: Service<SandboxCall, Response = InvokeResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let mut lease = lease::acquire(shared, function).await?;
     let call = SandboxCall::new(
-        function.clone(),
+        function.to_owned(),
         lease.id().clone(),
         Arc::clone(lease.runtime()),
-        invocation.request,
+        request,
     )
     .cold_start(lease.cold_start());
     let task = tokio::spawn(async move {
@@ -172,10 +214,11 @@ where
             },
         }
         drop(lease);
-        result.map(|response| PoolResponse::new(response, cold_start, sandbox_id))
+        let result = result.map(|response| PoolResponse::new(response, cold_start, sandbox_id));
+        (result, inner)
     });
-    match task.await {
-        Ok(result) => result.map_err(|err| PoolError::from_inner(&function, err)),
-        Err(source) => Err(PoolError::Aborted { function, source }),
-    }
+    task.await.map_err(|source| PoolError::Aborted {
+        function: function.to_owned(),
+        source,
+    })
 }

@@ -167,3 +167,26 @@ async fn a_process_that_exits_mid_invocation_is_replaced() {
     assert_eq!(runtime.creates.load(Ordering::SeqCst), 2);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_exits_while_idle_is_never_leased() {
+    let runtime = counting_runtime();
+    // A janitor that sweeps rarely: the sweep that would drop the dead sandbox comes too late.
+    let config = PoolConfig::new([testfn(1)]).janitor_interval(Duration::from_secs(60));
+    let pool = Pool::new(config, vec![runtime.clone() as Arc<dyn Runtime>]).unwrap();
+    // The function answers, then its runtime exits while the sandbox sits idle.
+    let first = invoke(&pool, r#"{"exit_after_ms":20}"#)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = invoke(&pool, "{}").await.unwrap().unwrap();
+    assert!(second.cold_start, "the dead sandbox was leased");
+    assert_ne!(pid(&first), pid(&second));
+    assert_eq!(runtime.creates.load(Ordering::SeqCst), 2);
+    // The replacement is pooled as usual.
+    let third = invoke(&pool, "{}").await.unwrap().unwrap();
+    assert!(!third.cold_start);
+    assert_eq!(pid(&second), pid(&third));
+    pool.shutdown().await;
+}

@@ -56,6 +56,17 @@ pub enum Error {
         /// What happened (exit status, signal, OOM kill).
         reason: String,
     },
+    /// The sandbox's runtime had exited while idle, before it took the invocation: the
+    /// invocation never ran and can be retried on another sandbox.
+    #[error("RequestId: {request_id} Error: {reason} (sandbox {id} exited while idle)")]
+    ExitedIdle {
+        /// The sandbox.
+        id: SandboxId,
+        /// The invocation that did not run.
+        request_id: String,
+        /// How the runtime exited, in Lambda's words.
+        reason: String,
+    },
     /// The request payload is over Lambda's 6 MB limit.
     #[error("payload of {size} bytes is over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -146,8 +157,27 @@ impl Error {
                 | Error::InitTimeout { .. }
                 | Error::InitFailed { .. }
                 | Error::SandboxLost { .. }
+                | Error::ExitedIdle { .. }
                 | Error::NotFound(_)
         )
+    }
+
+    /// The `errorType` and `errorMessage` Lambda answers for invocation `request_id` that
+    /// failed with this error: an init error keeps the type the runtime posted
+    /// (`Runtime.ImportModuleError`), a runtime that exited reads
+    /// `RequestId: <id> Error: Runtime exited with error: exit status 3`.
+    pub fn lambda_error(&self, request_id: &str) -> (String, String) {
+        match self {
+            Error::InitFailed {
+                error_type,
+                error_message,
+            } if !error_type.is_empty() => (error_type.clone(), error_message.clone()),
+            Error::SandboxLost { reason, .. } | Error::ExitedIdle { reason, .. } => (
+                self.lambda_error_type().to_owned(),
+                format!("RequestId: {request_id} Error: {reason}"),
+            ),
+            other => (other.lambda_error_type().to_owned(), other.to_string()),
+        }
     }
 
     /// The Lambda error type a caller of the Invoke API would see for this error.
@@ -156,7 +186,7 @@ impl Error {
             Error::Timeout { .. } => "Sandbox.Timedout",
             Error::InitTimeout { .. } => "Runtime.InitTimeout",
             Error::InitFailed { .. } => "Runtime.InitError",
-            Error::SandboxLost { .. } => "Runtime.ExitError",
+            Error::SandboxLost { .. } | Error::ExitedIdle { .. } => "Runtime.ExitError",
             Error::PayloadTooLarge { .. } => "RequestTooLargeException",
             _ => "ServiceException",
         }
@@ -165,3 +195,34 @@ impl Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_errors_read_as_lambda_writes_them() {
+        let init = Error::InitFailed {
+            error_type: "Runtime.ImportModuleError".into(),
+            error_message: "Unable to import module 'app': No module named 'app'".into(),
+        };
+        assert_eq!(
+            init.lambda_error("r-1"),
+            (
+                "Runtime.ImportModuleError".to_owned(),
+                "Unable to import module 'app': No module named 'app'".to_owned()
+            )
+        );
+        let lost = Error::SandboxLost {
+            id: SandboxId::new("sb-1"),
+            reason: "Runtime exited with error: exit status 3".into(),
+        };
+        assert_eq!(
+            lost.lambda_error("r-2"),
+            (
+                "Runtime.ExitError".to_owned(),
+                "RequestId: r-2 Error: Runtime exited with error: exit status 3".to_owned()
+            )
+        );
+    }
+}

@@ -253,6 +253,52 @@ impl Broker {
         }
     }
 
+    /// The error of an invocation the runtime never took, the sandbox having died by
+    /// `death`: [`Error::ExitedIdle`] when the runtime exited after its init (the invocation
+    /// can run elsewhere), the death's own error otherwise.
+    fn untaken_error(&self, death: &Death, request_id: &str) -> Error {
+        match death {
+            Death::Lost(reason) if self.init_duration().is_some() => Error::ExitedIdle {
+                id: self.inner.config.sandbox_id.clone(),
+                request_id: request_id.to_owned(),
+                reason: reason.clone(),
+            },
+            death => self.death_error(death),
+        }
+    }
+
+    /// [`Error::ExitedIdle`] for `request_id` when the runtime exited after its init with no
+    /// invocation in flight: an invocation now would fail without running.
+    #[cfg_attr(
+        not(any(feature = "process", feature = "containerd")),
+        allow(dead_code)
+    )]
+    pub(crate) fn exited_idle(&self, request_id: &str) -> Option<Error> {
+        let Phase::Dead(death) = self.inner.phase.borrow().clone() else {
+            return None;
+        };
+        if self.slots().in_flight.is_some() {
+            return None;
+        }
+        match self.untaken_error(&death, request_id) {
+            err @ Error::ExitedIdle { .. } => Some(err),
+            _ => None,
+        }
+    }
+
+    /// Waits until the sandbox's init has ended (its runtime polled `/next` or it died), for
+    /// at most the rest of the init timeout.
+    #[cfg_attr(
+        not(any(feature = "process", feature = "containerd")),
+        allow(dead_code)
+    )]
+    pub(crate) async fn wait_init(&self) {
+        let mut phase = self.inner.phase.subscribe();
+        let deadline = self.inner.created + self.inner.config.init_timeout;
+        let _ =
+            tokio::time::timeout_at(deadline.into(), phase.wait_for(|p| *p != Phase::Init)).await;
+    }
+
     /// Runs one invocation: waits for init on a new sandbox, hands the event to the runtime,
     /// and waits for its answer until the deadline.
     ///
@@ -283,7 +329,7 @@ impl Broker {
             let current = phase.borrow_and_update().clone();
             match current {
                 Phase::Ready => break,
-                Phase::Dead(death) => return Err(self.death_error(&death)),
+                Phase::Dead(death) => return Err(self.untaken_error(&death, &request.request_id)),
                 Phase::Init => {}
             }
             if tokio::time::timeout_at(init_deadline.into(), phase.changed())
@@ -300,6 +346,7 @@ impl Broker {
         let deadline = Instant::now() + timeout;
         let deadline_ms = epoch_ms(SystemTime::now() + timeout);
         let (answer_tx, answer_rx) = oneshot::channel();
+        let request_id = request.request_id.clone();
         let job = Job {
             request,
             deadline_ms,
@@ -309,7 +356,18 @@ impl Broker {
         let outcome = tokio::select! {
             biased;
             answer = async { send.await.ok()?; answer_rx.await.ok() } => answer,
-            death = wait_dead(&mut phase) => return Err(self.death_error(&death)),
+            death = wait_dead(&mut phase) => {
+                let taken = self
+                    .slots()
+                    .latest
+                    .as_ref()
+                    .is_some_and(|(taken, _)| *taken == request_id);
+                return Err(if taken {
+                    self.death_error(&death)
+                } else {
+                    self.untaken_error(&death, &request_id)
+                });
+            }
             _ = tokio::time::sleep_until(deadline.into()) => None,
         };
         let Some(answer) = outcome else {

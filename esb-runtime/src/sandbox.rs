@@ -164,8 +164,18 @@ macro_rules! lambda_setters {
 pub(crate) use lambda_setters;
 
 impl LambdaSettings {
-    /// A broker of the Lambda Runtime API for a sandbox that starts now.
+    /// A broker of the Lambda Runtime API for a sandbox that starts now; logs the sandbox's
+    /// `INIT_START` line, as Lambda does before any output of its init.
     pub(crate) fn broker(&self, id: &SandboxId, function_name: &str, timeout: Duration) -> Broker {
+        self.log_sink.log(LogLine {
+            time: SystemTime::now(),
+            function_name: function_name.into(),
+            sandbox_id: id.as_str().into(),
+            request_id: None,
+            trace_id: None,
+            stream: LogStream::Platform,
+            message: logs::init_start_line(&self.region),
+        });
         Broker::new(BrokerConfig {
             sandbox_id: id.clone(),
             function_name: function_name.to_owned(),
@@ -368,6 +378,8 @@ pub(crate) struct Core {
     pub(crate) exited: watch::Receiver<Option<String>>,
     /// Stops its Runtime API server.
     stop_server: Mutex<Option<oneshot::Sender<()>>>,
+    /// Its function polls the Runtime API (not an emulator's HTTP endpoint).
+    runtime_api: bool,
 }
 
 /// What [`Core::invoke`] does with an invocation of a paused sandbox.
@@ -396,7 +408,16 @@ impl Core {
             paused: AtomicBool::new(false),
             exited,
             stop_server: Mutex::new(stop_server),
+            runtime_api: true,
         }
+    }
+
+    /// Says whether its function polls the Runtime API (the default); one that does not
+    /// has no init for an invocation to wait for.
+    #[cfg_attr(not(feature = "containerd"), allow(dead_code))]
+    pub(crate) fn runtime_api(mut self, runtime_api: bool) -> Self {
+        self.runtime_api = runtime_api;
+        self
     }
 
     /// Its state now.
@@ -471,6 +492,18 @@ impl Core {
             return Err(Error::Paused(self.info.id.clone()));
         }
         let request_id = request.request_id.clone();
+        // A runtime that exited while idle never sees the invocation: no START, and the
+        // caller may run it elsewhere.
+        if let Some(err) = self.broker.exited_idle(&request_id) {
+            kill().await;
+            return Err(err);
+        }
+        // A new sandbox's init output comes before its first START, as on Lambda.
+        if self.runtime_api {
+            self.broker.wait_init().await;
+            self.broker.output().settle().await;
+        }
+        let xray = request.trace_id.as_deref().and_then(logs::xray_report);
         let log = |message| lambda.platform_log(&self.info, &request_id, message);
         log(format!("START RequestId: {request_id} Version: $LATEST"));
         let result = run(request).await;
@@ -480,11 +513,23 @@ impl Core {
             Ok(mut response) => {
                 response.max_memory_used_mb = (peak_bytes() / (1024 * 1024)).max(1);
                 log(format!("END RequestId: {request_id}"));
-                log(logs::report_line(&request_id, &response, self.memory_mb));
+                let mut report = logs::report_line(&request_id, &response, self.memory_mb);
+                if let Some(xray) = xray {
+                    report.push('\t');
+                    report.push_str(&xray);
+                }
+                log(report);
                 Ok(response)
             }
             Err(err) => {
-                log(format!("{request_id} Error: {err}"));
+                match &err {
+                    // Lambda's two lines for a runtime that exited.
+                    Error::SandboxLost { reason, .. } => {
+                        log(format!("RequestId: {request_id} Error: {reason}"));
+                        log(err.lambda_error_type().to_owned());
+                    }
+                    _ => log(format!("{request_id} Error: {err}")),
+                }
                 log(format!("END RequestId: {request_id}"));
                 if err.is_sandbox_fatal() {
                     kill().await;

@@ -272,7 +272,7 @@ async fn exit_and_panic_are_sandbox_lost_and_leave_no_zombie() {
 
 #[tokio::test]
 async fn exit_during_init_fails_the_first_invoke_at_once() {
-    let (runtime, _) = runtime();
+    let (runtime, logs) = runtime();
     let spec = SandboxSpec::new("no-init")
         .command(["/bin/sh", "-c", "echo starting; exit 3"])
         .timeout(Duration::from_secs(30));
@@ -287,6 +287,25 @@ async fn exit_during_init_fails_the_first_invoke_at_once() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5), "it hung");
+    // Logged as Lambda logs it.
+    let platform: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.stream == LogStream::Platform && l.request_id.is_some())
+        .map(|l| l.message)
+        .collect();
+    let request_id = platform[0]
+        .strip_prefix("START RequestId: ")
+        .and_then(|rest| rest.strip_suffix(" Version: $LATEST"))
+        .unwrap();
+    assert_eq!(
+        platform[1..],
+        [
+            format!("RequestId: {request_id} Error: Runtime exited with error: exit status 3"),
+            "Runtime.ExitError".to_owned(),
+            format!("END RequestId: {request_id}"),
+        ]
+    );
     runtime.destroy(&sandbox.id).await.unwrap();
 }
 
@@ -453,4 +472,44 @@ async fn sandboxes_get_cpus_in_proportion_to_memory_like_lambda() {
     );
     let unpinned = ProcessRuntime::new(ProcessConfig::default().pin_cpus(false));
     assert_eq!(cpus_seen(unpinned, 128).await, host as u64);
+}
+
+#[tokio::test]
+async fn init_start_and_init_output_come_before_the_first_start() {
+    let (runtime, logs) = runtime();
+    let bin = esb_testfn::binary().expect("build esb-testfn");
+    // The function prints during its init, then takes its first invocation.
+    let script = format!("echo initializing; sleep 0.2; exec {}", bin.display());
+    let spec = SandboxSpec::new("init-printer").command(["/bin/sh", "-c", script.as_str()]);
+    let sandbox = runtime.create(spec).await.unwrap();
+    let req = request(json!({}));
+    let request_id = req.request_id.clone();
+    runtime.invoke(&sandbox.id, req).await.unwrap();
+    let messages: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.sandbox_id.as_ref() == sandbox.id.as_str())
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(
+        messages[0],
+        "INIT_START Runtime Version: esb.v1\tRuntime Version ARN: arn:aws:lambda:eu-west-1::runtime:esb.v1",
+        "{messages:?}"
+    );
+    let init = messages.iter().position(|m| m == "initializing").unwrap();
+    let start = messages
+        .iter()
+        .position(|m| *m == format!("START RequestId: {request_id} Version: $LATEST"))
+        .unwrap();
+    assert!(init < start, "init output after START: {messages:?}");
+    let line = logs
+        .lines()
+        .into_iter()
+        .find(|l| l.message == "initializing")
+        .unwrap();
+    assert_eq!(
+        line.request_id, None,
+        "init output belongs to no invocation"
+    );
+    runtime.destroy(&sandbox.id).await.unwrap();
 }

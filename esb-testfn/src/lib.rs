@@ -4,7 +4,8 @@
 //! The event is a JSON object; every key is optional and they apply in this order:
 //! `count_file` (append the request id to that file as a line) with `fail_first` (fail the
 //! first N runs counted in that file with `Test.Retry`), `print` (array of lines written to stdout), `stderr` (array of lines written to stderr),
-//! `alloc_mb` (allocate and touch that many MB), `sleep_ms`, `exit` (exit with that code), `abort` (abort the process, as a
+//! `alloc_mb` (allocate and touch that many MB), `sleep_ms`, `exit` (exit with that code),
+//! `exit_after_ms` (answer, then exit with status 0 that many ms later, idle), `abort` (abort the process, as a
 //! panic does under `panic = "abort"`),
 //! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
 //! handler's error). Otherwise the answer is
@@ -82,6 +83,12 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     }
     if let Some(code) = payload.get("exit").and_then(Value::as_i64) {
         std::process::exit(i32::try_from(code).unwrap_or(1));
+    }
+    if let Some(ms) = payload.get("exit_after_ms").and_then(Value::as_u64) {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            std::process::exit(0);
+        });
     }
     if payload.get("abort").is_some() {
         std::process::abort();

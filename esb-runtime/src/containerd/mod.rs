@@ -932,7 +932,8 @@ impl ContainerdRuntime {
             .map_err(|s| status_error("start task", id.as_str(), s))?;
 
         Ok(Arc::new(Sandbox {
-            core: Core::new(info, launch.memory_mb, broker, exited, stop_server),
+            core: Core::new(info, launch.memory_mb, broker, exited, stop_server)
+                .runtime_api(launch.mode == InvokeMode::RuntimeApi),
             timeout: launch.timeout,
             mode: launch.mode,
             ip: launch.ip,
@@ -1087,7 +1088,8 @@ impl ContainerdRuntime {
             self.watch_exit(id, broker.clone(), cgroup.clone(), launch.memory_mb);
         workers.push(waiter);
         Arc::new(Sandbox {
-            core: Core::new(info, launch.memory_mb, broker, exited, None),
+            core: Core::new(info, launch.memory_mb, broker, exited, None)
+                .runtime_api(launch.mode == InvokeMode::RuntimeApi),
             timeout: launch.timeout,
             mode: launch.mode,
             ip: launch.ip,

@@ -40,6 +40,34 @@ pub fn report_line(request_id: &str, response: &crate::InvokeResponse, memory_mb
     line
 }
 
+/// The `INIT_START` line Lambda writes as a sandbox starts, before any output of its init:
+/// `INIT_START Runtime Version: <version>\tRuntime Version ARN: <arn>`; ESB's runtime
+/// version is `esb.v1`.
+pub fn init_start_line(region: &str) -> String {
+    format!(
+        "INIT_START Runtime Version: esb.v1\tRuntime Version ARN: arn:aws:lambda:{region}::runtime:esb.v1"
+    )
+}
+
+/// The X-Ray part Lambda adds to the REPORT line of a traced invocation, from the trace
+/// header the function got (`Root=1-...;Parent=...;Sampled=1`):
+/// `XRAY TraceId: 1-...\tSegmentId: ...\tSampled: true`; `None` unless it is sampled.
+pub fn xray_report(trace_header: &str) -> Option<String> {
+    let field = |name: &str| {
+        trace_header
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('='))
+    };
+    if field("Sampled") != Some("1") {
+        return None;
+    }
+    Some(format!(
+        "XRAY TraceId: {}\tSegmentId: {}\tSampled: true",
+        field("Root")?,
+        field("Parent")?
+    ))
+}
+
 /// `YYYY/MM/DD` of a time in UTC, as in Lambda's log stream names.
 pub fn utc_date(time: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(time)
@@ -52,6 +80,25 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    #[test]
+    fn sampled_traces_add_xray_to_report() {
+        assert_eq!(
+            xray_report(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            )
+            .as_deref(),
+            Some(
+                "XRAY TraceId: 1-5759e988-bd862e3fe1be46a994272793\tSegmentId: 53995c3f42cd8ad8\tSampled: true"
+            )
+        );
+        assert_eq!(
+            xray_report(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn dates_are_civil() {

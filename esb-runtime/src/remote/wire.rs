@@ -56,6 +56,11 @@ enum WireError {
         id: String,
         reason: String,
     },
+    ExitedIdle {
+        id: String,
+        request_id: String,
+        reason: String,
+    },
     PayloadTooLarge {
         size: usize,
         limit: usize,
@@ -79,7 +84,7 @@ fn millis(duration: Duration) -> u64 {
 /// The gRPC status an agent answers for a runtime error.
 ///
 /// NotFound -> `NOT_FOUND`, Timeout and InitTimeout -> `DEADLINE_EXCEEDED` (with Lambda's
-/// "Task timed out after N seconds"), SandboxLost and InitFailed -> `ABORTED`, Busy ->
+/// "Task timed out after N seconds"), SandboxLost, ExitedIdle and InitFailed -> `ABORTED`, Busy ->
 /// `RESOURCE_EXHAUSTED`, Paused -> `FAILED_PRECONDITION`, InvalidSpec and PayloadTooLarge ->
 /// `INVALID_ARGUMENT`, Unsupported -> `UNIMPLEMENTED`, Unavailable -> `UNAVAILABLE`, anything
 /// else -> `INTERNAL`. The typed error rides along in [`ERROR_METADATA_KEY`].
@@ -127,6 +132,18 @@ pub fn error_to_status(err: &Error) -> Status {
             Code::Aborted,
             WireError::SandboxLost {
                 id: id.to_string(),
+                reason: reason.clone(),
+            },
+        ),
+        Error::ExitedIdle {
+            id,
+            request_id,
+            reason,
+        } => (
+            Code::Aborted,
+            WireError::ExitedIdle {
+                id: id.to_string(),
+                request_id: request_id.clone(),
                 reason: reason.clone(),
             },
         ),
@@ -220,6 +237,15 @@ pub fn status_to_error(status: &Status, agent: &str) -> Error {
             },
             WireError::SandboxLost { id, reason } => Error::SandboxLost {
                 id: id.into(),
+                reason,
+            },
+            WireError::ExitedIdle {
+                id,
+                request_id,
+                reason,
+            } => Error::ExitedIdle {
+                id: id.into(),
+                request_id,
                 reason,
             },
             WireError::PayloadTooLarge { size, limit } => Error::PayloadTooLarge { size, limit },
