@@ -264,11 +264,16 @@ where
     let capture = call
         .tail
         .then(|| shared.config.log_tail.capture(&ids.request_id));
+    let trace = capture.as_ref().and(request.trace_id.clone());
     let invocation = Invocation::new(call.function.as_str(), request);
     let outcome = match invoker.oneshot(invocation).await {
         Ok(answer) => {
             shared.entrypoint_started(&call.function);
-            Outcome::answered(answer, capture.is_some(), ids, call.memory_mb)
+            let tail = capture.is_some().then_some(Tail {
+                memory_mb: call.memory_mb,
+                trace: trace.as_deref(),
+            });
+            Outcome::answered(answer, tail, ids)
         }
         // The function timed out, crashed or failed its init: a function error for the
         // Invoke API, as Lambda reports it.
@@ -344,6 +349,13 @@ impl Shared {
     }
 }
 
+/// What the log tail's REPORT line needs of the invocation.
+struct Tail<'a> {
+    memory_mb: u32,
+    /// The trace header the function got.
+    trace: Option<&'a str>,
+}
+
 /// What a `RequestResponse` invocation came to.
 struct Outcome {
     body: Bytes,
@@ -356,10 +368,18 @@ struct Outcome {
 
 impl Outcome {
     /// The function answered (a result or its own error).
-    fn answered(answer: PoolResponse, tail: bool, ids: &RequestIds, memory_mb: u32) -> Self {
+    fn answered(answer: PoolResponse, tail: Option<Tail<'_>>, ids: &RequestIds) -> Self {
         let function_error = matches!(answer.response.result, InvokeResult::FunctionError(_));
-        let report = tail
-            .then(|| esb_runtime::logs::report_line(&ids.request_id, &answer.response, memory_mb));
+        // The REPORT line as the sandbox logs it, with its X-Ray part when traced.
+        let report = tail.map(|tail| {
+            let mut line =
+                esb_runtime::logs::report_line(&ids.request_id, &answer.response, tail.memory_mb);
+            if let Some(xray) = tail.trace.and_then(esb_runtime::logs::xray_report) {
+                line.push('\t');
+                line.push_str(&xray);
+            }
+            line
+        });
         Self {
             body: answer.response.body(),
             function_error,

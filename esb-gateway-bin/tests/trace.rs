@@ -98,3 +98,43 @@ async fn awslambdaric_sees_the_trace_header_and_report_names_the_segment() {
     assert!(!report.contains("XRAY"), "{report}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_log_tail_of_a_sampled_invocation_names_its_segment() {
+    use base64::Engine as _;
+    let config = support::config(
+        "functions:\n  plain:\n    command: [\"${TESTFN}\"]\n",
+        "routes: []\n",
+    );
+    let gw = support::start(config).await;
+    for sampled in ["1", "0"] {
+        let response = support::client()
+            .post(format!(
+                "{}/2015-03-31/functions/plain/invocations",
+                gw.url()
+            ))
+            .header("X-Amzn-Trace-Id", format!("Root={ROOT};Sampled={sampled}"))
+            .header("X-Amz-Log-Type", "Tail")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let log = base64::engine::general_purpose::STANDARD
+            .decode(response.headers()["x-amz-log-result"].as_bytes())
+            .unwrap();
+        let log = String::from_utf8(log).unwrap();
+        let report = log
+            .lines()
+            .find(|line| line.starts_with("REPORT RequestId: "))
+            .unwrap_or_else(|| panic!("{log}"));
+        if sampled == "1" {
+            let xray = format!("\tXRAY TraceId: {ROOT}\tSegmentId: ");
+            assert!(report.contains(&xray), "{report}");
+            assert!(report.ends_with("\tSampled: true"), "{report}");
+        } else {
+            assert!(!report.contains("XRAY"), "{report}");
+        }
+    }
+    gw.shutdown().await;
+}
