@@ -1,6 +1,6 @@
 //! `esb-agent`: runs Lambda sandboxes on one host, served over gRPC.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use esb_agent::{BearerAuth, ServeOptions, TlsFiles};
 use esb_runtime::Runtime;
+use esb_runtime::containerd_args::ContainerdArgs;
 use esb_runtime::logs::{LogSink, LogTail, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 
@@ -39,15 +40,6 @@ enum Reconcile {
     Remove,
 }
 
-/// How containerd sandboxes are paused and resumed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FreezerKind {
-    /// Write the sandbox's cgroup freezer directly (fastest).
-    Cgroup,
-    /// Through containerd (Tasks.Pause / Tasks.Resume, i.e. `runc pause` / `runc resume`).
-    Tasks,
-}
-
 /// Runs Lambda sandboxes on this host and serves them over gRPC (esb.agent.v1).
 #[derive(Debug, Parser)]
 #[command(name = "esb-agent", version, about)]
@@ -55,18 +47,6 @@ struct Args {
     /// Sandbox engine.
     #[arg(long, env = "ESB_RUNTIME", value_enum, default_value_t = RuntimeKind::DEFAULT)]
     runtime: RuntimeKind,
-
-    /// containerd's socket.
-    #[arg(
-        long,
-        env = "ESB_CONTAINERD_ADDRESS",
-        default_value = "/run/containerd/containerd.sock"
-    )]
-    containerd_address: PathBuf,
-
-    /// Environment name: sandboxes live in the containerd namespace `esb-<env>`.
-    #[arg(long = "env", env = "ESB_ENV", default_value = "default", value_parser = parse_env_name)]
-    env_name: String,
 
     /// AWS_ACCESS_KEY_ID given to functions (their own `environment` wins).
     #[arg(long, env = "ESB_FUNCTION_AWS_ACCESS_KEY_ID", default_value = esb_runtime::DEFAULT_ACCESS_KEY_ID)]
@@ -113,22 +93,9 @@ struct Args {
     #[arg(long, env = "ESB_AGENT_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
 
-    /// A registry (HOST:PORT) spoken to over plain HTTP; repeatable.
-    #[arg(
-        long = "insecure-registry",
-        env = "ESB_INSECURE_REGISTRIES",
-        value_delimiter = ',',
-        value_parser = parse_host_port
-    )]
-    insecure_registries: Vec<String>,
-
-    /// Subnet of the CNI bridge sandboxes join (e.g. 10.88.0.0/16); no CNI network when absent.
-    #[arg(long, env = "ESB_CNI_SUBNET", value_parser = parse_cidr)]
-    cni_subnet: Option<String>,
-
-    /// How containerd sandboxes are frozen between invocations.
-    #[arg(long, env = "ESB_FREEZER", value_enum, default_value_t = FreezerKind::Cgroup)]
-    freezer: FreezerKind,
+    /// containerd: socket, env (namespace), snapshotter, registries, CNI network, freezer.
+    #[command(flatten)]
+    containerd: ContainerdArgs,
 
     /// At start, adopt or remove the sandboxes of this env found in containerd.
     #[arg(long, env = "ESB_RECONCILE", value_enum, default_value_t = Reconcile::Adopt)]
@@ -151,19 +118,6 @@ struct Args {
     shutdown_grace: Duration,
 }
 
-fn parse_env_name(name: &str) -> Result<String, String> {
-    let ok = !name.is_empty()
-        && name.len() <= 50
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err("letters, digits, '-' and '_' only (at most 50)".into())
-    }
-}
-
 impl Args {
     /// The credentials functions get in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
     /// `AWS_SESSION_TOKEN`.
@@ -175,27 +129,6 @@ impl Args {
                 .unwrap_or(esb_runtime::DEFAULT_SECRET_ACCESS_KEY),
             self.function_session_token.clone(),
         )
-    }
-}
-
-fn parse_host_port(value: &str) -> Result<String, String> {
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(value.to_owned())
-        }
-        _ => Err(format!("{value:?} is not HOST:PORT")),
-    }
-}
-
-fn parse_cidr(value: &str) -> Result<String, String> {
-    let parsed = value.split_once('/').and_then(|(addr, prefix)| {
-        Some((addr.parse::<Ipv4Addr>().ok()?, prefix.parse::<u8>().ok()?))
-    });
-    match parsed {
-        Some((_, prefix)) if (8..=30).contains(&prefix) => Ok(value.to_owned()),
-        _ => Err(format!(
-            "{value:?} is not an IPv4 CIDR such as 10.88.0.0/16 (prefix 8 to 30)"
-        )),
     }
 }
 
@@ -240,24 +173,12 @@ async fn containerd_runtime(
     args: &Args,
     log_sink: Arc<dyn LogSink>,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
-    use esb_runtime::containerd::{
-        self, CniConfig, ContainerdConfig, Freezer, ReconcilePolicy, RegistryConfig,
-    };
-    let config = ContainerdConfig::default()
-        .address(&args.containerd_address)
-        .env(&args.env_name)
-        .registries(RegistryConfig::default().insecure(args.insecure_registries.clone()))
-        .cni(
-            args.cni_subnet
-                .clone()
-                .map(|subnet| CniConfig::default().subnet(subnet)),
-        )
+    use esb_runtime::containerd::{self, ReconcilePolicy};
+    let config = args
+        .containerd
+        .config()
         .credentials(args.function_credentials())
-        .log_sink(log_sink)
-        .freezer(match args.freezer {
-            FreezerKind::Cgroup => Freezer::Cgroup,
-            FreezerKind::Tasks => Freezer::Tasks,
-        });
+        .log_sink(log_sink);
     let policy = match args.reconcile {
         Reconcile::Adopt => ReconcilePolicy::Adopt,
         Reconcile::Remove => ReconcilePolicy::Remove,
@@ -331,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
         backend = runtime.capabilities().backend,
-        env = %args.env_name,
+        env = %args.containerd.env_name,
         tls = options.tls.is_some(),
         mtls = args.tls_client_ca.is_some(),
         reflection = options.reflection,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Parser, ValueEnum};
 use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
 use esb_runtime::Runtime;
+use esb_runtime::containerd_args::ContainerdArgs;
 use esb_runtime::logs::{LogSink, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime, RemoteTls};
@@ -187,17 +188,10 @@ pub struct Args {
     #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
 
-    /// containerd's socket (with --runtime containerd).
-    #[arg(
-        long,
-        env = "ESB_CONTAINERD_ADDRESS",
-        default_value = "/run/containerd/containerd.sock"
-    )]
-    pub containerd_address: PathBuf,
-
-    /// Environment name: containerd sandboxes live in the namespace `esb-<env>`.
-    #[arg(long = "env", env = "ESB_ENV", default_value = "default")]
-    pub env_name: String,
+    /// With --runtime containerd: socket, env (namespace), snapshotter, registries, CNI
+    /// network, freezer; the same flags and variables as esb-agent's.
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
 
     /// Validate the configuration and exit.
     #[arg(long)]
@@ -211,9 +205,10 @@ impl Args {
         match self.runtime {
             RuntimeKind::Process => Some(ProcessRuntime::CAPABILITIES),
             #[cfg(feature = "containerd")]
-            RuntimeKind::Containerd => {
-                Some(esb_runtime::containerd::ContainerdRuntime::CAPABILITIES)
-            }
+            RuntimeKind::Containerd => Some(
+                esb_runtime::containerd::ContainerdRuntime::CAPABILITIES
+                    .network(self.containerd.has_network()),
+            ),
             #[cfg(not(feature = "containerd"))]
             RuntimeKind::Containerd => None,
             RuntimeKind::Agent => None,
@@ -361,10 +356,10 @@ async fn containerd_runtime(
     args: &Args,
     log_sink: Arc<dyn LogSink>,
 ) -> anyhow::Result<Arc<dyn Runtime>> {
-    use esb_runtime::containerd::{self, ContainerdConfig, ReconcilePolicy};
-    let config = ContainerdConfig::default()
-        .address(&args.containerd_address)
-        .env(&args.env_name)
+    use esb_runtime::containerd::{self, ReconcilePolicy};
+    let config = args
+        .containerd
+        .config()
         .region(&args.region)
         .credentials(args.function_credentials())
         .log_sink(log_sink);

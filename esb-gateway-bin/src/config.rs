@@ -209,6 +209,17 @@ impl GatewayConfig {
     }
 
     fn check_sources(&self, backend: &Capabilities, problems: &mut Vec<Problem>) {
+        for function in self.functions.functions.values() {
+            if function.invoke == esb_runtime::InvokeMode::Rie && !backend.network {
+                problems.push(Problem::new(
+                    format!("functions.{}.invoke", function.name),
+                    format!(
+                        "rie: the emulator is reached over the sandbox's network, and the {} runtime has none configured",
+                        backend.backend
+                    ),
+                ));
+            }
+        }
         let Some(needed) = needed_source(backend) else {
             return;
         };

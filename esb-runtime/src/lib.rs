@@ -31,6 +31,8 @@ mod spec;
 
 #[cfg(feature = "containerd")]
 pub mod containerd;
+#[cfg(feature = "cli")]
+pub mod containerd_args;
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "remote")]

@@ -1228,7 +1228,8 @@ fn exit_reason(status: u32, oom_killed: bool, memory_mb: u32) -> String {
 }
 
 impl ContainerdRuntime {
-    /// What this backend can do, known before one is made (to check a config against it).
+    /// What this backend can do, known before one is made (to check a config against it);
+    /// `network` holds only with a CNI network configured.
     pub const CAPABILITIES: Capabilities = Capabilities {
         backend: "containerd",
         pause: true,
@@ -1318,7 +1319,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Self::CAPABILITIES
+        Self::CAPABILITIES.network(self.cni.is_some())
     }
 }
 

@@ -1,0 +1,190 @@
+//! The all-in-one gateway on containerd (`esb-gateway --runtime containerd`): the real
+//! binary, its containerd flags (the same group as esb-agent's), images pulled from the
+//! local plain-HTTP registry, and `--check` refusing what the backend cannot run. The tests
+//! that need containerd skip with a printed reason when none is reachable, unless
+//! `ESB_REQUIRE_CONTAINERD=1`.
+#![cfg(feature = "containerd")]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use esb_testfn::oci;
+use serde_json::{Value, json};
+
+/// The gateway binary, without the variables of the environment that would change it.
+fn gateway() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
+    for (var, _) in std::env::vars() {
+        let ours = var.starts_with("ESB_") && var != "ESB_CONTAINERD_ADDRESS";
+        if ours || ["JWT_SECRET_KEY", "X_API_KEY", "AUTH_USER", "AUTH_PASS"].contains(&var.as_str())
+        {
+            command.env_remove(var);
+        }
+    }
+    command
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// functions.yml and routing.yml of one function per `(name, image, invoke)`, each routed
+/// at `POST /<name>` without auth.
+fn definitions(dir: &Path, functions: &[(&str, &str, &str)]) -> (String, String) {
+    let mut f = String::from("functions:\n");
+    let mut r = String::from("routes:\n");
+    for (name, image, invoke) in functions {
+        f.push_str(&format!(
+            "  {name}: {{ image: \"{image}\", invoke: {invoke}, timeout: 10 }}\n"
+        ));
+        r.push_str(&format!(
+            "  - {{ path: \"/{name}\", method: POST, function: {name}, auth: none, payload_format: \"2.0\" }}\n"
+        ));
+    }
+    (
+        write(dir, "functions.yml", &f),
+        write(dir, "routing.yml", &r),
+    )
+}
+
+#[test]
+fn check_refuses_an_rie_function_without_a_network_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (functions, routing) = definitions(
+        dir.path(),
+        &[
+            ("plain", "127.0.0.1:5000/x:1", "runtime-api"),
+            ("emulated", "127.0.0.1:5000/x:1", "rie"),
+        ],
+    );
+    let check = |extra: &[&str]| {
+        gateway()
+            .args(["--check", "--runtime", "containerd"])
+            .args(["--functions", &functions, "--routing", &routing])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = check(&[]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("functions.emulated.invoke: rie"),
+        "the function and field are named: {stderr}"
+    );
+    assert!(!stderr.contains("functions.plain"), "{stderr}");
+
+    let accepted = check(&["--cni-subnet", "10.234.0.0/24"]);
+    assert!(accepted.status.success(), "{accepted:?}");
+}
+
+/// The gateway process, killed if a test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_healthy(client: &reqwest::Client, url: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{url}/health")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the gateway exited: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_invoke_modes() {
+    let Some(address) = oci::containerd() else {
+        return;
+    };
+    let image = tokio::task::block_in_place(oci::pushed_image);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let dir = tempfile::tempdir().unwrap();
+    let cni_conf = dir.path().join("net.d");
+    let cni_data = dir.path().join("cni");
+    let bridge = format!("esbw{suffix}");
+    let (functions, routing) = definitions(dir.path(), &[("api", &image, "runtime-api")]);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = gateway()
+        .args([
+            "--runtime",
+            "containerd",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--functions", &functions, "--routing", &routing])
+        .arg("--containerd-address")
+        .arg(&address)
+        .args([
+            "--env",
+            &format!("gw-{suffix}"),
+            "--state-dir",
+            "/run/esb-test",
+        ])
+        .args(["--insecure-registry", &oci::registry()])
+        .args(["--cni-subnet", "10.235.0.0/24", "--cni-bridge", &bridge])
+        .args(["--cni-network", &bridge])
+        .arg("--cni-conf-dir")
+        .arg(&cni_conf)
+        .arg("--cni-data-dir")
+        .arg(&cni_data)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gateway = Running(child);
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &url, &mut gateway.0).await;
+
+    for function in ["api"] {
+        let response = client
+            .post(format!("{url}/{function}"))
+            .json(&json!({"hello": function}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{function}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            answer["echo"]["body"],
+            json!({"hello": function}).to_string(),
+            "{function}: {answer}"
+        );
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(gateway.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = gateway.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+}
