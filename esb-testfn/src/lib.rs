@@ -8,13 +8,14 @@
 //! `exit_after_ms` (answer, then exit with status 0 that many ms later, idle), `abort` (abort the process, as a
 //! panic does under `panic = "abort"`),
 //! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
-//! handler's error). Otherwise the answer is
+//! handler's error; through an API Gateway route, `?error=TYPE` does the same). Otherwise the answer is
 //! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`; `context.client_context`
 //! is the client context the runtime parsed (`custom`, `environment`, `client`), or null.
 
 pub mod noop;
 #[cfg(feature = "oci")]
 pub mod oci;
+pub mod rie;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -95,6 +96,13 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     }
     if let Some(message) = payload.get("panic") {
         panic!("{}", message.as_str().unwrap_or("panic requested"));
+    }
+    // Through an API Gateway route: `?error=TYPE` fails the same way.
+    if let Some(kind) = payload["queryStringParameters"]["error"].as_str() {
+        return Err(Diagnostic {
+            error_type: kind.to_owned(),
+            error_message: "error requested".to_owned(),
+        });
     }
     if let Some(err) = payload.get("error") {
         return Err(Diagnostic {

@@ -76,6 +76,19 @@ pub fn registry() -> String {
 /// # Panics
 /// When the build fails.
 pub fn static_binary() -> PathBuf {
+    static_bins().join("esb-testfn")
+}
+
+/// The statically linked RIE stand-in (`aws-lambda-rie`, see [`crate::rie`]).
+///
+/// # Panics
+/// When the build fails.
+pub fn static_rie() -> PathBuf {
+    static_bins().join("aws-lambda-rie")
+}
+
+/// Builds the static binaries once; returns their directory.
+fn static_bins() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let workspace = crate::workspace_dir();
@@ -94,6 +107,8 @@ pub fn static_binary() -> PathBuf {
                 "esb-testfn",
                 "--bin",
                 "esb-testfn",
+                "--bin",
+                "aws-lambda-rie",
                 "--target",
                 "x86_64-unknown-linux-gnu",
             ])
@@ -102,7 +117,7 @@ pub fn static_binary() -> PathBuf {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "static build of esb-testfn failed");
-        target_dir.join("x86_64-unknown-linux-gnu/release/esb-testfn")
+        target_dir.join("x86_64-unknown-linux-gnu/release")
     })
     .clone()
 }
@@ -172,64 +187,91 @@ pub fn test_image() -> TestImage {
     IMAGE
         .get_or_init(|| {
             let bootstrap = std::fs::read(static_binary()).expect("the static binary is readable");
-            let mut tar = tar::Builder::new(Vec::new());
-            for (dir, mode) in [
-                ("tmp/", 0o1777),
-                ("var/", 0o755),
-                ("var/runtime/", 0o755),
-                ("var/task/", 0o755),
-            ] {
-                tar.append(
-                    &tar_header(dir, mode, 0, tar::EntryType::Directory),
-                    std::io::empty(),
-                )
-                .expect("in memory");
-            }
-            let header = tar_header(
-                "var/runtime/bootstrap",
-                0o755,
-                bootstrap.len(),
-                tar::EntryType::Regular,
-            );
-            tar.append(&header, bootstrap.as_slice())
-                .expect("in memory");
-            let layer_tar = tar.into_inner().expect("in memory");
-            let diff_id = sha256(&layer_tar);
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(&layer_tar).expect("in memory");
-            let layer = Blob::new(OCI_LAYER_GZIP, gz.finish().expect("in memory"));
-            let config = json!({
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {
-                    "Entrypoint": ["/var/runtime/bootstrap"],
-                    "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
-                    "WorkingDir": "/var/task",
-                },
-                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            });
-            let config = Blob::new(
-                OCI_CONFIG,
-                serde_json::to_vec(&config).expect("serializable"),
-            );
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config.descriptor(),
-                "layers": [layer.descriptor()],
-            });
-            let manifest = Blob::new(
-                OCI_MANIFEST,
-                serde_json::to_vec(&manifest).expect("serializable"),
-            );
-            TestImage {
-                layer,
-                layer_tar,
-                config,
-                manifest,
-            }
+            build_image(
+                &[("var/runtime/bootstrap", &bootstrap)],
+                &["/var/runtime/bootstrap"],
+            )
         })
         .clone()
+}
+
+/// The test function behind the RIE stand-in, as images that bundle the emulator are laid
+/// out: `/usr/local/bin/aws-lambda-rie` (the stand-in) as the entrypoint, running
+/// `/var/runtime/bootstrap` (the test function) through its own Runtime API.
+pub fn rie_image() -> TestImage {
+    static IMAGE: OnceLock<TestImage> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let bootstrap = std::fs::read(static_binary()).expect("the static binary is readable");
+            let rie = std::fs::read(static_rie()).expect("the static stand-in is readable");
+            build_image(
+                &[
+                    ("var/runtime/bootstrap", &bootstrap),
+                    ("usr/local/bin/aws-lambda-rie", &rie),
+                ],
+                &["/usr/local/bin/aws-lambda-rie", "/var/runtime/bootstrap"],
+            )
+        })
+        .clone()
+}
+
+/// One layer holding `files` (executables), with its config and manifest.
+fn build_image(files: &[(&str, &[u8])], entrypoint: &[&str]) -> TestImage {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (dir, mode) in [
+        ("tmp/", 0o1777),
+        ("usr/", 0o755),
+        ("usr/local/", 0o755),
+        ("usr/local/bin/", 0o755),
+        ("var/", 0o755),
+        ("var/runtime/", 0o755),
+        ("var/task/", 0o755),
+    ] {
+        tar.append(
+            &tar_header(dir, mode, 0, tar::EntryType::Directory),
+            std::io::empty(),
+        )
+        .expect("in memory");
+    }
+    for (path, data) in files {
+        let header = tar_header(path, 0o755, data.len(), tar::EntryType::Regular);
+        tar.append(&header, *data).expect("in memory");
+    }
+    let layer_tar = tar.into_inner().expect("in memory");
+    let diff_id = sha256(&layer_tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar).expect("in memory");
+    let layer = Blob::new(OCI_LAYER_GZIP, gz.finish().expect("in memory"));
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Entrypoint": entrypoint,
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "WorkingDir": "/var/task",
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let config = Blob::new(
+        OCI_CONFIG,
+        serde_json::to_vec(&config).expect("serializable"),
+    );
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
+    });
+    let manifest = Blob::new(
+        OCI_MANIFEST,
+        serde_json::to_vec(&manifest).expect("serializable"),
+    );
+    TestImage {
+        layer,
+        layer_tar,
+        config,
+        manifest,
+    }
 }
 
 /// Pushes the test image to the local registry as `<registry>/esb-testfn:latest` (once per
@@ -240,50 +282,64 @@ pub fn test_image() -> TestImage {
 pub fn pushed_image() -> String {
     static PUSHED: OnceLock<String> = OnceLock::new();
     PUSHED
-        .get_or_init(|| {
-            let image = test_image();
-            let name = format!("{}/esb-testfn:latest", registry());
-            let reference: oci_client::Reference = name.parse().expect("a valid reference");
-            if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-            }
-            // A runtime of its own: this runs once, from whichever test gets here first.
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a tokio runtime");
-                rt.block_on(async {
-                    let client = oci_client::Client::new(oci_client::client::ClientConfig {
-                        protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![registry()]),
-                        ..Default::default()
-                    });
-                    let auth = oci_client::secrets::RegistryAuth::Anonymous;
-                    client
-                        .auth(&reference, &auth, oci_client::RegistryOperation::Push)
-                        .await
-                        .expect("registry auth");
-                    for blob in [&image.layer, &image.config] {
-                        client
-                            .push_blob(&reference, blob.data.clone(), &blob.digest)
-                            .await
-                            .expect("blob pushed");
-                    }
-                    client
-                        .push_manifest_raw(
-                            &reference,
-                            image.manifest.data.clone(),
-                            http::HeaderValue::from_static(OCI_MANIFEST),
-                        )
-                        .await
-                        .expect("manifest pushed");
-                });
-            })
-            .join()
-            .expect("the push thread ends");
-            name
-        })
+        .get_or_init(|| push(test_image(), "esb-testfn:latest"))
         .clone()
+}
+
+/// Pushes [`rie_image`] as `<registry>/esb-testfn-rie:latest` (once per test process) and
+/// returns its reference.
+///
+/// # Panics
+/// When the registry refuses it.
+pub fn pushed_rie_image() -> String {
+    static PUSHED: OnceLock<String> = OnceLock::new();
+    PUSHED
+        .get_or_init(|| push(rie_image(), "esb-testfn-rie:latest"))
+        .clone()
+}
+
+/// Pushes `image` to the local registry as `<registry>/<name>`.
+fn push(image: TestImage, name: &str) -> String {
+    let name = format!("{}/{name}", registry());
+    let reference: oci_client::Reference = name.parse().expect("a valid reference");
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    // A runtime of its own: this runs once, from whichever test gets here first.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        rt.block_on(async {
+            let client = oci_client::Client::new(oci_client::client::ClientConfig {
+                protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![registry()]),
+                ..Default::default()
+            });
+            let auth = oci_client::secrets::RegistryAuth::Anonymous;
+            client
+                .auth(&reference, &auth, oci_client::RegistryOperation::Push)
+                .await
+                .expect("registry auth");
+            for blob in [&image.layer, &image.config] {
+                client
+                    .push_blob(&reference, blob.data.clone(), &blob.digest)
+                    .await
+                    .expect("blob pushed");
+            }
+            client
+                .push_manifest_raw(
+                    &reference,
+                    image.manifest.data.clone(),
+                    http::HeaderValue::from_static(OCI_MANIFEST),
+                )
+                .await
+                .expect("manifest pushed");
+        });
+    })
+    .join()
+    .expect("the push thread ends");
+    name
 }
 
 fn write_tar(path: &Path, files: &[(String, &[u8])]) {
