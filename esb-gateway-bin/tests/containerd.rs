@@ -125,12 +125,16 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
         return;
     };
     let image = tokio::task::block_in_place(oci::pushed_image);
+    let rie_image = tokio::task::block_in_place(oci::pushed_rie_image);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let dir = tempfile::tempdir().unwrap();
     let cni_conf = dir.path().join("net.d");
     let cni_data = dir.path().join("cni");
     let bridge = format!("esbw{suffix}");
-    let (functions, routing) = definitions(dir.path(), &[("api", &image, "runtime-api")]);
+    let (functions, routing) = definitions(
+        dir.path(),
+        &[("api", &image, "runtime-api"), ("rie", &rie_image, "rie")],
+    );
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let child = gateway()
@@ -163,7 +167,7 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
     let client = reqwest::Client::new();
     wait_healthy(&client, &url, &mut gateway.0).await;
 
-    for function in ["api"] {
+    for function in ["api", "rie"] {
         let response = client
             .post(format!("{url}/{function}"))
             .json(&json!({"hello": function}))
@@ -177,6 +181,32 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
             json!({"hello": function}).to_string(),
             "{function}: {answer}"
         );
+
+        // A function error, in both modes: 502 on a route; on the Invoke API, 200 with
+        // X-Amz-Function-Error: Unhandled and the function's error document.
+        let routed = client
+            .post(format!("{url}/{function}?error=Test.Route"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(routed.status(), 502, "{function}");
+        let boom = json!({"error": {"type": "Test.Boom", "message": "boom"}});
+        let invoked = client
+            .post(format!("{url}/2015-03-31/functions/{function}/invocations"))
+            .json(&boom)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(invoked.status(), 200, "{function}");
+        assert_eq!(
+            invoked.headers().get("x-amz-function-error").unwrap(),
+            "Unhandled",
+            "{function}"
+        );
+        let document: Value = invoked.json().await.unwrap();
+        assert_eq!(document["errorType"], "Test.Boom", "{function}: {document}");
+        assert_eq!(document["errorMessage"], "boom", "{function}: {document}");
     }
 
     nix::sys::signal::kill(

@@ -478,3 +478,191 @@ async fn a_missing_image_fails_create_and_leaves_nothing() {
     assert!(err.to_string().contains("esb-does-not-exist"), "{err}");
     assert!(f.runtime.list().await.unwrap().is_empty());
 }
+
+/// A fixture whose sandboxes join a CNI bridge of their own (`rie` mode needs it), with
+/// subnet `10.236.<n>.0/24`; removes the bridge when dropped.
+struct RieFixture {
+    f: Fixture,
+    bridge: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Drop for RieFixture {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+async fn rie_fixture(n: u8) -> Option<RieFixture> {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let bridge = format!("esbr{suffix}");
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cni = CniConfig::default()
+        .network(bridge.clone())
+        .bridge(bridge.clone())
+        .subnet(format!("10.236.{n}.0/24"))
+        .conf_dir(dirs.0.path())
+        .data_dir(dirs.1.path())
+        .ip_masq(false);
+    let f = fixture_with(|c| c.cni = Some(cni)).await?;
+    Some(RieFixture {
+        f,
+        bridge,
+        _dirs: dirs,
+    })
+}
+
+/// The test function behind the RIE stand-in, which listens 1.5 s after its start.
+fn rie_spec(function: &str) -> SandboxSpec {
+    let image = tokio::task::block_in_place(support::pushed_rie_image);
+    SandboxSpec::new(function)
+        .image(image)
+        .invoke_mode(esb_runtime::InvokeMode::Rie)
+        .timeout(Duration::from_secs(7))
+        .memory_mb(192)
+        .env("ESB_RIE_LISTEN_DELAY_MS", "1500")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rie_the_first_call_waits_for_the_emulator_and_reports_init() {
+    let Some(r) = rie_fixture(1).await else {
+        return;
+    };
+    let f = &r.f;
+    let sandbox = f.runtime.create(rie_spec("rie-first")).await.unwrap();
+    // At once: the emulator is not listening yet.
+    let first = f
+        .runtime
+        .invoke(&sandbox.id, InvokeRequest::new(r#"{"n":1}"#))
+        .await
+        .unwrap();
+    assert_eq!(answer(&first)["echo"]["n"], 1);
+    assert!(first.init_duration.is_some(), "a cold start reports init");
+    let second = f
+        .runtime
+        .invoke(&sandbox.id, InvokeRequest::new(r#"{"n":2}"#))
+        .await
+        .unwrap();
+    assert_eq!(answer(&second)["echo"]["n"], 2);
+    assert!(second.init_duration.is_none());
+    assert_eq!(
+        answer(&first)["pid"],
+        answer(&second)["pid"],
+        "one runtime, warm"
+    );
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rie_an_emulator_that_never_listens_is_an_init_timeout() {
+    let Some(r) = rie_fixture(2).await else {
+        return;
+    };
+    let f = &r.f;
+    let spec = rie_spec("rie-slow").env("ESB_RIE_LISTEN_DELAY_MS", "600000");
+    let sandbox = f.runtime.create(spec).await.unwrap();
+    let err = f
+        .runtime
+        .invoke(&sandbox.id, InvokeRequest::new("{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InitTimeout { .. }), "{err:?}");
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rie_function_errors_timeouts_and_crashes_are_recognised() {
+    let Some(r) = rie_fixture(3).await else {
+        return;
+    };
+    let f = &r.f;
+    let sandbox = f.runtime.create(rie_spec("rie-errors")).await.unwrap();
+
+    // A function error: the emulator answers 200 with the document, no header.
+    let error = r#"{"error":{"type":"Test.Boom","message":"boom"}}"#;
+    let response = f
+        .runtime
+        .invoke(&sandbox.id, InvokeRequest::new(error))
+        .await
+        .unwrap();
+    match &response.result {
+        InvokeResult::FunctionError(err) => {
+            assert_eq!(err.error_type, "Test.Boom");
+            assert_eq!(err.error_message, "boom");
+        }
+        other => panic!("a function error, got {other:?}"),
+    }
+
+    // A crash: the emulator answers 502 Runtime.ExitError; the sandbox is replaced.
+    let err = f
+        .runtime
+        .invoke(&sandbox.id, InvokeRequest::new(r#"{"exit":3}"#))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::SandboxLost { reason, .. } => {
+            assert_eq!(reason, "Runtime exited with error: exit status 3");
+        }
+        other => panic!("a lost sandbox, got {other:?}"),
+    }
+    assert_eq!(err.lambda_error_type(), "Runtime.ExitError");
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+
+    // A timeout: Task timed out, the sandbox killed.
+    let spec = rie_spec("rie-timeout").timeout(Duration::from_secs(1));
+    let sandbox = f.runtime.create(spec).await.unwrap();
+    let err = f
+        .runtime
+        .invoke(&sandbox.id, InvokeRequest::new(r#"{"sleep_ms":5000}"#))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(
+        f.runtime.list().await.unwrap()[0].state,
+        SandboxState::Stopped
+    );
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rie_the_function_sees_its_name_memory_timeout_and_trace_id() {
+    let Some(r) = rie_fixture(4).await else {
+        return;
+    };
+    let f = &r.f;
+    let sandbox = f.runtime.create(rie_spec("rie-context")).await.unwrap();
+    let mut request = InvokeRequest::new("{}");
+    request.trace_id = Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".into());
+    request.client_context = Some(r#"{"custom":{"k":"v"}}"#.into());
+    let sent_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let response = f.runtime.invoke(&sandbox.id, request).await.unwrap();
+    let body = answer(&response);
+    let context = &body["context"];
+    assert_eq!(
+        context["trace_id"],
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    );
+    assert_eq!(context["client_context"]["custom"]["k"], "v");
+    assert_eq!(body["env"]["AWS_LAMBDA_FUNCTION_NAME"], "rie-context");
+    assert_eq!(body["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "192");
+    assert!(
+        context["invoked_function_arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":function:rie-context")
+    );
+    // The emulator's deadline is the function's 7 s (read from AWS_LAMBDA_FUNCTION_TIMEOUT),
+    // not its 300 s default.
+    let deadline = context["deadline_ms"].as_u64().unwrap();
+    assert!(
+        deadline > sent_ms && deadline <= sent_ms + 7_000 + 60_000,
+        "deadline {deadline} vs sent {sent_ms}"
+    );
+    assert!(deadline < sent_ms + 300_000 - 60_000);
+    f.runtime.destroy(&sandbox.id).await.unwrap();
+}

@@ -22,6 +22,7 @@ mod cni;
 mod image;
 mod netns;
 mod oci;
+mod rie;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -63,8 +64,8 @@ use crate::logs::LogStream;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
-    Capabilities, Error, FunctionError, InvokeMode, InvokeRequest, InvokeResponse, InvokeResult,
-    Result, Runtime, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState, billed,
+    Capabilities, Error, InvokeMode, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId,
+    SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState, billed,
 };
 
 /// Label every ESB container carries: who made it.
@@ -86,8 +87,6 @@ pub const LABEL_MEMORY: &str = "esb.memory-mb";
 /// Label holding a sandbox's function timeout in milliseconds.
 pub const LABEL_TIMEOUT: &str = "esb.timeout-ms";
 
-/// Port of the Runtime Interface Emulator in `rie` images.
-const RIE_PORT: u16 = 8080;
 /// How long destroy waits for a killed task to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -244,6 +243,12 @@ struct Sandbox {
     ip: Option<Ipv4Addr>,
     cgroup: Cgroup,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// When its task started (the init timeout counts from here).
+    started: std::time::Instant,
+    /// `rie` mode: the emulator has been seen listening.
+    rie_ready: std::sync::atomic::AtomicBool,
+    /// `rie` mode: the wait for the emulator, reported once as the first invocation's init.
+    rie_init: Mutex<Option<Duration>>,
 }
 
 impl Sandbox {
@@ -542,6 +547,13 @@ impl ContainerdRuntime {
             "containerd",
         ));
         env.insert("LAMBDA_RUNTIME_DIR".into(), "/var/runtime".into());
+        if spec.invoke_mode == InvokeMode::Rie {
+            // The emulator's deadline: it reads whole seconds from here (300 when unset).
+            env.insert(
+                "AWS_LAMBDA_FUNCTION_TIMEOUT".into(),
+                rie::timeout_env(spec.timeout),
+            );
+        }
         env.extend(self.config.endpoints.clone());
         env.extend(spec.env.clone());
         env
@@ -939,6 +951,9 @@ impl ContainerdRuntime {
             ip: launch.ip,
             cgroup,
             workers: Mutex::new(std::mem::take(&mut workers.0)),
+            started: std::time::Instant::now(),
+            rie_ready: std::sync::atomic::AtomicBool::new(false),
+            rie_init: Mutex::new(None),
         }))
     }
 
@@ -1095,6 +1110,10 @@ impl ContainerdRuntime {
             ip: launch.ip,
             cgroup,
             workers: Mutex::new(workers),
+            started: std::time::Instant::now(),
+            // A running task taken over was already serving.
+            rie_ready: std::sync::atomic::AtomicBool::new(true),
+            rie_init: Mutex::new(None),
         })
     }
 
@@ -1144,7 +1163,35 @@ impl ContainerdRuntime {
         }
     }
 
-    /// One invocation in `rie` mode: a POST to the emulator on the sandbox's address.
+    /// `rie` mode, before a sandbox's first invocation: waits (within the init timeout,
+    /// counted from the task's start) until the emulator listens, and keeps the wait as the
+    /// invocation's init duration.
+    async fn wait_rie_ready(&self, sandbox: &Sandbox) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if sandbox.mode != InvokeMode::Rie || sandbox.rie_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let info = &sandbox.core.info;
+        let ip = sandbox.ip.ok_or_else(|| Error::InvalidSpec {
+            function: info.function_name.clone(),
+            reason: "rie mode needs the sandbox's CNI address, and it has none".into(),
+        })?;
+        let init_timeout = self.config.lambda.init_timeout;
+        rie::wait_ready(
+            &info.id,
+            ip,
+            sandbox.started + init_timeout,
+            init_timeout,
+            sandbox.core.exited.clone(),
+        )
+        .await?;
+        *lock(&sandbox.rie_init) = Some(sandbox.started.elapsed());
+        sandbox.rie_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// One invocation in `rie` mode: a POST to the emulator on the sandbox's address, its
+    /// answer read as the emulator writes function errors, timeouts and crashes.
     async fn invoke_rie(
         &self,
         sandbox: &Sandbox,
@@ -1162,20 +1209,28 @@ impl ContainerdRuntime {
             reason: "rie mode needs the sandbox's CNI address, and it has none".into(),
         })?;
         let timeout = request.timeout.unwrap_or(sandbox.timeout);
-        let uri = format!("http://{ip}:{RIE_PORT}/2015-03-31/functions/function/invocations");
-        let http_request = http::Request::post(&uri)
-            .header("content-type", "application/json")
-            .body(Full::new(request.payload))
-            .map_err(|err| Error::Other {
-                operation: format!("building request to {uri}"),
-                source: err.into(),
-            })?;
+        let uri = format!("http://{ip}:{}{}", rie::PORT, rie::PATH);
+        let mut builder = http::Request::post(&uri);
+        for (name, value) in rie::headers(
+            request.trace_id.as_deref(),
+            request.client_context.as_deref(),
+        ) {
+            builder = builder.header(name, value);
+        }
+        let http_request =
+            builder
+                .body(Full::new(request.payload))
+                .map_err(|err| Error::Other {
+                    operation: format!("building request to {uri}"),
+                    source: err.into(),
+                })?;
         let started = std::time::Instant::now();
         let mut exited = sandbox.core.exited.clone();
         let outcome = tokio::select! {
             response = tokio::time::timeout(timeout, async {
                 let response = self.http.request(http_request).await
                     .map_err(|err| Error::Other { operation: format!("POST {uri}"), source: err.into() })?;
+                let status = response.status();
                 let function_error = response.headers().get("x-amz-function-error")
                     .and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let body = response.into_body().collect().await
@@ -1184,35 +1239,25 @@ impl ContainerdRuntime {
                         source: err.into(),
                     })?
                     .to_bytes();
-                Ok::<_, Error>((function_error, body))
+                Ok::<_, Error>((status, function_error, body))
             }) => response,
             reason = exited.wait_for(Option::is_some) => {
                 let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
                 return Err(Error::SandboxLost { id: info.id.clone(), reason });
             }
         };
-        let (function_error, body) = match outcome {
+        let (status, function_error, body) = match outcome {
             Ok(answer) => answer?,
             Err(_) => return Err(Error::Timeout { timeout }),
         };
         let duration = started.elapsed();
-        let result = match function_error {
-            None => InvokeResult::Success(body),
-            Some(kind) => {
-                let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                InvokeResult::FunctionError(FunctionError {
-                    error_type: doc["errorType"].as_str().unwrap_or(&kind).to_owned(),
-                    error_message: doc["errorMessage"].as_str().unwrap_or_default().to_owned(),
-                    payload: body,
-                })
-            }
-        };
+        let result = rie::classify(&info.id, status, function_error.as_deref(), body, timeout)?;
         Ok(InvokeResponse {
             result,
             duration,
             billed_duration: billed(duration),
             max_memory_used_mb: 0,
-            init_duration: None,
+            init_duration: lock(&sandbox.rie_init).take(),
             log_tail: None,
         })
     }
@@ -1261,6 +1306,14 @@ impl Runtime for ContainerdRuntime {
 
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let sandbox = self.get(id)?;
+        if sandbox.core.state() != SandboxState::Paused
+            && let Err(err) = self.wait_rie_ready(&sandbox).await
+        {
+            if err.is_sandbox_fatal() {
+                self.kill(&sandbox).await;
+            }
+            return Err(err);
+        }
         let run = |request| self.run(&sandbox, request);
         let peak = || sandbox.cgroup.memory_peak();
         let kill = || self.kill(&sandbox);

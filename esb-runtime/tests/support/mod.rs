@@ -9,7 +9,8 @@ use esb_runtime::containerd::{ContainerdConfig, RegistryConfig};
 use esb_runtime::{LogLine, LogSink};
 #[allow(unused_imports)]
 pub use esb_testfn::oci::{
-    containerd, pushed_image, registry, sha256, test_image, write_docker_archive, write_oci_archive,
+    containerd, pushed_image, pushed_rie_image, registry, sha256, test_image, write_docker_archive,
+    write_oci_archive,
 };
 
 /// A config for tests: its own env (namespace), state under /run/esb-test.
