@@ -156,23 +156,44 @@ fn log_sink(args: &Args) -> Arc<dyn LogSink> {
     Arc::new(TerminalLogSink)
 }
 
-async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Arc<dyn Runtime>> {
+/// The backend, and what to release when the agent stops.
+struct Backend {
+    runtime: Arc<dyn Runtime>,
+    #[cfg(feature = "containerd")]
+    containerd: Option<Arc<esb_runtime::containerd::ContainerdRuntime>>,
+}
+
+impl Backend {
+    /// Removes the CNI network this agent set up, if no sandbox uses it any more.
+    async fn release(&self) {
+        #[cfg(feature = "containerd")]
+        if let Some(containerd) = &self.containerd {
+            match containerd.release_network().await {
+                Ok(done) => tracing::info!(?done, "CNI network released"),
+                Err(err) => tracing::warn!(%err, "cannot release the CNI network"),
+            }
+        }
+    }
+}
+
+async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Backend> {
     match args.runtime {
         RuntimeKind::Process => {
             let config = ProcessConfig::default()
                 .credentials(args.function_credentials())
                 .log_sink(log_sink);
-            Ok(Arc::new(ProcessRuntime::new(config)))
+            Ok(Backend {
+                runtime: Arc::new(ProcessRuntime::new(config)),
+                #[cfg(feature = "containerd")]
+                containerd: None,
+            })
         }
         RuntimeKind::Containerd => containerd_runtime(args, log_sink).await,
     }
 }
 
 #[cfg(feature = "containerd")]
-async fn containerd_runtime(
-    args: &Args,
-    log_sink: Arc<dyn LogSink>,
-) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn containerd_runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Backend> {
     use esb_runtime::containerd::{self, ReconcilePolicy};
     let config = args
         .containerd
@@ -183,14 +204,15 @@ async fn containerd_runtime(
         Reconcile::Adopt => ReconcilePolicy::Adopt,
         Reconcile::Remove => ReconcilePolicy::Remove,
     };
-    Ok(Arc::new(containerd::connect(config, policy).await?))
+    let containerd = Arc::new(containerd::connect(config, policy).await?);
+    Ok(Backend {
+        runtime: containerd.clone(),
+        containerd: Some(containerd),
+    })
 }
 
 #[cfg(not(feature = "containerd"))]
-async fn containerd_runtime(
-    _args: &Args,
-    _log_sink: Arc<dyn LogSink>,
-) -> anyhow::Result<Arc<dyn Runtime>> {
+async fn containerd_runtime(_args: &Args, _log_sink: Arc<dyn LogSink>) -> anyhow::Result<Backend> {
     anyhow::bail!(
         "this esb-agent was built without the `containerd` feature; run with --runtime process"
     )
@@ -219,7 +241,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Function lines go to the terminal, and to the invocations that ask for their log.
     let log_tail = LogTail::new();
-    let runtime = runtime(&args, log_tail.tee(log_sink(&args))).await?;
+    let backend = runtime(&args, log_tail.tee(log_sink(&args))).await?;
+    let runtime = backend.runtime.clone();
     let auth = match (&args.token, args.insecure_no_auth) {
         (Some(token), _) if !token.is_empty() => BearerAuth::token(token),
         (_, true) => {
@@ -264,6 +287,8 @@ async fn main() -> anyhow::Result<()> {
         let destroyed = esb_agent::destroy_all(runtime.as_ref()).await;
         tracing::info!(destroyed, "sandboxes destroyed");
     }
+    // Sandboxes left for the next agent to adopt keep the network.
+    backend.release().await;
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     served.context("esb-agent stopped with an error")?;
     tracing::info!("esb-agent stopped");

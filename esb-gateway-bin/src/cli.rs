@@ -303,7 +303,7 @@ impl Args {
                     .credentials(self.function_credentials())
                     .log_sink(log_sink),
             ))]),
-            RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?]),
+            RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?.0]),
             RuntimeKind::Agent => self.agent_runtimes().await,
         }
     }
@@ -351,11 +351,16 @@ impl Args {
     }
 }
 
+/// What to do when the gateway has stopped and destroyed its sandboxes: release the CNI
+/// network of the embedded containerd runtime.
+type Release =
+    Option<Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>>;
+
 #[cfg(feature = "containerd")]
 async fn containerd_runtime(
     args: &Args,
     log_sink: Arc<dyn LogSink>,
-) -> anyhow::Result<Arc<dyn Runtime>> {
+) -> anyhow::Result<(Arc<dyn Runtime>, Release)> {
     use esb_runtime::containerd::{self, ReconcilePolicy};
     let config = args
         .containerd
@@ -364,15 +369,24 @@ async fn containerd_runtime(
         .credentials(args.function_credentials())
         .log_sink(log_sink);
     // Sandboxes an earlier gateway left in this env are removed, never adopted.
-    let runtime = containerd::connect(config, ReconcilePolicy::Remove).await?;
-    Ok(Arc::new(runtime))
+    let runtime = Arc::new(containerd::connect(config, ReconcilePolicy::Remove).await?);
+    let owner = runtime.clone();
+    let release: Release = Some(Box::new(move || {
+        Box::pin(async move {
+            match owner.release_network().await {
+                Ok(done) => tracing::info!(?done, "CNI network released"),
+                Err(err) => tracing::warn!(%err, "cannot release the CNI network"),
+            }
+        })
+    }));
+    Ok((runtime, release))
 }
 
 #[cfg(not(feature = "containerd"))]
 async fn containerd_runtime(
     _args: &Args,
     _log_sink: Arc<dyn LogSink>,
-) -> anyhow::Result<Arc<dyn Runtime>> {
+) -> anyhow::Result<(Arc<dyn Runtime>, Release)> {
     anyhow::bail!(
         "this esb-gateway was built without the `containerd` feature: \
          rebuild with `cargo build -p esb-gateway-bin --features containerd`, or use --runtime process"
@@ -410,10 +424,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let log_sink = config
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
-    let runtimes = args.runtimes(log_sink).await?;
+    let (runtimes, release) = match args.runtime {
+        RuntimeKind::Containerd => {
+            let (runtime, release) = containerd_runtime(&args, log_sink).await?;
+            (vec![runtime], release)
+        }
+        _ => (args.runtimes(log_sink).await?, None),
+    };
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
+    if let Some(release) = release {
+        release().await;
+    }
     if let Some(shipper) = shipper {
         shipper.shutdown(Duration::from_secs(5)).await;
     }

@@ -1,6 +1,7 @@
 //! The all-in-one gateway on containerd (`esb-gateway --runtime containerd`): the real
 //! binary, its containerd flags (the same group as esb-agent's), images pulled from the
-//! local plain-HTTP registry, and `--check` refusing what the backend cannot run. The tests
+//! local plain-HTTP registry, `--check` refusing what the backend cannot run, and the CNI
+//! network removed at a clean stop. The tests
 //! that need containerd skip with a printed reason when none is reachable, unless
 //! `ESB_REQUIRE_CONTAINERD=1`.
 #![cfg(feature = "containerd")]
@@ -209,6 +210,15 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
         assert_eq!(document["errorMessage"], "boom", "{function}: {document}");
     }
 
+    assert!(
+        Path::new("/sys/class/net").join(&bridge).exists(),
+        "the bridge is up"
+    );
+    assert!(cni_conf.join(format!("{bridge}.conflist")).exists());
+    assert!(
+        cni_data.join(&bridge).exists(),
+        "the lease directory exists"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(gateway.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
@@ -216,5 +226,15 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
     .unwrap();
     let status = gateway.0.wait().unwrap();
     assert!(status.success(), "{status}");
+
+    // A clean stop leaves no CNI bridge, conflist or lease directory behind.
+    let bridge_dev = Path::new("/sys/class/net").join(&bridge);
+    let conflist = cni_conf.join(format!("{bridge}.conflist"));
+    let leases = cni_data.join(&bridge);
+    let left: Vec<_> = [&bridge_dev, &conflist, &leases]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    assert!(left.is_empty(), "left after a clean stop: {left:?}");
 }

@@ -98,6 +98,28 @@ const CNI_VERSION: &str = "1.0.0";
 pub(crate) struct Cni {
     config: CniConfig,
     list: Value,
+    /// The bridge is ESB's to remove: absent at start, or left by an earlier ESB of this
+    /// network (whose lease directory was there).
+    owns_bridge: bool,
+}
+
+/// What [`ContainerdRuntime::release_network`](super::ContainerdRuntime::release_network)
+/// did with the CNI network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetworkRelease {
+    /// No CNI network is configured.
+    None,
+    /// Sandboxes (of this or another process) still hold leases: everything is kept.
+    InUse {
+        /// The leases left.
+        leases: usize,
+    },
+    /// The conflist and lease directory were removed, and the bridge unless it predates ESB.
+    Removed {
+        /// The bridge was removed too (false: it existed before ESB used it, and is kept).
+        bridge: bool,
+    },
 }
 
 /// Parses `a.b.c.d/n` with a usable prefix.
@@ -154,6 +176,9 @@ impl Cni {
                 },
             }],
         });
+        let bridge_existed = Path::new("/sys/class/net").join(&config.bridge).exists();
+        let leases_existed = config.data_dir.join(&config.network).exists();
+        let owns_bridge = !bridge_existed || leases_existed;
         std::fs::create_dir_all(&config.conf_dir)?;
         std::fs::write(
             config.conf_dir.join(format!("{}.conflist", config.network)),
@@ -162,7 +187,85 @@ impl Cni {
                 source,
             })?,
         )?;
-        Ok(Self { config, list })
+        Ok(Self {
+            config,
+            list,
+            owns_bridge,
+        })
+    }
+
+    /// The generated conflist.
+    pub(crate) fn conflist(&self) -> PathBuf {
+        self.config
+            .conf_dir
+            .join(format!("{}.conflist", self.config.network))
+    }
+
+    /// The IP leases `host-local` holds in this network (files named by an address).
+    pub(crate) fn leases(&self) -> usize {
+        std::fs::read_dir(self.lease_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Removes the conflist, the lease directory and the bridge (when ESB's) once no
+    /// sandbox holds a lease.
+    pub(crate) async fn release(&self) -> crate::Result<NetworkRelease> {
+        let leases = self.leases();
+        if leases > 0 {
+            return Ok(NetworkRelease::InUse { leases });
+        }
+        let bridge = Path::new("/sys/class/net").join(&self.config.bridge);
+        let remove_bridge = self.owns_bridge && bridge.exists();
+        if remove_bridge {
+            let output = tokio::process::Command::new("ip")
+                .args([
+                    "link",
+                    "delete",
+                    "dev",
+                    &self.config.bridge,
+                    "type",
+                    "bridge",
+                ])
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|source| Error::Os {
+                    operation: format!("ip link delete {}", self.config.bridge),
+                    source,
+                })?;
+            if !output.status.success() && bridge.exists() {
+                return Err(Error::Backend(format!(
+                    "cannot delete bridge {}: {}",
+                    self.config.bridge,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )));
+            }
+        }
+        for removed in [
+            std::fs::remove_file(self.conflist()),
+            std::fs::remove_dir_all(self.lease_dir()),
+        ] {
+            match removed {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io(err));
+                }
+                _ => {}
+            }
+        }
+        Ok(NetworkRelease::Removed {
+            bridge: remove_bridge,
+        })
     }
 
     /// The network's name, recorded in a label of each attached container.

@@ -50,7 +50,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use cni::CniConfig;
+pub use cni::{CniConfig, NetworkRelease};
 /// The containerd API client this backend is built on, for callers that need more of it.
 pub use containerd_client;
 pub use image::{RegistryConfig, RegistryCredentials};
@@ -455,6 +455,21 @@ impl ContainerdRuntime {
     /// Where the IPAM leases of the CNI network are kept, if one is configured.
     pub fn cni_lease_dir(&self) -> Option<PathBuf> {
         self.cni.as_ref().map(Cni::lease_dir)
+    }
+
+    /// The generated CNI conflist, if a network is configured.
+    pub fn cni_conflist(&self) -> Option<PathBuf> {
+        self.cni.as_ref().map(Cni::conflist)
+    }
+
+    /// At stop: removes the CNI conflist, lease directory and bridge this runtime set up,
+    /// when no sandbox (of this process or another on the same network) holds a lease any
+    /// more. A bridge that existed before ESB first used the network is kept.
+    pub async fn release_network(&self) -> Result<NetworkRelease> {
+        match &self.cni {
+            Some(cni) => cni.release().await,
+            None => Ok(NetworkRelease::None),
+        }
     }
 
     /// The path of a sandbox's network namespace.
