@@ -431,6 +431,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => (args.runtimes(log_sink).await?, None),
     };
+    if args.runtime == RuntimeKind::Agent {
+        // What the agents can run is known once they answer: rie needs one with a network.
+        let network = runtimes.iter().any(|r| r.capabilities().network);
+        config
+            .validate(Some(&Capabilities::new("agent").network(network)))
+            .map_err(|problems| explain(problems.into()))?;
+    }
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use esb_testfn::oci;
 use serde_json::{Value, json};
 
@@ -81,6 +83,50 @@ fn check_refuses_an_rie_function_without_a_network_and_names_it() {
 
     let accepted = check(&["--cni-subnet", "10.234.0.0/24"]);
     assert!(accepted.status.success(), "{accepted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_refuses_an_rie_function_when_no_agent_has_a_network() {
+    let port = free_port();
+    let agent = Command::new(support::agent_binary())
+        .args(["--runtime", "process", "--insecure-no-auth"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("ESB_AGENT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Running(agent);
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (functions, routing) =
+        definitions(dir.path(), &[("emulated", "127.0.0.1:5000/x:1", "rie")]);
+    let output = gateway()
+        .args([
+            "--runtime",
+            "agent",
+            "--agent",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["--functions", &functions, "--routing", &routing])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("functions.emulated.invoke: rie"),
+        "the function and field are named: {stderr}"
+    );
 }
 
 /// The gateway process, killed if a test fails before stopping it.
