@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgGroup, Parser, ValueEnum};
-use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
+use esb_logs::{LogShipper, ShipperLayer};
 use esb_runtime::Runtime;
 use esb_runtime::logs::{LogSink, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
@@ -118,8 +118,8 @@ pub struct Args {
     #[arg(long, env = "ESB_INVOKE_API", value_enum, default_value_t = InvokeApiAccess::Open)]
     pub invoke_api: InvokeApiAccess,
 
-    /// Ship function and gateway logs to this VictoriaLogs (http://host:9428).
-    #[arg(long, env = "VICTORIALOGS_URL")]
+    /// Ship function and gateway logs to this VictoriaLogs (http(s)://host:9428).
+    #[arg(long, env = "VICTORIALOGS_URL", hide_env_values = true)]
     pub victorialogs_url: Option<String>,
 
     /// AWS_REGION of the functions.
@@ -202,6 +202,11 @@ pub struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
+
+    // Logs: VictoriaLogs credentials, TLS, host, spool; the access log.
+    /// How logs reach VictoriaLogs besides its URL.
+    #[command(flatten)]
+    pub logs: esb_logs::cli::VictoriaLogsArgs,
 }
 
 impl Args {
@@ -386,11 +391,12 @@ async fn containerd_runtime(
 
 /// Sets up logging, loads and validates the configuration, and serves until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let shipper = match &args.victorialogs_url {
-        Some(url) => Some(
-            LogShipper::start(VictoriaLogsConfig::new(url))
-                .with_context(|| format!("--victorialogs-url {url}"))?,
-        ),
+    let shipper = match args
+        .victorialogs_url
+        .as_deref()
+        .filter(|url| !url.is_empty())
+    {
+        Some(url) => Some(start_shipper(&args.logs, url)?),
         None => None,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -424,6 +430,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     Ok(())
+}
+
+/// The VictoriaLogs shipper of `--victorialogs-url` and its companion flags; errors never
+/// show the URL's password.
+fn start_shipper(logs: &esb_logs::cli::VictoriaLogsArgs, url: &str) -> anyhow::Result<LogShipper> {
+    let context = || format!("--victorialogs-url {}", esb_logs::redact_url(url));
+    let config = logs.config(url).with_context(context)?;
+    LogShipper::start(config).with_context(context)
 }
 
 /// A start-up error as this binary says it: configuration fields by their flag or

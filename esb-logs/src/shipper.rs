@@ -106,10 +106,31 @@ impl LogShipper {
     pub fn start(config: VictoriaLogsConfig) -> Result<Self, Error> {
         config.validate()?;
         let url = config.insert_url()?;
+        let auth = config.effective_auth()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
             .timeout(config.request_timeout)
-            .build()?;
+            .connect_timeout(config.request_timeout);
+        if let Some(pem) = &config.ca_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Ca)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &config.headers {
+            let invalid = || Error::InvalidConfig {
+                field: "headers",
+                reason: format!("header {name:?} is not a valid HTTP header name and value"),
+            };
+            let name =
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        let client = builder.default_headers(headers).build()?;
+        let stream_values = config.stream_values();
         let core = Arc::new(Core {
             queue: Queue::new(
                 config.queue_capacity.get(),
@@ -124,6 +145,8 @@ impl LogShipper {
             core: core.clone(),
             client,
             url,
+            auth,
+            stream_values,
             config,
             shutdown: shutdown_rx,
             reported_drops: 0,
@@ -204,7 +227,11 @@ enum Outcome {
 struct Sender {
     core: Arc<Core>,
     client: reqwest::Client,
+    /// The insert URL, without user information.
     url: reqwest::Url,
+    auth: Option<Auth>,
+    /// `host` and the extra stream fields, on every record.
+    stream_values: Vec<(String, String)>,
     config: VictoriaLogsConfig,
     shutdown: watch::Receiver<Option<Instant>>,
     reported_drops: u64,
@@ -271,7 +298,7 @@ impl Sender {
             tracing::warn!(
                 dropped = new,
                 total = dropped,
-                url = %self.config.url,
+                url = %self.config.redacted_url(),
                 "VictoriaLogs shipper dropped log records"
             );
         }
@@ -284,7 +311,7 @@ impl Sender {
             if let Err(err) = encode_line(
                 &mut body,
                 record,
-                &self.config.extra_stream_fields,
+                &self.stream_values,
                 self.config.max_message_bytes,
             ) {
                 self.core.dropped(1);
@@ -318,7 +345,7 @@ impl Sender {
             if gzipped {
                 request = request.header(CONTENT_ENCODING, "gzip");
             }
-            request = match &self.config.auth {
+            request = match &self.auth {
                 Some(Auth::Basic { username, password }) => {
                     request.basic_auth(username, Some(password))
                 }

@@ -1,7 +1,11 @@
 //! The shipper against an in-process VictoriaLogs JSON-lines endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+#[path = "support/mod.rs"]
+mod victorialogs;
+use victorialogs as support;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
@@ -409,4 +413,46 @@ async fn bad_settings_are_refused_with_the_field_named() {
 fn starting_outside_a_runtime_is_an_error() {
     let err = LogShipper::start(VictoriaLogsConfig::new("http://127.0.0.1:9428")).unwrap_err();
     assert!(matches!(err, Error::NoRuntime), "{err}");
+}
+
+#[tokio::test]
+async fn https_with_a_given_ca_and_the_url_password_as_basic_auth() {
+    let (server, ca) = tls::start_tls().await;
+    let url = server.url.replace("https://", "https://esb:hunter2@");
+    let mut config = config(&server);
+    config.url = url.clone();
+    config.ca_pem = Some(ca.into_bytes());
+    config.host = Some("edge-7".into());
+    config.headers = vec![("AccountID".into(), "3".into())];
+    let shipper = LogShipper::start(config).unwrap();
+    shipper.push(record("over tls"));
+    let metrics = shipper.shutdown(DEADLINE).await;
+    assert_eq!((metrics.sent, metrics.dropped), (1, 0), "{metrics:?}");
+    let request = &server.requests()[0];
+    // "esb:hunter2" in base64.
+    assert_eq!(request.headers["authorization"], "Basic ZXNiOmh1bnRlcjI=");
+    assert_eq!(request.headers["accountid"], "3");
+    assert_eq!(request.query["_stream_fields"], "container_name,job,host");
+    assert_eq!(request.lines[0]["host"], "edge-7");
+    assert_eq!(request.lines[0]["message"], "over tls");
+}
+
+#[tokio::test]
+async fn https_refuses_a_server_its_roots_do_not_trust() {
+    let (server, _ca) = tls::start_tls().await;
+    let mut config = config(&server);
+    config.retry = RetryPolicy::new(n(1), Duration::from_millis(10), Duration::from_millis(10));
+    config.flush_interval = Duration::from_millis(20);
+    let shipper = LogShipper::start(config).unwrap();
+    shipper.push(record("never trusted"));
+    let gave_up = async {
+        while shipper.metrics().batches_failed == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gave_up)
+        .await
+        .expect("the untrusted server's batch fails");
+    assert_eq!(shipper.metrics().sent, 0);
+    assert!(server.requests().is_empty());
 }

@@ -7,8 +7,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +22,18 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+
+/// A connection the server speaks HTTP over (plain TCP, or TLS over it).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Turns an accepted TCP connection into the stream HTTP is served on (`None` drops it).
+pub type Wrap = Arc<
+    dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = Option<Box<dyn Io>>> + Send>> + Send + Sync,
+>;
 
 /// One request the server answered.
 #[derive(Clone, Debug)]
@@ -73,6 +85,13 @@ impl VictoriaLogs {
     }
 
     async fn start_with(count_only: bool) -> Self {
+        let plain: Wrap =
+            Arc::new(|stream| Box::pin(async move { Some(Box::new(stream) as Box<dyn Io>) }));
+        Self::start_wrapped(count_only, "http", plain).await
+    }
+
+    /// A server whose connections go through `wrap` (e.g. a TLS acceptor), at `scheme://`.
+    pub async fn start_wrapped(count_only: bool, scheme: &str, wrap: Wrap) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (hang, _) = watch::channel(false);
@@ -88,7 +107,11 @@ impl VictoriaLogs {
                     continue;
                 };
                 let state = server_state.clone();
+                let wrap = wrap.clone();
                 tokio::spawn(async move {
+                    let Some(stream) = wrap(stream).await else {
+                        return;
+                    };
                     let service = service_fn(move |req| handle(state.clone(), req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -97,7 +120,7 @@ impl VictoriaLogs {
             }
         });
         Self {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             state,
         }

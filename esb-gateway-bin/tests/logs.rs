@@ -1,0 +1,337 @@
+//! Logs of the real binaries: credentials never printed, `https://` VictoriaLogs with a
+//! given CA, and function lines shipped by the agent that ran them, with their host.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+#[path = "../../esb-logs/tests/support/mod.rs"]
+mod victorialogs;
+#[path = "../../esb-logs/tests/support/tls.rs"]
+mod victorialogs_tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+use victorialogs::VictoriaLogs;
+
+const PASSWORD: &str = "hunter2-never-printed";
+const TOKEN: &str = "agent-token-for-tests";
+
+fn gateway_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_esb-gateway"))
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A URL whose user information carries [`PASSWORD`].
+fn with_password(url: &str) -> String {
+    url.replacen("://", &format!("://esb:{PASSWORD}@"), 1)
+}
+
+/// A binary running with its standard output and error in files.
+struct Running {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Running {
+    fn spawn(mut command: Command, dir: &Path, name: &str) -> Self {
+        let out = dir.join(format!("{name}.out"));
+        let file = std::fs::File::create(&out).unwrap();
+        let child = command
+            .env_remove("VICTORIALOGS_URL")
+            .env_remove("ESB_VICTORIALOGS_URL")
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, out }
+    }
+
+    fn wait_listening(&mut self, addr: SocketAddr) {
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("exited with {status}: {}", self.output());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// SIGTERM, then everything it printed.
+    fn stop(mut self) -> String {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.output()
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// functions.yml and routing.yml of one `esb-testfn` function `logfn` at `/log`.
+fn definitions(dir: &Path) -> (String, String) {
+    let functions = write(
+        dir,
+        "functions.yml",
+        &format!(
+            "functions:\n  logfn: {{ command: [{:?}] }}\n",
+            support::testfn().display()
+        ),
+    );
+    let routing = write(
+        dir,
+        "routing.yml",
+        "routes:\n  - { path: \"/log\", method: POST, function: logfn, auth: none }\n",
+    );
+    (functions, routing)
+}
+
+fn gateway(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Command {
+    let (functions, routing) = definitions(dir);
+    let mut command = Command::new(gateway_binary());
+    for var in ["JWT_SECRET_KEY", "X_API_KEY", "AUTH_USER", "AUTH_PASS"] {
+        command.env_remove(var);
+    }
+    command
+        .args(["--functions", &functions, "--routing", &routing])
+        .args(["--listen", &addr.to_string()])
+        .args(extra);
+    command
+}
+
+fn agent(addr: SocketAddr, extra: &[&str]) -> Command {
+    let mut command = Command::new(support::agent_binary());
+    command
+        .args(["--runtime", "process", "--listen", &addr.to_string()])
+        .args(["--token", TOKEN])
+        .args(extra);
+    command
+}
+
+/// Invokes `logfn` through the Invoke API with a log tail: the decoded tail.
+async fn invoke(addr: SocketAddr, payload: Value, trace: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/2015-03-31/functions/logfn/invocations"
+        ))
+        .header("X-Amz-Log-Type", "Tail")
+        .header("X-Amzn-Trace-Id", trace)
+        .body(payload.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{response:?}");
+    let tail = response
+        .headers()
+        .get("x-amz-log-result")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(tail)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn victorialogs_credentials_never_appear_in_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    // Every batch is refused: the binaries warn about it, naming the URL.
+    server.fail_next(&[400; 1000]);
+
+    // --help, with the URL and the password in the environment.
+    for program in [gateway_binary(), support::agent_binary()] {
+        let output = Command::new(program)
+            .arg("--help")
+            .env("VICTORIALOGS_URL", with_password(&server.url))
+            .env("ESB_VICTORIALOGS_URL", with_password(&server.url))
+            .env("VICTORIALOGS_PASSWORD", PASSWORD)
+            .env(
+                "VICTORIALOGS_HEADERS",
+                format!("Authorization: Bearer {PASSWORD}"),
+            )
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("--victorialogs-password"), "{help}");
+        assert!(!help.contains(PASSWORD), "{help}");
+    }
+
+    // A URL that does not parse stops start-up, naming the flag but not the password.
+    let bad = format!("http://esb:{PASSWORD}@127.0.0.1:99999");
+    for (name, mut command) in [
+        (
+            "gateway-bad",
+            gateway(dir.path(), free_addr(), &["--victorialogs-url", &bad]),
+        ),
+        (
+            "agent-bad",
+            agent(free_addr(), &["--victorialogs-url", &bad]),
+        ),
+    ] {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output = command.env("RUST_LOG", "debug").output().unwrap();
+        assert!(!output.status.success(), "{name}: {output:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(text.contains("--victorialogs-url"), "{name}: {text}");
+        assert!(text.contains("***@127.0.0.1:99999"), "{name}: {text}");
+        assert!(!text.contains(PASSWORD), "{name}: {text}");
+    }
+
+    // Running: the gateway ships to a VictoriaLogs refusing every batch, the agent to one
+    // nobody listens on; both warn, at debug level too.
+    let closed = format!("http://{}", free_addr());
+    let agent_addr = free_addr();
+    let mut agent_run = Running::spawn(
+        {
+            let mut c = agent(agent_addr, &["--victorialogs-url", &with_password(&closed)]);
+            c.env("RUST_LOG", "debug");
+            c
+        },
+        dir.path(),
+        "agent",
+    );
+    agent_run.wait_listening(agent_addr);
+    let gateway_addr = free_addr();
+    let mut gateway_run = Running::spawn(
+        {
+            let mut c = gateway(
+                dir.path(),
+                gateway_addr,
+                &[
+                    "--victorialogs-url",
+                    &with_password(&server.url),
+                    "--runtime",
+                    "agent",
+                    "--agent",
+                    &format!("http://{agent_addr}"),
+                    "--agent-token",
+                    TOKEN,
+                ],
+            );
+            c.env("RUST_LOG", "debug");
+            c
+        },
+        dir.path(),
+        "gateway",
+    );
+    gateway_run.wait_listening(gateway_addr);
+    invoke(
+        gateway_addr,
+        serde_json::json!({"print": ["a line"]}),
+        "Root=1-65a0b0c0-0123456789abcdef01234567",
+    )
+    .await;
+    server
+        .wait_until("a refused batch", |s| !s.requests().is_empty())
+        .await;
+    // The password was sent (as basic auth), only never printed.
+    let sent = &server.requests()[0].headers["authorization"];
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("esb:{PASSWORD}"));
+    assert_eq!(sent, &format!("Basic {expected}"));
+    // Let the agent's retries fail and be reported.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let gateway_out = gateway_run.stop();
+    let agent_out = agent_run.stop();
+    assert!(
+        gateway_out.contains("VictoriaLogs refused a batch"),
+        "{gateway_out}"
+    );
+    assert!(agent_out.contains("VictoriaLogs"), "{agent_out}");
+    for (name, text) in [("gateway", &gateway_out), ("agent", &agent_out)] {
+        assert!(
+            !text.contains(PASSWORD),
+            "{name} printed the password:\n{text}"
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("esb:{PASSWORD}"));
+        assert!(
+            !text.contains(&encoded),
+            "{name} printed the credentials:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_ships_to_an_https_victorialogs_with_a_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = victorialogs_tls::start_tls().await;
+    let ca_path = write(dir.path(), "ca.pem", &ca);
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(
+            dir.path(),
+            addr,
+            &[
+                "--victorialogs-url",
+                &server.url,
+                "--victorialogs-ca",
+                &ca_path,
+                "--victorialogs-user",
+                "esb",
+                "--victorialogs-password",
+                PASSWORD,
+                "--log-host",
+                "gw-tls",
+            ],
+        ),
+        dir.path(),
+        "gateway-tls",
+    );
+    run.wait_listening(addr);
+    invoke(
+        addr,
+        serde_json::json!({"print": ["over https"]}),
+        "Root=1-65a0b0c0-0123456789abcdef01234567",
+    )
+    .await;
+    server
+        .wait_until("the function's line over https", |s| {
+            s.lines().iter().any(|l| l["message"] == "over https")
+        })
+        .await;
+    let out = run.stop();
+    assert!(!out.contains(PASSWORD), "{out}");
+    let line = server
+        .lines()
+        .into_iter()
+        .find(|l| l["message"] == "over https")
+        .unwrap();
+    assert_eq!(line["host"], "gw-tls");
+    assert_eq!(line["function_name"], "logfn");
+}
