@@ -138,8 +138,8 @@ fn agent(addr: SocketAddr, extra: &[&str]) -> Command {
     command
 }
 
-/// Invokes `logfn` through the Invoke API with a log tail: the decoded tail.
-async fn invoke(addr: SocketAddr, payload: Value, trace: &str) -> String {
+/// Invokes `logfn` through the Invoke API with a log tail: its request id and decoded tail.
+async fn invoke(addr: SocketAddr, payload: Value, trace: &str) -> (String, String) {
     let response = reqwest::Client::new()
         .post(format!(
             "http://{addr}/2015-03-31/functions/logfn/invocations"
@@ -151,17 +151,22 @@ async fn invoke(addr: SocketAddr, payload: Value, trace: &str) -> String {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{response:?}");
+    let request_id = response.headers()["x-amzn-requestid"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let tail = response
         .headers()
         .get("x-amz-log-result")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    String::from_utf8(
+    let tail = String::from_utf8(
         base64::engine::general_purpose::STANDARD
             .decode(tail)
             .unwrap(),
     )
-    .unwrap()
+    .unwrap();
+    (request_id, tail)
 }
 
 #[tokio::test]
@@ -252,7 +257,7 @@ async fn victorialogs_credentials_never_appear_in_any_output() {
         "gateway",
     );
     gateway_run.wait_listening(gateway_addr);
-    invoke(
+    let _ = invoke(
         gateway_addr,
         serde_json::json!({"print": ["a line"]}),
         "Root=1-65a0b0c0-0123456789abcdef01234567",
@@ -314,7 +319,7 @@ async fn the_gateway_ships_to_an_https_victorialogs_with_a_given_ca() {
         "gateway-tls",
     );
     run.wait_listening(addr);
-    invoke(
+    let _ = invoke(
         addr,
         serde_json::json!({"print": ["over https"]}),
         "Root=1-65a0b0c0-0123456789abcdef01234567",
@@ -334,4 +339,102 @@ async fn the_gateway_ships_to_an_https_victorialogs_with_a_given_ca() {
         .unwrap();
     assert_eq!(line["host"], "gw-tls");
     assert_eq!(line["function_name"], "logfn");
+}
+
+#[tokio::test]
+async fn an_agents_function_lines_reach_victorialogs_with_their_invocation_and_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    let agent_addr = free_addr();
+    let mut agent_run = Running::spawn(
+        agent(
+            agent_addr,
+            &[
+                "--victorialogs-url",
+                &server.url,
+                "--log-host",
+                "agent-host-1",
+            ],
+        ),
+        dir.path(),
+        "agent",
+    );
+    agent_run.wait_listening(agent_addr);
+    let gateway_addr = free_addr();
+    let mut gateway_run = Running::spawn(
+        gateway(
+            dir.path(),
+            gateway_addr,
+            &[
+                "--victorialogs-url",
+                &server.url,
+                "--log-host",
+                "gateway-host-1",
+                "--runtime",
+                "agent",
+                "--agent",
+                &format!("http://{agent_addr}"),
+                "--agent-token",
+                TOKEN,
+            ],
+        ),
+        dir.path(),
+        "gateway",
+    );
+    gateway_run.wait_listening(gateway_addr);
+
+    let root = "1-65a0b0c0-0123456789abcdef01234567";
+    let marker = "marker-7f3a from the agent's sandbox";
+    let (request_id, tail) = invoke(
+        gateway_addr,
+        serde_json::json!({"print": [marker]}),
+        &format!("Root={root};Sampled=1"),
+    )
+    .await;
+    // The caller's log tail still comes back through the agent.
+    assert!(tail.contains(marker), "{tail}");
+
+    server
+        .wait_until(
+            "the marker, the agent's and the gateway's own records",
+            |s| {
+                let lines = s.lines();
+                lines.iter().any(|l| l["message"] == marker)
+                    && lines.iter().any(|l| l["container_name"] == "esb-agent")
+                    && lines.iter().any(|l| l["container_name"] == "esb-gateway")
+            },
+        )
+        .await;
+    let lines = server.lines();
+    let markers: Vec<&Value> = lines.iter().filter(|l| l["message"] == marker).collect();
+    assert_eq!(markers.len(), 1, "shipped once, by the agent: {markers:?}");
+    let line = markers[0];
+    assert_eq!(line["function_name"], "logfn");
+    assert_eq!(line["container_name"], "logfn");
+    assert_eq!(line["job"], "lambda");
+    assert_eq!(line["aws_request_id"], request_id.as_str());
+    assert!(
+        line["trace_id"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Root={root}")),
+        "{line}"
+    );
+    assert_eq!(line["host"], "agent-host-1");
+    assert_eq!(line["stream"], "stdout");
+    // Every record names its host: the agent's own and the gateway's.
+    for l in &lines {
+        let expected = if l["container_name"] == "esb-gateway" {
+            "gateway-host-1"
+        } else {
+            "agent-host-1"
+        };
+        assert_eq!(l["host"], expected, "{l}");
+    }
+    let agent_out = agent_run.stop();
+    gateway_run.stop();
+    assert!(
+        agent_out.contains(marker),
+        "the agent's terminal: {agent_out}"
+    );
 }
