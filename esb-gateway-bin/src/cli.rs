@@ -207,6 +207,16 @@ pub struct Args {
     /// How logs reach VictoriaLogs besides its URL.
     #[command(flatten)]
     pub logs: esb_logs::cli::VictoriaLogsArgs,
+
+    /// An access record per request, on the terminal and in VictoriaLogs (false: none).
+    #[arg(
+        long,
+        env = "ESB_ACCESS_LOG",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub access_log: bool,
 }
 
 impl Args {
@@ -399,7 +409,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(url) => Some(start_shipper(&args.logs, url)?),
         None => None,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !args.access_log {
+        filter = filter.add_directive(
+            format!("{}=off", crate::layers::access_log::TARGET)
+                .parse()
+                .context("the access log's filter")?,
+        );
+    }
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))

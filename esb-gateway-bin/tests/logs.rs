@@ -438,3 +438,165 @@ async fn an_agents_function_lines_reach_victorialogs_with_their_invocation_and_h
         "the agent's terminal: {agent_out}"
     );
 }
+
+/// POSTs `payload` to the route `/log` with a trace header: the response's status and request id.
+async fn post_route(addr: SocketAddr, payload: Value, trace: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/log"))
+        .header("X-Amzn-Trace-Id", trace)
+        .body(payload.to_string())
+        .send()
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-amzn-requestid"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.status().as_u16(), request_id)
+}
+
+fn find(lines: &[Value], what: impl Fn(&Value) -> bool) -> Vec<&Value> {
+    lines.iter().filter(|l| what(l)).collect()
+}
+
+#[tokio::test]
+async fn every_request_has_an_access_record_and_errors_and_platform_lines_carry_its_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(
+            dir.path(),
+            addr,
+            &["--victorialogs-url", &server.url, "--log-host", "gw-1"],
+        ),
+        dir.path(),
+        "gateway",
+    );
+    run.wait_listening(addr);
+    let trace = "Root=1-65a0b0c0-00000000000000000000a11e;Sampled=1";
+    // esb-testfn's answer is no proxy response: the route answers 502, a logged error.
+    let (status, request_id) =
+        post_route(addr, serde_json::json!({"print": ["routed"]}), trace).await;
+    assert_eq!(status, 502);
+    let (invoke_id, _) = invoke(addr, serde_json::json!({"print": ["invoked"]}), trace).await;
+
+    server
+        .wait_until("both access records", |s| {
+            let lines = s.lines();
+            find(&lines, |l| l["target"] == "esb_gateway::access").len() >= 2
+                && lines.iter().any(|l| {
+                    l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("REPORT"))
+                })
+        })
+        .await;
+    let lines = server.lines();
+    let access = find(&lines, |l| {
+        l["target"] == "esb_gateway::access" && l["aws_request_id"] == request_id.as_str()
+    });
+    assert_eq!(access.len(), 1, "{lines:#?}");
+    let record = access[0];
+    assert_eq!(record["level"], "info");
+    assert_eq!(record["container_name"], "esb-gateway");
+    assert_eq!(record["job"], "services");
+    assert_eq!(record["method"], "POST");
+    assert_eq!(record["path"], "/log");
+    assert_eq!(record["route"], "POST /log");
+    assert_eq!(record["function_name"], "logfn");
+    assert_eq!(record["status"], "502");
+    assert_eq!(record["trace_id"], trace);
+    assert_eq!(record["client_ip"], "127.0.0.1");
+    assert_eq!(record["host"], "gw-1");
+    assert!(
+        record["duration_ms"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 0.0
+    );
+
+    let invoked = find(&lines, |l| {
+        l["target"] == "esb_gateway::access" && l["aws_request_id"] == invoke_id.as_str()
+    });
+    assert_eq!(invoked.len(), 1, "{lines:#?}");
+    assert_eq!(invoked[0]["function_name"], "logfn");
+    assert_eq!(invoked[0]["status"], "200");
+    assert_eq!(
+        invoked[0]["path"],
+        "/2015-03-31/functions/logfn/invocations"
+    );
+
+    // The error record of the 502 names the request and the function.
+    let errors = find(&lines, |l| l["level"] == "warn" && l["job"] == "services");
+    assert!(
+        errors
+            .iter()
+            .any(|l| l["aws_request_id"] == request_id.as_str()
+                && l["function_name"] == "logfn"
+                && l["trace_id"] == trace),
+        "{errors:#?}"
+    );
+
+    // START / END / REPORT carry the function's trace id (the caller's root).
+    for prefix in ["START", "END", "REPORT"] {
+        let platform = find(&lines, |l| {
+            l["aws_request_id"] == request_id.as_str()
+                && l["message"].as_str().is_some_and(|m| m.starts_with(prefix))
+        });
+        assert_eq!(platform.len(), 1, "{prefix}: {lines:#?}");
+        assert!(
+            platform[0]["trace_id"]
+                .as_str()
+                .is_some_and(|t| t.contains("Root=1-65a0b0c0-00000000000000000000a11e")),
+            "{prefix}: {:?}",
+            platform[0]
+        );
+    }
+    let out = run.stop();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("esb_gateway::access") && l.contains("POST /log 502")),
+        "the terminal shows the access record: {out}"
+    );
+}
+
+#[tokio::test]
+async fn access_log_false_writes_none_and_errors_keep_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(
+            dir.path(),
+            addr,
+            &["--victorialogs-url", &server.url, "--access-log", "false"],
+        ),
+        dir.path(),
+        "gateway",
+    );
+    run.wait_listening(addr);
+    let trace = "Root=1-65a0b0c0-00000000000000000000b0b0";
+    let (status, request_id) = post_route(addr, serde_json::json!({}), trace).await;
+    assert_eq!(status, 502);
+    server
+        .wait_until("the error record", |s| {
+            s.lines()
+                .iter()
+                .any(|l| l["job"] == "services" && l["aws_request_id"] == request_id.as_str())
+        })
+        .await;
+    let out = run.stop();
+    let lines = server.lines();
+    assert!(
+        find(&lines, |l| l["target"] == "esb_gateway::access").is_empty(),
+        "{lines:#?}"
+    );
+    assert!(!out.contains("esb_gateway::access"), "{out}");
+    let error = find(&lines, |l| {
+        l["job"] == "services" && l["aws_request_id"] == request_id.as_str()
+    });
+    assert_eq!(error[0]["function_name"], "logfn");
+}
