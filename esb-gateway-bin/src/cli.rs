@@ -440,6 +440,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .tee(logs::function_log_sink(shipper.clone()));
     let runtimes = args.runtimes(log_sink).await?;
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
+    // The metrics recorder is in place now: the shipper's series exist from the start.
+    if let Some(shipper) = &shipper {
+        shipper.register_metrics();
+    }
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
     if let Some(shipper) = shipper {

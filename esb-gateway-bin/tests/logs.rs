@@ -600,3 +600,88 @@ async fn access_log_false_writes_none_and_errors_keep_their_ids() {
     });
     assert_eq!(error[0]["function_name"], "logfn");
 }
+
+#[tokio::test]
+async fn levels_are_kept_as_written_times_have_microseconds_and_the_drop_count_exists_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(dir.path(), addr, &["--victorialogs-url", &server.url]),
+        dir.path(),
+        "gateway",
+    );
+    run.wait_listening(addr);
+    // Exported before anything was dropped (or sent).
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("esb_logs_records_dropped_total") && l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    let lines_printed = [
+        r#"{"_time": 1704067200.123, "level": "DEBUG", "_msg": "earlier-esb debug"}"#,
+        "[WARNING] python text warning",
+        "2024-01-01T00:00:00.000Z\tabc\tINFO\tnode text info",
+        "plain line",
+    ];
+    let (request_id, _) = invoke(
+        addr,
+        serde_json::json!({ "print": lines_printed }),
+        "Root=1-65a0b0c0-0123456789abcdef01234567",
+    )
+    .await;
+    server
+        .wait_until("the invocation's REPORT", |s| {
+            s.lines().iter().any(|l| {
+                l["aws_request_id"] == request_id.as_str()
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("REPORT"))
+            })
+        })
+        .await;
+    run.stop();
+    let lines: Vec<Value> = server
+        .lines()
+        .into_iter()
+        .filter(|l| l["aws_request_id"] == request_id.as_str() && l["job"] == "lambda")
+        .collect();
+    let level_of = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in {lines:#?}"))["level"]
+            .clone()
+    };
+    assert_eq!(level_of("earlier-esb debug"), "DEBUG");
+    assert_eq!(level_of("[WARNING] python text warning"), "WARNING");
+    assert_eq!(
+        level_of("2024-01-01T00:00:00.000Z\tabc\tINFO\tnode text info"),
+        "INFO"
+    );
+    assert_eq!(level_of("plain line"), "info");
+    // Microseconds, and in the order they were written: START, the lines, END, REPORT.
+    let times: Vec<&str> = lines.iter().map(|l| l["_time"].as_str().unwrap()).collect();
+    for time in &times {
+        assert_eq!(time.len(), "2024-01-01T00:00:00.000000Z".len(), "{time}");
+    }
+    let mut sorted = lines.clone();
+    sorted.sort_by_key(|l| l["_time"].as_str().unwrap().to_owned());
+    let order: Vec<&str> = sorted
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(order[0].starts_with("START"), "{order:#?}");
+    assert_eq!(order[1], "earlier-esb debug", "{order:#?}");
+    assert_eq!(order[4], "plain line", "{order:#?}");
+    assert!(order[5].starts_with("END"), "{order:#?}");
+    assert!(order[6].starts_with("REPORT"), "{order:#?}");
+}

@@ -8,6 +8,9 @@ use crate::Error;
 use crate::record::RESERVED_FIELDS;
 use crate::redact::{redact_url, split_userinfo};
 
+/// The default longest message: 256 KiB, Lambda's limit of one log event.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// Credentials sent with every request to VictoriaLogs.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -120,7 +123,9 @@ pub struct VictoriaLogsConfig {
     pub retry: RetryPolicy,
     /// Bodies of at least this many bytes are sent gzip-compressed; `None` never compresses.
     pub gzip_min_bytes: Option<usize>,
-    /// Longer messages are cut to this many bytes (VictoriaLogs refuses very long lines).
+    /// Longer messages are cut to this many bytes (VictoriaLogs refuses very long lines);
+    /// [`MAX_MESSAGE_BYTES`] by default, so a line the output readers split at Lambda's
+    /// 256 KB arrives whole.
     pub max_message_bytes: usize,
     /// How long [`LogShipper::shutdown`](crate::LogShipper::shutdown) may take to flush.
     pub shutdown_deadline: Duration,
@@ -143,7 +148,7 @@ impl VictoriaLogsConfig {
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             gzip_min_bytes: Some(1024),
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: MAX_MESSAGE_BYTES,
             shutdown_deadline: Duration::from_secs(5),
         }
     }

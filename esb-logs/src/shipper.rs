@@ -151,6 +151,7 @@ impl LogShipper {
             shutdown: shutdown_rx,
             reported_drops: 0,
         };
+        register_metrics(&core);
         let task = runtime.spawn(sender.run());
         Ok(Self {
             handle: Arc::new(Handle {
@@ -160,6 +161,14 @@ impl LogShipper {
                 drop_deadline,
             }),
         })
+    }
+
+    /// Registers the shipper's metrics with the installed `metrics` recorder, at their
+    /// current values, so that they are exported before anything happens (e.g. the count
+    /// of dropped records at 0). Done at start and at each flush interval too; call it once
+    /// the recorder is installed when that comes after the shipper.
+    pub fn register_metrics(&self) {
+        register_metrics(&self.handle.core);
     }
 
     /// Queues one record. Never waits; drops the oldest record when the queue is full.
@@ -292,7 +301,7 @@ impl Sender {
         let dropped = self.core.counters.dropped.load(Ordering::Relaxed);
         let new = dropped.saturating_sub(self.reported_drops);
         self.reported_drops = dropped;
-        metrics::gauge!("esb_logs_queue_length").set(self.core.queue.len() as f64);
+        register_metrics(&self.core);
         if new > 0 {
             metrics::counter!("esb_logs_records_dropped_total").increment(new);
             tracing::warn!(
@@ -418,6 +427,20 @@ impl Sender {
         self.core.dropped(records);
         Outcome::Aborted
     }
+}
+
+/// Every metric of the shipper, so that each is exported from the start.
+fn register_metrics(core: &Core) {
+    for name in [
+        "esb_logs_records_dropped_total",
+        "esb_logs_records_sent_total",
+        "esb_logs_bytes_sent_total",
+        "esb_logs_retries_total",
+        "esb_logs_batches_failed_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("esb_logs_queue_length").set(core.queue.len() as f64);
 }
 
 /// Resolves once shutdown was asked and its deadline passed.

@@ -80,7 +80,8 @@ async fn records_arrive_with_their_fields_and_the_query_parameters() {
 
     let function = &request.lines[0];
     assert_eq!(function["message"], "out of stock");
-    assert_eq!(function["level"], "error");
+    // The level as the function wrote it.
+    assert_eq!(function["level"], "ERROR");
     assert_eq!(function["container_name"], "orders");
     assert_eq!(function["job"], "lambda");
     assert_eq!(function["function_name"], "orders");
@@ -94,7 +95,7 @@ async fn records_arrive_with_their_fields_and_the_query_parameters() {
     assert_eq!(function["host"], "edge-1");
     let time = function["_time"].as_str().unwrap();
     assert!(
-        time.ends_with('Z') && time.len() == "2024-01-01T00:00:00.000Z".len(),
+        time.ends_with('Z') && time.len() == "2024-01-01T00:00:00.000000Z".len(),
         "{time}"
     );
 
@@ -455,4 +456,23 @@ async fn https_refuses_a_server_its_roots_do_not_trust() {
         .expect("the untrusted server's batch fails");
     assert_eq!(shipper.metrics().sent, 0);
     assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_line_of_256_kib_arrives_whole_and_longer_ones_are_cut_without_choking() {
+    let server = VictoriaLogs::start().await;
+    let shipper = LogShipper::start(config(&server)).unwrap();
+    let whole = "w".repeat(esb_logs::MAX_MESSAGE_BYTES);
+    shipper.push(record(whole.clone()));
+    shipper.push(record("é".repeat(esb_logs::MAX_MESSAGE_BYTES)));
+    shipper.push(record("after"));
+    let metrics = shipper.shutdown(DEADLINE).await;
+    assert_eq!((metrics.sent, metrics.dropped), (3, 0), "{metrics:?}");
+    let lines = server.lines();
+    assert_eq!(lines[0]["message"].as_str().unwrap(), whole);
+    let cut = lines[1]["message"].as_str().unwrap();
+    assert!(
+        cut.len() <= esb_logs::MAX_MESSAGE_BYTES && cut.len() > esb_logs::MAX_MESSAGE_BYTES - 2
+    );
+    assert_eq!(lines[2]["message"], "after");
 }
