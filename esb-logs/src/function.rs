@@ -182,10 +182,11 @@ fn text_level(line: &str) -> Option<(Level, &str)> {
             let upper = bare
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c == '(' || c == ')' || c == '_');
-            if upper && bare.len() >= 4 {
-                if let Some(found) = parsed(bare) {
-                    return Some(found);
-                }
+            if upper
+                && bare.len() >= 4
+                && let Some(found) = parsed(bare)
+            {
+                return Some(found);
             }
         }
     }
