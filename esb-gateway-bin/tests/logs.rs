@@ -685,3 +685,288 @@ async fn levels_are_kept_as_written_times_have_microseconds_and_the_drop_count_e
     assert!(order[5].starts_with("END"), "{order:#?}");
     assert!(order[6].starts_with("REPORT"), "{order:#?}");
 }
+
+/// The VictoriaLogs of an outage test: the in-process one, or a real `victoria-logs` binary.
+enum Vl {
+    InProcess(VictoriaLogs),
+    Real(RealVl),
+}
+
+/// A `victoria-logs` process on a free port, restartable on the same data.
+struct RealVl {
+    bin: PathBuf,
+    data: tempfile::TempDir,
+    addr: SocketAddr,
+    child: std::sync::Mutex<Option<Child>>,
+}
+
+impl RealVl {
+    fn start(bin: PathBuf) -> Self {
+        let vl = Self {
+            bin,
+            data: tempfile::tempdir().unwrap(),
+            addr: free_addr(),
+            child: std::sync::Mutex::new(None),
+        };
+        vl.spawn();
+        vl
+    }
+
+    fn spawn(&self) {
+        let child = Command::new(&self.bin)
+            .arg(format!("-storageDataPath={}", self.data.path().display()))
+            .arg(format!("-httpListenAddr={}", self.addr))
+            .arg("-insert.maxLineSizeBytes=512KB")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        *self.child.lock().unwrap() = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "victoria-logs never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &*self.child.lock().unwrap() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
+    fn stop(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RealVl {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Vl {
+    fn url(&self) -> String {
+        match self {
+            Self::InProcess(vl) => vl.url.clone(),
+            Self::Real(vl) => format!("http://{}", vl.addr),
+        }
+    }
+
+    /// Down (no listener, connections closed: a restart) or back up.
+    fn down(&self, on: bool) {
+        match self {
+            Self::InProcess(vl) => vl.down(on),
+            Self::Real(vl) if on => vl.stop(),
+            Self::Real(vl) => vl.spawn(),
+        }
+    }
+
+    /// Stalled (requests accepted, never answered) or going on.
+    fn hang(&self, on: bool) {
+        match self {
+            Self::InProcess(vl) => vl.hang(on),
+            Self::Real(vl) => vl.signal(if on {
+                nix::sys::signal::Signal::SIGSTOP
+            } else {
+                nix::sys::signal::Signal::SIGCONT
+            }),
+        }
+    }
+
+    /// The records a LogsQL query finds.
+    async fn query(&self, query: &str) -> Vec<Value> {
+        let text = reqwest::Client::new()
+            .post(format!("{}/select/logsql/query", self.url()))
+            .form(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The VictoriaLogs an outage test runs against: in-process, and the real binary when
+/// `ESB_VICTORIALOGS_BIN` names one.
+fn backends() -> Vec<&'static str> {
+    match std::env::var_os("ESB_VICTORIALOGS_BIN") {
+        Some(_) => vec!["in-process", "real"],
+        None => {
+            eprintln!(
+                "ESB_VICTORIALOGS_BIN is not set: the outage test runs against the in-process \
+                 VictoriaLogs only, not against a real victoria-logs"
+            );
+            vec!["in-process"]
+        }
+    }
+}
+
+async fn backend(name: &str) -> Vl {
+    match name {
+        "real" => Vl::Real(RealVl::start(PathBuf::from(
+            std::env::var_os("ESB_VICTORIALOGS_BIN").unwrap(),
+        ))),
+        _ => Vl::InProcess(VictoriaLogs::start().await),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// Down (connections refused) for 5 s, from 3 s into a 12 s load.
+    Refuse,
+    /// Stalled for 12 s, from 2 s into a 16 s load.
+    Hang,
+}
+
+/// Invocations at about 100 a second, each printing its own marker, through a VictoriaLogs
+/// outage: every marker arrives, duplicates stay within 1%. Returns (sent, lost, duplicated).
+async fn outage(vl: Vl, kind: Outage) -> (usize, usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(dir.path(), addr, &["--victorialogs-url", &vl.url()]),
+        dir.path(),
+        "gateway",
+    );
+    run.wait_listening(addr);
+    let (total, start, end) = match kind {
+        Outage::Refuse => (
+            Duration::from_secs(12),
+            Duration::from_secs(3),
+            Duration::from_secs(8),
+        ),
+        Outage::Hang => (
+            Duration::from_secs(16),
+            Duration::from_secs(2),
+            Duration::from_secs(14),
+        ),
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/2015-03-31/functions/logfn/invocations");
+    let began = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut calls = tokio::task::JoinSet::new();
+    let (mut started_outage, mut ended_outage) = (false, false);
+    let mut n = 0usize;
+    while began.elapsed() < total && n < 2_000 {
+        tick.tick().await;
+        let elapsed = began.elapsed();
+        if !started_outage && elapsed >= start {
+            started_outage = true;
+            match kind {
+                Outage::Refuse => vl.down(true),
+                Outage::Hang => vl.hang(true),
+            }
+        }
+        if !ended_outage && elapsed >= end {
+            ended_outage = true;
+            match kind {
+                Outage::Refuse => vl.down(false),
+                Outage::Hang => vl.hang(false),
+            }
+        }
+        let (client, url) = (client.clone(), url.clone());
+        let marker = format!("outage-marker-{n}");
+        calls.spawn(async move {
+            let payload = serde_json::json!({ "print": [marker] }).to_string();
+            let response = client.post(url).body(payload).send().await.unwrap();
+            response.status().as_u16()
+        });
+        n += 1;
+    }
+    let mut ok = 0;
+    while let Some(status) = calls.join_next().await {
+        if status.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, n, "every invocation succeeded");
+    // Wait for the backlog to arrive (bounded).
+    let waited = Instant::now();
+    let mut found: Vec<Value>;
+    loop {
+        found = vl.query("function_name:logfn").await;
+        let markers = found
+            .iter()
+            .filter(|l| {
+                l["_msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("outage-marker-"))
+            })
+            .count();
+        if markers >= n || waited.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    run.stop();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for line in &found {
+        if let Some(m) = line["_msg"]
+            .as_str()
+            .filter(|m| m.starts_with("outage-marker-"))
+        {
+            *seen.entry(m.to_owned()).or_default() += 1;
+        }
+    }
+    let lost = (0..n)
+        .filter(|i| !seen.contains_key(&format!("outage-marker-{i}")))
+        .count();
+    let duplicated: usize = seen.values().map(|c| c - 1).sum();
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    eprintln!(
+        "{kind:?}: {n} invocations, {ok} answered, markers lost {lost}, duplicated {duplicated}; \
+         shipper dropped {}, resent after a timeout {}",
+        metric("esb_logs_records_dropped_total"),
+        metric("esb_logs_records_resent_after_timeout_total"),
+    );
+    assert_eq!(lost, 0, "every line arrives after the outage");
+    assert_eq!(metric("esb_logs_records_dropped_total"), 0.0);
+    assert!(duplicated * 100 <= n, "duplicates {duplicated} of {n}");
+    (n, lost, duplicated)
+}
+
+#[tokio::test]
+async fn a_victorialogs_down_for_5_seconds_loses_no_line() {
+    for name in backends() {
+        let (sent, lost, duplicated) = outage(backend(name).await, Outage::Refuse).await;
+        eprintln!("{name}: refused 5 s: sent {sent}, lost {lost}, duplicated {duplicated}");
+    }
+}
+
+#[tokio::test]
+async fn a_victorialogs_stalled_for_12_seconds_loses_no_line_and_duplicates_at_most_1_percent() {
+    for name in backends() {
+        let (sent, lost, duplicated) = outage(backend(name).await, Outage::Hang).await;
+        eprintln!("{name}: stalled 12 s: sent {sent}, lost {lost}, duplicated {duplicated}");
+    }
+}

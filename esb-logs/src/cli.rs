@@ -8,7 +8,7 @@ use crate::{Auth, Error, VictoriaLogsConfig};
 
 /// How a binary reaches VictoriaLogs besides its URL. `Debug` hides the password and the
 /// header values.
-#[derive(Clone, Default, clap::Args)]
+#[derive(Clone, clap::Args)]
 #[non_exhaustive]
 pub struct VictoriaLogsArgs {
     /// VictoriaLogs basic-auth user (instead of user:password@ in the URL).
@@ -43,6 +43,11 @@ pub struct VictoriaLogsArgs {
     /// The `host` field of every log record [default: this machine's hostname].
     #[arg(long, env = "ESB_LOG_HOST")]
     pub log_host: Option<String>,
+
+    /// Bytes of log records held while VictoriaLogs is slow or away; past it the oldest
+    /// are dropped (and counted).
+    #[arg(long, env = "ESB_LOGS_QUEUE_BYTES", default_value_t = crate::DEFAULT_QUEUE_BYTES)]
+    pub logs_queue_bytes: usize,
 }
 
 impl fmt::Debug for VictoriaLogsArgs {
@@ -61,6 +66,7 @@ impl fmt::Debug for VictoriaLogsArgs {
             .field("victorialogs_headers", &headers)
             .field("victorialogs_ca", &self.victorialogs_ca)
             .field("log_host", &self.log_host)
+            .field("logs_queue_bytes", &self.logs_queue_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +93,11 @@ impl VictoriaLogsArgs {
             config.ca_pem = Some(pem);
         }
         config.host = Some(self.host());
+        config.queue_max_bytes =
+            std::num::NonZeroUsize::new(self.logs_queue_bytes).ok_or(Error::InvalidConfig {
+                field: "queue_max_bytes",
+                reason: "must be at least 1".into(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -133,6 +144,8 @@ mod tests {
             "Authorization: Bearer s3cret",
             "--log-host",
             "edge-1",
+            "--logs-queue-bytes",
+            "1000000",
         ])
         .unwrap();
         let debug = format!("{cli:?}");
@@ -150,6 +163,7 @@ mod tests {
         );
         assert_eq!(config.headers[0], ("AccountID".into(), "3".into()));
         assert_eq!(config.host.as_deref(), Some("edge-1"));
+        assert_eq!(config.queue_max_bytes.get(), 1_000_000);
         assert!(Cli::try_parse_from(["x", "--victorialogs-user", "u"]).is_err());
         assert!(Cli::try_parse_from(["x", "--victorialogs-header", "nocolon"]).is_err());
     }

@@ -8,6 +8,9 @@ use crate::Error;
 use crate::record::RESERVED_FIELDS;
 use crate::redact::{redact_url, split_userinfo};
 
+/// The default bound of the queue in bytes: 64 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The default longest message: 256 KiB, Lambda's limit of one log event.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -40,6 +43,10 @@ impl fmt::Debug for Auth {
 }
 
 /// How a failed batch is retried: exponential backoff between attempts.
+///
+/// A batch is retried (after server errors, timeouts and connection errors) until it is
+/// sent, or its records are needed to make room in the queue, or `max_attempts` were made
+/// (unbounded by default): nothing is lost to an outage the queue can hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
@@ -54,9 +61,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+            max_attempts: NonZeroUsize::MAX,
             initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(2),
         }
     }
 }
@@ -109,15 +116,21 @@ pub struct VictoriaLogsConfig {
     pub host: Option<String>,
     /// Fields added to every record and to `_stream_fields`, e.g. `("host", "edge-1")`.
     pub extra_stream_fields: Vec<(String, String)>,
-    /// Records held while VictoriaLogs is slow or away; past it the oldest are dropped.
+    /// Records held while VictoriaLogs is slow or away (the batch being retried included);
+    /// past it the oldest are dropped and counted.
     pub queue_capacity: NonZeroUsize,
+    /// Bytes held (estimated as JSON lines) at most, the batch being retried included; past
+    /// it the oldest records are dropped and counted.
+    pub queue_max_bytes: NonZeroUsize,
     /// Most records in one request.
     pub batch_max_records: NonZeroUsize,
     /// Most (uncompressed, estimated) bytes in one request.
     pub batch_max_bytes: NonZeroUsize,
     /// Longest a record waits in the queue before it is sent; also how often drops are reported.
     pub flush_interval: Duration,
-    /// Longest one request may take.
+    /// Longest one request may take. A request that times out is sent again, and a
+    /// VictoriaLogs that was only slow then stores it twice: long enough (30 s by default)
+    /// that a VictoriaLogs stalled for a few seconds causes no duplicates.
     pub request_timeout: Duration,
     /// Retries of failed requests.
     pub retry: RetryPolicy,
@@ -141,11 +154,12 @@ impl VictoriaLogsConfig {
             ca_pem: None,
             host: None,
             extra_stream_fields: Vec::new(),
-            queue_capacity: non_zero(100_000),
+            queue_capacity: non_zero(1_000_000),
+            queue_max_bytes: non_zero(DEFAULT_QUEUE_BYTES),
             batch_max_records: non_zero(2_000),
             batch_max_bytes: non_zero(1024 * 1024),
             flush_interval: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             gzip_min_bytes: Some(1024),
             max_message_bytes: MAX_MESSAGE_BYTES,
@@ -296,6 +310,7 @@ impl fmt::Debug for VictoriaLogsConfig {
             .field("host", &self.host)
             .field("extra_stream_fields", &self.extra_stream_fields)
             .field("queue_capacity", &self.queue_capacity)
+            .field("queue_max_bytes", &self.queue_max_bytes)
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_max_bytes", &self.batch_max_bytes)
             .field("flush_interval", &self.flush_interval)

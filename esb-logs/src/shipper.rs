@@ -19,9 +19,12 @@ use crate::{Auth, Error, ErrorChain, Record, VictoriaLogsConfig};
 
 /// Counters of a shipper since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShipperMetrics {
     /// Records waiting to be sent.
     pub queued: usize,
+    /// Their estimated bytes.
+    pub queued_bytes: usize,
     /// Records VictoriaLogs accepted.
     pub sent: u64,
     /// Records lost: pushed out of a full queue, in a batch refused or failed after its
@@ -35,10 +38,14 @@ pub struct ShipperMetrics {
     pub retries: u64,
     /// Bytes of accepted request bodies, as sent (compressed or not).
     pub bytes_sent: u64,
+    /// Records sent again after a request timed out: VictoriaLogs may have stored them
+    /// twice (an upper bound of the duplicates).
+    pub resent_after_timeout: u64,
 }
 
 #[derive(Default)]
 struct Counters {
+    resent_after_timeout: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
     batches_sent: AtomicU64,
@@ -58,6 +65,13 @@ impl Core {
         self.counters
             .dropped
             .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Takes back a drop: records counted as dropped to make room were sent after all.
+    fn undropped(&self, n: usize) {
+        self.counters
+            .dropped
+            .fetch_sub(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -87,7 +101,8 @@ impl Drop for Handle {
 ///
 /// [`push`](LogShipper::push) never waits: records go to a bounded queue that a background
 /// task sends in batches. When VictoriaLogs is slow or away, the oldest records are dropped
-/// past [`VictoriaLogsConfig::queue_capacity`], and counted.
+/// past [`VictoriaLogsConfig::queue_capacity`] or [`VictoriaLogsConfig::queue_max_bytes`],
+/// and counted.
 #[derive(Clone)]
 pub struct LogShipper {
     handle: Arc<Handle>,
@@ -134,6 +149,7 @@ impl LogShipper {
         let core = Arc::new(Core {
             queue: Queue::new(
                 config.queue_capacity.get(),
+                config.queue_max_bytes.get(),
                 config.batch_max_records.get(),
                 config.batch_max_bytes.get(),
             ),
@@ -176,7 +192,8 @@ impl LogShipper {
         let core = &self.handle.core;
         match core.queue.push(record) {
             Pushed::Queued => {}
-            Pushed::DroppedOldest | Pushed::Closed => core.dropped(1),
+            Pushed::DroppedOldest(n) => core.dropped(n),
+            Pushed::Closed => core.dropped(1),
         }
     }
 
@@ -185,12 +202,14 @@ impl LogShipper {
         let c = &self.handle.core.counters;
         ShipperMetrics {
             queued: self.handle.core.queue.len(),
+            queued_bytes: self.handle.core.queue.bytes(),
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             batches_sent: c.batches_sent.load(Ordering::Relaxed),
             batches_failed: c.batches_failed.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            resent_after_timeout: c.resent_after_timeout.load(Ordering::Relaxed),
         }
     }
 
@@ -345,7 +364,21 @@ impl Sender {
         drop(batch);
         let attempts = self.config.retry.max_attempts.get();
         let mut failure = String::new();
+        let mut timed_out = false;
         for attempt in 1..=attempts {
+            if self.core.queue.in_flight_dropped() {
+                // Its records made room for newer ones (and were counted then).
+                self.core.queue.batch_done();
+                return Outcome::Failed;
+            }
+            if timed_out {
+                let records = u64::try_from(records).unwrap_or(u64::MAX);
+                self.core
+                    .counters
+                    .resent_after_timeout
+                    .fetch_add(records, Ordering::Relaxed);
+                metrics::counter!("esb_logs_records_resent_after_timeout_total").increment(records);
+            }
             let mut request = self
                 .client
                 .post(self.url.clone())
@@ -371,8 +404,12 @@ impl Sender {
                 result = exchange => result,
                 () = deadline_passed(&mut self.shutdown) => return self.abort(records),
             };
+            timed_out = false;
             let retryable = match result {
                 Ok((status, _)) if status.is_success() => {
+                    if self.core.queue.batch_done() {
+                        self.core.undropped(records);
+                    }
                     self.sent(records, body.len());
                     return Outcome::Sent;
                 }
@@ -383,6 +420,7 @@ impl Sender {
                         || status == reqwest::StatusCode::REQUEST_TIMEOUT
                 }
                 Err(err) => {
+                    timed_out = err.is_timeout();
                     failure = ErrorChain(&err).to_string();
                     true
                 }
@@ -397,7 +435,9 @@ impl Sender {
                 () = deadline_passed(&mut self.shutdown) => return self.abort(records),
             }
         }
-        self.core.dropped(records);
+        if !self.core.queue.batch_done() {
+            self.core.dropped(records);
+        }
         self.core
             .counters
             .batches_failed
@@ -424,7 +464,9 @@ impl Sender {
     }
 
     fn abort(&self, records: usize) -> Outcome {
-        self.core.dropped(records);
+        if !self.core.queue.batch_done() {
+            self.core.dropped(records);
+        }
         Outcome::Aborted
     }
 }
@@ -437,10 +479,12 @@ fn register_metrics(core: &Core) {
         "esb_logs_bytes_sent_total",
         "esb_logs_retries_total",
         "esb_logs_batches_failed_total",
+        "esb_logs_records_resent_after_timeout_total",
     ] {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!("esb_logs_queue_length").set(core.queue.len() as f64);
+    metrics::gauge!("esb_logs_queue_bytes").set(core.queue.bytes() as f64);
 }
 
 /// Resolves once shutdown was asked and its deadline passed.
