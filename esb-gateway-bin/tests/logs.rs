@@ -970,3 +970,59 @@ async fn a_victorialogs_stalled_for_12_seconds_loses_no_line_and_duplicates_at_m
         eprintln!("{name}: stalled 12 s: sent {sent}, lost {lost}, duplicated {duplicated}");
     }
 }
+
+#[tokio::test]
+async fn with_a_spool_lines_unsent_at_shutdown_arrive_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let spool_arg = spool.display().to_string();
+    let closed = format!("http://{}", free_addr());
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(
+            dir.path(),
+            addr,
+            &["--victorialogs-url", &closed, "--logs-spool", &spool_arg],
+        ),
+        dir.path(),
+        "gateway-1",
+    );
+    run.wait_listening(addr);
+    let marker = "kept across a restart";
+    let (request_id, _) = invoke(
+        addr,
+        serde_json::json!({ "print": [marker] }),
+        "Root=1-65a0b0c0-0123456789abcdef01234567",
+    )
+    .await;
+    run.stop();
+    assert!(std::fs::read_dir(&spool).unwrap().count() > 0);
+
+    let server = VictoriaLogs::start().await;
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        gateway(
+            dir.path(),
+            addr,
+            &[
+                "--victorialogs-url",
+                &server.url,
+                "--logs-spool",
+                &spool_arg,
+            ],
+        ),
+        dir.path(),
+        "gateway-2",
+    );
+    run.wait_listening(addr);
+    server
+        .wait_until("the line of before the restart", |s| {
+            s.lines().iter().any(|l| l["message"] == marker)
+        })
+        .await;
+    run.stop();
+    let lines = server.lines();
+    let line = lines.iter().find(|l| l["message"] == marker).unwrap();
+    assert_eq!(line["aws_request_id"], request_id.as_str());
+    assert_eq!(lines.iter().filter(|l| l["message"] == marker).count(), 1);
+}

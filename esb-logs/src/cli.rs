@@ -48,6 +48,14 @@ pub struct VictoriaLogsArgs {
     /// are dropped (and counted).
     #[arg(long, env = "ESB_LOGS_QUEUE_BYTES", default_value_t = crate::DEFAULT_QUEUE_BYTES)]
     pub logs_queue_bytes: usize,
+
+    /// A directory keeping the log records still unsent at shutdown, sent first at the next start.
+    #[arg(long, env = "ESB_LOGS_SPOOL")]
+    pub logs_spool: Option<PathBuf>,
+
+    /// Most bytes the spool directory holds; past it the oldest unsent records are dropped.
+    #[arg(long, env = "ESB_LOGS_SPOOL_BYTES", default_value_t = crate::DEFAULT_SPOOL_BYTES)]
+    pub logs_spool_bytes: u64,
 }
 
 impl fmt::Debug for VictoriaLogsArgs {
@@ -67,6 +75,8 @@ impl fmt::Debug for VictoriaLogsArgs {
             .field("victorialogs_ca", &self.victorialogs_ca)
             .field("log_host", &self.log_host)
             .field("logs_queue_bytes", &self.logs_queue_bytes)
+            .field("logs_spool", &self.logs_spool)
+            .field("logs_spool_bytes", &self.logs_spool_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +103,8 @@ impl VictoriaLogsArgs {
             config.ca_pem = Some(pem);
         }
         config.host = Some(self.host());
+        config.spool_dir.clone_from(&self.logs_spool);
+        config.spool_max_bytes = self.logs_spool_bytes;
         config.queue_max_bytes =
             std::num::NonZeroUsize::new(self.logs_queue_bytes).ok_or(Error::InvalidConfig {
                 field: "queue_max_bytes",

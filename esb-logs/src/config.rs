@@ -11,6 +11,9 @@ use crate::redact::{redact_url, split_userinfo};
 /// The default bound of the queue in bytes: 64 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The default bound of the on-disk spool: 256 MiB.
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The default longest message: 256 KiB, Lambda's limit of one log event.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -142,6 +145,11 @@ pub struct VictoriaLogsConfig {
     pub max_message_bytes: usize,
     /// How long [`LogShipper::shutdown`](crate::LogShipper::shutdown) may take to flush.
     pub shutdown_deadline: Duration,
+    /// A directory where records still unsent at shutdown are kept (JSON lines), to be sent
+    /// first by the next shipper on it; `None` drops (and counts) them.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// The most bytes the spool holds; past it the oldest unsent records are dropped.
+    pub spool_max_bytes: u64,
 }
 
 impl VictoriaLogsConfig {
@@ -164,6 +172,8 @@ impl VictoriaLogsConfig {
             gzip_min_bytes: Some(1024),
             max_message_bytes: MAX_MESSAGE_BYTES,
             shutdown_deadline: Duration::from_secs(5),
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_BYTES,
         }
     }
 
@@ -319,6 +329,8 @@ impl fmt::Debug for VictoriaLogsConfig {
             .field("gzip_min_bytes", &self.gzip_min_bytes)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("shutdown_deadline", &self.shutdown_deadline)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -45,6 +45,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The spool directory could not be created.
+    #[error("cannot use the log spool directory {}", .path.display())]
+    Spool {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The CA certificates given for `https://` do not parse as PEM.
     #[error("the VictoriaLogs CA certificates are not valid PEM")]
     Ca(#[source] reqwest::Error),

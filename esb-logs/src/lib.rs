@@ -50,9 +50,13 @@ mod record;
 mod redact;
 mod shipper;
 mod sink;
+mod spool;
 mod terminal;
 
-pub use config::{Auth, DEFAULT_QUEUE_BYTES, MAX_MESSAGE_BYTES, RetryPolicy, VictoriaLogsConfig};
+pub use config::{
+    Auth, DEFAULT_QUEUE_BYTES, DEFAULT_SPOOL_BYTES, MAX_MESSAGE_BYTES, RetryPolicy,
+    VictoriaLogsConfig,
+};
 pub use error::{Error, ErrorChain};
 pub use function::{VictoriaLogsSink, function_log_sink, function_record};
 pub use layer::{SKIPPED_TARGETS, ShipperLayer};

@@ -218,18 +218,16 @@ impl Queue {
         std::mem::take(&mut state.in_flight_dropped)
     }
 
-    /// Refuses further pushes and returns how many records were still queued (now dropped).
-    pub(crate) fn close(&self) -> usize {
-        let (left, chunks) = {
+    /// Refuses further pushes and returns the records still queued, oldest first.
+    pub(crate) fn close(&self) -> Vec<Record> {
+        let chunks = {
             let mut state = self.lock();
             state.closed = true;
-            let left = state.len;
             state.len = 0;
             state.bytes = 0;
-            (left, std::mem::take(&mut state.chunks))
+            std::mem::take(&mut state.chunks)
         };
-        drop(chunks);
-        left
+        chunks.into_iter().flat_map(|c| c.records).collect()
     }
 }
 
@@ -332,7 +330,7 @@ mod tests {
         let queue = Queue::new(10, usize::MAX, 10, usize::MAX);
         queue.push(record("a"));
         queue.push(record("b"));
-        assert_eq!(queue.close(), 2);
+        assert_eq!(messages(&queue.close()), ["a", "b"]);
         assert_eq!(queue.push(record("c")), Pushed::Closed);
         assert_eq!(queue.len(), 0);
     }

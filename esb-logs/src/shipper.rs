@@ -15,6 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::queue::{Pushed, Queue};
 use crate::record::encode_line;
+use crate::spool::{Spool, count_lines, take_lines};
 use crate::{Auth, Error, ErrorChain, Record, VictoriaLogsConfig};
 
 /// Counters of a shipper since it started.
@@ -28,7 +29,7 @@ pub struct ShipperMetrics {
     /// Records VictoriaLogs accepted.
     pub sent: u64,
     /// Records lost: pushed out of a full queue, in a batch refused or failed after its
-    /// retries, left at shutdown, or pushed after it.
+    /// retries, left at shutdown without a spool (or past its bound), or pushed after it.
     pub dropped: u64,
     /// Requests VictoriaLogs accepted.
     pub batches_sent: u64,
@@ -41,11 +42,17 @@ pub struct ShipperMetrics {
     /// Records sent again after a request timed out: VictoriaLogs may have stored them
     /// twice (an upper bound of the duplicates).
     pub resent_after_timeout: u64,
+    /// Records written to the spool at shutdown (not dropped: the next shipper sends them).
+    pub spooled: u64,
+    /// Records of the spool sent.
+    pub replayed: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     resent_after_timeout: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
     batches_sent: AtomicU64,
@@ -146,6 +153,11 @@ impl LogShipper {
         }
         let client = builder.default_headers(headers).build()?;
         let stream_values = config.stream_values();
+        let spool = config
+            .spool_dir
+            .as_deref()
+            .map(|dir| Spool::open(dir, config.spool_max_bytes))
+            .transpose()?;
         let core = Arc::new(Core {
             queue: Queue::new(
                 config.queue_capacity.get(),
@@ -166,6 +178,7 @@ impl LogShipper {
             config,
             shutdown: shutdown_rx,
             reported_drops: 0,
+            spool,
         };
         register_metrics(&core);
         let task = runtime.spawn(sender.run());
@@ -210,6 +223,8 @@ impl LogShipper {
             retries: c.retries.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             resent_after_timeout: c.resent_after_timeout.load(Ordering::Relaxed),
+            spooled: c.spooled.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
         }
     }
 
@@ -263,6 +278,7 @@ struct Sender {
     config: VictoriaLogsConfig,
     shutdown: watch::Receiver<Option<Instant>>,
     reported_drops: u64,
+    spool: Option<Spool>,
 }
 
 impl Sender {
@@ -270,8 +286,8 @@ impl Sender {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tick.reset();
-        let mut in_time = true;
-        loop {
+        let mut in_time = self.replay().await;
+        while in_time {
             if self.shutdown.borrow_and_update().is_some() {
                 break;
             }
@@ -298,7 +314,10 @@ impl Sender {
             self.drain(true).await;
         }
         let left = self.core.queue.close();
-        self.core.dropped(left);
+        if !left.is_empty() {
+            let lines = self.encode(&left);
+            self.spill(left.len(), &lines);
+        }
         self.report_drops();
     }
 
@@ -332,7 +351,8 @@ impl Sender {
         }
     }
 
-    fn encode(&self, batch: &[Record]) -> (Bytes, bool) {
+    /// The records as JSON lines; those that cannot be encoded are dropped (and counted).
+    fn encode(&self, batch: &[Record]) -> Vec<u8> {
         let estimate: usize = batch.iter().map(Record::estimated_size).sum();
         let mut body = Vec::with_capacity(estimate);
         for record in batch {
@@ -346,6 +366,11 @@ impl Sender {
                 tracing::warn!(error = %err, "a log record could not be encoded");
             }
         }
+        body
+    }
+
+    /// The request body of `lines`, and whether it is gzipped.
+    fn compress(&self, body: Vec<u8>) -> (Bytes, bool) {
         match self.config.gzip_min_bytes {
             Some(min) if body.len() >= min => match gzip(&body) {
                 Ok(compressed) => (Bytes::from(compressed), true),
@@ -358,15 +383,27 @@ impl Sender {
         }
     }
 
+    /// Sends a batch of the queue.
     async fn send(&mut self, batch: Vec<Record>) -> Outcome {
-        let records = batch.len();
-        let (body, gzipped) = self.encode(&batch);
+        let lines = self.encode(&batch);
         drop(batch);
+        self.deliver(lines, true).await
+    }
+
+    /// Sends JSON lines, retried as the policy says: a batch of the queue (`from_queue`,
+    /// given up when its room is needed, spooled when the shutdown deadline passes), or
+    /// lines of the spool.
+    async fn deliver(&mut self, lines: Vec<u8>, from_queue: bool) -> Outcome {
+        let records = count_lines(&lines);
+        // The plain lines are kept for the spool only.
+        let keep = from_queue && self.spool.is_some();
+        let plain = if keep { lines.clone() } else { Vec::new() };
+        let (body, gzipped) = self.compress(lines);
         let attempts = self.config.retry.max_attempts.get();
         let mut failure = String::new();
         let mut timed_out = false;
         for attempt in 1..=attempts {
-            if self.core.queue.in_flight_dropped() {
+            if from_queue && self.core.queue.in_flight_dropped() {
                 // Its records made room for newer ones (and were counted then).
                 self.core.queue.batch_done();
                 return Outcome::Failed;
@@ -402,12 +439,12 @@ impl Sender {
             };
             let result = tokio::select! {
                 result = exchange => result,
-                () = deadline_passed(&mut self.shutdown) => return self.abort(records),
+                () = deadline_passed(&mut self.shutdown) => return self.abort(records, from_queue, &plain),
             };
             timed_out = false;
             let retryable = match result {
                 Ok((status, _)) if status.is_success() => {
-                    if self.core.queue.batch_done() {
+                    if from_queue && self.core.queue.batch_done() {
                         self.core.undropped(records);
                     }
                     self.sent(records, body.len());
@@ -432,10 +469,10 @@ impl Sender {
             metrics::counter!("esb_logs_retries_total").increment(1);
             tokio::select! {
                 () = tokio::time::sleep(self.config.retry.backoff(attempt)) => {}
-                () = deadline_passed(&mut self.shutdown) => return self.abort(records),
+                () = deadline_passed(&mut self.shutdown) => return self.abort(records, from_queue, &plain),
             }
         }
-        if !self.core.queue.batch_done() {
+        if !from_queue || !self.core.queue.batch_done() {
             self.core.dropped(records);
         }
         self.core
@@ -452,6 +489,60 @@ impl Sender {
         Outcome::Failed
     }
 
+    /// Writes unsent records (`lines`, JSON) to the spool, or counts them as dropped.
+    fn spill(&self, records: usize, lines: &[u8]) {
+        let (written, lost) = match &self.spool {
+            Some(spool) => spool.write(lines),
+            None => (0, records),
+        };
+        self.core.dropped(lost);
+        if written > 0 {
+            self.core.counters.spooled.fetch_add(
+                u64::try_from(written).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Sends the spool's files, oldest first, each removed once sent. False once the
+    /// shutdown deadline passed.
+    async fn replay(&mut self) -> bool {
+        let Some(files) = self.spool.as_ref().map(Spool::files) else {
+            return true;
+        };
+        for path in files {
+            let Ok(mut rest) = std::fs::read(&path) else {
+                continue;
+            };
+            while !rest.is_empty() {
+                let (lines, end) = take_lines(&rest, self.config.batch_max_bytes.get());
+                if lines == 0 {
+                    // A last line without its newline: not a record.
+                    rest.clear();
+                    break;
+                }
+                let chunk = rest[..end].to_vec();
+                match self.deliver(chunk, false).await {
+                    Outcome::Aborted => {
+                        Spool::keep_rest(&path, &rest);
+                        return false;
+                    }
+                    Outcome::Sent => {
+                        self.core
+                            .counters
+                            .replayed
+                            .fetch_add(u64::try_from(lines).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    }
+                    Outcome::Failed => {}
+                }
+                rest.drain(..end);
+                Spool::keep_rest(&path, &rest);
+            }
+            Spool::keep_rest(&path, &[]);
+        }
+        true
+    }
+
     fn sent(&self, records: usize, bytes: usize) {
         let records = u64::try_from(records).unwrap_or(u64::MAX);
         let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
@@ -463,9 +554,11 @@ impl Sender {
         metrics::counter!("esb_logs_bytes_sent_total").increment(bytes);
     }
 
-    fn abort(&self, records: usize) -> Outcome {
-        if !self.core.queue.batch_done() {
-            self.core.dropped(records);
+    /// The shutdown deadline passed while `records` were being sent: a batch of the queue
+    /// goes to the spool (or is dropped); lines of the spool stay there.
+    fn abort(&self, records: usize, from_queue: bool, plain: &[u8]) -> Outcome {
+        if from_queue && !self.core.queue.batch_done() {
+            self.spill(records, plain);
         }
         Outcome::Aborted
     }

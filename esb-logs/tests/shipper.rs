@@ -479,3 +479,69 @@ async fn a_line_of_256_kib_arrives_whole_and_longer_ones_are_cut_without_choking
     );
     assert_eq!(lines[2]["message"], "after");
 }
+
+#[tokio::test]
+async fn records_unsent_at_shutdown_are_spooled_and_sent_first_by_the_next_shipper() {
+    let spool = tempfile::tempdir().unwrap();
+    // Nobody listens: everything is still unsent at shutdown.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut first = VictoriaLogsConfig::new(url);
+    first.spool_dir = Some(spool.path().to_owned());
+    first.batch_max_records = n(10);
+    first.flush_interval = Duration::from_millis(20);
+    first.retry.initial_backoff = Duration::from_millis(10);
+    let shipper = LogShipper::start(first).unwrap();
+    for i in 0..25 {
+        shipper.push(record(format!("m{i}")));
+    }
+    let metrics = shipper.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(
+        (metrics.sent, metrics.dropped, metrics.spooled),
+        (0, 0, 25),
+        "{metrics:?}"
+    );
+
+    let server = VictoriaLogs::start().await;
+    let mut second = config(&server);
+    second.spool_dir = Some(spool.path().to_owned());
+    let shipper = LogShipper::start(second).unwrap();
+    shipper.push(record("after the restart"));
+    let metrics = shipper.shutdown(DEADLINE).await;
+    assert_eq!(
+        (metrics.sent, metrics.dropped, metrics.replayed),
+        (26, 0, 25),
+        "{metrics:?}"
+    );
+    let expected: Vec<String> = (0..25)
+        .map(|i| format!("m{i}"))
+        .chain(["after the restart".to_owned()])
+        .collect();
+    assert_eq!(messages(&server.lines()), expected);
+    // Sent once: the spool is empty.
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn the_spool_is_bounded_and_what_does_not_fit_is_counted() {
+    let spool = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = VictoriaLogsConfig::new(url);
+    config.spool_dir = Some(spool.path().to_owned());
+    config.spool_max_bytes = 1000;
+    let shipper = LogShipper::start(config).unwrap();
+    for i in 0..100 {
+        shipper.push(record(format!("m{i}")));
+    }
+    let metrics = shipper.shutdown(Duration::from_millis(200)).await;
+    assert!(metrics.spooled > 0 && metrics.dropped > 0, "{metrics:?}");
+    assert_eq!(metrics.spooled + metrics.dropped, 100, "{metrics:?}");
+    let used: u64 = std::fs::read_dir(spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(used <= 1000, "{used}");
+}
