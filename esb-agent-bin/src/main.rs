@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use esb_agent::{BearerAuth, ServeOptions, TlsFiles};
+use esb_logs::{LogShipper, ShipperLayer};
 use esb_runtime::Runtime;
 use esb_runtime::containerd_args::ContainerdArgs;
 use esb_runtime::logs::{LogSink, LogTail, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
+use tracing_subscriber::prelude::*;
 
 /// The sandbox engine behind the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,8 +107,9 @@ struct Args {
     #[arg(long, env = "ESB_AGENT_REFLECTION")]
     reflection: bool,
 
-    /// VictoriaLogs base URL for function and agent logs (also read from VICTORIALOGS_URL).
-    #[arg(long, env = "ESB_VICTORIALOGS_URL")]
+    /// VictoriaLogs base URL, http(s)://host:9428, for function and agent logs (also read
+    /// from VICTORIALOGS_URL).
+    #[arg(long, env = "ESB_VICTORIALOGS_URL", hide_env_values = true)]
     victorialogs_url: Option<String>,
 
     /// Destroy every sandbox when shutting down (process sandboxes are always destroyed).
@@ -116,6 +119,11 @@ struct Args {
     /// Seconds in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value = "30", value_parser = parse_seconds)]
     shutdown_grace: Duration,
+
+    // Logs: VictoriaLogs credentials, TLS, host, spool.
+    /// How logs reach VictoriaLogs besides its URL.
+    #[command(flatten)]
+    logs: esb_logs::cli::VictoriaLogsArgs,
 }
 
 impl Args {
@@ -141,19 +149,20 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{value:?} is not a number of seconds"))
 }
 
-/// Where function log lines go besides the log tail: the terminal, and VictoriaLogs once
-/// esb-logs is wired here.
-fn log_sink(args: &Args) -> Arc<dyn LogSink> {
+/// The VictoriaLogs shipper of `--victorialogs-url` (or VICTORIALOGS_URL), if one is given;
+/// errors never show the URL's password.
+fn shipper(args: &Args) -> anyhow::Result<Option<LogShipper>> {
     let url = args
         .victorialogs_url
         .clone()
         .or_else(|| std::env::var("VICTORIALOGS_URL").ok())
         .filter(|url| !url.is_empty());
-    if let Some(url) = url {
-        // The place to add esb-logs' VictoriaLogs sink (FanOut with the terminal sink).
-        tracing::warn!(%url, "this build does not ship logs to VictoriaLogs yet; function logs go to the terminal only");
-    }
-    Arc::new(TerminalLogSink)
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let context = || format!("--victorialogs-url {}", esb_logs::redact_url(&url));
+    let config = args.logs.config(&url).with_context(context)?;
+    Ok(Some(LogShipper::start(config).with_context(context)?))
 }
 
 /// The backend, and what to release when the agent stops.
@@ -230,18 +239,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    let args = Args::parse();
+    let shipper = shipper(&args)?;
+    let _ = tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-agent")))
+        .try_init();
 
-    // Function lines go to the terminal, and to the invocations that ask for their log.
+    // Function lines go to the terminal, VictoriaLogs, and the invocations that ask for their log.
     let log_tail = LogTail::new();
-    let backend = runtime(&args, log_tail.tee(log_sink(&args))).await?;
+    let sink = log_tail.tee(esb_logs::function_log_sink(shipper.clone()));
+    let backend = runtime(&args, sink).await?;
     let runtime = backend.runtime.clone();
     let auth = match (&args.token, args.insecure_no_auth) {
         (Some(token), _) if !token.is_empty() => BearerAuth::token(token),
@@ -289,8 +301,11 @@ async fn main() -> anyhow::Result<()> {
     }
     // Sandboxes left for the next agent to adopt keep the network.
     backend.release().await;
+    tracing::info!("esb-agent stopped");
+    if let Some(shipper) = shipper {
+        shipper.shutdown(Duration::from_secs(5)).await;
+    }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     served.context("esb-agent stopped with an error")?;
-    tracing::info!("esb-agent stopped");
     Ok(())
 }

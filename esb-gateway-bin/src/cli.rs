@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgGroup, Parser, ValueEnum};
-use esb_logs::{LogShipper, ShipperLayer, VictoriaLogsConfig};
+use esb_logs::{LogShipper, ShipperLayer};
 use esb_runtime::Runtime;
 use esb_runtime::containerd_args::ContainerdArgs;
 use esb_runtime::logs::{LogSink, TerminalLogSink};
@@ -119,8 +119,8 @@ pub struct Args {
     #[arg(long, env = "ESB_INVOKE_API", value_enum, default_value_t = InvokeApiAccess::Open)]
     pub invoke_api: InvokeApiAccess,
 
-    /// Ship function and gateway logs to this VictoriaLogs (http://host:9428).
-    #[arg(long, env = "VICTORIALOGS_URL")]
+    /// Ship function and gateway logs to this VictoriaLogs (http(s)://host:9428).
+    #[arg(long, env = "VICTORIALOGS_URL", hide_env_values = true)]
     pub victorialogs_url: Option<String>,
 
     /// AWS_REGION of the functions.
@@ -196,6 +196,21 @@ pub struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
+
+    // Logs: VictoriaLogs credentials, TLS, host, spool; the access log.
+    /// How logs reach VictoriaLogs besides its URL.
+    #[command(flatten)]
+    pub logs: esb_logs::cli::VictoriaLogsArgs,
+
+    /// An access record per request, on the terminal and in VictoriaLogs (false: none).
+    #[arg(
+        long,
+        env = "ESB_ACCESS_LOG",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub access_log: bool,
 }
 
 impl Args {
@@ -395,14 +410,22 @@ async fn containerd_runtime(
 
 /// Sets up logging, loads and validates the configuration, and serves until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let shipper = match &args.victorialogs_url {
-        Some(url) => Some(
-            LogShipper::start(VictoriaLogsConfig::new(url))
-                .with_context(|| format!("--victorialogs-url {url}"))?,
-        ),
+    let shipper = match args
+        .victorialogs_url
+        .as_deref()
+        .filter(|url| !url.is_empty())
+    {
+        Some(url) => Some(start_shipper(&args.logs, url)?),
         None => None,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !args.access_log {
+        filter = filter.add_directive(
+            format!("{}=off", crate::layers::access_log::TARGET)
+                .parse()
+                .context("the access log's filter")?,
+        );
+    }
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -439,6 +462,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|problems| explain(problems.into()))?;
     }
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
+    // The metrics recorder is in place now: the shipper's series exist from the start.
+    if let Some(shipper) = &shipper {
+        shipper.register_metrics();
+    }
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
     if let Some(release) = release {
@@ -449,6 +476,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
     Ok(())
+}
+
+/// The VictoriaLogs shipper of `--victorialogs-url` and its companion flags; errors never
+/// show the URL's password.
+fn start_shipper(logs: &esb_logs::cli::VictoriaLogsArgs, url: &str) -> anyhow::Result<LogShipper> {
+    let context = || format!("--victorialogs-url {}", esb_logs::redact_url(url));
+    let config = logs.config(url).with_context(context)?;
+    LogShipper::start(config).with_context(context)
 }
 
 /// A start-up error as this binary says it: configuration fields by their flag or

@@ -147,6 +147,7 @@ where
     /// The steps of one call: what it asks for, its payload, then the invocation type's.
     async fn invoke(self, req: Request<Incoming>) -> Result<Response<Body>, RequestError> {
         let call = self.call_of(&req)?;
+        crate::layers::access_log::AccessNote::route(&req, None, &call.function);
         let ids = match req.extensions().get::<RequestIds>() {
             Some(ids) => ids.clone(),
             None => RequestIds::new(req.headers()),

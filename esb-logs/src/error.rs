@@ -34,6 +34,29 @@ pub enum Error {
     /// The shipper was started outside a Tokio runtime.
     #[error("the VictoriaLogs shipper must be started inside a Tokio runtime")]
     NoRuntime,
+    /// A file named in the settings could not be read.
+    #[error("cannot read the {what} {}", .path.display())]
+    ReadFile {
+        /// What the file is.
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spool directory could not be created.
+    #[error("cannot use the log spool directory {}", .path.display())]
+    Spool {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA certificates given for `https://` do not parse as PEM.
+    #[error("the VictoriaLogs CA certificates are not valid PEM")]
+    Ca(#[source] reqwest::Error),
     /// The HTTP client could not be built.
     #[error("cannot build the VictoriaLogs HTTP client")]
     Client(#[from] reqwest::Error),

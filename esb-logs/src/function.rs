@@ -35,13 +35,17 @@ pub fn function_log_sink(shipper: Option<LogShipper>) -> Arc<dyn LogSink> {
 
 /// The record of a function log line (`job=lambda`, `container_name` = the function).
 ///
-/// Lines in Lambda's JSON log format (`{"level":"INFO","message":..}`, also `msg`, `levelname`,
-/// and the `fields.message` of `tracing` JSON) keep their level and message, and their other
-/// keys become fields (`function.<key>` where the name is one ESB sets itself). Lines in the
-/// text formats of Lambda's runtimes (`[ERROR]\t...` or `time\trequest-id\tERROR\t...`) keep
-/// their level. Platform lines are `info`, or `error` when they report an error.
+/// Lines in Lambda's JSON log format (`{"level":"INFO","message":..}`, also `msg`, `_msg`,
+/// `levelname`, `severity`, and the `fields.message` of `tracing` JSON) keep their level and
+/// message, and their other keys become fields (`function.<key>` where the name is one ESB
+/// sets itself). Lines in the text formats of Lambda's runtimes (`[ERROR]\t...`,
+/// `time\trequest-id\tERROR\t...`), `[ERROR] ...` after an optional timestamp, or starting
+/// with an upper-case level word (`DEBUG ...`, `WARNING: ...`) keep their level. The level is
+/// sent as the function wrote it (`DEBUG`, `WARNING`); lines without one are `info`.
+/// Platform lines are `info`, or `error` when they report an error.
 pub fn function_record(line: LogLine) -> Record {
     let mut level = Level::Info;
+    let mut level_name = None;
     let mut message = line.message;
     let mut fields: Vec<(Cow<'static, str>, String)> =
         vec![(Cow::Borrowed("stream"), line.stream.as_str().to_owned())];
@@ -53,19 +57,24 @@ pub fn function_record(line: LogLine) -> Record {
         }
         LogStream::Stdout | LogStream::Stderr => {
             if let Some(json) = parse_json_line(&message) {
-                level = json.level.unwrap_or(Level::Info);
+                if let Some((parsed, written)) = json.level {
+                    level = parsed.unwrap_or(Level::Info);
+                    level_name = Some(written);
+                }
                 fields.extend(json.fields);
                 if let Some(text) = json.message {
                     message = text;
                 }
-            } else if let Some(text_level) = text_level(&message) {
-                level = text_level;
+            } else if let Some((parsed, written)) = text_level(&message) {
+                level = parsed;
+                level_name = Some(written.to_owned());
             }
         }
     }
     Record {
         time: line.time,
         level,
+        level_name,
         message,
         container_name: line.function_name.clone(),
         job: Cow::Borrowed(JOB_LAMBDA),
@@ -78,7 +87,8 @@ pub fn function_record(line: LogLine) -> Record {
 }
 
 struct JsonLine {
-    level: Option<Level>,
+    /// The level read, and as written.
+    level: Option<(Option<Level>, String)>,
     message: Option<String>,
     fields: Vec<(Cow<'static, str>, String)>,
 }
@@ -90,12 +100,19 @@ fn parse_json_line(line: &str) -> Option<JsonLine> {
         return None;
     }
     let mut object: Map<String, Value> = serde_json::from_str(trimmed).ok()?;
-    let level = ["level", "levelname", "severity"]
-        .iter()
-        .find_map(|key| object.get(*key)?.as_str().and_then(Level::parse));
-    let mut message = ["message", "msg"]
-        .iter()
-        .find_map(|key| object.get(*key).map(text));
+    let level_key = ["level", "levelname", "severity"].into_iter().find(|key| {
+        object
+            .get(*key)
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.trim().is_empty())
+    });
+    let level = level_key
+        .and_then(|key| object.get(key)?.as_str())
+        .map(|written| (Level::parse(written), written.to_owned()));
+    let message_key = ["message", "msg", "_msg"]
+        .into_iter()
+        .find(|key| object.contains_key(*key));
+    let mut message = message_key.and_then(|key| object.get(key).map(text));
     let mut nested_message = false;
     if message.is_none()
         && let Some(inner) = object.get_mut("fields").and_then(Value::as_object_mut)
@@ -110,12 +127,9 @@ fn parse_json_line(line: &str) -> Option<JsonLine> {
     let fields = object
         .into_iter()
         .filter(|(key, value)| {
-            let used = match key.as_str() {
-                "level" | "levelname" | "severity" => level.is_some(),
-                "message" | "msg" => !nested_message,
-                "fields" => value.as_object().is_some_and(Map::is_empty),
-                _ => false,
-            };
+            let used = Some(key.as_str()) == level_key
+                || (Some(key.as_str()) == message_key && !nested_message)
+                || (key == "fields" && value.as_object().is_some_and(Map::is_empty));
             !used
         })
         .map(|(key, value)| {
@@ -142,17 +156,41 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// The level of a line in a Lambda runtime's text format: `[LEVEL]\t...` (Python) or
-/// `time\trequest-id\tLEVEL\tmessage` (Node.js).
-fn text_level(line: &str) -> Option<Level> {
-    let mut parts = line.splitn(4, '\t');
-    let first = parts.next()?;
-    if let Some(name) = first.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        return Level::parse(name);
+/// The level of a text line, and the word as written: `[LEVEL]\t...` or `[LEVEL] ...`
+/// (Python), `time\trequest-id\tLEVEL\tmessage` (Node.js), `[LEVEL]` after a timestamp of up
+/// to two words (`2024/01/01 00:00:00.000 [ERROR] ...`), or an upper-case level word first
+/// (`DEBUG ...`, `WARNING: ...`).
+fn text_level(line: &str) -> Option<(Level, &str)> {
+    fn parsed(word: &str) -> Option<(Level, &str)> {
+        Level::parse(word).map(|level| (level, word))
     }
-    let third = parts.nth(1)?;
-    parts.next()?;
-    Level::parse(third)
+    // Node.js: the third of four tab-separated parts.
+    let mut parts = line.splitn(4, '\t');
+    if let (Some(_), Some(_), Some(third), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+        && let Some(found) = parsed(third)
+    {
+        return Some(found);
+    }
+    let mut words = line.split([' ', '\t']).filter(|w| !w.is_empty());
+    for (i, word) in words.by_ref().take(3).enumerate() {
+        if let Some(inner) = word.strip_prefix('[').and_then(|w| w.strip_suffix(']')) {
+            return parsed(inner);
+        }
+        if i == 0 {
+            let bare = word.strip_suffix(':').unwrap_or(word);
+            let upper = bare
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '(' || c == ')' || c == '_');
+            if upper
+                && bare.len() >= 4
+                && let Some(found) = parsed(bare)
+            {
+                return Some(found);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -266,6 +304,47 @@ mod tests {
             (record.level, record.message.as_str()),
             (Level::Info, broken)
         );
+    }
+
+    #[test]
+    fn an_earlier_esb_line_keeps_its_level_as_written() {
+        // The earlier ESB's function logger: `_time`, `_msg` and an upper-case level.
+        let record = function_record(line(
+            LogStream::Stdout,
+            r#"{"_time": 1704067200.123, "level": "DEBUG", "_msg": "cache warm", "user": "u1"}"#,
+        ));
+        assert_eq!(record.level, Level::Debug);
+        assert_eq!(record.level_name.as_deref(), Some("DEBUG"));
+        assert_eq!(record.message, "cache warm");
+        assert_eq!(field(&record, "user"), Some("u1"));
+        assert_eq!(field(&record, "function._time"), Some("1704067200.123"));
+
+        let large = function_record(line(
+            LogStream::Stdout,
+            r#"{"level": "DEBUG(LARGE_DATA)", "message": "outputLocalFile:/logs/x"}"#,
+        ));
+        assert_eq!(large.level, Level::Debug);
+        assert_eq!(large.level_name.as_deref(), Some("DEBUG(LARGE_DATA)"));
+        let warning = function_record(line(LogStream::Stdout, "[WARNING] disk almost full"));
+        assert_eq!(
+            (warning.level, warning.level_name.as_deref()),
+            (Level::Warn, Some("WARNING"))
+        );
+        let stamped = function_record(line(
+            LogStream::Stdout,
+            "2024/01/01 00:00:00.000123 [ERROR] put_log_events failed",
+        ));
+        assert_eq!(
+            (stamped.level, stamped.level_name.as_deref()),
+            (Level::Error, Some("ERROR"))
+        );
+        let bare = function_record(line(LogStream::Stdout, "DEBUG: polling"));
+        assert_eq!(
+            (bare.level, bare.level_name.as_deref()),
+            (Level::Debug, Some("DEBUG"))
+        );
+        let plain = function_record(line(LogStream::Stdout, "Error handling is fine here"));
+        assert_eq!((plain.level, plain.level_name), (Level::Info, None));
     }
 
     #[test]

@@ -182,6 +182,7 @@ where
         self.shipper.push(Record {
             time: std::time::SystemTime::now(),
             level: Level::from(*metadata.level()),
+            level_name: None,
             message,
             container_name: self.container_name.clone(),
             job: Cow::Borrowed(JOB_SERVICES),

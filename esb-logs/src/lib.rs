@@ -38,6 +38,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config;
 mod error;
 mod function;
@@ -45,16 +47,33 @@ mod layer;
 mod line;
 mod queue;
 mod record;
+mod redact;
 mod shipper;
 mod sink;
+mod spool;
 mod terminal;
 
-pub use config::{Auth, RetryPolicy, VictoriaLogsConfig};
+pub use config::{
+    Auth, DEFAULT_QUEUE_BYTES, DEFAULT_SPOOL_BYTES, MAX_MESSAGE_BYTES, RetryPolicy,
+    VictoriaLogsConfig,
+};
 pub use error::{Error, ErrorChain};
 pub use function::{VictoriaLogsSink, function_log_sink, function_record};
 pub use layer::{SKIPPED_TARGETS, ShipperLayer};
 pub use line::{LogLine, LogStream};
 pub use record::{JOB_LAMBDA, JOB_SERVICES, Level, RESERVED_FIELDS, Record};
+pub use redact::redact_url;
 pub use shipper::{LogShipper, ShipperMetrics};
 pub use sink::{FanOut, LogSink, NullLogSink};
 pub use terminal::TerminalLogSink;
+
+/// This machine's hostname (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `localhost`),
+/// the default `host` of records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

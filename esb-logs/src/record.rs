@@ -58,8 +58,10 @@ impl Level {
         }
     }
 
-    /// Reads a level name as loggers print it (`INFO`, `warning`, `CRITICAL`, ...), any case.
+    /// Reads a level name as loggers print it (`INFO`, `warning`, `CRITICAL`, ...), any case;
+    /// a qualifier in parentheses is ignored (`DEBUG(LARGE_DATA)` is debug).
     pub fn parse(name: &str) -> Option<Self> {
+        let name = name.split('(').next().unwrap_or(name);
         let level = match name.trim().to_ascii_lowercase().as_str() {
             "trace" => Self::Trace,
             "debug" => Self::Debug,
@@ -93,11 +95,15 @@ impl From<tracing::Level> for Level {
 
 /// One log record, as VictoriaLogs stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
-    /// When it happened (`_time`).
+    /// When it happened (`_time`, with microseconds).
     pub time: SystemTime,
-    /// Severity (`level`).
+    /// Severity (`level`, as [`Level::as_str`] unless [`level_name`](Self::level_name) is set).
     pub level: Level,
+    /// The level as the function wrote it (`DEBUG`, `WARNING`, `DEBUG(LARGE_DATA)`), sent
+    /// as `level` unchanged, so that a search for what the function wrote finds it.
+    pub level_name: Option<String>,
     /// The text (`message`, VictoriaLogs' `_msg`).
     pub message: String,
     /// The function's name, or the service (`esb-gateway`, `esb-agent`); a stream field.
@@ -127,6 +133,7 @@ impl Record {
         Self {
             time: SystemTime::now(),
             level,
+            level_name: None,
             message: message.into(),
             container_name: container_name.into(),
             job: job.into(),
@@ -162,7 +169,14 @@ impl Record {
             .iter()
             .map(|(k, v)| k.len() + v.len() + 6)
             .sum::<usize>();
-        FIXED + self.message.len() + self.container_name.len() + self.job.len() + optional + fields
+        let level = self.level_name.as_ref().map_or(0, String::len);
+        FIXED
+            + self.message.len()
+            + self.container_name.len()
+            + self.job.len()
+            + level
+            + optional
+            + fields
     }
 }
 
@@ -187,9 +201,9 @@ pub(crate) fn encode_line(
     Ok(())
 }
 
-/// `_time` as RFC 3339 in UTC with milliseconds.
+/// `_time` as RFC 3339 in UTC with microseconds, so that one invocation's lines sort in order.
 pub(crate) fn format_time(time: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -216,7 +230,10 @@ impl Serialize for Line<'_> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("_time", &format_time(r.time))?;
         map.serialize_entry("message", truncate(&r.message, self.max_message_bytes))?;
-        map.serialize_entry("level", r.level.as_str())?;
+        map.serialize_entry(
+            "level",
+            r.level_name.as_deref().unwrap_or_else(|| r.level.as_str()),
+        )?;
         map.serialize_entry("container_name", &r.container_name)?;
         map.serialize_entry("job", &r.job)?;
         let optional = [
@@ -266,7 +283,7 @@ mod tests {
         let mut record = Record::new("echo", JOB_LAMBDA, Level::Warn, "hello \"world\"\n")
             .field("stream", "stdout")
             .field("job", "ignored");
-        record.time = UNIX_EPOCH + Duration::from_millis(1_704_067_200_123);
+        record.time = UNIX_EPOCH + Duration::from_micros(1_704_067_200_123_456);
         record.function_name = Some("echo".into());
         record.sandbox_id = Some("echo-0-abc".into());
         record.aws_request_id = Some("req-1".into());
@@ -275,7 +292,7 @@ mod tests {
         assert_eq!(
             line,
             json!({
-                "_time": "2024-01-01T00:00:00.123Z",
+                "_time": "2024-01-01T00:00:00.123456Z",
                 "message": "hello \"world\"\n",
                 "level": "warn",
                 "container_name": "echo",
@@ -308,6 +325,16 @@ mod tests {
     }
 
     #[test]
+    fn a_written_level_is_sent_as_written() {
+        let mut record = Record::new("f", JOB_LAMBDA, Level::Debug, "m");
+        record.level_name = Some("DEBUG".into());
+        assert_eq!(encode(&record, &[], 1024)["level"], "DEBUG");
+        let mut out = Vec::new();
+        encode_line(&mut out, &record, &[], usize::MAX).unwrap();
+        assert!(out.len() <= record.estimated_size());
+    }
+
+    #[test]
     fn long_messages_are_cut_on_a_character_boundary() {
         let record = Record::new("f", JOB_LAMBDA, Level::Info, "ééé");
         let line = encode(&record, &[], 3);
@@ -322,6 +349,7 @@ mod tests {
         assert_eq!(Level::parse("error"), Some(Level::Error));
         assert_eq!(Level::parse("loud"), None);
         assert_eq!(Level::from(tracing::Level::DEBUG), Level::Debug);
+        assert_eq!(Level::parse("DEBUG(LARGE_DATA)"), Some(Level::Debug));
     }
 
     #[test]

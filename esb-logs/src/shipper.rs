@@ -15,17 +15,21 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::queue::{Pushed, Queue};
 use crate::record::encode_line;
+use crate::spool::{Spool, count_lines, take_lines};
 use crate::{Auth, Error, ErrorChain, Record, VictoriaLogsConfig};
 
 /// Counters of a shipper since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShipperMetrics {
     /// Records waiting to be sent.
     pub queued: usize,
+    /// Their estimated bytes.
+    pub queued_bytes: usize,
     /// Records VictoriaLogs accepted.
     pub sent: u64,
     /// Records lost: pushed out of a full queue, in a batch refused or failed after its
-    /// retries, left at shutdown, or pushed after it.
+    /// retries, left at shutdown without a spool (or past its bound), or pushed after it.
     pub dropped: u64,
     /// Requests VictoriaLogs accepted.
     pub batches_sent: u64,
@@ -35,10 +39,20 @@ pub struct ShipperMetrics {
     pub retries: u64,
     /// Bytes of accepted request bodies, as sent (compressed or not).
     pub bytes_sent: u64,
+    /// Records sent again after a request timed out: VictoriaLogs may have stored them
+    /// twice (an upper bound of the duplicates).
+    pub resent_after_timeout: u64,
+    /// Records written to the spool at shutdown (not dropped: the next shipper sends them).
+    pub spooled: u64,
+    /// Records of the spool sent.
+    pub replayed: u64,
 }
 
 #[derive(Default)]
 struct Counters {
+    resent_after_timeout: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
     batches_sent: AtomicU64,
@@ -58,6 +72,13 @@ impl Core {
         self.counters
             .dropped
             .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Takes back a drop: records counted as dropped to make room were sent after all.
+    fn undropped(&self, n: usize) {
+        self.counters
+            .dropped
+            .fetch_sub(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -87,7 +108,8 @@ impl Drop for Handle {
 ///
 /// [`push`](LogShipper::push) never waits: records go to a bounded queue that a background
 /// task sends in batches. When VictoriaLogs is slow or away, the oldest records are dropped
-/// past [`VictoriaLogsConfig::queue_capacity`], and counted.
+/// past [`VictoriaLogsConfig::queue_capacity`] or [`VictoriaLogsConfig::queue_max_bytes`],
+/// and counted.
 #[derive(Clone)]
 pub struct LogShipper {
     handle: Arc<Handle>,
@@ -106,13 +128,40 @@ impl LogShipper {
     pub fn start(config: VictoriaLogsConfig) -> Result<Self, Error> {
         config.validate()?;
         let url = config.insert_url()?;
+        let auth = config.effective_auth()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
             .timeout(config.request_timeout)
-            .build()?;
+            .connect_timeout(config.request_timeout);
+        if let Some(pem) = &config.ca_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Ca)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &config.headers {
+            let invalid = || Error::InvalidConfig {
+                field: "headers",
+                reason: format!("header {name:?} is not a valid HTTP header name and value"),
+            };
+            let name =
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        let client = builder.default_headers(headers).build()?;
+        let stream_values = config.stream_values();
+        let spool = config
+            .spool_dir
+            .as_deref()
+            .map(|dir| Spool::open(dir, config.spool_max_bytes))
+            .transpose()?;
         let core = Arc::new(Core {
             queue: Queue::new(
                 config.queue_capacity.get(),
+                config.queue_max_bytes.get(),
                 config.batch_max_records.get(),
                 config.batch_max_bytes.get(),
             ),
@@ -124,10 +173,14 @@ impl LogShipper {
             core: core.clone(),
             client,
             url,
+            auth,
+            stream_values,
             config,
             shutdown: shutdown_rx,
             reported_drops: 0,
+            spool,
         };
+        register_metrics(&core);
         let task = runtime.spawn(sender.run());
         Ok(Self {
             handle: Arc::new(Handle {
@@ -139,12 +192,21 @@ impl LogShipper {
         })
     }
 
+    /// Registers the shipper's metrics with the installed `metrics` recorder, at their
+    /// current values, so that they are exported before anything happens (e.g. the count
+    /// of dropped records at 0). Done at start and at each flush interval too; call it once
+    /// the recorder is installed when that comes after the shipper.
+    pub fn register_metrics(&self) {
+        register_metrics(&self.handle.core);
+    }
+
     /// Queues one record. Never waits; drops the oldest record when the queue is full.
     pub fn push(&self, record: Record) {
         let core = &self.handle.core;
         match core.queue.push(record) {
             Pushed::Queued => {}
-            Pushed::DroppedOldest | Pushed::Closed => core.dropped(1),
+            Pushed::DroppedOldest(n) => core.dropped(n),
+            Pushed::Closed => core.dropped(1),
         }
     }
 
@@ -153,12 +215,16 @@ impl LogShipper {
         let c = &self.handle.core.counters;
         ShipperMetrics {
             queued: self.handle.core.queue.len(),
+            queued_bytes: self.handle.core.queue.bytes(),
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             batches_sent: c.batches_sent.load(Ordering::Relaxed),
             batches_failed: c.batches_failed.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            resent_after_timeout: c.resent_after_timeout.load(Ordering::Relaxed),
+            spooled: c.spooled.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
         }
     }
 
@@ -204,10 +270,15 @@ enum Outcome {
 struct Sender {
     core: Arc<Core>,
     client: reqwest::Client,
+    /// The insert URL, without user information.
     url: reqwest::Url,
+    auth: Option<Auth>,
+    /// `host` and the extra stream fields, on every record.
+    stream_values: Vec<(String, String)>,
     config: VictoriaLogsConfig,
     shutdown: watch::Receiver<Option<Instant>>,
     reported_drops: u64,
+    spool: Option<Spool>,
 }
 
 impl Sender {
@@ -215,8 +286,8 @@ impl Sender {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tick.reset();
-        let mut in_time = true;
-        loop {
+        let mut in_time = self.replay().await;
+        while in_time {
             if self.shutdown.borrow_and_update().is_some() {
                 break;
             }
@@ -243,7 +314,10 @@ impl Sender {
             self.drain(true).await;
         }
         let left = self.core.queue.close();
-        self.core.dropped(left);
+        if !left.is_empty() {
+            let lines = self.encode(&left);
+            self.spill(left.len(), &lines);
+        }
         self.report_drops();
     }
 
@@ -265,32 +339,38 @@ impl Sender {
         let dropped = self.core.counters.dropped.load(Ordering::Relaxed);
         let new = dropped.saturating_sub(self.reported_drops);
         self.reported_drops = dropped;
-        metrics::gauge!("esb_logs_queue_length").set(self.core.queue.len() as f64);
+        register_metrics(&self.core);
         if new > 0 {
             metrics::counter!("esb_logs_records_dropped_total").increment(new);
             tracing::warn!(
                 dropped = new,
                 total = dropped,
-                url = %self.config.url,
+                url = %self.config.redacted_url(),
                 "VictoriaLogs shipper dropped log records"
             );
         }
     }
 
-    fn encode(&self, batch: &[Record]) -> (Bytes, bool) {
+    /// The records as JSON lines; those that cannot be encoded are dropped (and counted).
+    fn encode(&self, batch: &[Record]) -> Vec<u8> {
         let estimate: usize = batch.iter().map(Record::estimated_size).sum();
         let mut body = Vec::with_capacity(estimate);
         for record in batch {
             if let Err(err) = encode_line(
                 &mut body,
                 record,
-                &self.config.extra_stream_fields,
+                &self.stream_values,
                 self.config.max_message_bytes,
             ) {
                 self.core.dropped(1);
                 tracing::warn!(error = %err, "a log record could not be encoded");
             }
         }
+        body
+    }
+
+    /// The request body of `lines`, and whether it is gzipped.
+    fn compress(&self, body: Vec<u8>) -> (Bytes, bool) {
         match self.config.gzip_min_bytes {
             Some(min) if body.len() >= min => match gzip(&body) {
                 Ok(compressed) => (Bytes::from(compressed), true),
@@ -303,13 +383,39 @@ impl Sender {
         }
     }
 
+    /// Sends a batch of the queue.
     async fn send(&mut self, batch: Vec<Record>) -> Outcome {
-        let records = batch.len();
-        let (body, gzipped) = self.encode(&batch);
+        let lines = self.encode(&batch);
         drop(batch);
+        self.deliver(lines, true).await
+    }
+
+    /// Sends JSON lines, retried as the policy says: a batch of the queue (`from_queue`,
+    /// given up when its room is needed, spooled when the shutdown deadline passes), or
+    /// lines of the spool.
+    async fn deliver(&mut self, lines: Vec<u8>, from_queue: bool) -> Outcome {
+        let records = count_lines(&lines);
+        // The plain lines are kept for the spool only.
+        let keep = from_queue && self.spool.is_some();
+        let plain = if keep { lines.clone() } else { Vec::new() };
+        let (body, gzipped) = self.compress(lines);
         let attempts = self.config.retry.max_attempts.get();
         let mut failure = String::new();
+        let mut timed_out = false;
         for attempt in 1..=attempts {
+            if from_queue && self.core.queue.in_flight_dropped() {
+                // Its records made room for newer ones (and were counted then).
+                self.core.queue.batch_done();
+                return Outcome::Failed;
+            }
+            if timed_out {
+                let records = u64::try_from(records).unwrap_or(u64::MAX);
+                self.core
+                    .counters
+                    .resent_after_timeout
+                    .fetch_add(records, Ordering::Relaxed);
+                metrics::counter!("esb_logs_records_resent_after_timeout_total").increment(records);
+            }
             let mut request = self
                 .client
                 .post(self.url.clone())
@@ -318,7 +424,7 @@ impl Sender {
             if gzipped {
                 request = request.header(CONTENT_ENCODING, "gzip");
             }
-            request = match &self.config.auth {
+            request = match &self.auth {
                 Some(Auth::Basic { username, password }) => {
                     request.basic_auth(username, Some(password))
                 }
@@ -333,10 +439,14 @@ impl Sender {
             };
             let result = tokio::select! {
                 result = exchange => result,
-                () = deadline_passed(&mut self.shutdown) => return self.abort(records),
+                () = deadline_passed(&mut self.shutdown) => return self.abort(records, from_queue, &plain),
             };
+            timed_out = false;
             let retryable = match result {
                 Ok((status, _)) if status.is_success() => {
+                    if from_queue && self.core.queue.batch_done() {
+                        self.core.undropped(records);
+                    }
                     self.sent(records, body.len());
                     return Outcome::Sent;
                 }
@@ -347,6 +457,7 @@ impl Sender {
                         || status == reqwest::StatusCode::REQUEST_TIMEOUT
                 }
                 Err(err) => {
+                    timed_out = err.is_timeout();
                     failure = ErrorChain(&err).to_string();
                     true
                 }
@@ -358,10 +469,12 @@ impl Sender {
             metrics::counter!("esb_logs_retries_total").increment(1);
             tokio::select! {
                 () = tokio::time::sleep(self.config.retry.backoff(attempt)) => {}
-                () = deadline_passed(&mut self.shutdown) => return self.abort(records),
+                () = deadline_passed(&mut self.shutdown) => return self.abort(records, from_queue, &plain),
             }
         }
-        self.core.dropped(records);
+        if !from_queue || !self.core.queue.batch_done() {
+            self.core.dropped(records);
+        }
         self.core
             .counters
             .batches_failed
@@ -376,6 +489,60 @@ impl Sender {
         Outcome::Failed
     }
 
+    /// Writes unsent records (`lines`, JSON) to the spool, or counts them as dropped.
+    fn spill(&self, records: usize, lines: &[u8]) {
+        let (written, lost) = match &self.spool {
+            Some(spool) => spool.write(lines),
+            None => (0, records),
+        };
+        self.core.dropped(lost);
+        if written > 0 {
+            self.core.counters.spooled.fetch_add(
+                u64::try_from(written).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Sends the spool's files, oldest first, each removed once sent. False once the
+    /// shutdown deadline passed.
+    async fn replay(&mut self) -> bool {
+        let Some(files) = self.spool.as_ref().map(Spool::files) else {
+            return true;
+        };
+        for path in files {
+            let Ok(mut rest) = std::fs::read(&path) else {
+                continue;
+            };
+            while !rest.is_empty() {
+                let (lines, end) = take_lines(&rest, self.config.batch_max_bytes.get());
+                if lines == 0 {
+                    // A last line without its newline: not a record.
+                    rest.clear();
+                    break;
+                }
+                let chunk = rest[..end].to_vec();
+                match self.deliver(chunk, false).await {
+                    Outcome::Aborted => {
+                        Spool::keep_rest(&path, &rest);
+                        return false;
+                    }
+                    Outcome::Sent => {
+                        self.core
+                            .counters
+                            .replayed
+                            .fetch_add(u64::try_from(lines).unwrap_or(u64::MAX), Ordering::Relaxed);
+                    }
+                    Outcome::Failed => {}
+                }
+                rest.drain(..end);
+                Spool::keep_rest(&path, &rest);
+            }
+            Spool::keep_rest(&path, &[]);
+        }
+        true
+    }
+
     fn sent(&self, records: usize, bytes: usize) {
         let records = u64::try_from(records).unwrap_or(u64::MAX);
         let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
@@ -387,10 +554,30 @@ impl Sender {
         metrics::counter!("esb_logs_bytes_sent_total").increment(bytes);
     }
 
-    fn abort(&self, records: usize) -> Outcome {
-        self.core.dropped(records);
+    /// The shutdown deadline passed while `records` were being sent: a batch of the queue
+    /// goes to the spool (or is dropped); lines of the spool stay there.
+    fn abort(&self, records: usize, from_queue: bool, plain: &[u8]) -> Outcome {
+        if from_queue && !self.core.queue.batch_done() {
+            self.spill(records, plain);
+        }
         Outcome::Aborted
     }
+}
+
+/// Every metric of the shipper, so that each is exported from the start.
+fn register_metrics(core: &Core) {
+    for name in [
+        "esb_logs_records_dropped_total",
+        "esb_logs_records_sent_total",
+        "esb_logs_bytes_sent_total",
+        "esb_logs_retries_total",
+        "esb_logs_batches_failed_total",
+        "esb_logs_records_resent_after_timeout_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("esb_logs_queue_length").set(core.queue.len() as f64);
+    metrics::gauge!("esb_logs_queue_bytes").set(core.queue.bytes() as f64);
 }
 
 /// Resolves once shutdown was asked and its deadline passed.

@@ -1,7 +1,11 @@
 //! The shipper against an in-process VictoriaLogs JSON-lines endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+#[path = "support/mod.rs"]
+mod victorialogs;
+use victorialogs as support;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
@@ -76,7 +80,8 @@ async fn records_arrive_with_their_fields_and_the_query_parameters() {
 
     let function = &request.lines[0];
     assert_eq!(function["message"], "out of stock");
-    assert_eq!(function["level"], "error");
+    // The level as the function wrote it.
+    assert_eq!(function["level"], "ERROR");
     assert_eq!(function["container_name"], "orders");
     assert_eq!(function["job"], "lambda");
     assert_eq!(function["function_name"], "orders");
@@ -90,7 +95,7 @@ async fn records_arrive_with_their_fields_and_the_query_parameters() {
     assert_eq!(function["host"], "edge-1");
     let time = function["_time"].as_str().unwrap();
     assert!(
-        time.ends_with('Z') && time.len() == "2024-01-01T00:00:00.000Z".len(),
+        time.ends_with('Z') && time.len() == "2024-01-01T00:00:00.000000Z".len(),
         "{time}"
     );
 
@@ -283,11 +288,14 @@ async fn a_hung_server_drops_the_oldest_records_and_pushes_still_return() {
     .unwrap();
     let metrics = shipper.metrics();
     assert_eq!(metrics.queued, 100);
-    assert_eq!(metrics.dropped, 150);
+    // The bound covers the batch in flight too: as the oldest, it made room first, and
+    // counts as dropped while it hangs.
+    assert_eq!(metrics.dropped, 160);
 
     server.hang(false);
     let final_metrics = shipper.shutdown(DEADLINE).await;
     assert_eq!(final_metrics.sent, 110);
+    // The hung request was answered after all: its 10 records are not lost.
     assert_eq!(final_metrics.dropped, 150);
     // The first batch and the newest 100 survive; m10..m160 were dropped.
     let expected: Vec<String> = (0..10).chain(160..260).map(|i| format!("m{i}")).collect();
@@ -409,4 +417,131 @@ async fn bad_settings_are_refused_with_the_field_named() {
 fn starting_outside_a_runtime_is_an_error() {
     let err = LogShipper::start(VictoriaLogsConfig::new("http://127.0.0.1:9428")).unwrap_err();
     assert!(matches!(err, Error::NoRuntime), "{err}");
+}
+
+#[tokio::test]
+async fn https_with_a_given_ca_and_the_url_password_as_basic_auth() {
+    let (server, ca) = tls::start_tls().await;
+    let url = server.url.replace("https://", "https://esb:hunter2@");
+    let mut config = config(&server);
+    config.url = url.clone();
+    config.ca_pem = Some(ca.into_bytes());
+    config.host = Some("edge-7".into());
+    config.headers = vec![("AccountID".into(), "3".into())];
+    let shipper = LogShipper::start(config).unwrap();
+    shipper.push(record("over tls"));
+    let metrics = shipper.shutdown(DEADLINE).await;
+    assert_eq!((metrics.sent, metrics.dropped), (1, 0), "{metrics:?}");
+    let request = &server.requests()[0];
+    // "esb:hunter2" in base64.
+    assert_eq!(request.headers["authorization"], "Basic ZXNiOmh1bnRlcjI=");
+    assert_eq!(request.headers["accountid"], "3");
+    assert_eq!(request.query["_stream_fields"], "container_name,job,host");
+    assert_eq!(request.lines[0]["host"], "edge-7");
+    assert_eq!(request.lines[0]["message"], "over tls");
+}
+
+#[tokio::test]
+async fn https_refuses_a_server_its_roots_do_not_trust() {
+    let (server, _ca) = tls::start_tls().await;
+    let mut config = config(&server);
+    config.retry = RetryPolicy::new(n(1), Duration::from_millis(10), Duration::from_millis(10));
+    config.flush_interval = Duration::from_millis(20);
+    let shipper = LogShipper::start(config).unwrap();
+    shipper.push(record("never trusted"));
+    let gave_up = async {
+        while shipper.metrics().batches_failed == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gave_up)
+        .await
+        .expect("the untrusted server's batch fails");
+    assert_eq!(shipper.metrics().sent, 0);
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_line_of_256_kib_arrives_whole_and_longer_ones_are_cut_without_choking() {
+    let server = VictoriaLogs::start().await;
+    let shipper = LogShipper::start(config(&server)).unwrap();
+    let whole = "w".repeat(esb_logs::MAX_MESSAGE_BYTES);
+    shipper.push(record(whole.clone()));
+    shipper.push(record("é".repeat(esb_logs::MAX_MESSAGE_BYTES)));
+    shipper.push(record("after"));
+    let metrics = shipper.shutdown(DEADLINE).await;
+    assert_eq!((metrics.sent, metrics.dropped), (3, 0), "{metrics:?}");
+    let lines = server.lines();
+    assert_eq!(lines[0]["message"].as_str().unwrap(), whole);
+    let cut = lines[1]["message"].as_str().unwrap();
+    assert!(
+        cut.len() <= esb_logs::MAX_MESSAGE_BYTES && cut.len() > esb_logs::MAX_MESSAGE_BYTES - 2
+    );
+    assert_eq!(lines[2]["message"], "after");
+}
+
+#[tokio::test]
+async fn records_unsent_at_shutdown_are_spooled_and_sent_first_by_the_next_shipper() {
+    let spool = tempfile::tempdir().unwrap();
+    // Nobody listens: everything is still unsent at shutdown.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut first = VictoriaLogsConfig::new(url);
+    first.spool_dir = Some(spool.path().to_owned());
+    first.batch_max_records = n(10);
+    first.flush_interval = Duration::from_millis(20);
+    first.retry.initial_backoff = Duration::from_millis(10);
+    let shipper = LogShipper::start(first).unwrap();
+    for i in 0..25 {
+        shipper.push(record(format!("m{i}")));
+    }
+    let metrics = shipper.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(
+        (metrics.sent, metrics.dropped, metrics.spooled),
+        (0, 0, 25),
+        "{metrics:?}"
+    );
+
+    let server = VictoriaLogs::start().await;
+    let mut second = config(&server);
+    second.spool_dir = Some(spool.path().to_owned());
+    let shipper = LogShipper::start(second).unwrap();
+    shipper.push(record("after the restart"));
+    let metrics = shipper.shutdown(DEADLINE).await;
+    assert_eq!(
+        (metrics.sent, metrics.dropped, metrics.replayed),
+        (26, 0, 25),
+        "{metrics:?}"
+    );
+    let expected: Vec<String> = (0..25)
+        .map(|i| format!("m{i}"))
+        .chain(["after the restart".to_owned()])
+        .collect();
+    assert_eq!(messages(&server.lines()), expected);
+    // Sent once: the spool is empty.
+    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn the_spool_is_bounded_and_what_does_not_fit_is_counted() {
+    let spool = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = VictoriaLogsConfig::new(url);
+    config.spool_dir = Some(spool.path().to_owned());
+    config.spool_max_bytes = 1000;
+    let shipper = LogShipper::start(config).unwrap();
+    for i in 0..100 {
+        shipper.push(record(format!("m{i}")));
+    }
+    let metrics = shipper.shutdown(Duration::from_millis(200)).await;
+    assert!(metrics.spooled > 0 && metrics.dropped > 0, "{metrics:?}");
+    assert_eq!(metrics.spooled + metrics.dropped, 100, "{metrics:?}");
+    let used: u64 = std::fs::read_dir(spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(used <= 1000, "{used}");
 }

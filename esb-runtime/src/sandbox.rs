@@ -236,13 +236,19 @@ impl LambdaSettings {
     }
 
     /// Writes a platform line (`START`, `END`, `REPORT`, errors) of an invocation.
-    fn platform_log(&self, info: &SandboxInfo, request_id: &str, message: String) {
+    fn platform_log(
+        &self,
+        info: &SandboxInfo,
+        request_id: &str,
+        trace_id: Option<&str>,
+        message: String,
+    ) {
         self.log_sink.log(LogLine {
             time: SystemTime::now(),
             function_name: info.function_name.clone(),
             sandbox_id: info.id.as_str().into(),
             request_id: Some(request_id.to_owned()),
-            trace_id: None,
+            trace_id: trace_id.map(str::to_owned),
             stream: LogStream::Platform,
             message,
         });
@@ -504,7 +510,9 @@ impl Core {
             self.broker.output().settle().await;
         }
         let xray = request.trace_id.as_deref().and_then(logs::xray_report);
-        let log = |message| lambda.platform_log(&self.info, &request_id, message);
+        let trace_id = request.trace_id.clone();
+        let log =
+            |message| lambda.platform_log(&self.info, &request_id, trace_id.as_deref(), message);
         log(format!("START RequestId: {request_id} Version: $LATEST"));
         let result = run(request).await;
         // The lines the function wrote before its answer come before END, as on Lambda.

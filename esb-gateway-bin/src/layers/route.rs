@@ -56,6 +56,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match self.router.select(req.method(), req.uri().path()) {
             Ok(found) => {
+                super::access_log::AccessNote::route(&req, Some(&found.route_key), &found.function);
                 req.extensions_mut().insert::<Match>(found);
                 Either::Right(self.inner.call(req))
             }

@@ -7,8 +7,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +22,18 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+
+/// A connection the server speaks HTTP over (plain TCP, or TLS over it).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Turns an accepted TCP connection into the stream HTTP is served on (`None` drops it).
+pub type Wrap = Arc<
+    dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = Option<Box<dyn Io>>> + Send>> + Send + Sync,
+>;
 
 /// One request the server answered.
 #[derive(Clone, Debug)]
@@ -48,6 +60,8 @@ struct State {
     hang: Option<watch::Sender<bool>>,
     /// Count lines only, without checking them (for benches).
     count_only: bool,
+    /// `true` while the server is down: no listener, every connection closed.
+    down: Option<watch::Sender<bool>>,
     counted: Mutex<usize>,
 }
 
@@ -73,31 +87,65 @@ impl VictoriaLogs {
     }
 
     async fn start_with(count_only: bool) -> Self {
+        let plain: Wrap =
+            Arc::new(|stream| Box::pin(async move { Some(Box::new(stream) as Box<dyn Io>) }));
+        Self::start_wrapped(count_only, "http", plain).await
+    }
+
+    /// A server whose connections go through `wrap` (e.g. a TLS acceptor), at `scheme://`.
+    pub async fn start_wrapped(count_only: bool, scheme: &str, wrap: Wrap) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (hang, _) = watch::channel(false);
+        let (down, _) = watch::channel(false);
         let state = Arc::new(State {
             hang: Some(hang),
+            down: Some(down),
             count_only,
             ..State::default()
         });
         let server_state = state.clone();
         tokio::spawn(async move {
+            let Some(down) = &server_state.down else {
+                return;
+            };
+            let mut down_rx = down.subscribe();
+            let mut listener = Some(listener);
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Some(current) = listener.take() else {
+                    // Down: back once told, on the same address.
+                    let _ = down_rx.wait_for(|down| !*down).await;
+                    listener = TcpListener::bind(addr).await.ok();
+                    continue;
+                };
+                let accepted = tokio::select! {
+                    accepted = current.accept() => accepted,
+                    _ = down_rx.wait_for(|down| *down) => continue,
+                };
+                listener = Some(current);
+                let Ok((stream, _)) = accepted else {
                     continue;
                 };
                 let state = server_state.clone();
+                let wrap = wrap.clone();
+                let mut conn_down = down.subscribe();
                 tokio::spawn(async move {
+                    let Some(stream) = wrap(stream).await else {
+                        return;
+                    };
                     let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let serve =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    // Going down closes every connection, as a restart does.
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = conn_down.wait_for(|down| *down) => {}
+                    }
                 });
             }
         });
         Self {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             state,
         }
@@ -116,6 +164,14 @@ impl VictoriaLogs {
     pub fn hang(&self, on: bool) {
         if let Some(hang) = &self.state.hang {
             hang.send_replace(on);
+        }
+    }
+
+    /// Stops listening and closes every connection (`true`), as a VictoriaLogs being
+    /// restarted; listens again on the same address (`false`).
+    pub fn down(&self, on: bool) {
+        if let Some(down) = &self.state.down {
+            down.send_replace(on);
         }
     }
 
@@ -204,6 +260,9 @@ async fn handle(
         .collect();
     let gzipped = headers.get("content-encoding").map(String::as_str) == Some("gzip");
 
+    if parts.uri.path() == "/select/logsql/query" {
+        return Ok(select(&state, &query, &body));
+    }
     if state.count_only {
         return Ok(count(&state, gzipped, &body));
     }
@@ -230,6 +289,47 @@ async fn handle(
     });
     state.changed.notify_waiters();
     Ok(reply(status, &text))
+}
+
+/// `/select/logsql/query` for the queries the tests use: `*`, or `field:value` /
+/// `field:"value"` terms that all must equal (`_msg` is the message); JSON lines as
+/// VictoriaLogs answers them (`_msg` for the message).
+fn select(state: &State, query: &HashMap<String, String>, body: &[u8]) -> Response<Full<Bytes>> {
+    let form: HashMap<String, String> =
+        reqwest::Url::parse(&format!("http://vl/?{}", String::from_utf8_lossy(body)))
+            .map(|url| url.query_pairs().into_owned().collect())
+            .unwrap_or_default();
+    let Some(text) = query.get("query").or_else(|| form.get("query")) else {
+        return reply(StatusCode::BAD_REQUEST, "missing query");
+    };
+    let mut terms = Vec::new();
+    for term in text.split_whitespace().filter(|t| *t != "*") {
+        let Some((field, value)) = term.split_once(':') else {
+            return reply(StatusCode::BAD_REQUEST, "unsupported query");
+        };
+        let field = if field == "_msg" { "message" } else { field };
+        terms.push((field.to_owned(), value.trim_matches('"').to_owned()));
+    }
+    let received = state.received.lock().unwrap();
+    let mut out = String::new();
+    for line in received
+        .iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| &r.lines)
+    {
+        let matches = terms
+            .iter()
+            .all(|(field, value)| line.get(field).and_then(Value::as_str) == Some(value.as_str()));
+        if matches {
+            let mut object = line.as_object().cloned().unwrap_or_default();
+            if let Some(message) = object.remove("message") {
+                object.insert("_msg".into(), message);
+            }
+            out.push_str(&Value::Object(object).to_string());
+            out.push('\n');
+        }
+    }
+    reply(StatusCode::OK, &out)
 }
 
 /// Counting mode: accepts the body and counts its lines, for benches.
