@@ -553,6 +553,15 @@ async fn rie_the_first_call_waits_for_the_emulator_and_reports_init() {
         "one runtime, warm"
     );
     f.runtime.destroy(&sandbox.id).await.unwrap();
+    // One START/END/REPORT per invocation, ESB's: the emulator's own are left out.
+    let messages = f.logs.messages();
+    for kind in ["START", "END", "REPORT"] {
+        let lines = messages
+            .iter()
+            .filter(|m| m.starts_with(&format!("{kind} RequestId: ")))
+            .count();
+        assert_eq!(lines, 2, "{kind} lines in {messages:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

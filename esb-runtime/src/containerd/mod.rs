@@ -605,6 +605,10 @@ impl ContainerdRuntime {
     ) -> Result<(PathBuf, PathBuf, Vec<JoinHandle<()>>)> {
         let dir = self.io_dir(&info.id);
         std::fs::create_dir_all(&dir)?;
+        let rie = info
+            .labels
+            .get(LABEL_INVOKE)
+            .is_some_and(|mode| mode == "rie");
         let mut workers = Vec::new();
         let mut paths = Vec::new();
         for (name, stream) in [("stdout", LogStream::Stdout), ("stderr", LogStream::Stderr)] {
@@ -621,11 +625,16 @@ impl ContainerdRuntime {
             let fifo = tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_receiver(&path)?;
-            workers.push(
-                self.config
-                    .lambda
-                    .spawn_log_reader(fifo, stream, broker.clone(), info),
-            );
+            let lambda = &self.config.lambda;
+            if stream == LogStream::Stdout && rie {
+                // The emulator prints its own START/END/REPORT (under its own request id);
+                // ESB prints Lambda's.
+                let (filtered, filter) = rie::without_platform_lines(fifo);
+                workers.push(filter);
+                workers.push(lambda.spawn_log_reader(filtered, stream, broker.clone(), info));
+            } else {
+                workers.push(lambda.spawn_log_reader(fifo, stream, broker.clone(), info));
+            }
             paths.push(path);
         }
         let stderr = paths.pop().unwrap_or_default();
