@@ -1271,6 +1271,10 @@ impl ContainerdRuntime {
                     operation: format!("building request to {uri}"),
                     source: err.into(),
                 })?;
+        sandbox
+            .core
+            .broker
+            .note_request(&request.request_id, request.trace_id.clone());
         let started = std::time::Instant::now();
         let mut exited = sandbox.core.exited.clone();
         let outcome = tokio::select! {
