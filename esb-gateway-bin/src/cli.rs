@@ -388,6 +388,15 @@ async fn containerd_runtime(
     let owner = runtime.clone();
     let release: Release = Some(Box::new(move || {
         Box::pin(async move {
+            // The pool has destroyed its sandboxes; one whose destroy was still under way
+            // (a crashed sandbox being replaced) is finished here, so none keeps the network.
+            if let Ok(left) = owner.list().await {
+                for sandbox in left {
+                    if let Err(err) = owner.destroy(&sandbox.id).await {
+                        tracing::warn!(sandbox = %sandbox.id, %err, "destroy at stop failed");
+                    }
+                }
+            }
             match owner.release_network().await {
                 Ok(done) => tracing::info!(?done, "CNI network released"),
                 Err(err) => tracing::warn!(%err, "cannot release the CNI network"),

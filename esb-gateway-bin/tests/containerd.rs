@@ -254,6 +254,31 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
         let document: Value = invoked.json().await.unwrap();
         assert_eq!(document["errorType"], "Test.Boom", "{function}: {document}");
         assert_eq!(document["errorMessage"], "boom", "{function}: {document}");
+
+        // A crash, in both modes: Unhandled, Runtime.ExitError with the exit status.
+        let crashed = client
+            .post(format!("{url}/2015-03-31/functions/{function}/invocations"))
+            .json(&json!({"exit": 3}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            crashed.headers().get("x-amz-function-error").unwrap(),
+            "Unhandled",
+            "{function}"
+        );
+        let document: Value = crashed.json().await.unwrap();
+        assert_eq!(
+            document["errorType"], "Runtime.ExitError",
+            "{function}: {document}"
+        );
+        assert!(
+            document["errorMessage"]
+                .as_str()
+                .unwrap()
+                .ends_with("Error: Runtime exited with error: exit status 3"),
+            "{function}: {document}"
+        );
     }
 
     assert!(

@@ -193,6 +193,13 @@ impl Broker {
         self.slots().latest.clone()
     }
 
+    /// Records an invocation handed to the function by another path (the emulator of `rie`
+    /// images): output lines read from now on belong to it.
+    #[cfg(feature = "containerd")]
+    pub(crate) fn note_request(&self, request_id: &str, trace_id: Option<String>) {
+        self.slots().latest = Some((request_id.to_owned(), trace_id));
+    }
+
     /// True once the sandbox is gone (exited, killed, or failed init).
     pub fn is_dead(&self) -> bool {
         matches!(*self.inner.phase.borrow(), Phase::Dead(_))

@@ -553,6 +553,15 @@ async fn rie_the_first_call_waits_for_the_emulator_and_reports_init() {
         "one runtime, warm"
     );
     f.runtime.destroy(&sandbox.id).await.unwrap();
+    // One START/END/REPORT per invocation, ESB's: the emulator's own are left out.
+    let messages = f.logs.messages();
+    for kind in ["START", "END", "REPORT"] {
+        let lines = messages
+            .iter()
+            .filter(|m| m.starts_with(&format!("{kind} RequestId: ")))
+            .count();
+        assert_eq!(lines, 2, "{kind} lines in {messages:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -633,7 +642,8 @@ async fn rie_the_function_sees_its_name_memory_timeout_and_trace_id() {
     };
     let f = &r.f;
     let sandbox = f.runtime.create(rie_spec("rie-context")).await.unwrap();
-    let mut request = InvokeRequest::new("{}");
+    let mut request = InvokeRequest::new(r#"{"print":["hello from rie"]}"#);
+    let request_id = request.request_id.clone();
     request.trace_id = Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".into());
     request.client_context = Some(r#"{"custom":{"k":"v"}}"#.into());
     let sent_ms = std::time::SystemTime::now()
@@ -665,4 +675,11 @@ async fn rie_the_function_sees_its_name_memory_timeout_and_trace_id() {
     );
     assert!(deadline < sent_ms + 300_000 - 60_000);
     f.runtime.destroy(&sandbox.id).await.unwrap();
+    // The function's output belongs to ESB's request id, as Lambda's log would show it.
+    let lines = f.logs.0.lock().unwrap().clone();
+    let printed = lines
+        .iter()
+        .find(|l| l.message == "hello from rie")
+        .expect("the function's line is logged");
+    assert_eq!(printed.request_id.as_deref(), Some(request_id.as_str()));
 }

@@ -319,6 +319,24 @@ pub struct ContainerdRuntime {
     cni: Option<Cni>,
     http: HttpClient,
     sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
+    /// Teardowns under way (the network is released only once none is).
+    teardowns: watch::Sender<usize>,
+}
+
+/// Counts a teardown as under way while it lives.
+struct TeardownGuard<'a>(&'a watch::Sender<usize>);
+
+impl<'a> TeardownGuard<'a> {
+    fn new(count: &'a watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Self(count)
+    }
+}
+
+impl Drop for TeardownGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl std::fmt::Debug for ContainerdRuntime {
@@ -429,6 +447,7 @@ impl ContainerdRuntime {
             cni,
             http,
             sandboxes: Mutex::new(HashMap::new()),
+            teardowns: watch::channel(0).0,
         })
     }
 
@@ -466,6 +485,9 @@ impl ContainerdRuntime {
     /// when no sandbox (of this process or another on the same network) holds a lease any
     /// more. A bridge that existed before ESB first used the network is kept.
     pub async fn release_network(&self) -> Result<NetworkRelease> {
+        // A destroy still under way (e.g. of a crashed sandbox) is about to free its lease.
+        let mut teardowns = self.teardowns.subscribe();
+        let _ = tokio::time::timeout(KILL_WAIT * 2, teardowns.wait_for(|n| *n == 0)).await;
         match &self.cni {
             Some(cni) => cni.release().await,
             None => Ok(NetworkRelease::None),
@@ -583,6 +605,10 @@ impl ContainerdRuntime {
     ) -> Result<(PathBuf, PathBuf, Vec<JoinHandle<()>>)> {
         let dir = self.io_dir(&info.id);
         std::fs::create_dir_all(&dir)?;
+        let rie = info
+            .labels
+            .get(LABEL_INVOKE)
+            .is_some_and(|mode| mode == "rie");
         let mut workers = Vec::new();
         let mut paths = Vec::new();
         for (name, stream) in [("stdout", LogStream::Stdout), ("stderr", LogStream::Stderr)] {
@@ -599,11 +625,16 @@ impl ContainerdRuntime {
             let fifo = tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_receiver(&path)?;
-            workers.push(
-                self.config
-                    .lambda
-                    .spawn_log_reader(fifo, stream, broker.clone(), info),
-            );
+            let lambda = &self.config.lambda;
+            if stream == LogStream::Stdout && rie {
+                // The emulator prints its own START/END/REPORT (under its own request id);
+                // ESB prints Lambda's.
+                let (filtered, filter) = rie::without_platform_lines(fifo);
+                workers.push(filter);
+                workers.push(lambda.spawn_log_reader(filtered, stream, broker.clone(), info));
+            } else {
+                workers.push(lambda.spawn_log_reader(fifo, stream, broker.clone(), info));
+            }
             paths.push(path);
         }
         let stderr = paths.pop().unwrap_or_default();
@@ -708,6 +739,7 @@ impl ContainerdRuntime {
     /// Removes everything of sandbox `id` that exists: task, snapshot, container, CNI
     /// attachment, network namespace and FIFOs. Missing pieces are fine.
     async fn teardown(&self, id: &SandboxId, sandbox: Option<&Sandbox>) -> Result<()> {
+        let _under_way = TeardownGuard::new(&self.teardowns);
         let container = self
             .containers()
             .get(self.ctr.req(GetContainerRequest { id: id.to_string() }))
@@ -1239,6 +1271,10 @@ impl ContainerdRuntime {
                     operation: format!("building request to {uri}"),
                     source: err.into(),
                 })?;
+        sandbox
+            .core
+            .broker
+            .note_request(&request.request_id, request.trace_id.clone());
         let started = std::time::Instant::now();
         let mut exited = sandbox.core.exited.clone();
         let outcome = tokio::select! {

@@ -90,6 +90,49 @@ pub(super) async fn wait_ready(
     }
 }
 
+/// Lines the emulator prints for each invocation, which ESB prints itself.
+const PLATFORM_LINES: &[&[u8]] = &[
+    b"START RequestId: ",
+    b"END RequestId: ",
+    b"REPORT RequestId: ",
+];
+/// Longest piece of a line the filter holds at once.
+const FILTER_CHUNK: u64 = 64 * 1024;
+
+/// The emulator's stdout without its own `START`/`END`/`REPORT` lines: a pipe fed by a
+/// task (returned, to be aborted with the sandbox) that copies every other line.
+pub(super) fn without_platform_lines<R>(
+    reader: R,
+) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (mut writer, filtered) = tokio::io::duplex(FILTER_CHUNK as usize);
+    let task = tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(reader);
+        let mut piece = Vec::new();
+        let mut at_line_start = true;
+        loop {
+            piece.clear();
+            match (&mut reader)
+                .take(FILTER_CHUNK)
+                .read_until(b'\n', &mut piece)
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let platform = at_line_start && PLATFORM_LINES.iter().any(|p| piece.starts_with(p));
+            at_line_start = piece.ends_with(b"\n");
+            if !platform && writer.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+    });
+    (filtered, task)
+}
+
 /// Keys of the error documents the official runtime clients post to `/error`.
 const ERROR_KEYS: &[&str] = &[
     "errorType",
@@ -220,6 +263,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(run(400, ""), Err(Error::Backend(_))));
+    }
+
+    #[tokio::test]
+    async fn the_emulators_own_platform_lines_are_dropped() {
+        use tokio::io::AsyncReadExt;
+        let input: &[u8] = b"START RequestId: a Version: $LATEST\nhello\nEND RequestId: a\nREPORT RequestId: a\tDuration: 1 ms\nsay START RequestId: x\n";
+        let (mut filtered, task) = without_platform_lines(input);
+        let mut out = String::new();
+        filtered.read_to_string(&mut out).await.unwrap();
+        task.await.unwrap();
+        assert_eq!(out, "hello\nsay START RequestId: x\n");
     }
 
     #[test]
