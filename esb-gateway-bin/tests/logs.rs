@@ -1026,3 +1026,75 @@ async fn with_a_spool_lines_unsent_at_shutdown_arrive_after_a_restart() {
     assert_eq!(line["aws_request_id"], request_id.as_str());
     assert_eq!(lines.iter().filter(|l| l["message"] == marker).count(), 1);
 }
+
+#[tokio::test]
+async fn in_a_burst_of_2000_invocations_every_line_carries_the_request_id_of_its_invocation() {
+    const CLIENTS: usize = 16;
+    const PER_CLIENT: usize = 125;
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    let addr = free_addr();
+    let mut run = Running::spawn(
+        {
+            let mut command = gateway(dir.path(), addr, &["--victorialogs-url", &server.url]);
+            // The terminal is not what this test reads.
+            command.env("RUST_LOG", "warn");
+            command
+        },
+        dir.path(),
+        "gateway",
+    );
+    run.wait_listening(addr);
+    let url = format!("http://{addr}/2015-03-31/functions/logfn/invocations");
+    let payload = serde_json::json!({
+        "print": ["rid={request_id} first", "rid={request_id} second"],
+        "stderr": ["rid={request_id} third"],
+    })
+    .to_string();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (url, payload) = (url.clone(), payload.clone());
+        clients.spawn(async move {
+            let client = reqwest::Client::new();
+            for _ in 0..PER_CLIENT {
+                let response = client
+                    .post(&url)
+                    .body(payload.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let expected = CLIENTS * PER_CLIENT * 3;
+    let printed = |s: &VictoriaLogs| {
+        s.lines()
+            .into_iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("rid=")))
+            .collect::<Vec<_>>()
+    };
+    server
+        .wait_until("every printed line", |s| printed(s).len() >= expected)
+        .await;
+    run.stop();
+    let lines = printed(&server);
+    assert_eq!(lines.len(), expected);
+    let misattributed: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            let message = l["message"].as_str().unwrap();
+            let id = message["rid=".len()..].split(' ').next().unwrap();
+            l["aws_request_id"].as_str() != Some(id)
+        })
+        .collect();
+    assert!(
+        misattributed.is_empty(),
+        "{} of {expected} lines carry another invocation's request id: {:#?}",
+        misattributed.len(),
+        &misattributed[..misattributed.len().min(5)]
+    );
+}

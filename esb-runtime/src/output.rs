@@ -2,10 +2,13 @@
 //! `REPORT` follow every line the function wrote before its answer, as on Lambda.
 //!
 //! A function writes its lines, then posts its answer. By the time the answer is read, those
-//! lines are in the output pipe, and the pipe's readiness was delivered no later than the
-//! answer's socket's; but the reader task may not have run yet. Each reader marks itself
-//! pending from the moment its pipe wakes it until it has logged every complete line it
-//! read and waits again; [`OutputGate::settle`] waits (boundedly) for both to be idle.
+//! lines are in the output pipe, or already in a reader's hands; but the reader task may not
+//! have run yet, and the pipe's readiness may even be delivered after the answer's socket's
+//! (the socket can already sit in the poller's ready list, for writability). So each reader
+//! marks itself pending from the moment its pipe wakes it or it reads until it has logged
+//! every complete line it read and waits again, and the gate also asks the pipes themselves
+//! whether they hold unread bytes (`poll`, where the backend gave it their descriptors);
+//! [`OutputGate::settle`] waits (boundedly) until neither holds anything.
 
 #![cfg_attr(
     not(any(feature = "process", feature = "containerd")),
@@ -14,6 +17,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(any(feature = "process", feature = "containerd"))]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -25,24 +30,79 @@ use crate::logs::LogStream;
 /// The longest an invocation's `END` waits for its output readers.
 const SETTLE_LIMIT: Duration = Duration::from_millis(100);
 
-/// The pending flags of a sandbox's stdout and stderr readers.
+/// The pending flags of a sandbox's stdout and stderr readers, and their pipes.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct OutputGate(Arc<[AtomicBool; 2]>);
+pub(crate) struct OutputGate(Arc<Gate>);
+
+#[derive(Debug, Default)]
+struct Gate {
+    flags: [AtomicBool; 2],
+    /// Duplicates of the readers' pipes, asked whether they hold unread bytes.
+    #[cfg(any(feature = "process", feature = "containerd"))]
+    pipes: Mutex<Vec<std::os::fd::OwnedFd>>,
+}
 
 impl OutputGate {
     /// True while a reader has output in hand (or has been woken to read some).
     pub(crate) fn pending(&self) -> bool {
-        self.0.iter().any(|flag| flag.load(Ordering::SeqCst))
+        self.0.flags.iter().any(|flag| flag.load(Ordering::SeqCst))
     }
 
-    /// Waits until both readers are idle, for at most [`SETTLE_LIMIT`].
+    /// Also asks `pipe` (a reader's pipe or FIFO) whether it holds unread bytes, in
+    /// [`settle`](Self::settle).
+    #[cfg(any(feature = "process", feature = "containerd"))]
+    pub(crate) fn watch(&self, pipe: &impl std::os::fd::AsFd) {
+        if let Ok(fd) = pipe.as_fd().try_clone_to_owned() {
+            self.0
+                .pipes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(fd);
+        }
+    }
+
+    /// True while a watched pipe holds bytes no reader has taken yet.
+    #[cfg(any(feature = "process", feature = "containerd"))]
+    fn unread(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let pipes = self
+            .0
+            .pipes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pipes.is_empty() {
+            return false;
+        }
+        let mut polls: Vec<PollFd<'_>> = pipes
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        matches!(poll(&mut polls, PollTimeout::ZERO), Ok(n) if n > 0)
+            && polls.iter().any(|p| {
+                p.revents()
+                    .is_some_and(|events| events.contains(PollFlags::POLLIN))
+            })
+    }
+
+    #[cfg(not(any(feature = "process", feature = "containerd")))]
+    fn unread(&self) -> bool {
+        false
+    }
+
+    /// True while output written so far may not be logged yet.
+    fn busy(&self) -> bool {
+        self.pending() || self.unread()
+    }
+
+    /// Waits until both readers are idle and their pipes empty, for at most [`SETTLE_LIMIT`].
     pub(crate) async fn settle(&self) {
-        if !self.pending() {
+        if !self.busy() {
             return;
         }
         let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
         let mut spins = 0u32;
-        while self.pending() && tokio::time::Instant::now() < deadline {
+        while self.busy() && tokio::time::Instant::now() < deadline {
             if spins < 64 {
                 spins += 1;
                 tokio::task::yield_now().await;
@@ -64,16 +124,17 @@ impl OutputGate {
     /// Marks the reader of `stream` idle for good (its output ended).
     pub(crate) fn closed(&self, stream: LogStream) {
         let index = usize::from(matches!(stream, LogStream::Stderr));
-        self.0[index].store(false, Ordering::SeqCst);
+        self.0.flags[index].store(false, Ordering::SeqCst);
     }
 
     fn flag(&self, index: usize) -> &AtomicBool {
-        &self.0[index]
+        &self.0.flags[index]
     }
 }
 
 /// A reader whose gate flag is set when its pipe wakes it or it reads, and cleared when it
-/// waits with nothing in hand.
+/// waits with nothing in hand (a wake-up lost to that clearing leaves its bytes in the pipe,
+/// where [`OutputGate::unread`] sees them).
 ///
 /// A buffered reader polls the pipe only once its buffer is used up, so when this reader
 /// is polled every complete line read before has been handed out.
@@ -108,17 +169,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        // Cleared before the poll registers the waker: a wake-up after it sets it again.
-        this.gate.flag(this.index).store(false, Ordering::SeqCst);
         let waker = Waker::from(Arc::new(Flagging {
             gate: this.gate.clone(),
             index: this.index,
             task: cx.waker().clone(),
         }));
+        // Set while the read runs: bytes leave the pipe only into a pending reader's hands.
+        this.gate.flag(this.index).store(true, Ordering::SeqCst);
         let poll = Pin::new(&mut this.inner).poll_read(&mut Context::from_waker(&waker), buf);
-        if poll.is_ready() {
-            this.gate.flag(this.index).store(true, Ordering::SeqCst);
-        }
+        this.gate
+            .flag(this.index)
+            .store(poll.is_ready(), Ordering::SeqCst);
         poll
     }
 }
@@ -153,6 +214,26 @@ mod tests {
         );
         assert!(!gate.pending());
         gate.settle().await;
+    }
+
+    #[cfg(any(feature = "process", feature = "containerd"))]
+    #[test]
+    fn bytes_left_in_a_watched_pipe_keep_the_gate_busy_whatever_the_flags() {
+        use std::io::{Read, Write};
+        let gate = OutputGate::default();
+        let (mut reader, mut writer) = std::io::pipe().unwrap();
+        gate.watch(&reader);
+        assert!(!gate.busy());
+        // Written, and no reader was woken (its wake-up may come late): still busy.
+        writer.write_all(b"line\n").unwrap();
+        assert!(!gate.pending());
+        assert!(gate.busy());
+        let mut buf = [0u8; 5];
+        reader.read_exact(&mut buf).unwrap();
+        assert!(!gate.busy());
+        // A closed writer with nothing left is not output.
+        drop(writer);
+        assert!(!gate.busy());
     }
 
     #[tokio::test(start_paused = true)]

@@ -465,9 +465,11 @@ impl Runtime for ProcessRuntime {
             labels: BTreeMap::new(),
         };
         if let Some(stdout) = child.stdout.take() {
+            broker.output().watch(&stdout);
             lambda.spawn_log_reader(stdout, LogStream::Stdout, broker.clone(), &info);
         }
         if let Some(stderr) = child.stderr.take() {
+            broker.output().watch(&stderr);
             lambda.spawn_log_reader(stderr, LogStream::Stderr, broker.clone(), &info);
         }
         let exited = watch_exit(child, pgid, broker.clone());

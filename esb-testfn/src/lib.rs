@@ -3,7 +3,7 @@
 //!
 //! The event is a JSON object; every key is optional and they apply in this order:
 //! `count_file` (append the request id to that file as a line) with `fail_first` (fail the
-//! first N runs counted in that file with `Test.Retry`), `print` (array of lines written to stdout), `stderr` (array of lines written to stderr),
+//! first N runs counted in that file with `Test.Retry`), `print` (array of lines written to stdout, `{request_id}` replaced by the invocation's), `stderr` (array of lines written to stderr, the same),
 //! `alloc_mb` (allocate and touch that many MB), `sleep_ms`, `exit` (exit with that code),
 //! `exit_after_ms` (answer, then exit with status 0 that many ms later, idle), `abort` (abort the process, as a
 //! panic does under `panic = "abort"`),
@@ -64,7 +64,10 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     for (key, to_stderr) in [("print", false), ("stderr", true)] {
         if let Some(lines) = payload.get(key).and_then(Value::as_array) {
             for line in lines {
-                let text = line.as_str().map(str::to_owned).unwrap_or(line.to_string());
+                let text = line
+                    .as_str()
+                    .map(|text| text.replace("{request_id}", &context.request_id))
+                    .unwrap_or(line.to_string());
                 if to_stderr {
                     eprintln!("{text}");
                 } else {
