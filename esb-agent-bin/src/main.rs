@@ -295,6 +295,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    match esb_runtime::limits::raise_fd_limit() {
+        Ok(fd) => tracing::debug!(soft = fd.soft, hard = fd.hard, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
 
     // Function lines go to the terminal, and to the invocations that ask for their log.
     let log_tail = LogTail::new();

@@ -31,6 +31,8 @@ mod spec;
 
 #[cfg(feature = "containerd")]
 pub mod containerd;
+#[cfg(any(feature = "process", feature = "containerd"))]
+pub mod limits;
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "remote")]

@@ -263,6 +263,24 @@ impl ProcessRuntime {
     }
 }
 
+/// Why a command could not start: the spec's fault (no such file, not executable) or this
+/// host's (out of file descriptors, processes or memory), which is no invalid spec.
+fn spawn_error(function: &str, command: &tokio::process::Command, err: std::io::Error) -> Error {
+    let program = command.as_std().get_program();
+    match err.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => Error::Os {
+            operation: format!(
+                "starting command {program:?} of function {function} (out of file descriptors, processes or memory)"
+            ),
+            source: err,
+        },
+        _ => Error::InvalidSpec {
+            function: function.to_owned(),
+            reason: format!("cannot start command {program:?}: {err}"),
+        },
+    }
+}
+
 /// How a child process ended, in Lambda's words.
 fn exit_reason(status: std::io::Result<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -439,15 +457,9 @@ impl Runtime for ProcessRuntime {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let api = listener.local_addr()?.to_string();
         let mut command = self.command(&spec, &id, &api)?;
-        let mut child =
-            self.spawn(&mut command, spec.memory_mb)
-                .map_err(|err| Error::InvalidSpec {
-                    function: spec.function_name.clone(),
-                    reason: format!(
-                        "cannot start command {:?}: {err}",
-                        command.as_std().get_program()
-                    ),
-                })?;
+        let mut child = self
+            .spawn(&mut command, spec.memory_mb)
+            .map_err(|err| spawn_error(&spec.function_name, &command, err))?;
         let pgid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
@@ -564,6 +576,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn out_of_file_descriptors_is_no_invalid_spec() {
+        let command = tokio::process::Command::new("/bin/true");
+        let err = spawn_error(
+            "f",
+            &command,
+            std::io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert!(matches!(err, Error::Os { .. }), "{err}");
+        assert!(err.to_string().contains("out of file descriptors"), "{err}");
+        let err = spawn_error(
+            "f",
+            &command,
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    }
 
     #[test]
     fn peak_memory_follows_the_process_and_never_falls() {

@@ -726,8 +726,14 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let Ok((stream, _peer)) = accepted else {
-            continue;
+        let (stream, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors (EMFILE) and the like: wait a little, never spin.
+                tracing::warn!(error = %err, "Runtime API accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
