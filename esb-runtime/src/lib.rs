@@ -23,6 +23,7 @@ mod error;
 mod invoke;
 pub mod logs;
 mod output;
+pub use output::{MAX_LINE_BYTES, SPLIT_MARKER};
 pub mod runtime_api;
 #[cfg(any(feature = "process", feature = "containerd"))]
 mod sandbox;
