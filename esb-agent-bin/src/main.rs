@@ -149,6 +149,13 @@ struct Args {
     /// Seconds in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value = "30", value_parser = parse_seconds)]
     shutdown_grace: Duration,
+
+    // --- Hardening ---
+    /// Directory recording the process sandboxes started, so that the next start kills what
+    /// a killed agent left (default: $XDG_RUNTIME_DIR/esb/process-sandboxes, else
+    /// /tmp/esb-<uid>/process-sandboxes).
+    #[arg(long, env = "ESB_SANDBOX_RECORD_DIR")]
+    sandbox_record_dir: Option<PathBuf>,
 }
 
 fn parse_env_name(name: &str) -> Result<String, String> {
@@ -226,9 +233,15 @@ fn log_sink(args: &Args) -> Arc<dyn LogSink> {
 async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Arc<dyn Runtime>> {
     match args.runtime {
         RuntimeKind::Process => {
+            let record_dir = args.sandbox_record_dir.clone().unwrap_or_else(|| {
+                esb_runtime::process::default_record_dir(
+                    std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+                )
+            });
             let config = ProcessConfig::default()
                 .credentials(args.function_credentials())
-                .log_sink(log_sink);
+                .log_sink(log_sink)
+                .record_dir(record_dir);
             Ok(Arc::new(ProcessRuntime::new(config)))
         }
         RuntimeKind::Containerd => containerd_runtime(args, log_sink).await,

@@ -212,6 +212,12 @@ pub struct Args {
     /// Seconds a client may take to send a request head (or finish a TLS handshake).
     #[arg(long, env = "ESB_HEADER_TIMEOUT", default_value_t = 10.0)]
     pub header_timeout: f64,
+
+    /// Directory recording the process sandboxes started, so that the next start kills what
+    /// a killed gateway left (default: $XDG_RUNTIME_DIR/esb/process-sandboxes, else
+    /// /tmp/esb-<uid>/process-sandboxes).
+    #[arg(long, env = "ESB_SANDBOX_RECORD_DIR")]
+    pub sandbox_record_dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -318,7 +324,12 @@ impl Args {
                 ProcessConfig::default()
                     .region(&self.region)
                     .credentials(self.function_credentials())
-                    .log_sink(log_sink),
+                    .log_sink(log_sink)
+                    .record_dir(self.sandbox_record_dir.clone().unwrap_or_else(|| {
+                        esb_runtime::process::default_record_dir(
+                            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+                        )
+                    })),
             ))]),
             RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?]),
             RuntimeKind::Agent => self.agent_runtimes().await,

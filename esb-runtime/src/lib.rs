@@ -30,12 +30,16 @@ mod sandbox;
 pub mod shutdown;
 mod spec;
 
+#[cfg(feature = "process")]
+mod child;
 #[cfg(feature = "containerd")]
 pub mod containerd;
 #[cfg(any(feature = "process", feature = "containerd"))]
 pub mod limits;
 #[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "process")]
+mod record;
 #[cfg(feature = "remote")]
 pub mod remote;
 

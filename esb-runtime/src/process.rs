@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::logs::LogStream;
+use crate::record::Record;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
@@ -43,6 +44,19 @@ pub struct ProcessConfig {
     /// container with a CPU quota; a multi-threaded runtime on a small sandbox mostly pays
     /// for cross-thread wake-ups.
     pub pin_cpus: bool,
+    /// Where to record the sandboxes started, so that a later runtime given the same
+    /// directory kills what this process left if it was killed (see [`ProcessRuntime::new`]);
+    /// none by default.
+    pub record_dir: Option<PathBuf>,
+}
+
+/// The usual [`ProcessConfig::record_dir`]: `<runtime_dir>/esb/process-sandboxes` (give
+/// `$XDG_RUNTIME_DIR`), else `/tmp/esb-<uid>/process-sandboxes`.
+pub fn default_record_dir(runtime_dir: Option<PathBuf>) -> PathBuf {
+    match runtime_dir {
+        Some(dir) if dir.is_absolute() => dir.join("esb").join("process-sandboxes"),
+        _ => PathBuf::from(format!("/tmp/esb-{}", nix::unistd::getuid())).join("process-sandboxes"),
+    }
 }
 
 /// Memory that buys one vCPU on Lambda.
@@ -55,6 +69,7 @@ impl Default for ProcessConfig {
             task_root: None,
             inherit_env: vec!["PATH".to_owned()],
             pin_cpus: true,
+            record_dir: None,
         }
     }
 }
@@ -75,6 +90,12 @@ impl ProcessConfig {
         S: Into<String>,
     {
         self.inherit_env = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets where the sandboxes started are recorded ([`ProcessConfig::record_dir`]).
+    pub fn record_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.record_dir = Some(dir.into());
         self
     }
 
@@ -118,6 +139,8 @@ pub struct ProcessRuntime {
     /// The CPUs this process may use, for [`ProcessConfig::pin_cpus`].
     cpus: Vec<usize>,
     next_cpu: AtomicU64,
+    /// The record of started sandboxes, with [`ProcessConfig::record_dir`].
+    record: Option<Arc<Record>>,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -130,7 +153,20 @@ impl std::fmt::Debug for ProcessRuntime {
 
 impl ProcessRuntime {
     /// A runtime with these settings and no sandboxes.
+    ///
+    /// Every sandbox's leader process dies with the thread that started it (SIGKILL on
+    /// parent death). With [`ProcessConfig::record_dir`], the processes that sandboxes of a
+    /// gone gateway or agent left there (a function's own children) are killed first.
     pub fn new(config: ProcessConfig) -> Self {
+        let record = config.record_dir.as_deref().and_then(|dir| {
+            match Record::open(dir) {
+                Ok((record, _reaped)) => Some(Arc::new(record)),
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), error = %err, "no record of sandboxes: orphans of a killed run are not reaped");
+                    None
+                }
+            }
+        });
         let cpus = match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
             Ok(set) => (0..CpuSet::count())
                 .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
@@ -142,6 +178,7 @@ impl ProcessRuntime {
             sandboxes: Mutex::new(HashMap::new()),
             cpus,
             next_cpu: AtomicU64::new(0),
+            record,
         }
     }
 
@@ -237,29 +274,14 @@ impl ProcessRuntime {
         Ok(command)
     }
 
-    /// Starts the command, on the CPUs of a sandbox of `memory_mb`.
+    /// Starts the command, on the CPUs of a sandbox of `memory_mb`, dying with this process.
     fn spawn(
         &self,
         command: &mut tokio::process::Command,
         memory_mb: u32,
     ) -> std::io::Result<tokio::process::Child> {
-        let Some(set) = self.cpu_set(memory_mb) else {
-            return command.spawn();
-        };
-        // A child inherits the CPU affinity of the thread that forks it: fork from a
-        // short-lived thread pinned to the sandbox's CPUs.
-        let runtime = tokio::runtime::Handle::current();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let _entered = runtime.enter();
-                    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
-                        .map_err(std::io::Error::from)?;
-                    command.spawn()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
-        })
+        crate::child::prepare(command, self.cpu_set(memory_mb));
+        command.spawn()
     }
 }
 
@@ -300,6 +322,7 @@ fn watch_exit(
     mut child: tokio::process::Child,
     pgid: Pid,
     broker: Broker,
+    record: Option<Arc<Record>>,
 ) -> watch::Receiver<Option<String>> {
     let (exited_tx, exited_rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -307,6 +330,9 @@ fn watch_exit(
         broker.lost(reason.clone());
         // Reap what is left of the group; the leader is gone already.
         let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(record) = record {
+            record.remove(pgid);
+        }
         let _ = exited_tx.send(Some(reason));
     });
     exited_rx
@@ -396,7 +422,7 @@ fn status_kb(status: &[u8], key: &str) -> Option<u64> {
 }
 
 /// The process group's members, from /proc.
-fn group_members(pgid: Pid) -> Vec<Pid> {
+pub(crate) fn group_members(pgid: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -482,7 +508,10 @@ impl Runtime for ProcessRuntime {
         if let Some(stderr) = child.stderr.take() {
             lambda.spawn_log_reader(stderr, LogStream::Stderr, broker.clone(), &info);
         }
-        let exited = watch_exit(child, pgid, broker.clone());
+        if let Some(record) = &self.record {
+            record.add(pgid, id.as_str());
+        }
+        let exited = watch_exit(child, pgid, broker.clone(), self.record.clone());
         let sandbox = Arc::new(Sandbox {
             core: Core::new(
                 info.clone(),
