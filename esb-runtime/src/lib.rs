@@ -37,6 +37,8 @@ pub mod containerd;
 #[cfg(any(feature = "process", feature = "containerd"))]
 pub mod limits;
 #[cfg(feature = "process")]
+mod peer;
+#[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "process")]
 mod record;

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::logs::LogStream;
+use crate::peer::GroupPeers;
 use crate::record::Record;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
@@ -494,7 +495,17 @@ impl Runtime for ProcessRuntime {
 
         let lambda = &self.config.lambda;
         let broker = lambda.broker(&id, &spec.function_name, spec.timeout);
-        let (stop_server, _) = sandbox::serve_runtime_api(listener, broker.clone());
+        // Only the sandbox's own processes may poll its Runtime API.
+        let (stop_server, stop) = tokio::sync::oneshot::channel::<()>();
+        let peers = GroupPeers::new(pgid);
+        tokio::spawn(crate::runtime_api::serve_admitting(
+            listener,
+            broker.clone(),
+            async move {
+                let _ = stop.await;
+            },
+            move |peer, server| peers.admits(peer, server),
+        ));
         let info = SandboxInfo {
             id: id.clone(),
             function_name: spec.function_name.clone(),
