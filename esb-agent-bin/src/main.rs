@@ -120,6 +120,13 @@ struct Args {
     #[arg(long, env = "ESB_SHUTDOWN_GRACE", default_value = "30", value_parser = parse_seconds)]
     shutdown_grace: Duration,
 
+    // --- Hardening ---
+    /// Directory recording the process sandboxes started, so that the next start kills what
+    /// a killed agent left (default: $XDG_RUNTIME_DIR/esb/process-sandboxes, else
+    /// /tmp/esb-<uid>/process-sandboxes).
+    #[arg(long, env = "ESB_SANDBOX_RECORD_DIR")]
+    sandbox_record_dir: Option<PathBuf>,
+
     // Logs: VictoriaLogs credentials, TLS, host, spool.
     /// How logs reach VictoriaLogs besides its URL.
     #[command(flatten)]
@@ -188,9 +195,15 @@ impl Backend {
 async fn runtime(args: &Args, log_sink: Arc<dyn LogSink>) -> anyhow::Result<Backend> {
     match args.runtime {
         RuntimeKind::Process => {
+            let record_dir = args.sandbox_record_dir.clone().unwrap_or_else(|| {
+                esb_runtime::process::default_record_dir(
+                    std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+                )
+            });
             let config = ProcessConfig::default()
                 .credentials(args.function_credentials())
-                .log_sink(log_sink);
+                .log_sink(log_sink)
+                .record_dir(record_dir);
             Ok(Backend {
                 runtime: Arc::new(ProcessRuntime::new(config)),
                 #[cfg(feature = "containerd")]
@@ -249,6 +262,10 @@ async fn main() -> anyhow::Result<()> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-agent")))
         .try_init();
+    match esb_runtime::limits::raise_fd_limit() {
+        Ok(fd) => tracing::debug!(soft = fd.soft, hard = fd.hard, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
 
     // Function lines go to the terminal, VictoriaLogs, and the invocations that ask for their log.
     let log_tail = LogTail::new();

@@ -65,6 +65,7 @@ pub(crate) fn stack<S, L>(
     router: Router,
     metrics: Arc<GatewayMetrics>,
     events: Arc<EventQueue>,
+    status: crate::status::Status,
     invocations: S,
     layers: ServiceBuilder<L>,
 ) -> Outer<L::Service>
@@ -124,6 +125,7 @@ where
         .map(|login| (config.auth.endpoint_path.clone(), login));
     let dispatch = Dispatch::new(Services {
         metrics: MetricsText::new(Arc::clone(&metrics)),
+        status,
         login,
         invoke_api,
         routes,

@@ -211,6 +211,22 @@ pub struct Args {
         value_name = "BOOL"
     )]
     pub access_log: bool,
+
+    // --- Connection hardening ---
+    /// Connections one client (IP address) may hold at once (at most half of
+    /// --max-connections); more from it are closed at once.
+    #[arg(long, env = "ESB_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1_000)]
+    pub max_connections_per_client: usize,
+
+    /// Seconds a client may take to send a request head (or finish a TLS handshake).
+    #[arg(long, env = "ESB_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+
+    /// Directory recording the process sandboxes started, so that the next start kills what
+    /// a killed gateway left (default: $XDG_RUNTIME_DIR/esb/process-sandboxes, else
+    /// /tmp/esb-<uid>/process-sandboxes).
+    #[arg(long, env = "ESB_SANDBOX_RECORD_DIR")]
+    pub sandbox_record_dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -259,16 +275,18 @@ impl Args {
         auth.api_key = self.x_api_key.clone();
         auth.user = self.auth_user.clone();
         auth.password = self.auth_pass.clone();
-        let limits = Limits::default()
-            .max_body_bytes(self.max_body_bytes)
-            .max_header_bytes(self.max_header_bytes)
-            .max_connections(self.max_connections)
-            .event_concurrency(self.event_concurrency)
-            .shutdown_grace(Duration::from_secs(self.shutdown_grace));
         let seconds = |flag: &str, secs: f64| {
             Duration::try_from_secs_f64(secs)
                 .map_err(|err| anyhow::anyhow!("{flag}: {secs} is not a number of seconds: {err}"))
         };
+        let limits = Limits::default()
+            .max_body_bytes(self.max_body_bytes)
+            .max_header_bytes(self.max_header_bytes)
+            .max_connections(self.max_connections)
+            .max_connections_per_client(self.max_connections_per_client)
+            .header_timeout(seconds("--header-timeout", self.header_timeout)?)
+            .event_concurrency(self.event_concurrency)
+            .shutdown_grace(Duration::from_secs(self.shutdown_grace));
         let delays = self
             .event_retry_delays
             .iter()
@@ -316,7 +334,12 @@ impl Args {
                 ProcessConfig::default()
                     .region(&self.region)
                     .credentials(self.function_credentials())
-                    .log_sink(log_sink),
+                    .log_sink(log_sink)
+                    .record_dir(self.sandbox_record_dir.clone().unwrap_or_else(|| {
+                        esb_runtime::process::default_record_dir(
+                            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+                        )
+                    })),
             ))]),
             RuntimeKind::Containerd => Ok(vec![containerd_runtime(self, log_sink).await?.0]),
             RuntimeKind::Agent => self.agent_runtimes().await,
@@ -441,7 +464,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-gateway")))
         .try_init();
 
-    let config = args.config()?;
+    let mut config = args.config()?;
+    clamp_connections(&mut config.limits);
     config
         .validate(args.capabilities().as_ref())
         .map_err(|problems| explain(problems.into()))?;
@@ -495,6 +519,33 @@ fn start_shipper(logs: &esb_logs::cli::VictoriaLogsArgs, url: &str) -> anyhow::R
     LogShipper::start(config).with_context(context)
 }
 
+/// Raises the open-file limit to its hard limit and keeps `--max-connections` under it
+/// (with a warning), so that a full server still has descriptors for sandboxes and `/health`.
+fn clamp_connections(limits: &mut crate::Limits) {
+    let budget = match esb_runtime::limits::raise_fd_limit() {
+        Ok(fd) => {
+            tracing::debug!(
+                soft = fd.soft,
+                hard = fd.hard,
+                before = fd.before,
+                "open-file limit"
+            );
+            fd.connection_budget()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    if limits.max_connections > budget {
+        tracing::warn!(
+            "--max-connections {} is over what the open-file limit allows; clamped to {budget} (raise `ulimit -n` for more)",
+            limits.max_connections
+        );
+        limits.max_connections = budget;
+    }
+}
+
 /// A start-up error as this binary says it: configuration fields by their flag or
 /// environment variable.
 fn explain(err: StartError) -> anyhow::Error {
@@ -514,6 +565,8 @@ fn flag_of(field: &str) -> Option<&'static str> {
         "auth.endpoint_path" => "AUTH_ENDPOINT_PATH",
         "auth.token_ttl" => "JWT_EXPIRES_DELTA",
         "limits.max_connections" => "--max-connections",
+        "limits.max_connections_per_client" => "--max-connections-per-client",
+        "limits.header_timeout" => "--header-timeout",
         "limits.event_concurrency" => "--event-concurrency",
         "event_retry.delays" => "--event-retry-delays",
         "event_retry.backoff_initial" => "--event-retry-backoff",

@@ -509,6 +509,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client (IP address) may hold at once, at most half of
+    /// `max_connections`; more from it are closed at once, so that one client cannot take
+    /// every slot.
+    pub max_connections_per_client: usize,
+    /// How long a client may take to send a request head (from connecting, and between
+    /// requests of a kept-alive connection) and to finish a TLS handshake.
+    pub header_timeout: Duration,
     /// Asynchronous (`Event`) invocations held at once: waiting for a sandbox, running, or
     /// waiting for a retry (the bound of the event queue); more answer 429.
     pub event_concurrency: usize,
@@ -524,6 +531,8 @@ impl Default for Limits {
             max_body_bytes: esb_runtime::MAX_PAYLOAD_BYTES,
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            header_timeout: Duration::from_secs(10),
             event_concurrency: 64,
             timeout_margin: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
@@ -550,6 +559,26 @@ impl Limits {
         self
     }
 
+    /// Connections one client (IP address) may hold at once.
+    pub fn max_connections_per_client(mut self, connections: usize) -> Self {
+        self.max_connections_per_client = connections;
+        self
+    }
+
+    /// How long a client may take to send a request head.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// The connections one client may hold: `max_connections_per_client`, at most half of
+    /// `max_connections` (at least one).
+    pub fn per_client_cap(&self) -> usize {
+        self.max_connections_per_client
+            .min(self.max_connections / 2)
+            .max(1)
+    }
+
     /// Asynchronous (`Event`) invocations held at once (the bound of the event queue).
     pub fn event_concurrency(mut self, invocations: usize) -> Self {
         self.event_concurrency = invocations;
@@ -572,12 +601,22 @@ impl Limits {
     fn check(&self, problems: &mut Vec<Problem>) {
         for (field, value) in [
             ("limits.max_connections", self.max_connections),
+            (
+                "limits.max_connections_per_client",
+                self.max_connections_per_client,
+            ),
             ("limits.event_concurrency", self.event_concurrency),
             ("limits.max_body_bytes", self.max_body_bytes),
         ] {
             if value == 0 {
                 problems.push(Problem::new(field, "must be at least 1"));
             }
+        }
+        if self.header_timeout.is_zero() {
+            problems.push(Problem::new(
+                "limits.header_timeout",
+                "must be above 0 seconds",
+            ));
         }
     }
 }

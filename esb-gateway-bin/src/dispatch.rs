@@ -12,12 +12,14 @@ use crate::endpoints::{Health, Login, MetricsText};
 use crate::error::RequestError;
 use crate::invoke_api::invoke_path_segment;
 use crate::layers::{Body, BoxFuture};
+use crate::status::{Page, Status};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     Health,
     Metrics,
+    Status(Page),
     Login,
     InvokeApi,
     Routes,
@@ -29,6 +31,7 @@ pub(crate) fn target(path: &str, auth_path: Option<&str>, invoke_api: bool) -> T
     match path {
         "/health" => Target::Health,
         "/metrics" => Target::Metrics,
+        _ if Page::at(path).is_some() => Page::at(path).map_or(Target::Routes, Target::Status),
         _ if auth_path == Some(path) => Target::Login,
         _ if invoke_api && invoke_path_segment(path).is_some() => Target::InvokeApi,
         _ => Target::Routes,
@@ -38,6 +41,7 @@ pub(crate) fn target(path: &str, auth_path: Option<&str>, invoke_api: bool) -> T
 /// The services a request can be sent to.
 pub(crate) struct Services<I, R> {
     pub metrics: MetricsText,
+    pub status: Status,
     /// With the path it answers on.
     pub login: Option<(String, Login)>,
     pub invoke_api: Option<I>,
@@ -93,6 +97,7 @@ where
         match target(req.uri().path(), auth_path, services.invoke_api.is_some()) {
             Target::Health => Box::pin(Health.oneshot(req)),
             Target::Metrics => Box::pin(services.metrics.clone().oneshot(req)),
+            Target::Status(page) => Box::pin(services.status.page(page).oneshot(req)),
             Target::Login => match &services.login {
                 Some((_, login)) => Box::pin(login.clone().oneshot(req)),
                 None => Box::pin(services.routes.clone().oneshot(req)),

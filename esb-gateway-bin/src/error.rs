@@ -369,6 +369,19 @@ impl RequestError {
                 "TooManyRequestsException",
                 "Rate Exceeded.".to_owned(),
             ),
+            // No runtime (agent) is reachable: the README's 503 `ServiceUnavailableException`.
+            E::Pool(
+                esb_pool::PoolError::NoCapacity { .. }
+                | esb_pool::PoolError::Runtime(esb_runtime::Error::Unavailable(_))
+                | esb_pool::PoolError::Create {
+                    source: esb_runtime::Error::Unavailable(_),
+                    ..
+                },
+            ) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+                self.to_string(),
+            ),
             // Lambda's own failures: one type SDKs know (`ServiceException`), the status kept.
             _ if answer.status.is_server_error() => {
                 (answer.status, "ServiceException", self.to_string())

@@ -48,6 +48,7 @@ mod layers;
 pub mod logs;
 mod metrics;
 mod server;
+mod status;
 mod tls;
 mod trace;
 
@@ -129,10 +130,12 @@ impl<L> GatewayBuilder<L> {
             config.functions.functions.keys().map(String::as_str),
         ));
         let router = esb_router::Router::new(&config.functions)?;
+        let status_runtimes = runtimes.clone();
         let pool = Pool::new(
             PoolConfig::new(config.functions.functions.values().map(pool_config)),
             runtimes,
         )?;
+        let status = status::Status::new(&config, pool.clone(), status_runtimes);
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = server::bind(config.listen).await?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
@@ -154,6 +157,7 @@ impl<L> GatewayBuilder<L> {
             router,
             Arc::clone(&metrics),
             Arc::clone(&events),
+            status,
             invocations,
             layers.layer_fn(GatewayService),
         );

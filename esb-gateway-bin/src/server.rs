@@ -1,8 +1,9 @@
 //! The listener: plain or TLS connections, HTTP/1.1 and h2, connection limit, graceful shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -21,8 +22,59 @@ use crate::config::Limits;
 use crate::layers::Body;
 use crate::layers::RemoteAddr;
 
-/// How long a client may take to send a request head, and to finish a TLS handshake.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections held per client address, so that one client cannot take every slot.
+#[derive(Default)]
+struct PerClient {
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its client; uncounted on drop.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    /// Counts a connection of `ip`, or `None` when it holds `cap` already.
+    fn enter(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .clients
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Waits until the client sent its first byte, at most `timeout`; false when it did not
+/// (or the connection failed).
+async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
 
 /// Accepts connections until `shutdown` turns true, then drains in-flight requests.
 pub(crate) async fn serve<S>(
@@ -42,13 +94,16 @@ pub(crate) async fn serve<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = Arc::new(PerClient::default());
+    let per_client = limits.per_client_cap();
+    let head_timeout = limits.header_timeout;
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -70,6 +125,11 @@ pub(crate) async fn serve<S>(
             },
             () = stopped(&mut shutdown) => break,
         };
+        let Some(client) = clients.enter(remote.ip(), per_client) else {
+            tracing::debug!(%remote, per_client, "client holds its share of connections: closed");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let stack = service.clone();
         let builder = builder.clone();
@@ -77,6 +137,13 @@ pub(crate) async fn serve<S>(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _client = client;
+            // A client that connects and sends nothing holds no slot for long (protocol
+            // detection and the TLS handshake wait for its first bytes).
+            if !first_byte(&stream, head_timeout).await {
+                tracing::debug!(%remote, "no request within the header timeout: closed");
+                return;
+            }
             let service = service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(RemoteAddr(remote));
                 stack.clone().oneshot(req)
@@ -86,7 +153,7 @@ pub(crate) async fn serve<S>(
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
-                Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+                Some(tls) => match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await

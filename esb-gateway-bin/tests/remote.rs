@@ -30,6 +30,11 @@ impl Agent {
             .local_addr()
             .unwrap()
             .port();
+        Self::spawn_on(port).await
+    }
+
+    /// An agent on `port` (e.g. the port of one that was stopped).
+    async fn spawn_on(port: u16) -> Self {
         let url = format!("http://127.0.0.1:{port}");
         let agent = Self {
             child: Command::new(support::agent_binary())
@@ -251,5 +256,76 @@ functions:
     assert_eq!(response.headers()["x-amz-function-error"], "Unhandled");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["errorType"], "Runtime.InvalidEntrypoint", "{body}");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_agent_reachable_requests_get_503_at_once_and_traffic_resumes_when_it_returns() {
+    const SLOW_QUEUE: &str = r#"
+functions:
+  web:
+    command: ["${HTTP_FN}"]
+    timeout: 3
+    scaling: { max_capacity: 1, acquire_timeout: 30.0 }
+"#;
+    let mut agent = Agent::spawn().await;
+    let port: u16 = agent.url.rsplit(':').next().unwrap().parse().unwrap();
+    let gateway = Gateway::start(
+        support::config(SLOW_QUEUE, ROUTING),
+        vec![agent.runtime().await],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(&gateway, "/web/echo").await, StatusCode::OK);
+
+    agent.kill();
+    // Four callers at once on a function of one sandbox with a 30 s queue: none waits in the
+    // queue for a runtime that is gone, each gets the Invoke API's 503.
+    let invoke = || async {
+        let response = support::client()
+            .post(format!(
+                "{}/2015-03-31/functions/web/invocations",
+                gateway.url()
+            ))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, error_type)
+    };
+    let answers = futures::future::join_all((0..4).map(|_| invoke())).await;
+    for (status, error_type) in &answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{answers:?}");
+        assert_eq!(
+            error_type.as_deref(),
+            Some("ServiceUnavailableException"),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(
+        get(&gateway, "/web/echo").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let _agent = Agent::spawn_on(port).await;
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        status = get(&gateway, "/web/echo").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "traffic did not resume on the returned agent"
+    );
     gateway.shutdown().await;
 }

@@ -30,7 +30,7 @@ mod writer {
     //! The process-wide writer thread behind [`super::TerminalLogSink`].
 
     use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
     use std::sync::{Arc, OnceLock};
     use std::time::{Duration, Instant};
@@ -39,6 +39,9 @@ mod writer {
 
     /// Lines waiting for the writer at most.
     const QUEUE: usize = 16 * 1024;
+    /// Bytes of lines waiting for the writer at most: a terminal that does not read (or a
+    /// function that writes megabytes) costs at most this much memory.
+    const QUEUE_BYTES: usize = 16 * 1024 * 1024;
     /// Bytes written at once at most.
     const BATCH_BYTES: usize = 64 * 1024;
     /// Pause after a batch, so that a busy gateway's lines gather into few writes.
@@ -52,6 +55,8 @@ mod writer {
     pub(super) struct Terminal {
         queue: SyncSender<Message>,
         dropped: Arc<AtomicU64>,
+        /// Bytes of the lines in the queue.
+        queued: Arc<AtomicUsize>,
     }
 
     pub(super) fn get() -> &'static Terminal {
@@ -65,18 +70,31 @@ mod writer {
             let (queue, lines) = sync_channel(capacity);
             let dropped = Arc::new(AtomicU64::new(0));
             let counted = Arc::clone(&dropped);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let written = Arc::clone(&queued);
             let spawned = std::thread::Builder::new()
                 .name("esb-terminal-log".into())
-                .spawn(move || write_lines(&lines, &counted, out));
+                .spawn(move || write_lines(&lines, &counted, &written, out));
             if let Err(err) = spawned {
                 // Without a writer every line is dropped (and counted), never blocked on.
                 let _ = writeln!(std::io::stderr(), "esb: no terminal log writer: {err}");
             }
-            Self { queue, dropped }
+            Self {
+                queue,
+                dropped,
+                queued,
+            }
         }
 
         pub(super) fn push(&self, message: Message) {
+            let bytes = message.bytes();
+            if self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes > QUEUE_BYTES {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             if self.queue.try_send(message).is_err() {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -101,12 +119,28 @@ mod writer {
         }
     }
 
-    fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64, mut to: impl Write) {
+    impl Message {
+        /// What the message counts against the queue's byte bound.
+        fn bytes(&self) -> usize {
+            match self {
+                Message::Line(line) => line.message.len() + line.function_name.len(),
+                Message::Flush(_) => 0,
+            }
+        }
+    }
+
+    fn write_lines(
+        lines: &Receiver<Message>,
+        dropped: &AtomicU64,
+        queued: &AtomicUsize,
+        mut to: impl Write,
+    ) {
         let mut out = Vec::with_capacity(BATCH_BYTES);
         let mut flushed = Vec::new();
         while let Ok(first) = lines.recv() {
             let mut next = Some(first);
             while let Some(message) = next.take() {
+                queued.fetch_sub(message.bytes(), Ordering::AcqRel);
                 match message {
                     Message::Line(line) => {
                         let _ = writeln!(out, "[{}] {}", line.function_name, line.message);

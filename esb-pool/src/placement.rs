@@ -93,6 +93,13 @@ impl Placement {
         self.runtimes[index].healthy.load(Ordering::Acquire)
     }
 
+    /// True when at least one runtime is reachable.
+    pub(crate) fn any_healthy(&self) -> bool {
+        self.runtimes
+            .iter()
+            .any(|slot| slot.healthy.load(Ordering::Acquire))
+    }
+
     /// Sets whether the runtime is reachable; returns what it was.
     pub(crate) fn set_healthy(&self, index: usize, healthy: bool) -> bool {
         self.runtimes[index].healthy.swap(healthy, Ordering::AcqRel)

@@ -134,6 +134,13 @@ impl Shared {
                 self.placement.unreserve(runtime, forgotten);
             }
         }
+        if !self.placement.any_healthy() {
+            // No runtime is left: nobody in a queue can get a sandbox before one returns.
+            for function in self.snapshot() {
+                function.reject_waiters(|| function.no_capacity());
+            }
+            return;
+        }
         self.wake_waiters();
     }
 
@@ -312,6 +319,13 @@ impl FunctionPool {
             }
             self.publish_breaker(&st);
         }
+        if !shared.placement.any_healthy() {
+            // No runtime is reachable: answer at once instead of queueing.
+            if probe {
+                st.abandon_probe();
+            }
+            return Err(self.no_capacity());
+        }
         if !st.has_waiters() {
             if let Some(sandbox) = st.pop_idle() {
                 self.publish(&st);
@@ -328,9 +342,7 @@ impl FunctionPool {
                         if probe {
                             st.abandon_probe();
                         }
-                        return Err(PoolError::NoCapacity {
-                            function: self.name.to_string(),
-                        });
+                        return Err(self.no_capacity());
                     }
                     Err(NoRoom::HostFull) => {
                         return Ok((Step::Evict(self.enqueue(&mut st)), probe));
@@ -339,6 +351,25 @@ impl FunctionPool {
             }
         }
         Ok((Step::Wait(self.enqueue(&mut st)), probe))
+    }
+
+    fn no_capacity(&self) -> PoolError {
+        PoolError::NoCapacity {
+            function: self.name.to_string(),
+        }
+    }
+
+    /// Answers every request in the queue with `err()`.
+    fn reject_waiters(&self, err: impl Fn() -> PoolError) {
+        let rejected = {
+            let mut st = self.lock();
+            let rejected = st.waiters().drain();
+            self.publish(&st);
+            rejected
+        };
+        for waiter in rejected {
+            let _ = waiter.send(Grant::Reject(err()));
+        }
     }
 
     fn enqueue(&self, st: &mut State) -> Waiting {

@@ -23,18 +23,27 @@ mod error;
 mod invoke;
 pub mod logs;
 mod output;
+pub use output::{MAX_LINE_BYTES, SPLIT_MARKER};
 pub mod runtime_api;
 #[cfg(any(feature = "process", feature = "containerd"))]
 mod sandbox;
 pub mod shutdown;
 mod spec;
 
+#[cfg(feature = "process")]
+mod child;
 #[cfg(feature = "containerd")]
 pub mod containerd;
 #[cfg(feature = "cli")]
 pub mod containerd_args;
+#[cfg(any(feature = "process", feature = "containerd"))]
+pub mod limits;
+#[cfg(feature = "process")]
+mod peer;
 #[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "process")]
+mod record;
 #[cfg(feature = "remote")]
 pub mod remote;
 

@@ -184,9 +184,141 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
     }
 }
 
+/// The longest log record a line of function output becomes, marker included: Lambda's own
+/// limit of a log event (256 KB). A longer line is split into records of at most this size,
+/// each but the last ending with [`SPLIT_MARKER`].
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// Ends every record of a split line but the last.
+pub const SPLIT_MARKER: &str = " [esb: line over 256 KB, continued in the next record]";
+
+/// Reads a function's output as lines: any bytes (invalid UTF-8 becomes U+FFFD), lines cut
+/// into records of at most [`MAX_LINE_BYTES`], so that memory stays bounded whatever the
+/// function writes, and the pipe is read until it ends (never closed on bad input).
+pub(crate) struct LineReader<R> {
+    inner: tokio::io::BufReader<R>,
+    line: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// Lines of `reader`.
+    pub(crate) fn new(reader: R) -> Self {
+        Self {
+            inner: tokio::io::BufReader::with_capacity(64 * 1024, reader),
+            line: Vec::new(),
+        }
+    }
+
+    /// The next line (or piece of a long one), without its `\n` or `\r\n`; `None` once the
+    /// output ended (or cannot be read any more).
+    pub(crate) async fn next_line(&mut self) -> Option<String> {
+        use tokio::io::AsyncBufReadExt;
+        let room = MAX_LINE_BYTES - SPLIT_MARKER.len();
+        loop {
+            let available = match self.inner.fill_buf().await {
+                Ok(available) => available,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => &[],
+            };
+            if available.is_empty() {
+                if self.line.is_empty() {
+                    return None;
+                }
+                let line = std::mem::take(&mut self.line);
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            let window = &available[..available.len().min(room - self.line.len())];
+            if let Some(at) = window.iter().position(|&b| b == b'\n') {
+                self.line.extend_from_slice(&window[..at]);
+                self.inner.consume(at + 1);
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+                let line = std::mem::take(&mut self.line);
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            let taken = window.len();
+            self.line.extend_from_slice(window);
+            self.inner.consume(taken);
+            if self.line.len() >= room {
+                // Cut on a character boundary: an incomplete character at the end starts the
+                // next piece.
+                let rest = self.line.split_off(incomplete_tail(&self.line));
+                let piece = std::mem::replace(&mut self.line, rest);
+                let mut text = String::from_utf8_lossy(&piece).into_owned();
+                text.push_str(SPLIT_MARKER);
+                return Some(text);
+            }
+        }
+    }
+}
+
+/// Where an incomplete UTF-8 character at the end of `bytes` starts (`bytes.len()` if none).
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    let from = bytes.len().saturating_sub(3);
+    for start in (from..bytes.len()).rev() {
+        let lead = bytes[start];
+        if lead & 0xC0 == 0x80 {
+            continue;
+        }
+        let needed = match lead {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if bytes.len() - start < needed {
+            start
+        } else {
+            bytes.len()
+        };
+    }
+    bytes.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn any_bytes_become_lines_and_long_lines_are_split_with_a_marker() {
+        let mut input = b"ok\r\nbad \xff\xfe byte\n\nafter\n".to_vec();
+        // 600 KB without a newline, with a 3-byte character across the first cut.
+        let room = MAX_LINE_BYTES - SPLIT_MARKER.len();
+        let mut long = vec![b'a'; room - 1];
+        long.extend_from_slice("\u{20ac}".as_bytes());
+        long.extend(std::iter::repeat_n(b'b', 600 * 1024 - long.len()));
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nlast without newline");
+        let mut lines = LineReader::new(&input[..]);
+        let mut got = Vec::new();
+        while let Some(line) = lines.next_line().await {
+            got.push(line);
+        }
+        assert_eq!(&got[..4], ["ok", "bad \u{fffd}\u{fffd} byte", "", "after"]);
+        let pieces = &got[4..got.len() - 1];
+        assert_eq!(pieces.len(), 3);
+        for piece in pieces {
+            assert!(piece.len() <= MAX_LINE_BYTES, "{}", piece.len());
+        }
+        assert!(pieces[0].ends_with(SPLIT_MARKER) && pieces[1].ends_with(SPLIT_MARKER));
+        assert!(!pieces[2].ends_with(SPLIT_MARKER));
+        let joined: String = pieces
+            .iter()
+            .map(|p| p.trim_end_matches(SPLIT_MARKER))
+            .collect();
+        assert_eq!(joined.as_bytes(), &long[..]);
+        assert_eq!(got.last().map(String::as_str), Some("last without newline"));
+    }
+
+    #[test]
+    fn an_incomplete_character_at_the_end_is_found() {
+        assert_eq!(incomplete_tail(b"abc"), 3);
+        assert_eq!(incomplete_tail("a\u{20ac}".as_bytes()), 4);
+        assert_eq!(incomplete_tail(&"a\u{20ac}".as_bytes()[..3]), 1);
+        assert_eq!(incomplete_tail(&"\u{1f600}".as_bytes()[..3]), 0);
+        assert_eq!(incomplete_tail(b"\xff"), 1);
+    }
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     #[tokio::test]

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::logs::LogStream;
+use crate::peer::GroupPeers;
+use crate::record::Record;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
 use crate::{
@@ -43,6 +45,19 @@ pub struct ProcessConfig {
     /// container with a CPU quota; a multi-threaded runtime on a small sandbox mostly pays
     /// for cross-thread wake-ups.
     pub pin_cpus: bool,
+    /// Where to record the sandboxes started, so that a later runtime given the same
+    /// directory kills what this process left if it was killed (see [`ProcessRuntime::new`]);
+    /// none by default.
+    pub record_dir: Option<PathBuf>,
+}
+
+/// The usual [`ProcessConfig::record_dir`]: `<runtime_dir>/esb/process-sandboxes` (give
+/// `$XDG_RUNTIME_DIR`), else `/tmp/esb-<uid>/process-sandboxes`.
+pub fn default_record_dir(runtime_dir: Option<PathBuf>) -> PathBuf {
+    match runtime_dir {
+        Some(dir) if dir.is_absolute() => dir.join("esb").join("process-sandboxes"),
+        _ => PathBuf::from(format!("/tmp/esb-{}", nix::unistd::getuid())).join("process-sandboxes"),
+    }
 }
 
 /// Memory that buys one vCPU on Lambda.
@@ -55,6 +70,7 @@ impl Default for ProcessConfig {
             task_root: None,
             inherit_env: vec!["PATH".to_owned()],
             pin_cpus: true,
+            record_dir: None,
         }
     }
 }
@@ -75,6 +91,12 @@ impl ProcessConfig {
         S: Into<String>,
     {
         self.inherit_env = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets where the sandboxes started are recorded ([`ProcessConfig::record_dir`]).
+    pub fn record_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.record_dir = Some(dir.into());
         self
     }
 
@@ -118,6 +140,8 @@ pub struct ProcessRuntime {
     /// The CPUs this process may use, for [`ProcessConfig::pin_cpus`].
     cpus: Vec<usize>,
     next_cpu: AtomicU64,
+    /// The record of started sandboxes, with [`ProcessConfig::record_dir`].
+    record: Option<Arc<Record>>,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -130,7 +154,20 @@ impl std::fmt::Debug for ProcessRuntime {
 
 impl ProcessRuntime {
     /// A runtime with these settings and no sandboxes.
+    ///
+    /// Every sandbox's leader process dies with the thread that started it (SIGKILL on
+    /// parent death). With [`ProcessConfig::record_dir`], the processes that sandboxes of a
+    /// gone gateway or agent left there (a function's own children) are killed first.
     pub fn new(config: ProcessConfig) -> Self {
+        let record = config.record_dir.as_deref().and_then(|dir| {
+            match Record::open(dir) {
+                Ok((record, _reaped)) => Some(Arc::new(record)),
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), error = %err, "no record of sandboxes: orphans of a killed run are not reaped");
+                    None
+                }
+            }
+        });
         let cpus = match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
             Ok(set) => (0..CpuSet::count())
                 .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
@@ -142,6 +179,7 @@ impl ProcessRuntime {
             sandboxes: Mutex::new(HashMap::new()),
             cpus,
             next_cpu: AtomicU64::new(0),
+            record,
         }
     }
 
@@ -237,29 +275,32 @@ impl ProcessRuntime {
         Ok(command)
     }
 
-    /// Starts the command, on the CPUs of a sandbox of `memory_mb`.
+    /// Starts the command, on the CPUs of a sandbox of `memory_mb`, dying with this process.
     fn spawn(
         &self,
         command: &mut tokio::process::Command,
         memory_mb: u32,
     ) -> std::io::Result<tokio::process::Child> {
-        let Some(set) = self.cpu_set(memory_mb) else {
-            return command.spawn();
-        };
-        // A child inherits the CPU affinity of the thread that forks it: fork from a
-        // short-lived thread pinned to the sandbox's CPUs.
-        let runtime = tokio::runtime::Handle::current();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let _entered = runtime.enter();
-                    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
-                        .map_err(std::io::Error::from)?;
-                    command.spawn()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
-        })
+        crate::child::prepare(command, self.cpu_set(memory_mb));
+        command.spawn()
+    }
+}
+
+/// Why a command could not start: the spec's fault (no such file, not executable) or this
+/// host's (out of file descriptors, processes or memory), which is no invalid spec.
+fn spawn_error(function: &str, command: &tokio::process::Command, err: std::io::Error) -> Error {
+    let program = command.as_std().get_program();
+    match err.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => Error::Os {
+            operation: format!(
+                "starting command {program:?} of function {function} (out of file descriptors, processes or memory)"
+            ),
+            source: err,
+        },
+        _ => Error::InvalidSpec {
+            function: function.to_owned(),
+            reason: format!("cannot start command {program:?}: {err}"),
+        },
     }
 }
 
@@ -282,6 +323,7 @@ fn watch_exit(
     mut child: tokio::process::Child,
     pgid: Pid,
     broker: Broker,
+    record: Option<Arc<Record>>,
 ) -> watch::Receiver<Option<String>> {
     let (exited_tx, exited_rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -289,6 +331,9 @@ fn watch_exit(
         broker.lost(reason.clone());
         // Reap what is left of the group; the leader is gone already.
         let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(record) = record {
+            record.remove(pgid);
+        }
         let _ = exited_tx.send(Some(reason));
     });
     exited_rx
@@ -378,7 +423,7 @@ fn status_kb(status: &[u8], key: &str) -> Option<u64> {
 }
 
 /// The process group's members, from /proc.
-fn group_members(pgid: Pid) -> Vec<Pid> {
+pub(crate) fn group_members(pgid: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -439,15 +484,9 @@ impl Runtime for ProcessRuntime {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let api = listener.local_addr()?.to_string();
         let mut command = self.command(&spec, &id, &api)?;
-        let mut child =
-            self.spawn(&mut command, spec.memory_mb)
-                .map_err(|err| Error::InvalidSpec {
-                    function: spec.function_name.clone(),
-                    reason: format!(
-                        "cannot start command {:?}: {err}",
-                        command.as_std().get_program()
-                    ),
-                })?;
+        let mut child = self
+            .spawn(&mut command, spec.memory_mb)
+            .map_err(|err| spawn_error(&spec.function_name, &command, err))?;
         let pgid = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
@@ -456,7 +495,17 @@ impl Runtime for ProcessRuntime {
 
         let lambda = &self.config.lambda;
         let broker = lambda.broker(&id, &spec.function_name, spec.timeout);
-        let (stop_server, _) = sandbox::serve_runtime_api(listener, broker.clone());
+        // Only the sandbox's own processes may poll its Runtime API.
+        let (stop_server, stop) = tokio::sync::oneshot::channel::<()>();
+        let peers = GroupPeers::new(pgid);
+        tokio::spawn(crate::runtime_api::serve_admitting(
+            listener,
+            broker.clone(),
+            async move {
+                let _ = stop.await;
+            },
+            move |peer, server| peers.admits(peer, server),
+        ));
         let info = SandboxInfo {
             id: id.clone(),
             function_name: spec.function_name.clone(),
@@ -472,7 +521,10 @@ impl Runtime for ProcessRuntime {
             broker.output().watch(&stderr);
             lambda.spawn_log_reader(stderr, LogStream::Stderr, broker.clone(), &info);
         }
-        let exited = watch_exit(child, pgid, broker.clone());
+        if let Some(record) = &self.record {
+            record.add(pgid, id.as_str());
+        }
+        let exited = watch_exit(child, pgid, broker.clone(), self.record.clone());
         let sandbox = Arc::new(Sandbox {
             core: Core::new(
                 info.clone(),
@@ -566,6 +618,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn out_of_file_descriptors_is_no_invalid_spec() {
+        let command = tokio::process::Command::new("/bin/true");
+        let err = spawn_error(
+            "f",
+            &command,
+            std::io::Error::from_raw_os_error(libc::EMFILE),
+        );
+        assert!(matches!(err, Error::Os { .. }), "{err}");
+        assert!(err.to_string().contains("out of file descriptors"), "{err}");
+        let err = spawn_error(
+            "f",
+            &command,
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    }
 
     #[test]
     fn peak_memory_follows_the_process_and_never_falls() {

@@ -726,6 +726,17 @@ pub async fn serve(
     broker: Broker,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
+    serve_admitting(listener, broker, shutdown, |_, _| true).await;
+}
+
+/// [`serve`], answering only connections that `admit` accepts, given the peer's address and
+/// the server's own (others are closed at once, before a byte is read).
+pub async fn serve_admitting(
+    listener: TcpListener,
+    broker: Broker,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    admit: impl Fn(std::net::SocketAddr, std::net::SocketAddr) -> bool + Clone + Send + 'static,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -733,12 +744,24 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let Ok((stream, _peer)) = accepted else {
-            continue;
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors (EMFILE) and the like: wait a little, never spin.
+                tracing::warn!(error = %err, "Runtime API accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
+        let admit = admit.clone();
         connections.spawn(async move {
+            let admitted = stream.local_addr().is_ok_and(|local| admit(peer, local));
+            if !admitted {
+                tracing::warn!(%peer, "Runtime API connection from outside the sandbox refused");
+                return;
+            }
             let service = hyper::service::service_fn(move |req| {
                 let broker = broker.clone();
                 async move { Ok::<_, Infallible>(broker.handle(req).await) }

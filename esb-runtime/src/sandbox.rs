@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -271,8 +271,8 @@ impl LambdaSettings {
         let sandbox_id: std::sync::Arc<str> = info.id.as_str().into();
         tokio::spawn(async move {
             let output = broker.output().clone();
-            let mut lines = BufReader::new(output.track(reader, stream)).lines();
-            while let Ok(Some(message)) = lines.next_line().await {
+            let mut lines = crate::output::LineReader::new(output.track(reader, stream));
+            while let Some(message) = lines.next_line().await {
                 let (request_id, trace_id) = match broker.current_request() {
                     Some((request, trace)) => (Some(request), trace),
                     None => (None, None),

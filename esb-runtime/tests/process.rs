@@ -513,3 +513,49 @@ async fn init_start_and_init_output_come_before_the_first_start() {
     );
     runtime.destroy(&sandbox.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn invalid_utf8_and_long_lines_are_logged_and_the_function_keeps_serving() {
+    let (runtime, logs) = runtime();
+    let info = runtime.create(spec("bytes")).await.unwrap();
+    // Invalid UTF-8, then a 600 KB line, then normal lines: all logged, the pipe stays open.
+    let first = runtime
+        .invoke(
+            &info.id,
+            request(json!({
+                "raw": [0xff, 0xfe, b'!', b'\n'],
+                "spew": {"bytes": 600 * 1024, "line_bytes": 600 * 1024},
+                "print": ["after"],
+            })),
+        )
+        .await
+        .unwrap();
+    json_of(&first.result);
+    let second = runtime
+        .invoke(&info.id, request(json!({"print": ["second"]})))
+        .await
+        .unwrap();
+    json_of(&second.result);
+    let messages: Vec<String> = logs.lines().into_iter().map(|l| l.message).collect();
+    assert!(
+        messages.contains(&"\u{fffd}\u{fffd}!".to_owned()),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"after".to_owned()));
+    assert!(messages.contains(&"second".to_owned()));
+    let pieces: Vec<&String> = messages.iter().filter(|m| m.starts_with("xxx")).collect();
+    assert_eq!(pieces.len(), 3, "a 600 KB line is three records");
+    assert!(
+        pieces
+            .iter()
+            .all(|p| p.len() <= esb_runtime::MAX_LINE_BYTES)
+    );
+    assert!(pieces[0].ends_with(esb_runtime::SPLIT_MARKER));
+    assert!(pieces[1].ends_with(esb_runtime::SPLIT_MARKER));
+    let total: usize = pieces
+        .iter()
+        .map(|p| p.trim_end_matches(esb_runtime::SPLIT_MARKER).len())
+        .sum();
+    assert_eq!(total, 600 * 1024);
+    runtime.destroy(&info.id).await.unwrap();
+}

@@ -4,6 +4,9 @@
 //! The event is a JSON object; every key is optional and they apply in this order:
 //! `count_file` (append the request id to that file as a line) with `fail_first` (fail the
 //! first N runs counted in that file with `Test.Retry`), `print` (array of lines written to stdout, `{request_id}` replaced by the invocation's), `stderr` (array of lines written to stderr, the same),
+//! `raw` (array of bytes written to stdout as they are, e.g. invalid UTF-8), `spew`
+//! (`{"bytes": N, "line_bytes": M}`: N bytes of `x` to stdout, a newline after every M, none
+//! when M is 0 or absent),
 //! `alloc_mb` (allocate and touch that many MB), `sleep_ms`, `exit` (exit with that code),
 //! `exit_after_ms` (answer, then exit with status 0 that many ms later, idle), `abort` (abort the process, as a
 //! panic does under `panic = "abort"`),
@@ -76,6 +79,10 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
             }
         }
     }
+    write_raw(&payload).map_err(|err| Diagnostic {
+        error_type: "Test.Write".into(),
+        error_message: err.to_string(),
+    })?;
     let mut hold = Vec::new();
     if let Some(mb) = payload.get("alloc_mb").and_then(Value::as_u64) {
         for _ in 0..mb {
@@ -134,6 +141,40 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "held_mb": hold.len(),
     }))
+}
+
+/// The event's `raw` bytes and `spew` output, written to stdout.
+fn write_raw(payload: &Value) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Some(bytes) = payload.get("raw").and_then(Value::as_array) {
+        let bytes: Vec<u8> = bytes
+            .iter()
+            .filter_map(|b| u8::try_from(b.as_u64()?).ok())
+            .collect();
+        out.write_all(&bytes)?;
+    }
+    if let Some(spew) = payload.get("spew") {
+        let total = spew["bytes"].as_u64().unwrap_or(0);
+        let line = spew["line_bytes"].as_u64().unwrap_or(0);
+        let chunk = vec![b'x'; 64 * 1024];
+        let (mut written, mut in_line) = (0u64, 0u64);
+        while written < total {
+            let mut n = (total - written).min(chunk.len() as u64);
+            if line > 0 {
+                n = n.min(line - in_line);
+            }
+            let n_usize = usize::try_from(n).unwrap_or(chunk.len());
+            out.write_all(&chunk[..n_usize])?;
+            written += n;
+            in_line += n;
+            if line > 0 && in_line == line {
+                out.write_all(b"\n")?;
+                in_line = 0;
+            }
+        }
+    }
+    out.flush()
 }
 
 /// Appends `request_id` as a line to `path`; returns the number of lines now in it.

@@ -1,0 +1,175 @@
+//! A record on disk of the process sandboxes this process started, so that the next start
+//! kills what a killed (SIGKILL) gateway or agent left behind: the members of their process
+//! groups that `PR_SET_PDEATHSIG` does not reach (a function's own child processes).
+//!
+//! Layout: `<root>/<owner pid>-<owner start time>/<pgid>` holding the sandbox id. An owner
+//! directory whose process is gone is reaped: every process still in a recorded group whose
+//! environment names that sandbox id is killed, then the directory is removed. Several
+//! gateways and agents can share a root; none touches a live owner's sandboxes.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// This process's record of its sandboxes.
+#[derive(Debug)]
+pub(crate) struct Record {
+    dir: PathBuf,
+}
+
+impl Record {
+    /// Reaps the records of owners that are gone under `root`, then opens this process's own.
+    pub(crate) fn open(root: &Path) -> std::io::Result<(Self, usize)> {
+        private_dir(root)?;
+        let reaped = reap(root);
+        let me = std::process::id();
+        let start = start_time(me).ok_or_else(|| std::io::Error::other("no /proc/self/stat"))?;
+        let dir = root.join(format!("{me}-{start}"));
+        private_dir(&dir)?;
+        Ok((Self { dir }, reaped))
+    }
+
+    /// Notes a started sandbox: its process group and id.
+    pub(crate) fn add(&self, pgid: Pid, id: &str) {
+        let written = std::fs::File::create(self.dir.join(pgid.to_string()))
+            .and_then(|mut file| file.write_all(id.as_bytes()));
+        if let Err(err) = written {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "cannot record a sandbox");
+        }
+    }
+
+    /// Forgets a sandbox whose group is gone.
+    pub(crate) fn remove(&self, pgid: Pid) {
+        let _ = std::fs::remove_file(self.dir.join(pgid.to_string()));
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Creates `dir` readable by this user only, or checks that it is (and is this user's).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    let meta = std::fs::metadata(dir)?;
+    if meta.uid() != nix::unistd::getuid().as_raw() || meta.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory of this user only (mode 0700)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The start time of a process (field 22 of `/proc/<pid>/stat`), which tells a process from
+/// a later one with the same pid.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Kills what the owners that are gone under `root` left; returns how many processes.
+fn reap(root: &Path) -> usize {
+    let Ok(owners) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for owner in owners.filter_map(Result::ok) {
+        let name = owner.file_name();
+        let Some((pid, start)) = name.to_str().and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+            continue;
+        };
+        if start_time(pid) == Some(start) {
+            continue; // alive
+        }
+        let Ok(groups) = std::fs::read_dir(owner.path()) else {
+            continue;
+        };
+        for group in groups.filter_map(Result::ok) {
+            let Some(pgid) = group
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(id) = std::fs::read(group.path()) else {
+                continue;
+            };
+            killed += kill_group_of(Pid::from_raw(pgid), &id);
+        }
+        let _ = std::fs::remove_dir_all(owner.path());
+    }
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed processes of sandboxes left by a gateway or agent that did not stop cleanly"
+        );
+    }
+    killed
+}
+
+/// Kills the members of group `pgid` whose environment names sandbox `id`.
+fn kill_group_of(pgid: Pid, id: &[u8]) -> usize {
+    if id.is_empty() {
+        return 0;
+    }
+    let mut killed = 0;
+    for pid in crate::process::group_members(pgid) {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.windows(id.len()).any(|w| w == id) && kill(pid, Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_live_owners_record_is_kept_and_a_dead_ones_is_reaped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("records");
+        let (record, reaped) = Record::open(&root).unwrap();
+        assert_eq!(reaped, 0);
+        record.add(Pid::from_raw(999_999), "some-sandbox");
+        // A second owner in this process sees the first one alive.
+        assert_eq!(reap(&root), 0);
+        assert!(record.dir.join("999999").exists());
+        // An owner that is gone (pid 1 never has that start time).
+        let dead = root.join("1-1");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("999998"), "gone").unwrap();
+        assert_eq!(reap(&root), 0);
+        assert!(!dead.exists());
+        drop(record);
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+}
