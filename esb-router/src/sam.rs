@@ -1,19 +1,19 @@
 //! Reading an AWS SAM `template.yaml` directly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_norway::{Mapping, Value};
 
-use crate::error::Report;
+use crate::error::{Problem, Report};
 use crate::fields::{
-    Partial, TIMEOUT, build_route, check_alias, check_function_name, check_routes, read_count,
-    read_environment, read_event_age, read_memory, read_payload_format, read_retry_attempts,
-    read_seconds,
+    Partial, SAM_PACKAGE, TIMEOUT, build_route, check_alias, check_function_name, check_routes,
+    read_count, read_environment, read_event_age, read_memory, read_payload_format,
+    read_retry_attempts, read_seconds,
 };
 use crate::files::read;
 use crate::sam_api::{Apis, FunctionNames};
 use crate::subst::Env;
-use crate::yaml::{self, Empty, key_text, mapping, text_value};
+use crate::yaml::{self, Empty, key_text, mapping, text_value, value_debug};
 use crate::{ApiKind, Config, Error, PayloadFormat};
 
 impl Config {
@@ -40,7 +40,8 @@ impl Config {
     ) -> Result<Self, Error> {
         let path = path.as_ref();
         let text = read(path)?;
-        parse_sam(&path.display().to_string(), &text, env)
+        let base = path.parent().unwrap_or(Path::new(""));
+        parse_sam(base, &path.display().to_string(), &text, env)
     }
 
     /// Like [`Config::from_sam_template`], from the template's text.
@@ -48,7 +49,7 @@ impl Config {
         template: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        parse_sam("template.yaml", template, env)
+        parse_sam(Path::new(""), "template.yaml", template, env)
     }
 }
 
@@ -75,6 +76,19 @@ impl Resolver<'_> {
                 }
             }
             other => text_value(other),
+        }
+    }
+
+    /// The name a `!Ref` / `Ref` that did not resolve refers to.
+    fn unresolved(&self, value: &Value) -> Option<String> {
+        match value {
+            Value::Tagged(tagged) if tagged.tag == "!Ref" => {
+                tagged.value.as_str().map(str::to_owned)
+            }
+            Value::Mapping(map) if map.len() == 1 => {
+                map.get("Ref").and_then(Value::as_str).map(str::to_owned)
+            }
+            _ => None,
         }
     }
 
@@ -148,8 +162,9 @@ impl FunctionNames for Resolver<'_> {
     }
 }
 
-fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
+fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut report = Report {
         file,
         problems: &mut problems,
@@ -169,7 +184,15 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
     let globals = section("Globals")
         .and_then(|g| g.get("Function"))
         .and_then(|f| mapping(f, &mut report, "Globals.Function", ""))
-        .map(|f| read_sam_function(f, &resolver, &mut report, "Globals.Function"))
+        .map(|f| {
+            let mut context = Context {
+                resolver: &resolver,
+                report: &mut report,
+                warnings: &mut warnings,
+                base,
+            };
+            read_sam_function(f, &mut context, "Globals.Function")
+        })
         .unwrap_or_default();
     let Some(resources) = resolver.resources else {
         report.push("", "Resources", "missing: the template has no resources");
@@ -181,6 +204,8 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         resolver: &resolver,
         globals,
         report,
+        warnings,
+        base,
         config: Config::default(),
         labels: Vec::new(),
         apis,
@@ -194,9 +219,11 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         mut config,
         labels,
         apis,
+        warnings,
         ..
     } = reader;
     config.authorizers = apis.authorizers;
+    config.warnings = warnings;
     check_routes(&config, &labels, file, &mut problems);
     if problems.is_empty() {
         Ok(config)
@@ -211,6 +238,10 @@ struct SamReader<'t, 'p> {
     /// `Globals.Function`, under every function's own properties.
     globals: Partial,
     report: Report<'p>,
+    /// What the template asks for and ESB does not do.
+    warnings: Vec<Problem>,
+    /// The template's directory: `CodeUri` and `ContentUri` are relative to it.
+    base: &'t Path,
     config: Config,
     /// Each route's label for [`check_routes`], in the order of `config.routes`.
     labels: Vec<String>,
@@ -241,8 +272,21 @@ impl SamReader<'_, '_> {
             return;
         }
 
-        let mut partial = read_sam_function(properties, self.resolver, &mut self.report, &item);
-        partial.image = self.image(logical_id, resource, properties, &item);
+        let mut context = Context {
+            resolver: self.resolver,
+            report: &mut self.report,
+            warnings: &mut self.warnings,
+            base: self.base,
+        };
+        let mut partial = read_sam_function(properties, &mut context, &item);
+        let image = self.image(logical_id, resource, properties, &item);
+        let is_image = image.is_some()
+            || properties
+                .get("PackageType")
+                .and_then(|p| self.resolver.resolve(p))
+                .as_deref()
+                == Some("Image");
+        partial.image = image;
         if let Some(events) = properties
             .get("Events")
             .and_then(|e| mapping(e, &mut self.report, &item, "Events"))
@@ -252,17 +296,19 @@ impl SamReader<'_, '_> {
                 self.event(&name, &label, event);
             }
         }
-        if let Some(function) =
-            partial
-                .under(&self.globals)
-                .finish(name.clone(), &mut self.report, &item)
+        let mut partial = partial.under(&self.globals);
+        if is_image {
+            // Globals' Runtime, Handler, CodeUri and Layers are for zip functions.
+            partial = partial.without_package();
+        }
+        if let Some(function) = partial.finish(name.clone(), &mut self.report, &item, &SAM_PACKAGE)
         {
             self.config.functions.insert(name, function);
         }
     }
 
-    /// The function's image: `ImageUri`, else the tag `sam build` gives it; only
-    /// `PackageType: Image` functions are accepted.
+    /// The function's image when it is `PackageType: Image`: `ImageUri`, else the tag
+    /// `sam build` gives it.
     fn image(
         &mut self,
         logical_id: &str,
@@ -273,12 +319,17 @@ impl SamReader<'_, '_> {
         let package_type = properties
             .get("PackageType")
             .and_then(|p| self.resolver.resolve(p));
-        if package_type.as_deref() != Some("Image") {
-            self.report.push(
-                item,
-                "PackageType",
-                "only PackageType: Image functions can run here",
-            );
+        match package_type.as_deref() {
+            Some("Image") => {}
+            None | Some("Zip") => return None,
+            Some(other) => {
+                self.report.push(
+                    item,
+                    "PackageType",
+                    format!("{other:?} is not Zip or Image"),
+                );
+                return None;
+            }
         }
         let image = properties
             .get("ImageUri")
@@ -290,7 +341,7 @@ impl SamReader<'_, '_> {
                     .and_then(text_value)?;
                 Some(format!("{}:{tag}", logical_id.to_ascii_lowercase()))
             });
-        if image.is_none() && package_type.as_deref() == Some("Image") {
+        if image.is_none() {
             self.report.push(
                 item,
                 "ImageUri",
@@ -358,7 +409,159 @@ impl SamReader<'_, '_> {
     }
 }
 
-fn read_sam_function(
+/// What reading one function's properties needs besides them.
+struct Context<'c, 'r> {
+    resolver: &'c Resolver<'c>,
+    report: &'c mut Report<'r>,
+    warnings: &'c mut Vec<Problem>,
+    base: &'c Path,
+}
+
+impl Context<'_, '_> {
+    /// Lists something the template asks for that ESB does not do.
+    fn warn(&mut self, item: &str, field: &str, message: impl Into<String>) {
+        self.warnings
+            .push(Problem::new(self.report.file, item, field, message));
+    }
+}
+
+fn read_sam_function(props: &Mapping, context: &mut Context<'_, '_>, item: &str) -> Partial {
+    let resolver = context.resolver;
+    read_package(props, context, item).under(&read_limits(props, resolver, context.report, item))
+}
+
+/// Runtime, Handler, CodeUri, Layers, Architectures, ImageConfig.
+fn read_package(props: &Mapping, context: &mut Context<'_, '_>, item: &str) -> Partial {
+    let resolver = context.resolver;
+    let mut p = Partial::default();
+    let resolved = |key: &str| props.get(key).map(|v| (v, resolver.resolve(v)));
+    if let Some((value, text)) = resolved("Runtime") {
+        p.runtime = text;
+        if p.runtime.is_none() {
+            context.report.push(
+                item,
+                "Runtime",
+                format!("{} does not resolve to a runtime name", value_debug(value)),
+            );
+        }
+    }
+    if let Some((_, text)) = resolved("Handler") {
+        p.handler = text;
+    }
+    if let Some((value, text)) = resolved("CodeUri") {
+        p.code_invalid = !matches!(&text, Some(uri) if !uri.starts_with("s3://"));
+        match text {
+            Some(uri) if uri.starts_with("s3://") => context.report.push(
+                item,
+                "CodeUri",
+                format!("{uri:?}: code in S3 cannot be run here; point CodeUri at a local directory or .zip"),
+            ),
+            Some(uri) => p.code = Some(context.base.join(uri)),
+            None => context.report.push(
+                item,
+                "CodeUri",
+                format!("{}: code in S3 cannot be run here; point CodeUri at a local directory or .zip", value_debug(value)),
+            ),
+        }
+    }
+    if let Some(layers) = props.get("Layers") {
+        p.layers = Some(read_layers(layers, context, item));
+    }
+    if let Some(Value::Sequence(archs)) = props.get("Architectures") {
+        let host = match std::env::consts::ARCH {
+            "aarch64" => "arm64",
+            other => other,
+        };
+        for arch in archs.iter().filter_map(|a| resolver.resolve(a)) {
+            if arch != host {
+                context.warn(
+                    item,
+                    "Architectures",
+                    format!("{arch} is not this host's architecture ({host}): native code built for {arch} will not run"),
+                );
+            }
+        }
+    }
+    if let Some(config) = props.get("ImageConfig")
+        && let Some(config) = mapping(config, context.report, item, "ImageConfig")
+    {
+        let list = |key: &str| -> Option<Vec<String>> {
+            match config.get(key)? {
+                Value::Sequence(items) => items.iter().map(|i| resolver.resolve(i)).collect(),
+                other => resolver.resolve(other).map(|s| vec![s]),
+            }
+        };
+        p.image_config.entry_point = list("EntryPoint");
+        p.image_config.command = list("Command");
+        p.image_config.working_directory = config
+            .get("WorkingDirectory")
+            .and_then(|w| resolver.resolve(w));
+    }
+    p
+}
+
+/// A function's `Layers`: local `AWS::Serverless::LayerVersion` resources (their
+/// `ContentUri`); a layer ARN is listed as a warning and left out.
+fn read_layers(value: &Value, context: &mut Context<'_, '_>, item: &str) -> Vec<PathBuf> {
+    let Value::Sequence(layers) = value else {
+        context
+            .report
+            .push(item, "Layers", "expected a list of layers");
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let field = format!("Layers[{i}]");
+        let Some(name) = context.resolver.resolve(layer) else {
+            let message = match context.resolver.unresolved(layer) {
+                Some(name) => format!(
+                    "{name:?} is no AWS::Serverless::LayerVersion of this template, nor a parameter"
+                ),
+                None => format!("{} does not resolve to a layer", value_debug(layer)),
+            };
+            context.report.push(item, &field, message);
+            continue;
+        };
+        if name.starts_with("arn:") {
+            context.warn(
+                item,
+                &field,
+                format!("layer {name} is not run: only layers of this template (AWS::Serverless::LayerVersion with a local ContentUri) are merged"),
+            );
+            continue;
+        }
+        let resource = context
+            .resolver
+            .resources
+            .and_then(|r| r.get(name.as_str()));
+        let kind = resource.and_then(|r| r.get("Type")).and_then(Value::as_str);
+        let content = resource
+            .and_then(|r| r.get("Properties"))
+            .and_then(|p| p.get("ContentUri"))
+            .and_then(|c| context.resolver.resolve(c));
+        match (kind, content) {
+            (Some("AWS::Serverless::LayerVersion"), Some(uri)) if !uri.starts_with("s3://") => {
+                paths.push(context.base.join(uri));
+            }
+            (Some("AWS::Serverless::LayerVersion"), _) => context.report.push(
+                item,
+                &field,
+                format!("layer {name}: its ContentUri is not a local directory or .zip"),
+            ),
+            _ => context.report.push(
+                item,
+                &field,
+                format!(
+                    "{name:?} is no AWS::Serverless::LayerVersion of this template, nor a layer ARN"
+                ),
+            ),
+        }
+    }
+    paths
+}
+
+/// Timeout, memory, concurrency, aliases, async settings and environment.
+fn read_limits(
     props: &Mapping,
     resolver: &Resolver<'_>,
     report: &mut Report<'_>,
