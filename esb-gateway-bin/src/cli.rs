@@ -199,12 +199,64 @@ pub struct Args {
     #[arg(long = "env", env = "ESB_ENV", default_value = "default")]
     pub env_name: String,
 
+    // Zip functions on managed runtimes (python3.x, nodejsNN.x, provided.*).
+    /// The interpreter of a managed runtime, RUNTIME=PROGRAM (repeatable), e.g.
+    /// `python3.12=/usr/bin/python3` [default: python3.x then python3, node, from PATH].
+    #[arg(long = "runtime-command", env = "ESB_RUNTIME_COMMANDS", value_delimiter = ',', value_parser = parse_runtime_command)]
+    pub runtime_commands: Vec<(String, PathBuf)>,
+
+    /// Node's runtime interface client, `node_modules/.bin/aws-lambda-ric` of `npm install
+    /// aws-lambda-ric` [default: aws-lambda-ric from PATH].
+    #[arg(long, env = "ESB_NODE_RIC")]
+    pub node_ric: Option<PathBuf>,
+
+    /// Where extracted .zip code and merged layers are kept [default: esb-code-cache in the
+    /// temporary directory].
+    #[arg(long, env = "ESB_CODE_CACHE")]
+    pub code_cache: Option<PathBuf>,
+
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
 }
 
+/// `RUNTIME=PROGRAM` of `--runtime-command`.
+fn parse_runtime_command(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((runtime, program)) if !runtime.is_empty() && !program.is_empty() => {
+            if esb_runtime::ManagedRuntime::parse(runtime).is_none() {
+                return Err(format!(
+                    "{runtime:?} is not a managed runtime (python3.x, nodejsNN.x)"
+                ));
+            }
+            Ok((runtime.to_owned(), PathBuf::from(program)))
+        }
+        _ => Err(format!(
+            "{text:?}: expected RUNTIME=PROGRAM, e.g. python3.12=/usr/bin/python3"
+        )),
+    }
+}
+
 impl Args {
+    /// How zip functions are prepared: the code cache, interpreters and Node's client.
+    pub fn managed(&self) -> esb_runtime::managed::Managed {
+        let cache = self
+            .code_cache
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("esb-code-cache"));
+        let mut config = esb_runtime::managed::ManagedConfig::new(
+            cache,
+            std::env::var("PATH").unwrap_or_default(),
+        );
+        for (runtime, program) in &self.runtime_commands {
+            config = config.interpreter(runtime, program);
+        }
+        if let Some(ric) = &self.node_ric {
+            config = config.node_ric(ric);
+        }
+        esb_runtime::managed::Managed::new(config)
+    }
+
     /// What the chosen runtime can do, known before it is made; `None` for agents (each
     /// agent's backend decides) and for a backend this build does not have.
     pub fn capabilities(&self) -> Option<Capabilities> {
@@ -230,6 +282,16 @@ impl Args {
             }
             _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
+        let mut functions = functions;
+        for warning in &functions.warnings {
+            tracing::warn!("not run: {warning}");
+        }
+        crate::packages::prepare(
+            &mut functions,
+            &self.managed(),
+            self.capabilities().as_ref(),
+        )
+        .map_err(|problems| anyhow::anyhow!(problems.render(flag_of)))?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::Files {
                 cert: cert.clone(),

@@ -47,6 +47,7 @@ mod invoke_api;
 mod layers;
 pub mod logs;
 mod metrics;
+pub mod packages;
 mod server;
 mod tls;
 mod trace;
@@ -232,6 +233,14 @@ pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
         .timeout(function.timeout)
         .invoke_mode(function.invoke);
     spec.command = function.command.clone();
+    // SAM ImageConfig: an EntryPoint (with its Command) replaces the image's.
+    if spec.command.is_none()
+        && let Some(entry_point) = &function.image_config.entry_point
+    {
+        let mut argv = entry_point.clone();
+        argv.extend(function.image_config.command.iter().flatten().cloned());
+        spec.command = Some(argv);
+    }
     spec.image = function.image.clone();
     spec.env = function.environment.clone();
     let scaling = &function.scaling;
