@@ -215,9 +215,48 @@ pub struct Args {
     #[arg(long, env = "ESB_CODE_CACHE")]
     pub code_cache: Option<PathBuf>,
 
+    /// Values of a SAM template's Parameters, KEY=VALUE (several, as `sam deploy
+    /// --parameter-overrides`); they win over the environment and the parameters' Default.
+    #[arg(long, env = "ESB_PARAMETER_OVERRIDES", num_args = 1.., value_parser = parse_parameter)]
+    pub parameter_overrides: Vec<(String, String)>,
+
+    /// A `sam local --env-vars` JSON file: `{"Parameters": {..}, "<FunctionName>": {..}}`
+    /// replacing the functions' declared environment variables.
+    #[arg(long, env = "ESB_ENV_VARS")]
+    pub env_vars: Option<PathBuf>,
+
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `KEY=VALUE` (or SAM's `ParameterKey=KEY,ParameterValue=VALUE`) of `--parameter-overrides`.
+fn parse_parameter(text: &str) -> Result<(String, String), String> {
+    if let Some(rest) = text.strip_prefix("ParameterKey=")
+        && let Some((key, value)) = rest.split_once(",ParameterValue=")
+    {
+        return Ok((key.to_owned(), value.to_owned()));
+    }
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?}: expected KEY=VALUE")),
+    }
+}
+
+/// Names the flag that sets a template parameter in the problems of an unresolved one.
+fn name_parameter_flag(err: esb_router::Error) -> anyhow::Error {
+    let text = err.to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_once(": Parameters.") {
+            Some((_, rest)) if line.ends_with("with a parameter override") => {
+                let name = rest.split(':').next().unwrap_or(rest);
+                format!("{line} (--parameter-overrides {name}=VALUE)")
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    anyhow::anyhow!(lines.join("\n"))
 }
 
 /// `RUNTIME=PROGRAM` of `--runtime-command`.
@@ -274,15 +313,32 @@ impl Args {
 
     /// Loads the functions and routes, and builds the gateway's config (not yet validated).
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let env = |name: &str| std::env::var(name).ok();
+        let overrides: std::collections::BTreeMap<&str, &str> = self
+            .parameter_overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let env = |name: &str| {
+            overrides
+                .get(name)
+                .map(|v| (*v).to_owned())
+                .or_else(|| std::env::var(name).ok())
+        };
         let functions = match (&self.template, &self.functions, &self.routing) {
-            (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)?,
+            (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)
+                .map_err(name_parameter_flag)?,
             (None, Some(functions), Some(routing)) => {
                 esb_router::Config::load(functions, routing, &env)?
             }
             _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
         let mut functions = functions;
+        if let Some(path) = &self.env_vars {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--env-vars {}", path.display()))?;
+            crate::packages::apply_env_vars(&mut functions, &text)
+                .map_err(|err| anyhow::anyhow!("--env-vars {}: {err}", path.display()))?;
+        }
         for warning in &functions.warnings {
             tracing::warn!("not run: {warning}");
         }

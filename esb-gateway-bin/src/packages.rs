@@ -77,3 +77,79 @@ pub fn prepare(
         Err(Problems(problems))
     }
 }
+
+/// Applies a `sam local --env-vars` file: `{"Parameters": {..}, "<Function>": {..}}`.
+/// `Parameters` reach every function, a function's own object (by function name) wins; as
+/// SAM does, only variables the function declares are replaced. Returns what is wrong with
+/// the file.
+pub fn apply_env_vars(config: &mut Config, json: &str) -> Result<(), String> {
+    type Vars = std::collections::BTreeMap<String, serde_json::Value>;
+    let file: std::collections::BTreeMap<String, Vars> =
+        serde_json::from_str(json).map_err(|err| {
+            format!("expected {{\"Parameters\": {{..}}, \"FunctionName\": {{..}}}}: {err}")
+        })?;
+    for (key, vars) in &file {
+        if key != "Parameters" && !config.functions.contains_key(key) {
+            return Err(format!("{key:?} is no function of the configuration"));
+        }
+        for (name, value) in vars {
+            if !(value.is_string() || value.is_number() || value.is_boolean()) {
+                return Err(format!(
+                    "{key}.{name}: expected a string, number or boolean"
+                ));
+            }
+        }
+    }
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for function in config.functions.values_mut() {
+        let own = file.get(&function.name);
+        for (name, value) in function.environment.iter_mut() {
+            let new = own
+                .and_then(|vars| vars.get(name))
+                .or_else(|| file.get("Parameters").and_then(|vars| vars.get(name)));
+            if let Some(new) = new {
+                *value = text(new);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_replace_declared_variables_parameters_first_then_the_functions_own() {
+        let template = r#"
+Resources:
+  A:
+    Type: AWS::Serverless::Function
+    Properties:
+      PackageType: Image
+      ImageUri: a
+      FunctionName: fa
+      Environment: { Variables: { TABLE: t, STAGE: dev } }
+  B:
+    Type: AWS::Serverless::Function
+    Properties: { PackageType: Image, ImageUri: b, Environment: { Variables: { TABLE: t } } }
+"#;
+        let mut config = Config::from_sam_str(template, &|_| None).unwrap();
+        apply_env_vars(
+            &mut config,
+            r#"{"Parameters": {"TABLE": "shared", "UNDECLARED": "x"}, "fa": {"STAGE": "prod", "TABLE": 7}}"#,
+        )
+        .unwrap();
+        let a = &config.functions["fa"].environment;
+        assert_eq!((a["TABLE"].as_str(), a["STAGE"].as_str()), ("7", "prod"));
+        let b = &config.functions["B"].environment;
+        assert_eq!(b["TABLE"], "shared");
+        assert!(!b.contains_key("UNDECLARED"));
+        let err = apply_env_vars(&mut config, r#"{"Nope": {}}"#).unwrap_err();
+        assert_eq!(err, "\"Nope\" is no function of the configuration");
+        assert!(apply_env_vars(&mut config, "[]").is_err());
+    }
+}

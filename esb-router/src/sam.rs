@@ -54,6 +54,8 @@ impl Config {
 }
 
 struct Resolver<'a> {
+    /// Parameters referenced that have neither a value nor a `Default`.
+    unresolved: std::cell::RefCell<std::collections::BTreeSet<String>>,
     env: Env<'a>,
     parameters: Option<&'a Mapping>,
     resources: Option<&'a Mapping>,
@@ -97,7 +99,11 @@ impl Resolver<'_> {
             return Some(value);
         }
         if let Some(parameter) = self.parameters.and_then(|p| p.get(name)) {
-            return parameter.get("Default").and_then(text_value);
+            let default = parameter.get("Default").and_then(text_value);
+            if default.is_none() {
+                self.unresolved.borrow_mut().insert(name.to_owned());
+            }
+            return default;
         }
         if name == "AWS::Region" {
             return (self.env)("AWS_REGION");
@@ -177,6 +183,7 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
         _ => None,
     };
     let resolver = Resolver {
+        unresolved: Default::default(),
         env,
         parameters: section("Parameters"),
         resources: section("Resources"),
@@ -211,8 +218,24 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
         apis,
     };
     for (key, resource) in resources {
-        if resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function") {
-            reader.function(&key_text(key), resource);
+        let logical_id = key_text(key);
+        match resource.get("Type").and_then(Value::as_str) {
+            Some("AWS::Serverless::Function") => reader.function(&logical_id, resource),
+            // Read where functions and events use them.
+            Some(
+                "AWS::Serverless::LayerVersion"
+                | "AWS::Serverless::Api"
+                | "AWS::Serverless::HttpApi",
+            ) => {}
+            other => reader.warnings.push(Problem::new(
+                file,
+                format!("Resources.{logical_id}"),
+                "Type",
+                format!(
+                    "{} is not created: ESB runs functions, their layers and APIs",
+                    other.unwrap_or("(none)")
+                ),
+            )),
         }
     }
     let SamReader {
@@ -224,6 +247,14 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
     } = reader;
     config.authorizers = apis.authorizers;
     config.warnings = warnings;
+    for name in resolver.unresolved.borrow().iter() {
+        problems.push(Problem::new(
+            file,
+            format!("Parameters.{name}"),
+            "",
+            "has no Default and no value: give it one with a parameter override",
+        ));
+    }
     check_routes(&config, &labels, file, &mut problems);
     if problems.is_empty() {
         Ok(config)
@@ -278,6 +309,11 @@ impl SamReader<'_, '_> {
             warnings: &mut self.warnings,
             base: self.base,
         };
+        for key in properties.keys().map(key_text) {
+            if !FUNCTION_PROPERTIES.contains(&key.as_str()) {
+                context.warn(&item, &key, "not run: ESB does not apply this property");
+            }
+        }
         let mut partial = read_sam_function(properties, &mut context, &item);
         let image = self.image(logical_id, resource, properties, &item);
         let is_image = image.is_some()
@@ -356,7 +392,16 @@ impl SamReader<'_, '_> {
         let (payload_format, kind, api_field) = match event.get("Type").and_then(Value::as_str) {
             Some("Api") => (PayloadFormat::V1, ApiKind::Rest, "RestApiId"),
             Some("HttpApi") => (PayloadFormat::V2, ApiKind::Http, "ApiId"),
-            _ => return,
+            other => {
+                let kind = other.unwrap_or("(none)");
+                self.warnings.push(Problem::new(
+                    self.report.file,
+                    label,
+                    "Type",
+                    format!("{kind} events are not run: only Api and HttpApi events are"),
+                ));
+                return;
+            }
         };
         let report = &mut self.report;
         let empty = Mapping::new();
@@ -408,6 +453,28 @@ impl SamReader<'_, '_> {
         }
     }
 }
+
+/// The function properties ESB reads; any other is listed as a warning.
+const FUNCTION_PROPERTIES: &[&str] = &[
+    "FunctionName",
+    "Runtime",
+    "Handler",
+    "CodeUri",
+    "Layers",
+    "Architectures",
+    "PackageType",
+    "ImageUri",
+    "ImageConfig",
+    "Timeout",
+    "MemorySize",
+    "Environment",
+    "ReservedConcurrentExecutions",
+    "ProvisionedConcurrencyConfig",
+    "AutoPublishAlias",
+    "EventInvokeConfig",
+    "Events",
+    "Description",
+];
 
 /// What reading one function's properties needs besides them.
 struct Context<'c, 'r> {

@@ -335,7 +335,7 @@ fn sam_template_functions_and_events() {
                 RouteMethod::Method(http::Method::GET),
                 "/hello".into(),
                 "hello-dev",
-                Auth::Jwt,
+                Auth::None,
                 Some(PayloadFormat::V1)
             ),
             (
@@ -349,7 +349,7 @@ fn sam_template_functions_and_events() {
                 RouteMethod::Method(http::Method::POST),
                 "/legacy".into(),
                 "BuiltFunction",
-                Auth::Jwt,
+                Auth::None,
                 Some(PayloadFormat::V1)
             ),
         ]
