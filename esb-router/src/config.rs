@@ -53,6 +53,9 @@ pub struct FunctionConfig {
     pub package: Option<ZipPackage>,
     /// An image function's `ImageConfig` (SAM): entry point, command, working directory.
     pub image_config: ImageConfig,
+    /// EventBridge schedules that invoke it (SAM `Schedule` / `ScheduleV2` events,
+    /// `events: [{schedule: ...}]` in `functions.yml`).
+    pub schedules: Vec<ScheduleConfig>,
     /// Invocation timeout (default 3 s, range 1..=900 s).
     pub timeout: Duration,
     /// Memory size in MB (default 128, range 128..=10240).
@@ -81,6 +84,7 @@ impl FunctionConfig {
             command: None,
             package: None,
             image_config: ImageConfig::default(),
+            schedules: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             memory_size: DEFAULT_MEMORY_SIZE,
             environment: BTreeMap::new(),
@@ -120,6 +124,32 @@ impl ZipPackage {
             handler: handler.into(),
             code: code.into(),
             layers: Vec::new(),
+        }
+    }
+}
+
+/// One schedule of a function: an EventBridge rule that invokes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduleConfig {
+    /// The rule's name (`resources` of the Scheduled Event names it).
+    pub name: String,
+    /// When it fires.
+    pub expression: crate::ScheduleExpression,
+    /// `Enabled: false` / `State: DISABLED` keep it from firing.
+    pub enabled: bool,
+    /// A fixed event (JSON text) sent instead of the Scheduled Event (`Input`).
+    pub input: Option<String>,
+}
+
+impl ScheduleConfig {
+    /// An enabled schedule `name` firing at `expression`, sending the Scheduled Event.
+    pub fn new(name: impl Into<String>, expression: crate::ScheduleExpression) -> Self {
+        Self {
+            name: name.into(),
+            expression,
+            enabled: true,
+            input: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::config::{
     MAXIMUM_EVENT_AGE_RANGE_SECS, MAXIMUM_RETRY_ATTEMPTS_RANGE, MEMORY_SIZE_RANGE, PayloadFormat,
     RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };
-use crate::config::{ImageConfig, ZipPackage};
+use crate::config::{ImageConfig, ScheduleConfig, ZipPackage};
 use crate::error::{Problem, Report};
 use crate::yaml::{integer, key_text, number, value_debug};
 use crate::{Error, PathTemplate};
@@ -290,6 +290,7 @@ pub(crate) struct Partial {
     pub(crate) code_invalid: bool,
     pub(crate) layers: Option<Vec<PathBuf>>,
     pub(crate) image_config: ImageConfig,
+    pub(crate) schedules: Vec<ScheduleConfig>,
 }
 
 impl Partial {
@@ -466,6 +467,7 @@ impl Partial {
             command: self.command,
             package,
             image_config: self.image_config,
+            schedules: self.schedules,
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
             memory_size: self.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE),
             environment: self.environment,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use esb_runtime::InvokeMode;
 use serde_norway::{Mapping, Value};
 
-use crate::Error;
+use crate::{Error, ScheduleConfig, ScheduleExpression};
 use std::sync::Arc;
 
 use crate::config::{
@@ -200,6 +200,7 @@ const FUNCTION_FIELDS: &[&str] = &[
     "handler",
     "code",
     "layers",
+    "events",
 ];
 
 fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&str]) -> Partial {
@@ -221,6 +222,7 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
             "handler" => p.handler = text(value, report, item, &field),
             "code" => p.code = text(value, report, item, &field).map(PathBuf::from),
             "layers" => p.layers = read_paths(value, report, item, &field),
+            "events" => p.schedules = read_events(value, report, item),
             "timeout" => p.timeout = read_seconds(value, report, item, &field, &TIMEOUT),
             "memory_size" => p.memory_size = read_memory(value, report, item, &field),
             "environment" => {
@@ -253,6 +255,73 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
         }
     }
     p
+}
+
+/// `events: [{ schedule: "rate(5 minutes)", enabled: false, input: {..}, name: .. }]`.
+fn read_events(value: &Value, report: &mut Report<'_>, item: &str) -> Vec<ScheduleConfig> {
+    let Value::Sequence(events) = value else {
+        report.push(item, "events", "expected a list of events");
+        return Vec::new();
+    };
+    let mut schedules = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let field = format!("events[{i}]");
+        let Some(map) = mapping(event, report, item, &field) else {
+            continue;
+        };
+        let mut schedule = None;
+        let (mut enabled, mut input, mut name) = (true, None, None);
+        for (key, value) in map {
+            let key = key_text(key);
+            let at = format!("{field}.{key}");
+            match key.as_str() {
+                "schedule" => {
+                    schedule = text(value, report, item, &at).and_then(|t| {
+                        t.parse::<ScheduleExpression>()
+                            .map_err(|reason| report.push(item, &at, reason))
+                            .ok()
+                    });
+                }
+                "enabled" => match value {
+                    Value::Bool(b) => enabled = *b,
+                    _ => report.push(item, &at, "expected true or false"),
+                },
+                "input" => {
+                    input = match value {
+                        Value::String(s) => Some(s.clone()),
+                        other => serde_json::to_string(other)
+                            .map_err(|err| report.push(item, &at, format!("not JSON: {err}")))
+                            .ok(),
+                    };
+                }
+                "name" => name = text(value, report, item, &at),
+                _ => report.push(
+                    item,
+                    &at,
+                    "unknown field: expected schedule, enabled, input or name",
+                ),
+            }
+        }
+        let Some(expression) = schedule else {
+            if !map.contains_key("schedule") {
+                report.push(
+                    item,
+                    &format!("{field}.schedule"),
+                    "missing: rate(...) or cron(...)",
+                );
+            }
+            continue;
+        };
+        let function = item.strip_prefix("functions.").unwrap_or(item);
+        let mut config = ScheduleConfig::new(
+            name.unwrap_or_else(|| format!("{function}-schedule-{i}")),
+            expression,
+        );
+        config.enabled = enabled;
+        config.input = input;
+        schedules.push(config);
+    }
+    schedules
 }
 
 /// A list of paths (`layers`).

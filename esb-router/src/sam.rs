@@ -14,7 +14,7 @@ use crate::files::read;
 use crate::sam_api::{Apis, FunctionNames};
 use crate::subst::Env;
 use crate::yaml::{self, Empty, key_text, mapping, text_value, value_debug};
-use crate::{ApiKind, Config, Error, PayloadFormat};
+use crate::{ApiKind, Config, Error, PayloadFormat, ScheduleConfig};
 
 impl Config {
     /// Reads the `AWS::Serverless::Function` resources of a SAM template and their `Api` /
@@ -212,6 +212,7 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
         globals,
         report,
         warnings,
+        schedules: Vec::new(),
         base,
         config: Config::default(),
         labels: Vec::new(),
@@ -271,6 +272,8 @@ struct SamReader<'t, 'p> {
     report: Report<'p>,
     /// What the template asks for and ESB does not do.
     warnings: Vec<Problem>,
+    /// The schedules of the function being read.
+    schedules: Vec<ScheduleConfig>,
     /// The template's directory: `CodeUri` and `ContentUri` are relative to it.
     base: &'t Path,
     config: Config,
@@ -333,6 +336,7 @@ impl SamReader<'_, '_> {
             }
         }
         let mut partial = partial.under(&self.globals);
+        partial.schedules = std::mem::take(&mut self.schedules);
         if is_image {
             // Globals' Runtime, Handler, CodeUri and Layers are for zip functions.
             partial = partial.without_package();
@@ -387,9 +391,70 @@ impl SamReader<'_, '_> {
         image
     }
 
+    /// Reads a `Schedule` / `ScheduleV2` event into a schedule of the function being read.
+    fn schedule(&mut self, function: &str, label: &str, kind: &str, event: &Value) {
+        let empty = Mapping::new();
+        let props = match event.get("Properties") {
+            Some(p) => mapping(p, &mut self.report, label, "Properties").unwrap_or(&empty),
+            None => &empty,
+        };
+        let resolve = |key: &str| props.get(key).and_then(|v| self.resolver.resolve(v));
+        let field = if kind == "Schedule" {
+            "Schedule"
+        } else {
+            "ScheduleExpression"
+        };
+        let Some(text) = resolve(field) else {
+            self.report.push(
+                label,
+                field,
+                "missing: a schedule needs rate(...) or cron(...)",
+            );
+            return;
+        };
+        let expression = match text.parse() {
+            Ok(expression) => expression,
+            Err(reason) => {
+                self.report.push(label, field, reason);
+                return;
+            }
+        };
+        let event_key = label.rsplit('.').next().unwrap_or(label);
+        let name = resolve("Name").unwrap_or_else(|| format!("{function}-{event_key}"));
+        let mut schedule = ScheduleConfig::new(name, expression);
+        if let Some(enabled) = props.get("Enabled") {
+            schedule.enabled = enabled.as_bool().unwrap_or(true)
+                && self.resolver.resolve(enabled).as_deref() != Some("false");
+        }
+        if let Some(state) = resolve("State") {
+            schedule.enabled = !state.eq_ignore_ascii_case("DISABLED");
+        }
+        schedule.input = props.get("Input").and_then(|input| match input {
+            Value::String(text) => Some(text.clone()),
+            other => self.resolver.resolve(other),
+        });
+        if let Some(zone) = resolve("ScheduleExpressionTimezone")
+            && zone != "UTC"
+            && zone != "Etc/UTC"
+        {
+            self.warnings.push(Problem::new(
+                self.report.file,
+                label,
+                "ScheduleExpressionTimezone",
+                format!("{zone} is not applied: schedules run in UTC"),
+            ));
+        }
+        self.schedules.push(schedule);
+    }
+
     /// Adds the route of one `Api` / `HttpApi` event of `function`; other events are skipped.
     fn event(&mut self, function: &str, label: &str, event: &Value) {
-        let (payload_format, kind, api_field) = match event.get("Type").and_then(Value::as_str) {
+        let event_type = event.get("Type").and_then(Value::as_str);
+        if let Some(kind @ ("Schedule" | "ScheduleV2")) = event_type {
+            self.schedule(function, label, kind, event);
+            return;
+        }
+        let (payload_format, kind, api_field) = match event_type {
             Some("Api") => (PayloadFormat::V1, ApiKind::Rest, "RestApiId"),
             Some("HttpApi") => (PayloadFormat::V2, ApiKind::Http, "ApiId"),
             other => {
@@ -398,7 +463,10 @@ impl SamReader<'_, '_> {
                     self.report.file,
                     label,
                     "Type",
-                    format!("{kind} events are not run: only Api and HttpApi events are"),
+                    format!(
+                        "{kind} events are not run: only Api, HttpApi, Schedule and ScheduleV2 \
+                         events are"
+                    ),
                 ));
                 return;
             }
