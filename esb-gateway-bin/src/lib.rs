@@ -48,6 +48,7 @@ mod layers;
 pub mod logs;
 mod metrics;
 pub mod packages;
+mod schedules;
 mod server;
 mod tls;
 mod trace;
@@ -86,6 +87,8 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    /// One task per enabled schedule.
+    schedules: Vec<JoinHandle<()>>,
 }
 
 /// A gateway before it starts: its config, runtimes, and the embedder's layers.
@@ -141,6 +144,15 @@ impl<L> GatewayBuilder<L> {
             source,
         })?;
         let invocations = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
+        let schedules = schedules::start(
+            &config.functions,
+            tower::ServiceExt::map_err(invocations.clone(), RequestError::from),
+            &schedules::Origin {
+                region: config.region.clone(),
+                account: esb_runtime::LambdaSettings::default().account_id,
+            },
+            schedules::Clock::now(),
+        );
         let events = event_queue::EventQueue::new(
             config.limits.event_concurrency,
             config.event_retry.clone(),
@@ -183,6 +195,7 @@ impl<L> GatewayBuilder<L> {
             stop,
             server,
             upkeep,
+            schedules,
         })
     }
 }
@@ -317,6 +330,9 @@ impl Gateway {
     /// destroys every sandbox.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        for schedule in &self.schedules {
+            schedule.abort();
+        }
         if let Err(err) = self.server.await {
             tracing::warn!(error = %err, "the server task failed");
         }
