@@ -33,7 +33,7 @@ pub enum RuntimeKind {
 }
 
 /// An API-Gateway-compatible HTTP(S) front door for Lambda functions.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "esb-gateway", version, about)]
 #[command(group(ArgGroup::new("definitions").args(["functions", "template"]).required(true)))]
 #[command(group(ArgGroup::new("certificate").args(["tls_cert", "tls_self_signed"])))]
@@ -224,6 +224,12 @@ pub struct Args {
     /// replacing the functions' declared environment variables.
     #[arg(long, env = "ESB_ENV_VARS")]
     pub env_vars: Option<PathBuf>,
+
+    /// Hot reload: after a zip function's code directory changes, its sandboxes are
+    /// replaced (idle ones at once, busy ones after their invocation); a changed
+    /// configuration file is checked and its problems printed.
+    #[arg(long, env = "ESB_WATCH")]
+    pub watch: bool,
 
     /// Validate the configuration and exit.
     #[arg(long)]
@@ -534,7 +540,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
     let runtimes = args.runtimes(log_sink).await?;
+    let code_dirs = crate::hot_reload::code_dirs(&config.functions);
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
+    let _watchers = args.watch.then(|| watch(&args, &gateway, code_dirs));
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
     if let Some(shipper) = shipper {
@@ -546,6 +554,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// A start-up error as this binary says it: configuration fields by their flag or
 /// environment variable.
+/// Starts `--watch`: code directories retire their function's sandboxes when they change;
+/// configuration files are checked again when they change (the running configuration keeps
+/// serving; a restart applies a valid new one).
+fn watch(
+    args: &Args,
+    gateway: &Gateway,
+    code_dirs: Vec<(String, PathBuf)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::hot_reload::{DEFAULT_POLL, spawn, spawn_config_watch};
+    let files: Vec<PathBuf> = [
+        &args.template,
+        &args.functions,
+        &args.routing,
+        &args.env_vars,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    let check = args.clone();
+    let config_watch = spawn_config_watch(files, DEFAULT_POLL, move || {
+        match check.config().and_then(|c| {
+            c.validate(check.capabilities().as_ref())
+                .map_err(|p| explain(p.into()))
+        }) {
+            Ok(()) => tracing::warn!(
+                "configuration changed and is valid: restart esb-gateway to apply changes to functions and routes"
+            ),
+            Err(err) => tracing::error!(
+                "configuration changed but is invalid; the running one keeps serving:\n{err:#}"
+            ),
+        }
+    });
+    vec![
+        spawn(gateway.pool().clone(), code_dirs, DEFAULT_POLL),
+        config_watch,
+    ]
+}
+
 fn explain(err: StartError) -> anyhow::Error {
     match err {
         StartError::Config(problems) => anyhow::anyhow!(problems.render(flag_of)),

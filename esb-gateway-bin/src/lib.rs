@@ -43,6 +43,7 @@ mod dispatch;
 mod endpoints;
 mod error;
 mod event_queue;
+pub mod hot_reload;
 mod invoke_api;
 mod layers;
 pub mod logs;

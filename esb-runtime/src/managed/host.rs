@@ -210,6 +210,10 @@ impl Managed {
                 }
                 paths.push(rt.clone());
                 env.insert("PYTHONPATH".to_owned(), join(paths));
+                // Lambda's code directory is read-only, so no bytecode is written there;
+                // here it would also let an edit of the same size within one second run
+                // the old bytecode.
+                env.insert("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned());
             }
             ManagedRuntime::Node { major } => {
                 // Lambda: /opt/nodejs/nodeNN/node_modules:/opt/nodejs/node_modules:
