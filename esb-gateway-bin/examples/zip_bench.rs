@@ -83,9 +83,8 @@ async fn run(
         code,
         &[],
     ))?;
-    let runtime = ProcessRuntime::new(
-        ProcessConfig::default().log_sink(std::sync::Arc::new(NullLogSink)),
-    );
+    let runtime =
+        ProcessRuntime::new(ProcessConfig::default().log_sink(std::sync::Arc::new(NullLogSink)));
     let mut spec = SandboxSpec::new("bench-py")
         .command(boot.command.clone())
         .timeout(Duration::from_secs(10));
@@ -119,7 +118,10 @@ async fn run(
     .await?;
     let watcher = spawn(gateway.pool().clone(), dirs, DEFAULT_POLL);
     let client = reqwest::Client::new();
-    let url = format!("{}/2015-03-31/functions/bench-py/invocations", gateway.url());
+    let url = format!(
+        "{}/2015-03-31/functions/bench-py/invocations",
+        gateway.url()
+    );
     let answer = || async {
         let body: serde_json::Value = client.post(&url).body("{}").send().await?.json().await?;
         anyhow::Ok(body["answer"].as_str().unwrap_or_default().to_owned())

@@ -18,22 +18,28 @@ use crate::{ApiKind, Config, Error, PayloadFormat, ScheduleConfig};
 
 impl Config {
     /// Reads the `AWS::Serverless::Function` resources of a SAM template and their `Api` /
-    /// `HttpApi` events.
+    /// `HttpApi` / `Schedule` / `ScheduleV2` events.
     ///
     /// - name: `FunctionName` when it resolves to a string, else the logical id;
-    /// - image: `ImageUri`, else `<logical id in lowercase>:<Metadata.DockerTag>` as `sam build`
-    ///   tags it; only `PackageType: Image` functions are accepted;
+    /// - zip functions (the default `PackageType`): `Runtime`, `Handler`, `CodeUri` (relative
+    ///   to the template's directory, as in `sam build`'s output) and `Layers` (`!Ref`s to
+    ///   `AWS::Serverless::LayerVersion`s with a local `ContentUri`; layer ARNs are warnings);
+    /// - image functions: `ImageUri`, else `<logical id in lowercase>:<Metadata.DockerTag>` as
+    ///   `sam build` tags it, and `ImageConfig`;
     /// - `Timeout`, `MemorySize`, `Environment.Variables`, `ReservedConcurrentExecutions` (max
     ///   capacity) and `ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions` (min
     ///   capacity), `EventInvokeConfig` (`MaximumRetryAttempts`, `MaximumEventAgeInSeconds`),
     ///   `AutoPublishAlias` (an alias the function can be invoked through), each
     ///   falling back to `Globals.Function`;
     /// - events of type `Api` become payload 1.0 routes, `HttpApi` 2.0 routes (or their
-    ///   `PayloadFormatVersion`); `Auth.Authorizer: NONE` makes a route `auth: none`.
+    ///   `PayloadFormatVersion`), open unless an authorizer applies; `Schedule` /
+    ///   `ScheduleV2` become [`crate::ScheduleConfig`]s.
     ///
     /// CloudFormation functions are tolerated: `!Ref P` / `!Sub` resolve from `env(P)`, then from
-    /// the parameter's `Default`; a `!Ref` to a resource gives its logical id (as `sam local`
-    /// does); an environment variable that cannot be resolved (`!GetAtt`) is left out.
+    /// the parameter's `Default` (a parameter with neither is a problem); a `!Ref` to a resource
+    /// gives its logical id (as `sam local` does); an environment variable that cannot be
+    /// resolved (`!GetAtt`) is left out. What is not run (other properties, event types and
+    /// resources) is listed in [`Config::warnings`].
     pub fn from_sam_template(
         path: impl AsRef<Path>,
         env: &dyn Fn(&str) -> Option<String>,
