@@ -429,8 +429,12 @@ impl SamReader<'_, '_> {
         let name = resolve("Name").unwrap_or_else(|| format!("{function}-{event_key}"));
         let mut schedule = ScheduleConfig::new(name, expression);
         if let Some(enabled) = props.get("Enabled") {
+            // `false`, and YAML 1.1's `False` / `FALSE` that templates use.
             schedule.enabled = enabled.as_bool().unwrap_or(true)
-                && self.resolver.resolve(enabled).as_deref() != Some("false");
+                && !self
+                    .resolver
+                    .resolve(enabled)
+                    .is_some_and(|text| text.eq_ignore_ascii_case("false"));
         }
         if let Some(state) = resolve("State") {
             schedule.enabled = !state.eq_ignore_ascii_case("DISABLED");

@@ -96,3 +96,68 @@ fn an_unresolved_parameter_is_named() {
         ]
     );
 }
+
+/// The shape of `sam init`'s step-functions app: a state machine with a disabled schedule,
+/// three zip functions and a SimpleTable.
+const STEP_FUNCTIONS: &str = r#"
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  StockTradingStateMachine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      DefinitionUri: statemachine/stock_trader.asl.json
+      DefinitionSubstitutions:
+        StockCheckerFunctionArn: !GetAtt StockCheckerFunction.Arn
+        DDBPutItem: !Sub arn:${AWS::Partition}:states:::dynamodb:putItem
+        DDBTable: !Ref TransactionTable
+      Events:
+        HourlyTradingSchedule:
+          Type: Schedule
+          Properties: { Enabled: False, Schedule: "rate(1 hour)" }
+  StockCheckerFunction:
+    Type: AWS::Serverless::Function
+    Properties: { CodeUri: functions/stock_checker/, Handler: app.lambda_handler, Runtime: python3.12, Architectures: [x86_64] }
+  StockSellerFunction:
+    Type: AWS::Serverless::Function
+    Properties: { CodeUri: functions/stock_seller/, Handler: app.lambda_handler, Runtime: python3.12 }
+  TransactionTable:
+    Type: AWS::Serverless::SimpleTable
+    Properties:
+      PrimaryKey: { Name: Id, Type: String }
+Outputs:
+  StockTradingStateMachineArn:
+    Value: !Ref StockTradingStateMachine
+  StockTradingStateMachineRoleArn:
+    Value: !GetAtt StockTradingStateMachineRole.Arn
+"#;
+
+#[test]
+fn the_step_functions_app_loads_its_functions_and_lists_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["functions/stock_checker", "functions/stock_seller"] {
+        std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
+    }
+    let path = tmp.path().join("template.yaml");
+    std::fs::write(&path, STEP_FUNCTIONS).unwrap();
+    let config = Config::from_sam_template(&path, &|_| None).unwrap();
+    assert_eq!(config.functions.len(), 2);
+    let checker = config.functions["StockCheckerFunction"]
+        .package
+        .as_ref()
+        .unwrap();
+    assert_eq!(checker.code, tmp.path().join("functions/stock_checker/"));
+    let file = path.display().to_string();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "{file}: Resources.StockTradingStateMachine: Type: AWS::Serverless::StateMachine is not created: ESB runs functions, their layers and APIs"
+            ),
+            format!(
+                "{file}: Resources.TransactionTable: Type: AWS::Serverless::SimpleTable is not created: ESB runs functions, their layers and APIs"
+            ),
+        ]
+    );
+}

@@ -15,6 +15,7 @@ Resources:
       ImageUri: job
       Events:
         Every5: { Type: Schedule, Properties: { Schedule: rate(5 minutes) } }
+        Hourly: { Type: Schedule, Properties: { Schedule: "rate(1 hour)", Enabled: False, Description: off } }
         Off: { Type: Schedule, Properties: { Schedule: "cron(0 3 * * ? *)", Enabled: false, Input: '{"k": 1}' } }
         V2:
           Type: ScheduleV2
@@ -37,6 +38,7 @@ Resources:
         rows,
         [
             ("Job-Every5".into(), "rate(5 minutes)".into(), true, None),
+            ("Job-Hourly".into(), "rate(1 hour)".into(), false, None),
             (
                 "Job-Off".into(),
                 "cron(0 3 * * ? *)".into(),
