@@ -152,4 +152,25 @@ Resources:
         assert_eq!(err, "\"Nope\" is no function of the configuration");
         assert!(apply_env_vars(&mut config, "[]").is_err());
     }
+
+    #[test]
+    fn zip_functions_on_a_backend_of_images_are_a_problem_naming_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let template = "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    \
+                        Properties: { Runtime: python3.12, Handler: app.h, CodeUri: . }\n";
+        let path = tmp.path().join("template.yaml");
+        std::fs::write(&path, template).unwrap();
+        let mut config = Config::from_sam_template(&path, &|_| None).unwrap();
+        let managed = Managed::new(esb_runtime::managed::ManagedConfig::new(
+            tmp.path().join("cache"),
+            "/usr/bin",
+        ));
+        let images = Capabilities::new("containerd").images(true);
+        let problems = prepare(&mut config, &managed, Some(&images)).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "invalid configuration (1 problem):\n  functions.Fn: zip functions (python3.12) run on \
+             the process backend; the containerd backend runs images"
+        );
+    }
 }
