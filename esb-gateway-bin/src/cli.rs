@@ -34,7 +34,7 @@ pub enum RuntimeKind {
 }
 
 /// An API-Gateway-compatible HTTP(S) front door for Lambda functions.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "esb-gateway", version, about)]
 #[command(group(ArgGroup::new("definitions").args(["functions", "template"]).required(true)))]
 #[command(group(ArgGroup::new("certificate").args(["tls_cert", "tls_self_signed"])))]
@@ -193,6 +193,38 @@ pub struct Args {
     #[command(flatten)]
     pub containerd: ContainerdArgs,
 
+    // Zip functions on managed runtimes (python3.x, nodejsNN.x, provided.*).
+    /// The interpreter of a managed runtime, RUNTIME=PROGRAM (repeatable), e.g.
+    /// `python3.12=/usr/bin/python3` [default: python3.x then python3, node, from PATH].
+    #[arg(long = "runtime-command", env = "ESB_RUNTIME_COMMANDS", value_delimiter = ',', value_parser = parse_runtime_command)]
+    pub runtime_commands: Vec<(String, PathBuf)>,
+
+    /// Node's runtime interface client, `node_modules/.bin/aws-lambda-ric` of `npm install
+    /// aws-lambda-ric` [default: aws-lambda-ric from PATH].
+    #[arg(long, env = "ESB_NODE_RIC")]
+    pub node_ric: Option<PathBuf>,
+
+    /// Where extracted .zip code and merged layers are kept [default: esb-code-cache in the
+    /// temporary directory].
+    #[arg(long, env = "ESB_CODE_CACHE")]
+    pub code_cache: Option<PathBuf>,
+
+    /// Values of a SAM template's Parameters, KEY=VALUE (several, as `sam deploy
+    /// --parameter-overrides`); they win over the environment and the parameters' Default.
+    #[arg(long, env = "ESB_PARAMETER_OVERRIDES", num_args = 1.., value_parser = parse_parameter)]
+    pub parameter_overrides: Vec<(String, String)>,
+
+    /// A `sam local --env-vars` JSON file: `{"Parameters": {..}, "<FunctionName>": {..}}`
+    /// replacing the functions' declared environment variables.
+    #[arg(long, env = "ESB_ENV_VARS")]
+    pub env_vars: Option<PathBuf>,
+
+    /// Hot reload: after a zip function's code directory changes, its sandboxes are
+    /// replaced (idle ones at once, busy ones after their invocation); a changed
+    /// configuration file is checked and its problems printed.
+    #[arg(long, env = "ESB_WATCH")]
+    pub watch: bool,
+
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
@@ -229,7 +261,72 @@ pub struct Args {
     pub sandbox_record_dir: Option<PathBuf>,
 }
 
+/// `KEY=VALUE` (or SAM's `ParameterKey=KEY,ParameterValue=VALUE`) of `--parameter-overrides`.
+fn parse_parameter(text: &str) -> Result<(String, String), String> {
+    if let Some(rest) = text.strip_prefix("ParameterKey=")
+        && let Some((key, value)) = rest.split_once(",ParameterValue=")
+    {
+        return Ok((key.to_owned(), value.to_owned()));
+    }
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?}: expected KEY=VALUE")),
+    }
+}
+
+/// Names the flag that sets a template parameter in the problems of an unresolved one.
+fn name_parameter_flag(err: esb_router::Error) -> anyhow::Error {
+    let text = err.to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_once(": Parameters.") {
+            Some((_, rest)) if line.ends_with("with a parameter override") => {
+                let name = rest.split(':').next().unwrap_or(rest);
+                format!("{line} (--parameter-overrides {name}=VALUE)")
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    anyhow::anyhow!(lines.join("\n"))
+}
+
+/// `RUNTIME=PROGRAM` of `--runtime-command`.
+fn parse_runtime_command(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((runtime, program)) if !runtime.is_empty() && !program.is_empty() => {
+            if esb_runtime::ManagedRuntime::parse(runtime).is_none() {
+                return Err(format!(
+                    "{runtime:?} is not a managed runtime (python3.x, nodejsNN.x)"
+                ));
+            }
+            Ok((runtime.to_owned(), PathBuf::from(program)))
+        }
+        _ => Err(format!(
+            "{text:?}: expected RUNTIME=PROGRAM, e.g. python3.12=/usr/bin/python3"
+        )),
+    }
+}
+
 impl Args {
+    /// How zip functions are prepared: the code cache, interpreters and Node's client.
+    pub fn managed(&self) -> esb_runtime::managed::Managed {
+        let cache = self
+            .code_cache
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("esb-code-cache"));
+        let mut config = esb_runtime::managed::ManagedConfig::new(
+            cache,
+            std::env::var("PATH").unwrap_or_default(),
+        );
+        for (runtime, program) in &self.runtime_commands {
+            config = config.interpreter(runtime, program);
+        }
+        if let Some(ric) = &self.node_ric {
+            config = config.node_ric(ric);
+        }
+        esb_runtime::managed::Managed::new(config)
+    }
+
     /// What the chosen runtime can do, known before it is made; `None` for agents (each
     /// agent's backend decides) and for a backend this build does not have.
     pub fn capabilities(&self) -> Option<Capabilities> {
@@ -248,14 +345,41 @@ impl Args {
 
     /// Loads the functions and routes, and builds the gateway's config (not yet validated).
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let env = |name: &str| std::env::var(name).ok();
+        let overrides: std::collections::BTreeMap<&str, &str> = self
+            .parameter_overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let env = |name: &str| {
+            overrides
+                .get(name)
+                .map(|v| (*v).to_owned())
+                .or_else(|| std::env::var(name).ok())
+        };
         let functions = match (&self.template, &self.functions, &self.routing) {
-            (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)?,
+            (Some(template), _, _) => esb_router::Config::from_sam_template(template, &env)
+                .map_err(name_parameter_flag)?,
             (None, Some(functions), Some(routing)) => {
                 esb_router::Config::load(functions, routing, &env)?
             }
             _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
+        let mut functions = functions;
+        if let Some(path) = &self.env_vars {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--env-vars {}", path.display()))?;
+            crate::packages::apply_env_vars(&mut functions, &text)
+                .map_err(|err| anyhow::anyhow!("--env-vars {}: {err}", path.display()))?;
+        }
+        for warning in &functions.warnings {
+            tracing::warn!("not run: {warning}");
+        }
+        crate::packages::prepare(
+            &mut functions,
+            &self.managed(),
+            self.capabilities().as_ref(),
+        )
+        .map_err(|problems| anyhow::anyhow!(problems.render(flag_of)))?;
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig::Files {
                 cert: cert.clone(),
@@ -494,7 +618,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .validate(Some(&Capabilities::new("agent").network(network)))
             .map_err(|problems| explain(problems.into()))?;
     }
+    let code_dirs = crate::hot_reload::code_dirs(&config.functions);
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
+    let _watchers = args.watch.then(|| watch(&args, &gateway, code_dirs));
     // The metrics recorder is in place now: the shipper's series exist from the start.
     if let Some(shipper) = &shipper {
         shipper.register_metrics();
@@ -548,6 +674,45 @@ fn clamp_connections(limits: &mut crate::Limits) {
 
 /// A start-up error as this binary says it: configuration fields by their flag or
 /// environment variable.
+/// Starts `--watch`: code directories retire their function's sandboxes when they change;
+/// configuration files are checked again when they change (the running configuration keeps
+/// serving; a restart applies a valid new one).
+fn watch(
+    args: &Args,
+    gateway: &Gateway,
+    code_dirs: Vec<(String, PathBuf)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::hot_reload::{DEFAULT_POLL, spawn, spawn_config_watch};
+    let files: Vec<PathBuf> = [
+        &args.template,
+        &args.functions,
+        &args.routing,
+        &args.env_vars,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    let check = args.clone();
+    let config_watch = spawn_config_watch(files, DEFAULT_POLL, move || {
+        match check.config().and_then(|c| {
+            c.validate(check.capabilities().as_ref())
+                .map_err(|p| explain(p.into()))
+        }) {
+            Ok(()) => tracing::warn!(
+                "configuration changed and is valid: restart esb-gateway to apply changes to functions and routes"
+            ),
+            Err(err) => tracing::error!(
+                "configuration changed but is invalid; the running one keeps serving:\n{err:#}"
+            ),
+        }
+    });
+    vec![
+        spawn(gateway.pool().clone(), code_dirs, DEFAULT_POLL),
+        config_watch,
+    ]
+}
+
 fn explain(err: StartError) -> anyhow::Error {
     match err {
         StartError::Config(problems) => anyhow::anyhow!(problems.render(flag_of)),

@@ -43,10 +43,13 @@ mod dispatch;
 mod endpoints;
 mod error;
 mod event_queue;
+pub mod hot_reload;
 mod invoke_api;
 mod layers;
 pub mod logs;
 mod metrics;
+pub mod packages;
+mod schedules;
 mod server;
 mod status;
 mod tls;
@@ -86,6 +89,8 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    /// One task per enabled schedule.
+    schedules: Vec<JoinHandle<()>>,
 }
 
 /// A gateway before it starts: its config, runtimes, and the embedder's layers.
@@ -143,6 +148,15 @@ impl<L> GatewayBuilder<L> {
             source,
         })?;
         let invocations = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
+        let schedules = schedules::start(
+            &config.functions,
+            tower::ServiceExt::map_err(invocations.clone(), RequestError::from),
+            &schedules::Origin {
+                region: config.region.clone(),
+                account: esb_runtime::LambdaSettings::default().account_id,
+            },
+            schedules::Clock::now(),
+        );
         let events = event_queue::EventQueue::new(
             config.limits.event_concurrency,
             config.event_retry.clone(),
@@ -186,6 +200,7 @@ impl<L> GatewayBuilder<L> {
             stop,
             server,
             upkeep,
+            schedules,
         })
     }
 }
@@ -236,6 +251,14 @@ pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
         .timeout(function.timeout)
         .invoke_mode(function.invoke);
     spec.command = function.command.clone();
+    // SAM ImageConfig: an EntryPoint (with its Command) replaces the image's.
+    if spec.command.is_none()
+        && let Some(entry_point) = &function.image_config.entry_point
+    {
+        let mut argv = entry_point.clone();
+        argv.extend(function.image_config.command.iter().flatten().cloned());
+        spec.command = Some(argv);
+    }
     spec.image = function.image.clone();
     spec.env = function.environment.clone();
     let scaling = &function.scaling;
@@ -312,6 +335,9 @@ impl Gateway {
     /// destroys every sandbox.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        for schedule in &self.schedules {
+            schedule.abort();
+        }
         if let Err(err) = self.server.await {
             tracing::warn!(error = %err, "the server task failed");
         }

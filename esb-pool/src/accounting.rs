@@ -53,6 +53,8 @@ pub(crate) struct Sandbox {
     pub paused: bool,
     /// Created for a waiting request and not yet invoked.
     pub cold: bool,
+    /// The function's generation when it was created; an older one is retired.
+    pub generation: u64,
 }
 
 impl Default for Sandbox {
@@ -64,6 +66,7 @@ impl Default for Sandbox {
             last_used: None,
             paused: false,
             cold: false,
+            generation: 0,
         }
     }
 }
@@ -225,6 +228,8 @@ pub(crate) struct Accounts<W> {
     /// Leased sandboxes found gone: destroyed when released.
     lost: HashSet<SandboxId>,
     breaker: Breaker,
+    /// Bumped by [`Accounts::retire`]: sandboxes of an older generation are not reused.
+    generation: u64,
 }
 
 impl<W> Accounts<W> {
@@ -239,6 +244,7 @@ impl<W> Accounts<W> {
             known: HashMap::new(),
             lost: HashSet::new(),
             breaker: Breaker::new(breaker),
+            generation: 0,
         }
     }
 
@@ -368,6 +374,7 @@ impl<W> Accounts<W> {
             last_used: Some(now),
             paused: false,
             cold,
+            generation: self.generation,
         }
     }
 
@@ -407,7 +414,8 @@ impl<W> Accounts<W> {
         self.leased -= 1;
         let gone = !self.lost.is_empty() && self.lost.remove(&sandbox.id);
         let lost = report.discard || gone || report.in_flight;
-        if lost || closed || !runtime_healthy {
+        let retired = sandbox.generation < self.generation;
+        if lost || closed || !runtime_healthy || retired {
             self.known.remove(&sandbox.id);
             let fate = if runtime_healthy {
                 self.destroying += 1;
@@ -434,6 +442,18 @@ impl<W> Accounts<W> {
         if sandbox.paused {
             self.paused_idle -= 1;
         }
+    }
+
+    /// Retires every sandbox of now: the idle ones are taken out, to destroy; busy ones are
+    /// destroyed when released, never reused.
+    pub(crate) fn retire(&mut self) -> Vec<Sandbox> {
+        self.generation += 1;
+        let victims = std::mem::take(&mut self.idle);
+        for sandbox in &victims {
+            self.forget_idle(sandbox);
+            self.destroying += 1;
+        }
+        victims
     }
 
     /// Takes out, to destroy, the idle sandboxes unused for `idle_timeout`, least recently

@@ -80,6 +80,16 @@ impl Pool {
         Ok(())
     }
 
+    /// Retires a function's sandboxes, as after a change of its code: idle ones are
+    /// destroyed now, busy ones when their invocation ends; the next request gets a new
+    /// sandbox. Returns how many idle sandboxes were destroyed.
+    pub fn retire(&self, function: &str) -> Result<usize, PoolError> {
+        let pool = self.shared.function(function)?;
+        let count = pool.retire(&self.shared);
+        lease::ensure_min(&self.shared, &pool);
+        Ok(count)
+    }
+
     /// The names of the pooled functions.
     pub fn functions(&self) -> Vec<String> {
         self.shared

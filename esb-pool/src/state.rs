@@ -551,6 +551,23 @@ impl FunctionPool {
         taken
     }
 
+    /// Retires every sandbox of now (see [`crate::Pool::retire`]); returns how many idle ones
+    /// are being destroyed.
+    pub(crate) fn retire(self: &Arc<Self>, shared: &Arc<Shared>) -> usize {
+        let victims = {
+            let mut st = self.lock();
+            let victims = st.retire();
+            self.publish(&st);
+            victims
+        };
+        let count = victims.len();
+        for sandbox in victims {
+            tracing::debug!(function = %self.name, sandbox = %sandbox.id, "retired: destroying");
+            shared.destroy_later(Arc::clone(self), sandbox.id, sandbox.runtime);
+        }
+        count
+    }
+
     /// Destroys idle sandboxes unused for `idle_timeout`, least recently used first, down to `min_capacity`.
     pub(crate) fn expire_idle(self: &Arc<Self>, shared: &Arc<Shared>) {
         let victims = {

@@ -190,3 +190,35 @@ async fn a_process_that_exits_while_idle_is_never_leased() {
     assert_eq!(pid(&second), pid(&third));
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_sandboxes_are_never_reused_idle_now_and_busy_after_their_invocation() {
+    let runtime = counting_runtime();
+    let pool = pool(testfn(2), runtime.clone());
+    let busy = invoke(&pool, r#"{"sleep_ms":1500}"#);
+    while pool.stats("testfn").unwrap().busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let idle = invoke(&pool, "{}").await.unwrap().unwrap();
+    // The idle sandbox is destroyed at once; the busy one finishes its invocation.
+    assert_eq!(pool.retire("testfn").unwrap(), 1);
+    let busy = busy
+        .await
+        .unwrap()
+        .expect("the busy invocation is answered");
+    assert_ne!(busy.sandbox_id, idle.sandbox_id);
+    // Neither is used again: the next invocation gets a new sandbox.
+    let next = invoke(&pool, "{}").await.unwrap().unwrap();
+    assert_ne!(next.sandbox_id, idle.sandbox_id);
+    assert_ne!(next.sandbox_id, busy.sandbox_id);
+    assert!(next.cold_start);
+    assert_eq!(runtime.creates.load(Ordering::SeqCst), 3);
+    while runtime.list().await.unwrap().len() > 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        pool.retire("nope"),
+        Err(PoolError::UnknownFunction(_))
+    ));
+    pool.shutdown().await;
+}

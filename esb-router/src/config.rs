@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Lambda authorizers by name, which routes name in [`Auth::Lambda`].
     pub authorizers: BTreeMap<String, AuthorizerConfig>,
+    /// What the files ask for and ESB does not do, one entry per resource and property
+    /// (the configuration still loads).
+    pub warnings: Vec<crate::Problem>,
 }
 
 /// One function: what to run and its limits.
@@ -45,6 +49,13 @@ pub struct FunctionConfig {
     pub image: Option<String>,
     /// Program and arguments, for the process backend.
     pub command: Option<Vec<String>>,
+    /// A zip function's package: managed runtime, handler, code and layers.
+    pub package: Option<ZipPackage>,
+    /// An image function's `ImageConfig` (SAM): entry point, command, working directory.
+    pub image_config: ImageConfig,
+    /// EventBridge schedules that invoke it (SAM `Schedule` / `ScheduleV2` events,
+    /// `events: [{schedule: ...}]` in `functions.yml`).
+    pub schedules: Vec<ScheduleConfig>,
     /// Invocation timeout (default 3 s, range 1..=900 s).
     pub timeout: Duration,
     /// Memory size in MB (default 128, range 128..=10240).
@@ -71,6 +82,9 @@ impl FunctionConfig {
             name: name.into(),
             image: None,
             command: None,
+            package: None,
+            image_config: ImageConfig::default(),
+            schedules: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             memory_size: DEFAULT_MEMORY_SIZE,
             environment: BTreeMap::new(),
@@ -81,6 +95,75 @@ impl FunctionConfig {
             aliases: Vec::new(),
         }
     }
+}
+
+/// A zip function as Lambda defines it: `runtime` + `handler` + `code` (+ `layers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZipPackage {
+    /// The managed runtime (`python3.12`, `nodejs20.x`, `provided.al2023`).
+    pub runtime: String,
+    /// The handler (`app.handler`; empty for `provided.*` runtimes that name none).
+    pub handler: String,
+    /// The code: a directory or a `.zip` file.
+    pub code: PathBuf,
+    /// Layers (directories or `.zip` files), merged in order into Lambda's `/opt`, a later
+    /// one winning.
+    pub layers: Vec<PathBuf>,
+}
+
+impl ZipPackage {
+    /// A package of `code` run by `runtime` through `handler`, without layers.
+    pub fn new(
+        runtime: impl Into<String>,
+        handler: impl Into<String>,
+        code: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            runtime: runtime.into(),
+            handler: handler.into(),
+            code: code.into(),
+            layers: Vec::new(),
+        }
+    }
+}
+
+/// One schedule of a function: an EventBridge rule that invokes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduleConfig {
+    /// The rule's name (`resources` of the Scheduled Event names it).
+    pub name: String,
+    /// When it fires.
+    pub expression: crate::ScheduleExpression,
+    /// `Enabled: false` / `State: DISABLED` keep it from firing.
+    pub enabled: bool,
+    /// A fixed event (JSON text) sent instead of the Scheduled Event (`Input`).
+    pub input: Option<String>,
+}
+
+impl ScheduleConfig {
+    /// An enabled schedule `name` firing at `expression`, sending the Scheduled Event.
+    pub fn new(name: impl Into<String>, expression: crate::ScheduleExpression) -> Self {
+        Self {
+            name: name.into(),
+            expression,
+            enabled: true,
+            input: None,
+        }
+    }
+}
+
+/// What SAM's `ImageConfig` overrides in an image's configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageConfig {
+    /// Replaces the image's `ENTRYPOINT`.
+    pub entry_point: Option<Vec<String>>,
+    /// Replaces the image's `CMD` (the handler, on AWS base images).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's working directory.
+    pub working_directory: Option<String>,
 }
 
 /// How Lambda handles a function's asynchronous (`Event`) invocations: SAM
@@ -474,6 +557,7 @@ impl Config {
             functions,
             routes,
             authorizers: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Field readers and checks both loaders share (`functions.yml` and SAM templates).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use esb_runtime::InvokeMode;
+use esb_runtime::{InvokeMode, ManagedRuntime};
 use serde_norway::{Mapping, Value};
 
 use crate::config::{
@@ -11,6 +12,7 @@ use crate::config::{
     MAXIMUM_EVENT_AGE_RANGE_SECS, MAXIMUM_RETRY_ATTEMPTS_RANGE, MEMORY_SIZE_RANGE, PayloadFormat,
     RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
 };
+use crate::config::{ImageConfig, ScheduleConfig, ZipPackage};
 use crate::error::{Problem, Report};
 use crate::yaml::{integer, key_text, number, value_debug};
 use crate::{Error, PathTemplate};
@@ -244,6 +246,30 @@ impl PartialEventInvoke {
     }
 }
 
+/// How a file names the zip package fields, for its problems.
+pub(crate) struct PackageFields {
+    pub(crate) runtime: &'static str,
+    pub(crate) handler: &'static str,
+    pub(crate) code: &'static str,
+    pub(crate) layers: &'static str,
+}
+
+/// `functions.yml`'s names.
+pub(crate) const YAML_PACKAGE: PackageFields = PackageFields {
+    runtime: "runtime",
+    handler: "handler",
+    code: "code",
+    layers: "layers",
+};
+
+/// SAM's names.
+pub(crate) const SAM_PACKAGE: PackageFields = PackageFields {
+    runtime: "Runtime",
+    handler: "Handler",
+    code: "CodeUri",
+    layers: "Layers",
+};
+
 /// Function fields as read, before defaults are applied.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Partial {
@@ -257,6 +283,14 @@ pub(crate) struct Partial {
     pub(crate) payload_format: Option<PayloadFormat>,
     pub(crate) event_invoke: PartialEventInvoke,
     pub(crate) aliases: Option<Vec<String>>,
+    pub(crate) runtime: Option<String>,
+    pub(crate) handler: Option<String>,
+    pub(crate) code: Option<PathBuf>,
+    /// `code` was given but could not be read (already reported).
+    pub(crate) code_invalid: bool,
+    pub(crate) layers: Option<Vec<PathBuf>>,
+    pub(crate) image_config: ImageConfig,
+    pub(crate) schedules: Vec<ScheduleConfig>,
 }
 
 impl Partial {
@@ -276,7 +310,120 @@ impl Partial {
         self.payload_format = self.payload_format.or(defaults.payload_format);
         self.event_invoke = self.event_invoke.or(defaults.event_invoke);
         self.aliases = self.aliases.or_else(|| defaults.aliases.clone());
+        self.runtime = self.runtime.or_else(|| defaults.runtime.clone());
+        self.handler = self.handler.or_else(|| defaults.handler.clone());
+        self.code = self.code.or_else(|| defaults.code.clone());
+        self.layers = self.layers.or_else(|| defaults.layers.clone());
         self
+    }
+
+    /// Makes relative `code` and `layers` paths relative to `base` (the file's directory).
+    pub(crate) fn relative_to(mut self, base: &Path) -> Partial {
+        self.code = self.code.map(|code| base.join(code));
+        self.layers = self
+            .layers
+            .map(|layers| layers.into_iter().map(|l| base.join(l)).collect());
+        self
+    }
+
+    /// Drops the zip package fields (an image function ignores the globals that set them).
+    pub(crate) fn without_package(mut self) -> Partial {
+        self.runtime = None;
+        self.handler = None;
+        self.code = None;
+        self.layers = None;
+        self
+    }
+
+    /// The zip package, when `runtime`, `handler` or `code` is set; problems reported under
+    /// `item` (`names` gives the field names as the file spells them).
+    fn package(
+        &self,
+        report: &mut Report<'_>,
+        item: &str,
+        names: &PackageFields,
+    ) -> Result<Option<ZipPackage>, ()> {
+        if self.runtime.is_none()
+            && self.handler.is_none()
+            && self.code.is_none()
+            && !self.code_invalid
+        {
+            return Ok(None);
+        }
+        let mut ok = true;
+        if self.image.is_some() || self.command.is_some() {
+            report.push(
+                item,
+                names.runtime,
+                format!(
+                    "a function is an image, a command, or {} + {} + {}, not several",
+                    names.runtime, names.handler, names.code
+                ),
+            );
+            ok = false;
+        }
+        let runtime = self.runtime.clone().unwrap_or_default();
+        if self.runtime.is_none() {
+            report.push(
+                item,
+                names.runtime,
+                "missing: a zip function needs a runtime",
+            );
+            ok = false;
+        } else if ManagedRuntime::parse(&runtime).is_none() {
+            report.push(
+                item,
+                names.runtime,
+                format!(
+                    "{runtime:?} is not a runtime ESB runs: python3.x, nodejsNN.x, provided, \
+                     provided.al2 or provided.al2023"
+                ),
+            );
+            ok = false;
+        }
+        let provided = runtime.starts_with("provided");
+        let handler = self.handler.clone().unwrap_or_default();
+        if handler.is_empty() && !provided {
+            report.push(
+                item,
+                names.handler,
+                "missing: a zip function needs a handler",
+            );
+            ok = false;
+        }
+        match &self.code {
+            None if self.code_invalid => ok = false,
+            None => {
+                report.push(item, names.code, "missing: a zip function needs its code");
+                ok = false;
+            }
+            Some(code) if !code.exists() => {
+                report.push(
+                    item,
+                    names.code,
+                    format!("{} does not exist", code.display()),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        let layers = self.layers.clone().unwrap_or_default();
+        for (i, layer) in layers.iter().enumerate() {
+            if !layer.exists() {
+                report.push(
+                    item,
+                    &format!("{}[{i}]", names.layers),
+                    format!("{} does not exist", layer.display()),
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            return Err(());
+        }
+        let mut package = ZipPackage::new(runtime, handler, self.code.clone().unwrap_or_default());
+        package.layers = layers;
+        Ok(Some(package))
     }
 
     /// Applies the built-in defaults and checks what spans fields.
@@ -285,9 +432,13 @@ impl Partial {
         name: String,
         report: &mut Report<'_>,
         item: &str,
+        names: &PackageFields,
     ) -> Option<FunctionConfig> {
         let scaling = self.scaling;
         let mut ok = true;
+        let package = self.package(report, item, names);
+        ok &= package.is_ok();
+        let package = package.ok().flatten();
         if let (Some(min), Some(max)) = (scaling.min_capacity, scaling.max_capacity)
             && min > max
         {
@@ -298,11 +449,15 @@ impl Partial {
             );
             ok = false;
         }
-        if self.image.is_none() && self.command.is_none() {
+        if self.image.is_none() && self.command.is_none() && ok && package.is_none() {
             report.push(
                 item,
                 "",
-                "needs an image (containerd backend) or a command (process backend)",
+                format!(
+                    "needs an image (containerd backend), a command (process backend), or {} + \
+                     {} + {} (a zip function, both backends)",
+                    names.runtime, names.handler, names.code
+                ),
             );
             ok = false;
         }
@@ -310,6 +465,9 @@ impl Partial {
             name,
             image: self.image,
             command: self.command,
+            package,
+            image_config: self.image_config,
+            schedules: self.schedules,
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
             memory_size: self.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE),
             environment: self.environment,

@@ -1,12 +1,12 @@
 //! The `functions.yml` / `routing.yml` loader.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use esb_runtime::InvokeMode;
 use serde_norway::{Mapping, Value};
 
-use crate::Error;
+use crate::{Error, ScheduleConfig, ScheduleExpression};
 use std::sync::Arc;
 
 use crate::config::{
@@ -15,7 +15,7 @@ use crate::config::{
 };
 use crate::error::Report;
 use crate::fields::{
-    POOL_DURATION, Partial, PartialEventInvoke, TIMEOUT, build_route, check_alias,
+    POOL_DURATION, Partial, PartialEventInvoke, TIMEOUT, YAML_PACKAGE, build_route, check_alias,
     check_function_name, check_routes, read_count, read_environment, read_event_age, read_memory,
     read_payload_format, read_retry_attempts, read_seconds, read_ttl,
 };
@@ -35,7 +35,9 @@ impl Config {
         let routing_path = routing_path.as_ref();
         let functions_text = read(functions_path)?;
         let routing_text = read(routing_path)?;
+        let base = functions_path.parent().unwrap_or(Path::new(""));
         parse(
+            base,
             &functions_path.display().to_string(),
             &functions_text,
             &routing_path.display().to_string(),
@@ -51,6 +53,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         parse(
+            Path::new(""),
             "functions.yml",
             functions_yml,
             "routing.yml",
@@ -68,6 +71,7 @@ pub(crate) fn read(path: &Path) -> Result<String, Error> {
 }
 
 fn parse(
+    base: &Path,
     functions_file: &str,
     functions_text: &str,
     routing_file: &str,
@@ -82,7 +86,7 @@ fn parse(
         problems: &mut problems,
     };
     if let Some(root) = parse_yaml(functions_text, env, &mut report) {
-        read_functions(&root, &mut report, &mut config.functions);
+        read_functions(&root, base, &mut report, &mut config.functions);
     }
 
     let mut report = Report {
@@ -116,10 +120,11 @@ fn parse_yaml(text: &str, env: Env<'_>, report: &mut Report<'_>) -> Option<Mappi
 
 fn read_functions(
     root: &Mapping,
+    base: &Path,
     report: &mut Report<'_>,
     out: &mut BTreeMap<String, FunctionConfig>,
 ) {
-    let defaults = read_defaults(root, report);
+    let defaults = read_defaults(root, report).relative_to(base);
     let Some(functions) = root.get("functions") else {
         report.push("", "functions", "missing: no functions are defined");
         return;
@@ -134,8 +139,12 @@ fn read_functions(
         let Some(map) = mapping(value, report, &item, "") else {
             continue;
         };
-        let partial = read_partial(map, report, &item, FUNCTION_FIELDS);
-        if let Some(function) = partial.under(&defaults).finish(name.clone(), report, &item) {
+        let partial = read_partial(map, report, &item, FUNCTION_FIELDS).relative_to(base);
+        if let Some(function) =
+            partial
+                .under(&defaults)
+                .finish(name.clone(), report, &item, &YAML_PACKAGE)
+        {
             out.insert(name, function);
         }
     }
@@ -171,6 +180,8 @@ const DEFAULTS_FIELDS: &[&str] = &[
     "invoke",
     "payload_format",
     "event_invoke",
+    "runtime",
+    "layers",
 ];
 
 /// Fields a function may set.
@@ -185,6 +196,11 @@ const FUNCTION_FIELDS: &[&str] = &[
     "payload_format",
     "event_invoke",
     "aliases",
+    "runtime",
+    "handler",
+    "code",
+    "layers",
+    "events",
 ];
 
 fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&str]) -> Partial {
@@ -202,6 +218,11 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
         match field.as_str() {
             "image" => p.image = text(value, report, item, &field),
             "command" => p.command = read_command(value, report, item),
+            "runtime" => p.runtime = text(value, report, item, &field),
+            "handler" => p.handler = text(value, report, item, &field),
+            "code" => p.code = text(value, report, item, &field).map(PathBuf::from),
+            "layers" => p.layers = read_paths(value, report, item, &field),
+            "events" => p.schedules = read_events(value, report, item),
             "timeout" => p.timeout = read_seconds(value, report, item, &field, &TIMEOUT),
             "memory_size" => p.memory_size = read_memory(value, report, item, &field),
             "environment" => {
@@ -234,6 +255,96 @@ fn read_partial(map: &Mapping, report: &mut Report<'_>, item: &str, allowed: &[&
         }
     }
     p
+}
+
+/// `events: [{ schedule: "rate(5 minutes)", enabled: false, input: {..}, name: .. }]`.
+fn read_events(value: &Value, report: &mut Report<'_>, item: &str) -> Vec<ScheduleConfig> {
+    let Value::Sequence(events) = value else {
+        report.push(item, "events", "expected a list of events");
+        return Vec::new();
+    };
+    let mut schedules = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let field = format!("events[{i}]");
+        let Some(map) = mapping(event, report, item, &field) else {
+            continue;
+        };
+        let mut schedule = None;
+        let (mut enabled, mut input, mut name) = (true, None, None);
+        for (key, value) in map {
+            let key = key_text(key);
+            let at = format!("{field}.{key}");
+            match key.as_str() {
+                "schedule" => {
+                    schedule = text(value, report, item, &at).and_then(|t| {
+                        t.parse::<ScheduleExpression>()
+                            .map_err(|reason| report.push(item, &at, reason))
+                            .ok()
+                    });
+                }
+                "enabled" => match value {
+                    Value::Bool(b) => enabled = *b,
+                    _ => report.push(item, &at, "expected true or false"),
+                },
+                "input" => {
+                    input = match value {
+                        Value::String(s) => Some(s.clone()),
+                        other => serde_json::to_string(other)
+                            .map_err(|err| report.push(item, &at, format!("not JSON: {err}")))
+                            .ok(),
+                    };
+                }
+                "name" => name = text(value, report, item, &at),
+                _ => report.push(
+                    item,
+                    &at,
+                    "unknown field: expected schedule, enabled, input or name",
+                ),
+            }
+        }
+        let Some(expression) = schedule else {
+            if !map.contains_key("schedule") {
+                report.push(
+                    item,
+                    &format!("{field}.schedule"),
+                    "missing: rate(...) or cron(...)",
+                );
+            }
+            continue;
+        };
+        let function = item.strip_prefix("functions.").unwrap_or(item);
+        let mut config = ScheduleConfig::new(
+            name.unwrap_or_else(|| format!("{function}-schedule-{i}")),
+            expression,
+        );
+        config.enabled = enabled;
+        config.input = input;
+        schedules.push(config);
+    }
+    schedules
+}
+
+/// A list of paths (`layers`).
+fn read_paths(
+    value: &Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<Vec<PathBuf>> {
+    let Value::Sequence(items) = value else {
+        report.push(item, field, "expected a list of paths");
+        return None;
+    };
+    let mut paths = Vec::with_capacity(items.len());
+    for (i, path) in items.iter().enumerate() {
+        paths.push(PathBuf::from(text(
+            path,
+            report,
+            item,
+            &format!("{field}[{i}]"),
+        )?));
+    }
+    Some(paths)
 }
 
 fn read_command(value: &Value, report: &mut Report<'_>, item: &str) -> Option<Vec<String>> {

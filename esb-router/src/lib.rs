@@ -67,18 +67,20 @@ mod files;
 mod matcher;
 mod sam;
 mod sam_api;
+mod schedule;
 mod subst;
 mod template;
 mod yaml;
 
 pub use config::{
     ApiKind, Auth, AuthorizerConfig, AuthorizerType, Config, CorsConfig, DEFAULT_AUTHORIZER_TTL,
-    DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, EventInvoke, FunctionConfig, IdentitySource,
+    DEFAULT_MEMORY_SIZE, DEFAULT_TIMEOUT, EventInvoke, FunctionConfig, IdentitySource, ImageConfig,
     MAXIMUM_EVENT_AGE_RANGE_SECS, MAXIMUM_RETRY_ATTEMPTS_RANGE, MEMORY_SIZE_RANGE, PayloadFormat,
-    RouteConfig, RouteMethod, Scaling, TIMEOUT_RANGE_SECS,
+    RouteConfig, RouteMethod, Scaling, ScheduleConfig, TIMEOUT_RANGE_SECS, ZipPackage,
 };
 pub use error::{Error, Problem};
 /// How invocations reach a function's sandbox: the runtime's own type, re-exported.
 pub use esb_runtime::InvokeMode;
 pub use matcher::{Match, NoRoute, Router};
+pub use schedule::{Cron, ScheduleExpression};
 pub use template::{PathTemplate, Segment};

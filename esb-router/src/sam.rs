@@ -1,46 +1,53 @@
 //! Reading an AWS SAM `template.yaml` directly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_norway::{Mapping, Value};
 
-use crate::error::Report;
+use crate::error::{Problem, Report};
 use crate::fields::{
-    Partial, TIMEOUT, build_route, check_alias, check_function_name, check_routes, read_count,
-    read_environment, read_event_age, read_memory, read_payload_format, read_retry_attempts,
-    read_seconds,
+    Partial, SAM_PACKAGE, TIMEOUT, build_route, check_alias, check_function_name, check_routes,
+    read_count, read_environment, read_event_age, read_memory, read_payload_format,
+    read_retry_attempts, read_seconds,
 };
 use crate::files::read;
 use crate::sam_api::{Apis, FunctionNames};
 use crate::subst::Env;
-use crate::yaml::{self, Empty, key_text, mapping, text_value};
-use crate::{ApiKind, Config, Error, PayloadFormat};
+use crate::yaml::{self, Empty, key_text, mapping, text_value, value_debug};
+use crate::{ApiKind, Config, Error, PayloadFormat, ScheduleConfig};
 
 impl Config {
     /// Reads the `AWS::Serverless::Function` resources of a SAM template and their `Api` /
-    /// `HttpApi` events.
+    /// `HttpApi` / `Schedule` / `ScheduleV2` events.
     ///
     /// - name: `FunctionName` when it resolves to a string, else the logical id;
-    /// - image: `ImageUri`, else `<logical id in lowercase>:<Metadata.DockerTag>` as `sam build`
-    ///   tags it; only `PackageType: Image` functions are accepted;
+    /// - zip functions (the default `PackageType`): `Runtime`, `Handler`, `CodeUri` (relative
+    ///   to the template's directory, as in `sam build`'s output) and `Layers` (`!Ref`s to
+    ///   `AWS::Serverless::LayerVersion`s with a local `ContentUri`; layer ARNs are warnings);
+    /// - image functions: `ImageUri`, else `<logical id in lowercase>:<Metadata.DockerTag>` as
+    ///   `sam build` tags it, and `ImageConfig`;
     /// - `Timeout`, `MemorySize`, `Environment.Variables`, `ReservedConcurrentExecutions` (max
     ///   capacity) and `ProvisionedConcurrencyConfig.ProvisionedConcurrentExecutions` (min
     ///   capacity), `EventInvokeConfig` (`MaximumRetryAttempts`, `MaximumEventAgeInSeconds`),
     ///   `AutoPublishAlias` (an alias the function can be invoked through), each
     ///   falling back to `Globals.Function`;
     /// - events of type `Api` become payload 1.0 routes, `HttpApi` 2.0 routes (or their
-    ///   `PayloadFormatVersion`); `Auth.Authorizer: NONE` makes a route `auth: none`.
+    ///   `PayloadFormatVersion`), open unless an authorizer applies; `Schedule` /
+    ///   `ScheduleV2` become [`crate::ScheduleConfig`]s.
     ///
     /// CloudFormation functions are tolerated: `!Ref P` / `!Sub` resolve from `env(P)`, then from
-    /// the parameter's `Default`; a `!Ref` to a resource gives its logical id (as `sam local`
-    /// does); an environment variable that cannot be resolved (`!GetAtt`) is left out.
+    /// the parameter's `Default` (a parameter with neither is a problem); a `!Ref` to a resource
+    /// gives its logical id (as `sam local` does); an environment variable that cannot be
+    /// resolved (`!GetAtt`) is left out. What is not run (other properties, event types and
+    /// resources) is listed in [`Config::warnings`].
     pub fn from_sam_template(
         path: impl AsRef<Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let path = path.as_ref();
         let text = read(path)?;
-        parse_sam(&path.display().to_string(), &text, env)
+        let base = path.parent().unwrap_or(Path::new(""));
+        parse_sam(base, &path.display().to_string(), &text, env)
     }
 
     /// Like [`Config::from_sam_template`], from the template's text.
@@ -48,11 +55,13 @@ impl Config {
         template: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        parse_sam("template.yaml", template, env)
+        parse_sam(Path::new(""), "template.yaml", template, env)
     }
 }
 
 struct Resolver<'a> {
+    /// Parameters referenced that have neither a value nor a `Default`.
+    unresolved: std::cell::RefCell<std::collections::BTreeSet<String>>,
     env: Env<'a>,
     parameters: Option<&'a Mapping>,
     resources: Option<&'a Mapping>,
@@ -78,12 +87,29 @@ impl Resolver<'_> {
         }
     }
 
+    /// The name a `!Ref` / `Ref` that did not resolve refers to.
+    fn unresolved(&self, value: &Value) -> Option<String> {
+        match value {
+            Value::Tagged(tagged) if tagged.tag == "!Ref" => {
+                tagged.value.as_str().map(str::to_owned)
+            }
+            Value::Mapping(map) if map.len() == 1 => {
+                map.get("Ref").and_then(Value::as_str).map(str::to_owned)
+            }
+            _ => None,
+        }
+    }
+
     fn reference(&self, name: &str) -> Option<String> {
         if let Some(value) = (self.env)(name) {
             return Some(value);
         }
         if let Some(parameter) = self.parameters.and_then(|p| p.get(name)) {
-            return parameter.get("Default").and_then(text_value);
+            let default = parameter.get("Default").and_then(text_value);
+            if default.is_none() {
+                self.unresolved.borrow_mut().insert(name.to_owned());
+            }
+            return default;
         }
         if name == "AWS::Region" {
             return (self.env)("AWS_REGION");
@@ -148,8 +174,9 @@ impl FunctionNames for Resolver<'_> {
     }
 }
 
-fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
+fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut report = Report {
         file,
         problems: &mut problems,
@@ -162,6 +189,7 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         _ => None,
     };
     let resolver = Resolver {
+        unresolved: Default::default(),
         env,
         parameters: section("Parameters"),
         resources: section("Resources"),
@@ -169,7 +197,15 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
     let globals = section("Globals")
         .and_then(|g| g.get("Function"))
         .and_then(|f| mapping(f, &mut report, "Globals.Function", ""))
-        .map(|f| read_sam_function(f, &resolver, &mut report, "Globals.Function"))
+        .map(|f| {
+            let mut context = Context {
+                resolver: &resolver,
+                report: &mut report,
+                warnings: &mut warnings,
+                base,
+            };
+            read_sam_function(f, &mut context, "Globals.Function")
+        })
         .unwrap_or_default();
     let Some(resources) = resolver.resources else {
         report.push("", "Resources", "missing: the template has no resources");
@@ -181,22 +217,51 @@ fn parse_sam(file: &str, text: &str, env: Env<'_>) -> Result<Config, Error> {
         resolver: &resolver,
         globals,
         report,
+        warnings,
+        schedules: Vec::new(),
+        base,
         config: Config::default(),
         labels: Vec::new(),
         apis,
     };
     for (key, resource) in resources {
-        if resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function") {
-            reader.function(&key_text(key), resource);
+        let logical_id = key_text(key);
+        match resource.get("Type").and_then(Value::as_str) {
+            Some("AWS::Serverless::Function") => reader.function(&logical_id, resource),
+            // Read where functions and events use them.
+            Some(
+                "AWS::Serverless::LayerVersion"
+                | "AWS::Serverless::Api"
+                | "AWS::Serverless::HttpApi",
+            ) => {}
+            other => reader.warnings.push(Problem::new(
+                file,
+                format!("Resources.{logical_id}"),
+                "Type",
+                format!(
+                    "{} is not created: ESB runs functions, their layers and APIs",
+                    other.unwrap_or("(none)")
+                ),
+            )),
         }
     }
     let SamReader {
         mut config,
         labels,
         apis,
+        warnings,
         ..
     } = reader;
     config.authorizers = apis.authorizers;
+    config.warnings = warnings;
+    for name in resolver.unresolved.borrow().iter() {
+        problems.push(Problem::new(
+            file,
+            format!("Parameters.{name}"),
+            "",
+            "has no Default and no value: give it one with a parameter override",
+        ));
+    }
     check_routes(&config, &labels, file, &mut problems);
     if problems.is_empty() {
         Ok(config)
@@ -211,6 +276,12 @@ struct SamReader<'t, 'p> {
     /// `Globals.Function`, under every function's own properties.
     globals: Partial,
     report: Report<'p>,
+    /// What the template asks for and ESB does not do.
+    warnings: Vec<Problem>,
+    /// The schedules of the function being read.
+    schedules: Vec<ScheduleConfig>,
+    /// The template's directory: `CodeUri` and `ContentUri` are relative to it.
+    base: &'t Path,
     config: Config,
     /// Each route's label for [`check_routes`], in the order of `config.routes`.
     labels: Vec<String>,
@@ -241,8 +312,26 @@ impl SamReader<'_, '_> {
             return;
         }
 
-        let mut partial = read_sam_function(properties, self.resolver, &mut self.report, &item);
-        partial.image = self.image(logical_id, resource, properties, &item);
+        let mut context = Context {
+            resolver: self.resolver,
+            report: &mut self.report,
+            warnings: &mut self.warnings,
+            base: self.base,
+        };
+        for key in properties.keys().map(key_text) {
+            if !FUNCTION_PROPERTIES.contains(&key.as_str()) {
+                context.warn(&item, &key, "not run: ESB does not apply this property");
+            }
+        }
+        let mut partial = read_sam_function(properties, &mut context, &item);
+        let image = self.image(logical_id, resource, properties, &item);
+        let is_image = image.is_some()
+            || properties
+                .get("PackageType")
+                .and_then(|p| self.resolver.resolve(p))
+                .as_deref()
+                == Some("Image");
+        partial.image = image;
         if let Some(events) = properties
             .get("Events")
             .and_then(|e| mapping(e, &mut self.report, &item, "Events"))
@@ -252,17 +341,20 @@ impl SamReader<'_, '_> {
                 self.event(&name, &label, event);
             }
         }
-        if let Some(function) =
-            partial
-                .under(&self.globals)
-                .finish(name.clone(), &mut self.report, &item)
+        let mut partial = partial.under(&self.globals);
+        partial.schedules = std::mem::take(&mut self.schedules);
+        if is_image {
+            // Globals' Runtime, Handler, CodeUri and Layers are for zip functions.
+            partial = partial.without_package();
+        }
+        if let Some(function) = partial.finish(name.clone(), &mut self.report, &item, &SAM_PACKAGE)
         {
             self.config.functions.insert(name, function);
         }
     }
 
-    /// The function's image: `ImageUri`, else the tag `sam build` gives it; only
-    /// `PackageType: Image` functions are accepted.
+    /// The function's image when it is `PackageType: Image`: `ImageUri`, else the tag
+    /// `sam build` gives it.
     fn image(
         &mut self,
         logical_id: &str,
@@ -273,12 +365,17 @@ impl SamReader<'_, '_> {
         let package_type = properties
             .get("PackageType")
             .and_then(|p| self.resolver.resolve(p));
-        if package_type.as_deref() != Some("Image") {
-            self.report.push(
-                item,
-                "PackageType",
-                "only PackageType: Image functions can run here",
-            );
+        match package_type.as_deref() {
+            Some("Image") => {}
+            None | Some("Zip") => return None,
+            Some(other) => {
+                self.report.push(
+                    item,
+                    "PackageType",
+                    format!("{other:?} is not Zip or Image"),
+                );
+                return None;
+            }
         }
         let image = properties
             .get("ImageUri")
@@ -290,7 +387,7 @@ impl SamReader<'_, '_> {
                     .and_then(text_value)?;
                 Some(format!("{}:{tag}", logical_id.to_ascii_lowercase()))
             });
-        if image.is_none() && package_type.as_deref() == Some("Image") {
+        if image.is_none() {
             self.report.push(
                 item,
                 "ImageUri",
@@ -300,12 +397,89 @@ impl SamReader<'_, '_> {
         image
     }
 
+    /// Reads a `Schedule` / `ScheduleV2` event into a schedule of the function being read.
+    fn schedule(&mut self, function: &str, label: &str, kind: &str, event: &Value) {
+        let empty = Mapping::new();
+        let props = match event.get("Properties") {
+            Some(p) => mapping(p, &mut self.report, label, "Properties").unwrap_or(&empty),
+            None => &empty,
+        };
+        let resolve = |key: &str| props.get(key).and_then(|v| self.resolver.resolve(v));
+        let field = if kind == "Schedule" {
+            "Schedule"
+        } else {
+            "ScheduleExpression"
+        };
+        let Some(text) = resolve(field) else {
+            self.report.push(
+                label,
+                field,
+                "missing: a schedule needs rate(...) or cron(...)",
+            );
+            return;
+        };
+        let expression = match text.parse() {
+            Ok(expression) => expression,
+            Err(reason) => {
+                self.report.push(label, field, reason);
+                return;
+            }
+        };
+        let event_key = label.rsplit('.').next().unwrap_or(label);
+        let name = resolve("Name").unwrap_or_else(|| format!("{function}-{event_key}"));
+        let mut schedule = ScheduleConfig::new(name, expression);
+        if let Some(enabled) = props.get("Enabled") {
+            // `false`, and YAML 1.1's `False` / `FALSE` that templates use.
+            schedule.enabled = enabled.as_bool().unwrap_or(true)
+                && !self
+                    .resolver
+                    .resolve(enabled)
+                    .is_some_and(|text| text.eq_ignore_ascii_case("false"));
+        }
+        if let Some(state) = resolve("State") {
+            schedule.enabled = !state.eq_ignore_ascii_case("DISABLED");
+        }
+        schedule.input = props.get("Input").and_then(|input| match input {
+            Value::String(text) => Some(text.clone()),
+            other => self.resolver.resolve(other),
+        });
+        if let Some(zone) = resolve("ScheduleExpressionTimezone")
+            && zone != "UTC"
+            && zone != "Etc/UTC"
+        {
+            self.warnings.push(Problem::new(
+                self.report.file,
+                label,
+                "ScheduleExpressionTimezone",
+                format!("{zone} is not applied: schedules run in UTC"),
+            ));
+        }
+        self.schedules.push(schedule);
+    }
+
     /// Adds the route of one `Api` / `HttpApi` event of `function`; other events are skipped.
     fn event(&mut self, function: &str, label: &str, event: &Value) {
-        let (payload_format, kind, api_field) = match event.get("Type").and_then(Value::as_str) {
+        let event_type = event.get("Type").and_then(Value::as_str);
+        if let Some(kind @ ("Schedule" | "ScheduleV2")) = event_type {
+            self.schedule(function, label, kind, event);
+            return;
+        }
+        let (payload_format, kind, api_field) = match event_type {
             Some("Api") => (PayloadFormat::V1, ApiKind::Rest, "RestApiId"),
             Some("HttpApi") => (PayloadFormat::V2, ApiKind::Http, "ApiId"),
-            _ => return,
+            other => {
+                let kind = other.unwrap_or("(none)");
+                self.warnings.push(Problem::new(
+                    self.report.file,
+                    label,
+                    "Type",
+                    format!(
+                        "{kind} events are not run: only Api, HttpApi, Schedule and ScheduleV2 \
+                         events are"
+                    ),
+                ));
+                return;
+            }
         };
         let report = &mut self.report;
         let empty = Mapping::new();
@@ -358,7 +532,181 @@ impl SamReader<'_, '_> {
     }
 }
 
-fn read_sam_function(
+/// The function properties ESB reads; any other is listed as a warning.
+const FUNCTION_PROPERTIES: &[&str] = &[
+    "FunctionName",
+    "Runtime",
+    "Handler",
+    "CodeUri",
+    "Layers",
+    "Architectures",
+    "PackageType",
+    "ImageUri",
+    "ImageConfig",
+    "Timeout",
+    "MemorySize",
+    "Environment",
+    "ReservedConcurrentExecutions",
+    "ProvisionedConcurrencyConfig",
+    "AutoPublishAlias",
+    "EventInvokeConfig",
+    "Events",
+    "Description",
+];
+
+/// What reading one function's properties needs besides them.
+struct Context<'c, 'r> {
+    resolver: &'c Resolver<'c>,
+    report: &'c mut Report<'r>,
+    warnings: &'c mut Vec<Problem>,
+    base: &'c Path,
+}
+
+impl Context<'_, '_> {
+    /// Lists something the template asks for that ESB does not do.
+    fn warn(&mut self, item: &str, field: &str, message: impl Into<String>) {
+        self.warnings
+            .push(Problem::new(self.report.file, item, field, message));
+    }
+}
+
+fn read_sam_function(props: &Mapping, context: &mut Context<'_, '_>, item: &str) -> Partial {
+    let resolver = context.resolver;
+    read_package(props, context, item).under(&read_limits(props, resolver, context.report, item))
+}
+
+/// Runtime, Handler, CodeUri, Layers, Architectures, ImageConfig.
+fn read_package(props: &Mapping, context: &mut Context<'_, '_>, item: &str) -> Partial {
+    let resolver = context.resolver;
+    let mut p = Partial::default();
+    let resolved = |key: &str| props.get(key).map(|v| (v, resolver.resolve(v)));
+    if let Some((value, text)) = resolved("Runtime") {
+        p.runtime = text;
+        if p.runtime.is_none() {
+            context.report.push(
+                item,
+                "Runtime",
+                format!("{} does not resolve to a runtime name", value_debug(value)),
+            );
+        }
+    }
+    if let Some((_, text)) = resolved("Handler") {
+        p.handler = text;
+    }
+    if let Some((value, text)) = resolved("CodeUri") {
+        p.code_invalid = !matches!(&text, Some(uri) if !uri.starts_with("s3://"));
+        match text {
+            Some(uri) if uri.starts_with("s3://") => context.report.push(
+                item,
+                "CodeUri",
+                format!("{uri:?}: code in S3 cannot be run here; point CodeUri at a local directory or .zip"),
+            ),
+            Some(uri) => p.code = Some(context.base.join(uri)),
+            None => context.report.push(
+                item,
+                "CodeUri",
+                format!("{}: code in S3 cannot be run here; point CodeUri at a local directory or .zip", value_debug(value)),
+            ),
+        }
+    }
+    if let Some(layers) = props.get("Layers") {
+        p.layers = Some(read_layers(layers, context, item));
+    }
+    if let Some(Value::Sequence(archs)) = props.get("Architectures") {
+        let host = match std::env::consts::ARCH {
+            "aarch64" => "arm64",
+            other => other,
+        };
+        for arch in archs.iter().filter_map(|a| resolver.resolve(a)) {
+            if arch != host {
+                context.warn(
+                    item,
+                    "Architectures",
+                    format!("{arch} is not this host's architecture ({host}): native code built for {arch} will not run"),
+                );
+            }
+        }
+    }
+    if let Some(config) = props.get("ImageConfig")
+        && let Some(config) = mapping(config, context.report, item, "ImageConfig")
+    {
+        let list = |key: &str| -> Option<Vec<String>> {
+            match config.get(key)? {
+                Value::Sequence(items) => items.iter().map(|i| resolver.resolve(i)).collect(),
+                other => resolver.resolve(other).map(|s| vec![s]),
+            }
+        };
+        p.image_config.entry_point = list("EntryPoint");
+        p.image_config.command = list("Command");
+        p.image_config.working_directory = config
+            .get("WorkingDirectory")
+            .and_then(|w| resolver.resolve(w));
+    }
+    p
+}
+
+/// A function's `Layers`: local `AWS::Serverless::LayerVersion` resources (their
+/// `ContentUri`); a layer ARN is listed as a warning and left out.
+fn read_layers(value: &Value, context: &mut Context<'_, '_>, item: &str) -> Vec<PathBuf> {
+    let Value::Sequence(layers) = value else {
+        context
+            .report
+            .push(item, "Layers", "expected a list of layers");
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let field = format!("Layers[{i}]");
+        let Some(name) = context.resolver.resolve(layer) else {
+            let message = match context.resolver.unresolved(layer) {
+                Some(name) => format!(
+                    "{name:?} is no AWS::Serverless::LayerVersion of this template, nor a parameter"
+                ),
+                None => format!("{} does not resolve to a layer", value_debug(layer)),
+            };
+            context.report.push(item, &field, message);
+            continue;
+        };
+        if name.starts_with("arn:") {
+            context.warn(
+                item,
+                &field,
+                format!("layer {name} is not run: only layers of this template (AWS::Serverless::LayerVersion with a local ContentUri) are merged"),
+            );
+            continue;
+        }
+        let resource = context
+            .resolver
+            .resources
+            .and_then(|r| r.get(name.as_str()));
+        let kind = resource.and_then(|r| r.get("Type")).and_then(Value::as_str);
+        let content = resource
+            .and_then(|r| r.get("Properties"))
+            .and_then(|p| p.get("ContentUri"))
+            .and_then(|c| context.resolver.resolve(c));
+        match (kind, content) {
+            (Some("AWS::Serverless::LayerVersion"), Some(uri)) if !uri.starts_with("s3://") => {
+                paths.push(context.base.join(uri));
+            }
+            (Some("AWS::Serverless::LayerVersion"), _) => context.report.push(
+                item,
+                &field,
+                format!("layer {name}: its ContentUri is not a local directory or .zip"),
+            ),
+            _ => context.report.push(
+                item,
+                &field,
+                format!(
+                    "{name:?} is no AWS::Serverless::LayerVersion of this template, nor a layer ARN"
+                ),
+            ),
+        }
+    }
+    paths
+}
+
+/// Timeout, memory, concurrency, aliases, async settings and environment.
+fn read_limits(
     props: &Mapping,
     resolver: &Resolver<'_>,
     report: &mut Report<'_>,

@@ -157,7 +157,8 @@ impl Apis {
     }
 
     /// How a route of an event authorizes: its `Auth.Authorizer`, else its API's default;
-    /// `NONE` opens it; a name that is no Lambda authorizer is the JWT check.
+    /// `NONE` or no authorizer at all opens it (as on API Gateway); a name that is no Lambda
+    /// authorizer (a JWT or Cognito authorizer) is the JWT check.
     pub(crate) fn auth(
         &self,
         kind: ApiKind,
@@ -171,7 +172,7 @@ impl Apis {
             Some(name) => api
                 .and_then(|a| a.authorizers.get(name))
                 .map_or(Auth::Jwt, |key| Auth::Lambda(Arc::from(key.as_str()))),
-            None => Auth::Jwt,
+            None => Auth::None,
         }
     }
 

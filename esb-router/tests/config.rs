@@ -335,7 +335,7 @@ fn sam_template_functions_and_events() {
                 RouteMethod::Method(http::Method::GET),
                 "/hello".into(),
                 "hello-dev",
-                Auth::Jwt,
+                Auth::None,
                 Some(PayloadFormat::V1)
             ),
             (
@@ -349,7 +349,7 @@ fn sam_template_functions_and_events() {
                 RouteMethod::Method(http::Method::POST),
                 "/legacy".into(),
                 "BuiltFunction",
-                Auth::Jwt,
+                Auth::None,
                 Some(PayloadFormat::V1)
             ),
         ]
@@ -362,7 +362,7 @@ fn sam_template_validation_names_resources() {
 Resources:
   Zip:
     Type: AWS::Serverless::Function
-    Properties: { CodeUri: ./src, Handler: app.handler, Runtime: python3.12, MemorySize: 64 }
+    Properties: { CodeUri: ./no-such-dir, Handler: app.handler, Runtime: python3.12, MemorySize: 64 }
   Img:
     Type: AWS::Serverless::Function
     Properties:
@@ -373,10 +373,11 @@ Resources:
         E: { Type: Api, Properties: { Path: "/x/{a}{b}", Method: get } }
 "#;
     let problems = problems(Config::from_sam_str(template, &env(&[])));
+    // Zip functions run (issue 11); their code must exist.
     assert!(
-        find(&problems, "Resources.Zip", "PackageType")
+        find(&problems, "Resources.Zip", "CodeUri")
             .message
-            .contains("Image")
+            .contains("does not exist")
     );
     assert!(
         find(&problems, "Resources.Zip", "MemorySize")

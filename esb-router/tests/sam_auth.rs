@@ -121,8 +121,8 @@ fn authorizers_and_cors_come_from_the_apis_of_a_template() {
     );
     assert_eq!(
         route(&config, "/implicit").auth,
-        Auth::Jwt,
-        "the implicit API has no authorizer"
+        Auth::None,
+        "the implicit API has no authorizer: open, as on API Gateway"
     );
     assert_eq!(
         route(&config, "/http").auth,

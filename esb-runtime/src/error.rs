@@ -83,6 +83,28 @@ pub enum Error {
         /// The backend.
         backend: &'static str,
     },
+    /// A zip function's code or layer could not be read, extracted or merged.
+    #[error("function {function}: cannot prepare {}: {source}", .path.display())]
+    Package {
+        /// The function.
+        function: String,
+        /// The code or layer at fault.
+        path: std::path::PathBuf,
+        /// The I/O or archive error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A zip function's runtime cannot run on this host (its interpreter or runtime client
+    /// is missing).
+    #[error("function {function}: runtime {runtime}: {reason}")]
+    ManagedRuntime {
+        /// The function.
+        function: String,
+        /// The runtime identifier (`python3.12`).
+        runtime: String,
+        /// What is missing and how to install it.
+        reason: String,
+    },
     /// The backend (containerd, a remote agent) cannot be reached.
     #[error("backend unavailable: {0}")]
     Unavailable(String),

@@ -22,6 +22,7 @@
 mod error;
 mod invoke;
 pub mod logs;
+pub mod managed;
 mod output;
 pub use output::{MAX_LINE_BYTES, SPLIT_MARKER};
 pub mod runtime_api;
@@ -68,6 +69,7 @@ use async_trait::async_trait;
 pub use error::{BoxError, Error, Result};
 pub use invoke::{FunctionError, InvokeRequest, InvokeResponse, InvokeResult, billed};
 pub use logs::{LogLine, LogSink, LogStream};
+pub use managed::ManagedRuntime;
 #[cfg(any(feature = "process", feature = "containerd"))]
 pub use sandbox::{
     DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, FunctionCredentials, LambdaSettings,

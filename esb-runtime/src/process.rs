@@ -269,7 +269,10 @@ impl ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(root) = &self.config.task_root {
+        // A zip function's code directory (its LAMBDA_TASK_ROOT) is its working directory.
+        if let Some(root) = spec.env.get("LAMBDA_TASK_ROOT") {
+            command.current_dir(root);
+        } else if let Some(root) = &self.config.task_root {
             command.current_dir(root);
         }
         Ok(command)

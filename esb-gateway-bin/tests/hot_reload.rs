@@ -1,0 +1,162 @@
+//! `--watch`: an edited handler answers the next request; a broken template keeps the running
+//! configuration serving and prints its problem.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use esb_gateway::GatewayConfig;
+use esb_gateway::hot_reload::{DEFAULT_POLL, code_dirs, spawn};
+use esb_runtime::managed::{Managed, ManagedConfig};
+use support::clients;
+
+fn handler(answer: &str) -> String {
+    format!("def handler(event, context):\n    return {{\"answer\": \"{answer}\"}}\n")
+}
+
+async fn answer(gateway: &esb_gateway::Gateway) -> String {
+    let body: serde_json::Value = support::client()
+        .post(format!(
+            "{}/2015-03-31/functions/reload/invocations",
+            gateway.url()
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["answer"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_edited_handler_answers_the_next_requests() {
+    let Some(python) = clients::python_with(&["awslambdaric"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let code = tmp.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("app.py"), handler("one")).unwrap();
+    let functions = format!(
+        "functions:\n  reload:\n    runtime: python3.12\n    handler: app.handler\n    code: {}\n    \
+         scaling: {{ idle_timeout: 3600 }}\n",
+        code.display()
+    );
+    let mut config =
+        esb_router::Config::from_yaml_str(&functions, "routes: []\n", &|_| None).unwrap();
+    let managed = Managed::new(
+        ManagedConfig::new(tmp.path().join("cache"), std::env::var("PATH").unwrap())
+            .interpreter("python3.12", &python),
+    );
+    esb_gateway::packages::prepare(&mut config, &managed, None).unwrap();
+    let dirs = code_dirs(&config);
+    assert_eq!(dirs.len(), 1);
+    let gateway = support::start(GatewayConfig::new(config, "127.0.0.1:0".parse().unwrap())).await;
+    let watcher = spawn(gateway.pool().clone(), dirs, DEFAULT_POLL);
+
+    // Warm: the same sandbox keeps answering the old code.
+    assert_eq!(answer(&gateway).await, "one");
+    assert_eq!(answer(&gateway).await, "one");
+    for edit in ["two", "three"] {
+        std::fs::write(code.join("app.py"), handler(edit)).unwrap();
+        // The watcher replaces the warm sandbox once the edit has settled (two polls).
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = answer(&gateway).await;
+            if seen == edit {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen, edit);
+        // And it stays: the new sandbox is not replaced again.
+        assert_eq!(answer(&gateway).await, edit);
+    }
+    watcher.abort();
+    gateway.shutdown().await;
+}
+
+#[test]
+fn a_broken_template_keeps_the_running_configuration_and_prints_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let code = tmp.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    let bootstrap = code.join("bootstrap");
+    std::fs::copy(esb_testfn::build_bin("zip_fn").unwrap(), &bootstrap).unwrap();
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let template = tmp.path().join("template.yaml");
+    let good = "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      \
+                Runtime: provided.al2023\n      Handler: bootstrap\n      CodeUri: code\n      \
+                FunctionName: fn\n";
+    std::fs::write(&template, good).unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listen.local_addr().unwrap().port();
+    drop(listen);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
+        .arg("--watch")
+        .arg("--template")
+        .arg(&template)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--code-cache",
+            &tmp.path().join("cache").display().to_string(),
+        ])
+        .env_remove("ESB_TEMPLATE")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        let mut seen = Vec::new();
+        while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
+            if line.contains(what) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("no line with {what:?} in {seen:#?}");
+    };
+    wait_for("esb-gateway listening");
+    let invoke = || -> u16 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            support::client()
+                .post(format!(
+                    "http://127.0.0.1:{port}/2015-03-31/functions/fn/invocations"
+                ))
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(invoke(), 200);
+    std::fs::write(&template, good.replace("provided.al2023", "java21")).unwrap();
+    let problem = wait_for("is not a runtime ESB runs");
+    assert!(problem.contains("Runtime"), "{problem}");
+    assert_eq!(invoke(), 200, "the running configuration keeps serving");
+    // A graceful stop, so the gateway destroys its sandbox.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
