@@ -317,8 +317,9 @@ impl Args {
         }
     }
 
-    /// Loads the functions and routes, and builds the gateway's config (not yet validated).
-    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+    /// Loads the functions and routes as the files state them (parameters, `--env-vars`),
+    /// zip functions not yet prepared.
+    pub fn functions(&self) -> anyhow::Result<esb_router::Config> {
         let overrides: std::collections::BTreeMap<&str, &str> = self
             .parameter_overrides
             .iter()
@@ -345,6 +346,12 @@ impl Args {
             crate::packages::apply_env_vars(&mut functions, &text)
                 .map_err(|err| anyhow::anyhow!("--env-vars {}: {err}", path.display()))?;
         }
+        Ok(functions)
+    }
+
+    /// Loads the functions and routes, and builds the gateway's config (not yet validated).
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let mut functions = self.functions()?;
         for warning in &functions.warnings {
             tracing::warn!("not run: {warning}");
         }
@@ -540,9 +547,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
     let runtimes = args.runtimes(log_sink).await?;
-    let code_dirs = crate::hot_reload::code_dirs(&config.functions);
+    let targets = if args.watch {
+        crate::hot_reload::targets(&args.functions()?)
+    } else {
+        Vec::new()
+    };
     let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
-    let _watchers = args.watch.then(|| watch(&args, &gateway, code_dirs));
+    let _watchers = args.watch.then(|| watch(&args, &gateway, targets));
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
     gateway.run_until(shutdown_signal()).await;
     if let Some(shipper) = shipper {
@@ -554,13 +565,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// A start-up error as this binary says it: configuration fields by their flag or
 /// environment variable.
-/// Starts `--watch`: code directories retire their function's sandboxes when they change;
+/// Starts `--watch`: a zip function's code or layers changing replaces its sandboxes;
 /// configuration files are checked again when they change (the running configuration keeps
 /// serving; a restart applies a valid new one).
 fn watch(
     args: &Args,
     gateway: &Gateway,
-    code_dirs: Vec<(String, PathBuf)>,
+    targets: Vec<crate::hot_reload::Target>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::hot_reload::{DEFAULT_POLL, spawn, spawn_config_watch};
     let files: Vec<PathBuf> = [
@@ -588,7 +599,12 @@ fn watch(
         }
     });
     vec![
-        spawn(gateway.pool().clone(), code_dirs, DEFAULT_POLL),
+        spawn(
+            gateway.pool().clone(),
+            targets,
+            Arc::new(args.managed()),
+            DEFAULT_POLL,
+        ),
         config_watch,
     ]
 }

@@ -8,18 +8,26 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use esb_gateway::GatewayConfig;
-use esb_gateway::hot_reload::{DEFAULT_POLL, code_dirs, spawn};
+use esb_gateway::hot_reload::{DEFAULT_POLL, spawn, targets};
 use esb_runtime::managed::{Managed, ManagedConfig};
 use support::clients;
 
 fn handler(answer: &str) -> String {
-    format!("def handler(event, context):\n    return {{\"answer\": \"{answer}\"}}\n")
+    format!(
+        "import helper\n\ndef handler(event, context):\n    return {{\"answer\": \"{answer}\", \"layer\": helper.WHO}}\n"
+    )
 }
 
 async fn answer(gateway: &esb_gateway::Gateway) -> String {
+    answers(gateway).await.0
+}
+
+/// The handler's answer and the layer's value.
+async fn answers(gateway: &esb_gateway::Gateway) -> (String, String) {
     let body: serde_json::Value = support::client()
         .post(format!(
             "{}/2015-03-31/functions/reload/invocations",
@@ -32,7 +40,8 @@ async fn answer(gateway: &esb_gateway::Gateway) -> String {
         .json()
         .await
         .unwrap();
-    body["answer"].as_str().unwrap_or_default().to_owned()
+    let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+    (text("answer"), text("layer"))
 }
 
 #[tokio::test]
@@ -44,22 +53,26 @@ async fn an_edited_handler_answers_the_next_requests() {
     let code = tmp.path().join("code");
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(code.join("app.py"), handler("one")).unwrap();
+    let layer = tmp.path().join("layer/python");
+    std::fs::create_dir_all(&layer).unwrap();
+    std::fs::write(layer.join("helper.py"), "WHO = 'layer-1'\n").unwrap();
     let functions = format!(
         "functions:\n  reload:\n    runtime: python3.12\n    handler: app.handler\n    code: {}\n    \
-         scaling: {{ idle_timeout: 3600 }}\n",
-        code.display()
+         layers: [{}]\n    scaling: {{ idle_timeout: 3600 }}\n",
+        code.display(),
+        tmp.path().join("layer").display()
     );
-    let mut config =
-        esb_router::Config::from_yaml_str(&functions, "routes: []\n", &|_| None).unwrap();
-    let managed = Managed::new(
+    let loaded = esb_router::Config::from_yaml_str(&functions, "routes: []\n", &|_| None).unwrap();
+    let managed = Arc::new(Managed::new(
         ManagedConfig::new(tmp.path().join("cache"), std::env::var("PATH").unwrap())
             .interpreter("python3.12", &python),
-    );
+    ));
+    let watched = targets(&loaded);
+    assert_eq!(watched.len(), 1);
+    let mut config = loaded.clone();
     esb_gateway::packages::prepare(&mut config, &managed, None).unwrap();
-    let dirs = code_dirs(&config);
-    assert_eq!(dirs.len(), 1);
     let gateway = support::start(GatewayConfig::new(config, "127.0.0.1:0".parse().unwrap())).await;
-    let watcher = spawn(gateway.pool().clone(), dirs, DEFAULT_POLL);
+    let watcher = spawn(gateway.pool().clone(), watched, managed, DEFAULT_POLL);
 
     // Warm: the same sandbox keeps answering the old code.
     assert_eq!(answer(&gateway).await, "one");
@@ -79,6 +92,22 @@ async fn an_edited_handler_answers_the_next_requests() {
         // And it stays: the new sandbox is not replaced again.
         assert_eq!(answer(&gateway).await, edit);
     }
+    // A layer edit: the layers are merged anew and the next sandbox sees them.
+    assert_eq!(answers(&gateway).await.1, "layer-1");
+    std::fs::write(layer.join("helper.py"), "WHO = 'layer-2'\n").unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = answers(&gateway).await.1;
+        if seen == "layer-2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "layer-2");
+    assert_eq!(
+        answers(&gateway).await,
+        ("three".to_owned(), "layer-2".to_owned())
+    );
     watcher.abort();
     gateway.shutdown().await;
 }
