@@ -189,3 +189,127 @@ fn a_broken_template_keeps_the_running_configuration_and_prints_the_problem() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// The gateway binary with `--watch` over `functions.yml` and `routing.yml` in `dir`,
+/// and its standard error line by line.
+fn watched_gateway(
+    dir: &std::path::Path,
+    port: u16,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
+        .arg("--watch")
+        .arg("--functions")
+        .arg(dir.join("functions.yml"))
+        .arg("--routing")
+        .arg(dir.join("routing.yml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("ESB_TEMPLATE")
+        .env_remove("JWT_SECRET_KEY")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
+        if line.contains(what) {
+            return line;
+        }
+        seen.push(line);
+    }
+    panic!("no line with {what:?} in {seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_edit_adds_and_removes_routes_and_functions_without_dropping_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http_fn = support::http_fn().display().to_string();
+    let testfn = support::testfn().display().to_string();
+    let functions = |with_new: bool| {
+        let mut yaml = format!(
+            "functions:\n  web: {{ command: [\"{http_fn}\"] }}\n  slow: {{ command: [\"{testfn}\"], timeout: 10 }}\n"
+        );
+        if with_new {
+            yaml.push_str(&format!("  web2: {{ command: [\"{http_fn}\"] }}\n"));
+        }
+        yaml
+    };
+    let routes = |paths: &[(&str, &str)]| {
+        let mut yaml = "routes:\n".to_owned();
+        for (path, function) in paths {
+            yaml.push_str(&format!(
+                "  - {{ path: \"{path}\", method: GET, function: {function}, auth: none }}\n"
+            ));
+        }
+        yaml
+    };
+    std::fs::write(tmp.path().join("functions.yml"), functions(false)).unwrap();
+    std::fs::write(tmp.path().join("routing.yml"), routes(&[("/a", "web")])).unwrap();
+    let port = {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listen.local_addr().unwrap().port()
+    };
+    let (mut child, lines) = watched_gateway(tmp.path(), port);
+    let base = format!("http://127.0.0.1:{port}");
+    let lines = tokio::task::spawn_blocking(move || {
+        wait_for(&lines, "esb-gateway listening");
+        lines
+    })
+    .await
+    .unwrap();
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            support::client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get("/a").await, 200);
+    assert_eq!(get("/b").await, 404);
+
+    // A long invocation in flight across the reload.
+    let slow = tokio::spawn(
+        support::client()
+            .post(format!("{base}/2015-03-31/functions/slow/invocations"))
+            .body(r#"{"sleep_ms": 2000}"#)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new function and a new route; the old route goes.
+    std::fs::write(tmp.path().join("functions.yml"), functions(true)).unwrap();
+    std::fs::write(tmp.path().join("routing.yml"), routes(&[("/b", "web2")])).unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        wait_for(&lines, "configuration reloaded");
+        lines
+    })
+    .await
+    .unwrap();
+    assert_eq!(get("/b").await, 200);
+    assert_eq!(get("/a").await, 404);
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(slow.status().as_u16(), 200);
+    drop(lines);
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
