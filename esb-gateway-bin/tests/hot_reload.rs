@@ -144,6 +144,7 @@ fn a_broken_template_keeps_the_running_configuration_and_prints_the_problem() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let mut child = Stopped(child);
     let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -185,9 +186,25 @@ fn a_broken_template_keeps_the_running_configuration_and_prints_the_problem() {
     assert!(problem.contains("Runtime"), "{problem}");
     assert_eq!(invoke(), 200, "the running configuration keeps serving");
     // A graceful stop, so the gateway destroys its sandbox.
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// A child process stopped with SIGTERM (and waited for) when dropped, even by a failing
+/// assertion.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// The gateway binary with `--watch` over `functions.yml` and `routing.yml` in `dir`,
@@ -260,7 +277,8 @@ async fn a_config_edit_adds_and_removes_routes_and_functions_without_dropping_re
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listen.local_addr().unwrap().port()
     };
-    let (mut child, lines) = watched_gateway(tmp.path(), port);
+    let (child, lines) = watched_gateway(tmp.path(), port);
+    let mut child = Stopped(child);
     let base = format!("http://127.0.0.1:{port}");
     let lines = tokio::task::spawn_blocking(move || {
         wait_for(&lines, "esb-gateway listening");
@@ -309,7 +327,7 @@ async fn a_config_edit_adds_and_removes_routes_and_functions_without_dropping_re
     assert_eq!(slow.status().as_u16(), 200);
     drop(lines);
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }
