@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use esb_gateway::hot_reload::{DEFAULT_POLL, code_dirs, spawn};
+use esb_gateway::hot_reload::{DEFAULT_POLL, spawn, targets};
 use esb_gateway::{Gateway, GatewayConfig};
 use esb_runtime::logs::NullLogSink;
 use esb_runtime::managed::{Managed, ManagedConfig, ZipFunction};
@@ -60,10 +60,10 @@ async fn main() -> anyhow::Result<()> {
     let code = dir.join("code");
     std::fs::create_dir_all(&code)?;
     std::fs::write(code.join("app.py"), handler("0"))?;
-    let managed = Managed::new(
+    let managed = std::sync::Arc::new(Managed::new(
         ManagedConfig::new(dir.join("cache"), std::env::var("PATH").unwrap_or_default())
             .interpreter("python3.12", &args.python),
-    );
+    ));
     let result = run(&args, &dir, &code, &managed).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -73,7 +73,7 @@ async fn run(
     args: &Args,
     dir: &std::path::Path,
     code: &std::path::Path,
-    managed: &Managed,
+    managed: &std::sync::Arc<Managed>,
 ) -> anyhow::Result<()> {
     // Cold start, on the runtime itself.
     let boot = managed.prepare(&ZipFunction::new(
@@ -106,9 +106,10 @@ async fn run(
         "functions:\n  bench-py:\n    runtime: python3.12\n    handler: app.handler\n    code: {}\n",
         code.display()
     );
-    let mut config = esb_router::Config::from_yaml_str(&functions, "routes: []\n", &|_| None)?;
+    let loaded = esb_router::Config::from_yaml_str(&functions, "routes: []\n", &|_| None)?;
+    let watched = targets(&loaded);
+    let mut config = loaded;
     esb_gateway::packages::prepare(&mut config, managed, None)?;
-    let dirs = code_dirs(&config);
     let gateway = Gateway::start(
         GatewayConfig::new(config, "127.0.0.1:0".parse()?),
         vec![std::sync::Arc::new(ProcessRuntime::new(
@@ -116,7 +117,12 @@ async fn run(
         ))],
     )
     .await?;
-    let watcher = spawn(gateway.pool().clone(), dirs, DEFAULT_POLL);
+    let watcher = spawn(
+        gateway.pool().clone(),
+        watched,
+        std::sync::Arc::clone(managed),
+        DEFAULT_POLL,
+    );
     let client = reqwest::Client::new();
     let url = format!(
         "{}/2015-03-31/functions/bench-py/invocations",

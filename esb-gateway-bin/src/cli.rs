@@ -219,9 +219,10 @@ pub struct Args {
     #[arg(long, env = "ESB_ENV_VARS")]
     pub env_vars: Option<PathBuf>,
 
-    /// Hot reload: after a zip function's code directory changes, its sandboxes are
+    /// Hot reload: after a zip function's code or layers change, its sandboxes are
     /// replaced (idle ones at once, busy ones after their invocation); a changed
-    /// configuration file is checked and its problems printed.
+    /// configuration file is applied when valid (requests in flight finish) and its
+    /// problems printed when not.
     #[arg(long, env = "ESB_WATCH")]
     pub watch: bool,
 
@@ -343,8 +344,9 @@ impl Args {
         }
     }
 
-    /// Loads the functions and routes, and builds the gateway's config (not yet validated).
-    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+    /// Loads the functions and routes as the files state them (parameters, `--env-vars`),
+    /// zip functions not yet prepared.
+    pub fn functions(&self) -> anyhow::Result<esb_router::Config> {
         let overrides: std::collections::BTreeMap<&str, &str> = self
             .parameter_overrides
             .iter()
@@ -371,6 +373,12 @@ impl Args {
             crate::packages::apply_env_vars(&mut functions, &text)
                 .map_err(|err| anyhow::anyhow!("--env-vars {}: {err}", path.display()))?;
         }
+        Ok(functions)
+    }
+
+    /// Loads the functions and routes, and builds the gateway's config (not yet validated).
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let mut functions = self.functions()?;
         for warning in &functions.warnings {
             tracing::warn!("not run: {warning}");
         }
@@ -618,15 +626,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .validate(Some(&Capabilities::new("agent").network(network)))
             .map_err(|problems| explain(problems.into()))?;
     }
-    let code_dirs = crate::hot_reload::code_dirs(&config.functions);
-    let gateway = Gateway::start(config, runtimes).await.map_err(explain)?;
-    let _watchers = args.watch.then(|| watch(&args, &gateway, code_dirs));
+    let mut gateway = Gateway::start(config, runtimes.clone())
+        .await
+        .map_err(explain)?;
     // The metrics recorder is in place now: the shipper's series exist from the start.
     if let Some(shipper) = &shipper {
         shipper.register_metrics();
     }
     tracing::info!(url = %gateway.url(), "esb-gateway listening");
-    gateway.run_until(shutdown_signal()).await;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    if !args.watch {
+        gateway.run_until(signal).await;
+    } else {
+        let (reloads, mut reloaded) = tokio::sync::mpsc::channel(1);
+        let config_watch = watch_config(&args, reloads);
+        let mut code_watch = watch_code(&args, &gateway)?;
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                Some(config) = reloaded.recv() => {
+                    // The running gateway stops accepting; its in-flight requests finish
+                    // while the new one serves.
+                    let counts = (config.functions.functions.len(), config.functions.routes.len());
+                    gateway.stop_accepting();
+                    let new = start_again(config, runtimes.clone()).await.map_err(explain)?;
+                    let old = std::mem::replace(&mut gateway, new);
+                    tokio::spawn(old.shutdown());
+                    code_watch.abort();
+                    code_watch = watch_code(&args, &gateway)?;
+                    tracing::info!(functions = counts.0, routes = counts.1, "configuration reloaded");
+                }
+            }
+        }
+        config_watch.abort();
+        code_watch.abort();
+        gateway.shutdown().await;
+    }
     if let Some(release) = release {
         release().await;
     }
@@ -672,17 +708,13 @@ fn clamp_connections(limits: &mut crate::Limits) {
     }
 }
 
-/// A start-up error as this binary says it: configuration fields by their flag or
-/// environment variable.
-/// Starts `--watch`: code directories retire their function's sandboxes when they change;
-/// configuration files are checked again when they change (the running configuration keeps
-/// serving; a restart applies a valid new one).
-fn watch(
+/// `--watch` of the configuration files: a valid change is sent to `reloads` (the gateway
+/// is started anew with it); an invalid one is printed and the running one keeps serving.
+fn watch_config(
     args: &Args,
-    gateway: &Gateway,
-    code_dirs: Vec<(String, PathBuf)>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    use crate::hot_reload::{DEFAULT_POLL, spawn, spawn_config_watch};
+    reloads: tokio::sync::mpsc::Sender<GatewayConfig>,
+) -> tokio::task::JoinHandle<()> {
+    use crate::hot_reload::{DEFAULT_POLL, spawn_config_watch};
     let files: Vec<PathBuf> = [
         &args.template,
         &args.functions,
@@ -693,26 +725,58 @@ fn watch(
     .flatten()
     .cloned()
     .collect();
-    let check = args.clone();
-    let config_watch = spawn_config_watch(files, DEFAULT_POLL, move || {
-        match check.config().and_then(|c| {
-            c.validate(check.capabilities().as_ref())
-                .map_err(|p| explain(p.into()))
-        }) {
-            Ok(()) => tracing::warn!(
-                "configuration changed and is valid: restart esb-gateway to apply changes to functions and routes"
-            ),
+    let args = args.clone();
+    spawn_config_watch(files, DEFAULT_POLL, move || {
+        let config = args.config().and_then(|config| {
+            config
+                .validate(args.capabilities().as_ref())
+                .map_err(|problems| explain(problems.into()))?;
+            Ok(config)
+        });
+        match config {
+            Ok(config) => {
+                if reloads.try_send(config).is_err() {
+                    tracing::warn!("configuration changed again before the last reload: skipped");
+                }
+            }
             Err(err) => tracing::error!(
                 "configuration changed but is invalid; the running one keeps serving:\n{err:#}"
             ),
         }
-    });
-    vec![
-        spawn(gateway.pool().clone(), code_dirs, DEFAULT_POLL),
-        config_watch,
-    ]
+    })
 }
 
+/// `--watch` of the zip functions' code and layers of the running configuration.
+fn watch_code(args: &Args, gateway: &Gateway) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let targets = crate::hot_reload::targets(&args.functions()?);
+    Ok(crate::hot_reload::spawn(
+        gateway.pool().clone(),
+        targets,
+        Arc::new(args.managed()),
+        crate::hot_reload::DEFAULT_POLL,
+    ))
+}
+
+/// Starts a gateway on the address the one before it is giving up (retried for up to 2 s
+/// while that listener closes).
+async fn start_again(
+    config: GatewayConfig,
+    runtimes: Vec<Arc<dyn Runtime>>,
+) -> Result<Gateway, StartError> {
+    let mut tries = 0;
+    loop {
+        match Gateway::start(config.clone(), runtimes.clone()).await {
+            Err(StartError::Bind { .. }) if tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A start-up error as this binary says it: configuration fields by their flag or
+/// environment variable.
 fn explain(err: StartError) -> anyhow::Error {
     match err {
         StartError::Config(problems) => anyhow::anyhow!(problems.render(flag_of)),

@@ -1,73 +1,126 @@
-//! `--watch`: follows the code directories of zip functions and, once a change has settled
-//! (unchanged for one more poll), retires the function's sandboxes so that the next request
-//! runs the new code: idle ones are replaced at once, busy ones after their invocation.
+//! `--watch`: follows the code and layers of zip functions (directories or `.zip` files)
+//! and, once a change has settled (unchanged for one more poll), prepares the function again
+//! and replaces its sandboxes so that the next request runs the new code: idle ones at once,
+//! busy ones after their invocation.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use esb_pool::Pool;
-use esb_router::Config;
+use esb_router::{Config, FunctionConfig};
+use esb_runtime::managed::Managed;
 use tokio::task::JoinHandle;
 
 /// How often the watched trees are looked at.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
 
-/// The code directories of `config`'s zip functions, by function.
-pub fn code_dirs(config: &Config) -> Vec<(String, PathBuf)> {
+/// One zip function as configured (before [`crate::packages::prepare`]) and the paths it
+/// is made from: its code and its layers.
+#[derive(Clone, Debug)]
+pub struct Target {
+    function: FunctionConfig,
+    paths: Vec<PathBuf>,
+}
+
+/// The zip functions of `config` (as loaded, not yet prepared) and their code and layers.
+pub fn targets(config: &Config) -> Vec<Target> {
     config
         .functions
         .values()
         .filter_map(|f| {
             let package = f.package.as_ref()?;
-            package
-                .code
-                .is_dir()
-                .then(|| (f.name.clone(), package.code.clone()))
+            let mut paths = vec![package.code.clone()];
+            paths.extend(package.layers.iter().cloned());
+            Some(Target {
+                function: f.clone(),
+                paths,
+            })
         })
         .collect()
 }
 
-/// Follows `targets` (function, code directory) every `poll` and retires a function's
-/// sandboxes in `pool` once a change to its code has settled.
-pub fn spawn(pool: Pool, targets: Vec<(String, PathBuf)>, poll: Duration) -> JoinHandle<()> {
+/// Follows `targets` every `poll`; once a change to a function's code or layers has settled
+/// (unchanged for one more poll), prepares it again with `managed` (a `.zip` is extracted
+/// anew, layers merged anew) and makes `pool` replace its sandboxes: idle ones at once,
+/// busy ones after their invocation.
+pub fn spawn(
+    pool: Pool,
+    targets: Vec<Target>,
+    managed: Arc<Managed>,
+    poll: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen: Vec<Option<u64>> = targets.iter().map(|(_, dir)| fingerprint(dir)).collect();
+        let mut seen: Vec<Option<u64>> = targets.iter().map(|t| fingerprint(&t.paths)).collect();
         let mut pending = vec![false; targets.len()];
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (i, (function, dir)) in targets.iter().enumerate() {
-                let now = fingerprint(dir);
+            for (i, target) in targets.iter().enumerate() {
+                let now = fingerprint(&target.paths);
                 if now != seen[i] {
                     seen[i] = now;
                     pending[i] = true;
                 } else if pending[i] {
                     pending[i] = false;
-                    match pool.retire(function) {
-                        Ok(idle) => tracing::info!(
-                            function = %function,
-                            code = %dir.display(),
-                            idle_replaced = idle,
-                            "code changed: the next request runs the new code"
-                        ),
-                        Err(err) => {
-                            tracing::warn!(function = %function, error = %err, "cannot retire sandboxes")
-                        }
-                    }
+                    reload(&pool, target, &managed);
                 }
             }
         }
     })
 }
 
-/// A digest of the names, sizes and modification times under `dir` (Python's and Node's
-/// caches left out, as the functions write them), or `None` when it cannot be read.
-fn fingerprint(dir: &Path) -> Option<u64> {
-    use std::hash::Hasher;
+/// Prepares `target` again and hands its new spec to the pool.
+fn reload(pool: &Pool, target: &Target, managed: &Managed) {
+    let name = &target.function.name;
+    let mut config = Config::default();
+    config
+        .functions
+        .insert(name.clone(), target.function.clone());
+    if let Err(problems) = crate::packages::prepare(&mut config, managed, None) {
+        tracing::error!(function = %name, "code changed but cannot be prepared; the running sandboxes keep serving:\n{problems}");
+        return;
+    }
+    let Some(function) = config.functions.get(name) else {
+        return;
+    };
+    match pool.replace_spec(crate::pool_config(function).spec) {
+        Ok(idle) => tracing::info!(
+            function = %name,
+            idle_replaced = idle,
+            "code changed: the next request runs the new code"
+        ),
+        Err(err) => tracing::warn!(function = %name, error = %err, "cannot replace sandboxes"),
+    }
+}
+
+/// A digest of `paths`: for a file its size and modification time, for a directory those
+/// of everything under it (Python's bytecode caches left out).
+fn fingerprint(paths: &[PathBuf]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    walk(dir, &mut hasher).ok()?;
+    for path in paths {
+        let meta = std::fs::metadata(path).ok()?;
+        path.hash(&mut hasher);
+        if meta.is_dir() {
+            walk(path, &mut hasher).ok()?;
+        } else {
+            stamp(&meta, &mut hasher);
+        }
+    }
     Some(hasher.finish())
+}
+
+fn stamp(meta: &std::fs::Metadata, hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    meta.len().hash(hasher);
+    meta.modified()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .hash(hasher);
 }
 
 fn walk(dir: &Path, hasher: &mut impl std::hash::Hasher) -> std::io::Result<()> {

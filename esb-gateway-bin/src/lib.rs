@@ -324,6 +324,12 @@ impl Gateway {
         &self.pool
     }
 
+    /// Stops accepting connections (the listener closes); requests in flight go on until
+    /// [`Gateway::shutdown`].
+    pub fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Serves until `signal` completes, then shuts down gracefully.
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
         signal.await;

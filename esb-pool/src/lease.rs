@@ -177,7 +177,7 @@ impl Slot {
     /// Creates the sandbox and leases it.
     async fn create(mut self) -> Result<Lease, PoolError> {
         let runtime = Arc::clone(self.shared.placement.runtime(self.runtime));
-        let result = runtime.create(self.function.config.spec.clone()).await;
+        let result = runtime.create(self.function.spec()).await;
         self.armed = false;
         match result {
             Ok(info) => {

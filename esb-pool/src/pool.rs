@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
-use esb_runtime::Runtime;
+use esb_runtime::{Runtime, SandboxSpec};
 use tokio::runtime::Handle;
 
 use crate::accounting::FunctionStats;
@@ -90,6 +90,16 @@ impl Pool {
         Ok(count)
     }
 
+    /// Makes a function's new sandboxes from `spec` (new code, layers or environment) and
+    /// retires the ones it has, as [`Pool::retire`] does. The function's name cannot change.
+    pub fn replace_spec(&self, spec: SandboxSpec) -> Result<usize, PoolError> {
+        let pool = self.shared.function(&spec.function_name)?;
+        pool.set_spec(spec);
+        let count = pool.retire(&self.shared);
+        lease::ensure_min(&self.shared, &pool);
+        Ok(count)
+    }
+
     /// The names of the pooled functions.
     pub fn functions(&self) -> Vec<String> {
         self.shared
@@ -101,7 +111,10 @@ impl Pool {
 
     /// The config one function is pooled with (its scaling, e.g. `acquire_timeout`).
     pub fn function_config(&self, function: &str) -> Result<FunctionPoolConfig, PoolError> {
-        Ok(self.shared.function(function)?.config.clone())
+        let pool = self.shared.function(function)?;
+        let mut config = pool.config.clone();
+        config.spec = pool.spec();
+        Ok(config)
     }
 
     /// A snapshot of one function's pool.

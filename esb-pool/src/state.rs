@@ -251,6 +251,8 @@ fn offer(waiters: &mut Queue<oneshot::Sender<Grant>>, mut grant: Grant) -> Optio
 pub(crate) struct FunctionPool {
     pub name: Arc<str>,
     pub config: FunctionPoolConfig,
+    /// What new sandboxes are made from: `config.spec` until [`crate::Pool::replace_spec`].
+    spec: std::sync::RwLock<esb_runtime::SandboxSpec>,
     state: Mutex<State>,
     pub metrics: FunctionMetrics,
 }
@@ -260,6 +262,7 @@ impl FunctionPool {
         let metrics = FunctionMetrics::new(config.name());
         let pool = Self {
             name: Arc::from(config.name()),
+            spec: std::sync::RwLock::new(config.spec.clone()),
             config,
             state: Mutex::new(Accounts::new(breaker)),
             metrics,
@@ -549,6 +552,22 @@ impl FunctionPool {
         let taken = st.take_idle(pick);
         self.publish(&st);
         taken
+    }
+
+    /// What a new sandbox is made from.
+    pub(crate) fn spec(&self) -> esb_runtime::SandboxSpec {
+        self.spec
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes new sandboxes from `spec`.
+    pub(crate) fn set_spec(&self, spec: esb_runtime::SandboxSpec) {
+        *self
+            .spec
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = spec;
     }
 
     /// Retires every sandbox of now (see [`crate::Pool::retire`]); returns how many idle ones

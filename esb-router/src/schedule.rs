@@ -220,7 +220,8 @@ fn parse_cron(inner: &str) -> Result<Cron, String> {
                 .map_err(at)?;
             DayOfWeek::Last(day[0])
         }
-        "L" => DayOfWeek::Last(7),
+        // `L` alone: the last day of the week, Saturday.
+        "L" => DayOfWeek::Days(vec![7]),
         d => DayOfWeek::Days(parse_list(d, "day-of-week", (1, 7), &WEEKDAYS).map_err(at)?),
     };
     if (days == DayOfMonth::Any) == (weekdays == DayOfWeek::Any) {
@@ -434,6 +435,11 @@ mod tests {
         assert_eq!(
             fires("cron(0 0 1W * ? *)", "2026-07-02T00:00:00Z", 1),
             ["2026-08-03T00:00"]
+        );
+        // `L` alone in day-of-week: every Saturday (2026-03-07, 14).
+        assert_eq!(
+            fires("cron(0 0 ? * L *)", "2026-03-01T00:00:00Z", 2),
+            ["2026-03-07T00:00", "2026-03-14T00:00"]
         );
         // The last weekday of May 2026 (the 31st is a Sunday).
         assert_eq!(

@@ -18,6 +18,10 @@
 //! runtime.destroy(&sandbox.id).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Zip functions on managed runtimes (`python3.x`, `nodejsNN.x`, `provided.*`) become a
+//! command line and Lambda's environment through [`managed::Managed::prepare`] (feature
+//! `managed`, on with `process`).
 
 mod error;
 mod invoke;
