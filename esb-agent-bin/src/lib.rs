@@ -21,6 +21,8 @@
 //! ```
 
 mod auth;
+mod guard;
+mod metrics_http;
 mod service;
 
 use std::future::Future;
@@ -40,6 +42,8 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 pub use auth::{BearerAuth, constant_time_eq};
+pub use guard::{AgentLimits, GuardedRuntime};
+pub use metrics_http::serve_metrics;
 pub use service::Agent;
 
 /// Why the agent could not start or serve.

@@ -127,6 +127,23 @@ struct Args {
     #[arg(long, env = "ESB_SANDBOX_RECORD_DIR")]
     sandbox_record_dir: Option<PathBuf>,
 
+    /// Sandboxes this agent runs at most; more are refused (the gateway places them elsewhere).
+    #[arg(long, env = "ESB_MAX_SANDBOXES")]
+    max_sandboxes: Option<usize>,
+
+    /// The sum of the sandboxes' memory sizes (MB) at most.
+    #[arg(long, env = "ESB_MEMORY_BUDGET_MB")]
+    memory_budget_mb: Option<u64>,
+
+    /// Address of the Prometheus `GET /metrics` listener (plain HTTP; none by default).
+    #[arg(long, env = "ESB_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Listen on a non-loopback address without TLS (the token then crosses the network in
+    /// clear text, and the token is root on this host).
+    #[arg(long, env = "ESB_AGENT_INSECURE")]
+    insecure: bool,
+
     // Logs: VictoriaLogs credentials, TLS, host, spool.
     /// How logs reach VictoriaLogs besides its URL.
     #[command(flatten)]
@@ -267,11 +284,28 @@ async fn main() -> anyhow::Result<()> {
         Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
     }
 
+    if !args.listen.ip().is_loopback() && args.tls_cert.is_none() && !args.insecure {
+        anyhow::bail!(
+            "--listen {}: not a loopback address, and no --tls-cert/--tls-key: the agent's token grants root on this host and would cross the network in clear text; give TLS, or --insecure to accept that",
+            args.listen
+        );
+    }
     // Function lines go to the terminal, VictoriaLogs, and the invocations that ask for their log.
     let log_tail = LogTail::new();
     let sink = log_tail.tee(esb_logs::function_log_sink(shipper.clone()));
     let backend = runtime(&args, sink).await?;
-    let runtime = backend.runtime.clone();
+    let limits = esb_agent::AgentLimits::default()
+        .max_sandboxes(args.max_sandboxes)
+        .memory_budget_mb(args.memory_budget_mb);
+    let guarded = Arc::new(esb_agent::GuardedRuntime::new(backend.runtime.clone(), limits));
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen {addr}"))?;
+        tracing::info!(listen = %addr, "agent metrics on /metrics");
+        tokio::spawn(esb_agent::serve_metrics(listener, Arc::clone(&guarded)));
+    }
+    let runtime: Arc<dyn Runtime> = guarded;
     let auth = match (&args.token, args.insecure_no_auth) {
         (Some(token), _) if !token.is_empty() => BearerAuth::token(token),
         (_, true) => {

@@ -260,6 +260,12 @@ pub struct Args {
     /// /tmp/esb-<uid>/process-sandboxes).
     #[arg(long, env = "ESB_SANDBOX_RECORD_DIR")]
     pub sandbox_record_dir: Option<PathBuf>,
+
+    /// This gateway's name among the replicas of its env (agent mode): its sandboxes carry
+    /// `esb.owner=<env>/<id>`, a restarted gateway with the same id adopts them, and no
+    /// gateway touches another's (default: the host name).
+    #[arg(long, env = "ESB_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
 }
 
 /// `KEY=VALUE` (or SAM's `ParameterKey=KEY,ParameterValue=VALUE`) of `--parameter-overrides`.
@@ -441,6 +447,14 @@ impl Args {
             .event_retry(event_retry)
             .region(&self.region);
         config.tls = tls;
+        if self.runtime == RuntimeKind::Agent {
+            let id = self.gateway_id.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|name| name.trim().to_owned())
+                    .unwrap_or_else(|_| "esb-gateway".to_owned())
+            });
+            config = config.owner(format!("{}/{id}", self.containerd.env_name));
+        }
         Ok(config)
     }
 

@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     /// the runtimes as (part of) their log sink, else those answers carry only the `START` /
     /// `END` / `REPORT` lines.
     pub log_tail: LogTail,
+    /// The `esb.owner` label of this gateway's sandboxes (agent mode): a restarted gateway of
+    /// the same owner adopts them warm; sandboxes of other owners are never touched.
+    pub owner: Option<String>,
 }
 
 impl GatewayConfig {
@@ -52,7 +55,14 @@ impl GatewayConfig {
             region: "us-east-1".into(),
             event_retry: EventRetry::default(),
             log_tail: LogTail::new(),
+            owner: None,
         }
+    }
+
+    /// Owns its sandboxes under this name (see [`GatewayConfig::owner`]).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// Serves HTTPS with these settings.

@@ -137,9 +137,16 @@ impl<L> GatewayBuilder<L> {
         let router = esb_router::Router::new(&config.functions)?;
         let status_runtimes = runtimes.clone();
         let pool = Pool::new(
-            PoolConfig::new(config.functions.functions.values().map(pool_config)),
+            PoolConfig::new(config.functions.functions.values().map(pool_config))
+                .owner(config.owner.clone()),
             runtimes,
         )?;
+        if config.owner.is_some() {
+            let adopted = pool.adopt().await;
+            if adopted > 0 {
+                tracing::info!(adopted, "adopted the sandboxes of an earlier run");
+            }
+        }
         let status = status::Status::new(&config, pool.clone(), status_runtimes);
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = server::bind(config.listen).await?;

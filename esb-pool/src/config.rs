@@ -163,6 +163,11 @@ pub struct PoolConfig {
     /// When set, the sandboxes of this pool are those labelled `esb.env=<env>`; otherwise
     /// those whose function is pooled. Only those are ever destroyed as orphans.
     pub env: Option<String>,
+    /// When set, the sandboxes of this pool are those labelled `esb.owner=<owner>` (its
+    /// functions' specs get that label): those found on a runtime that the pool does not
+    /// know (left by an earlier run of the same owner) are adopted as warm idle sandboxes
+    /// up to `max_capacity`, and no other sandbox is ever destroyed.
+    pub owner: Option<String>,
 }
 
 impl Default for PoolConfig {
@@ -174,6 +179,7 @@ impl Default for PoolConfig {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             breaker: BreakerConfig::default(),
             env: None,
+            owner: None,
         }
     }
 }
@@ -193,6 +199,7 @@ impl PoolConfig {
         orphan_grace: Duration,
         breaker: BreakerConfig,
         env: Option<String>,
+        owner: Option<String>,
     }
 
     pub(crate) fn validate(&self) -> Result<(), PoolError> {

@@ -55,9 +55,10 @@ pub(crate) async fn sweep(shared: &Arc<Shared>) {
     }
 }
 
-/// Compares what a runtime lists with what the pool knows: destroys orphans past the
-/// grace period and drops known sandboxes that are gone or stopped.
-async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
+/// Compares what a runtime lists with what the pool knows: adopts its owner's unknown
+/// sandboxes (with an owner), destroys orphans past the grace period and drops known
+/// sandboxes that are gone or stopped; returns how many it adopted.
+pub(crate) async fn reconcile(shared: &Arc<Shared>, runtime: usize) -> usize {
     let runtime_api = shared.placement.runtime(runtime);
     let listed_at = Instant::now();
     let listed = match runtime_api.list().await {
@@ -65,11 +66,11 @@ async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
         Err(RuntimeError::Unavailable(reason)) => {
             tracing::warn!(runtime, %reason, "runtime unavailable");
             shared.mark_unhealthy(runtime);
-            return;
+            return 0;
         }
         Err(err) => {
             tracing::warn!(runtime, %err, "cannot list sandboxes");
-            return;
+            return 0;
         }
     };
     if !shared.placement.set_healthy(runtime, true) {
@@ -89,8 +90,24 @@ async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
         known.extend(function.known_on(runtime));
     }
     let now = SystemTime::now();
+    let mut adopted = 0;
     for info in &listed {
         if known.contains(&info.id) || !shared.owns(info) {
+            continue;
+        }
+        if shared.owner.is_some()
+            && info.state != SandboxState::Stopped
+            && shared.function(&info.function_name).is_ok_and(|function| {
+                function.adopt(
+                    shared,
+                    runtime,
+                    info.id.clone(),
+                    info.state == SandboxState::Paused,
+                )
+            })
+        {
+            tracing::info!(runtime, sandbox = %info.id, function = %info.function_name, "adopted a sandbox of an earlier run");
+            adopted += 1;
             continue;
         }
         let age = now
@@ -104,4 +121,5 @@ async fn reconcile(shared: &Arc<Shared>, runtime: usize) {
             tracing::warn!(runtime, sandbox = %info.id, %err, "cannot destroy orphan sandbox");
         }
     }
+    adopted
 }

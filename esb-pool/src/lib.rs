@@ -75,3 +75,4 @@ pub use invoke::{Invocation, PoolResponse, RuntimeInvoker, SandboxCall};
 pub use lease::Lease;
 pub use pool::Pool;
 pub use service::{PoolLayer, PoolService, ResponseFuture};
+pub use state::OWNER_LABEL;

@@ -131,6 +131,11 @@ impl Placement {
         }
     }
 
+    /// Counts one more sandbox on the runtime at `index`, whatever its load (an adopted one).
+    pub(crate) fn reserve_on(&self, index: usize) {
+        self.runtimes[index].load.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Gives back the room of `count` sandboxes on the runtime at `index`.
     pub(crate) fn unreserve(&self, index: usize, count: usize) {
         self.runtimes[index].load.fetch_sub(count, Ordering::AcqRel);

@@ -54,6 +54,7 @@ impl Pool {
             orphan_grace: config.orphan_grace,
             breaker: config.breaker,
             env: config.env,
+            owner: config.owner,
             placement: Placement::new(runtimes, config.host_cap),
             functions: RwLock::new(HashMap::new()),
             handle,
@@ -70,6 +71,17 @@ impl Pool {
             shared.janitor_interval,
         ));
         Ok(Self { shared })
+    }
+
+    /// With [`PoolConfig::owner`]: lists every runtime now and adopts the sandboxes of this
+    /// owner that the pool does not know (an earlier run's), so that they serve at once
+    /// instead of after the janitor's next pass; returns how many were adopted.
+    pub async fn adopt(&self) -> usize {
+        let mut adopted = 0;
+        for runtime in 0..self.shared.placement.len() {
+            adopted += janitor::reconcile(&self.shared, runtime).await;
+        }
+        adopted
     }
 
     /// Adds a function to the pool and starts its `min_capacity` sandboxes.

@@ -52,12 +52,17 @@ pub(crate) enum Step {
     Evict(Waiting),
 }
 
+/// The label naming the pool that owns a sandbox ([`crate::PoolConfig::owner`]).
+pub const OWNER_LABEL: &str = "esb.owner";
+
 /// State shared by a pool's handles, its guards and its janitor.
 pub(crate) struct Shared {
     pub janitor_interval: Duration,
     pub orphan_grace: Duration,
     pub breaker: BreakerConfig,
     pub env: Option<String>,
+    /// The `esb.owner` label of this pool's sandboxes, when it adopts its own.
+    pub owner: Option<String>,
     pub placement: Placement,
     pub functions: RwLock<HashMap<Arc<str>, Arc<FunctionPool>>>,
     pub handle: Handle,
@@ -91,8 +96,14 @@ impl Shared {
     /// Adds a function; fails if one of that name is pooled.
     pub(crate) fn insert(
         &self,
-        config: FunctionPoolConfig,
+        mut config: FunctionPoolConfig,
     ) -> Result<Arc<FunctionPool>, PoolError> {
+        if let Some(owner) = &self.owner {
+            config
+                .spec
+                .labels
+                .insert(OWNER_LABEL.to_owned(), owner.clone());
+        }
         let mut functions = self
             .functions
             .write()
@@ -195,6 +206,9 @@ impl Shared {
 
     /// True when a listed sandbox belongs to this pool.
     pub(crate) fn owns(&self, info: &SandboxInfo) -> bool {
+        if let Some(owner) = &self.owner {
+            return info.labels.get(OWNER_LABEL) == Some(owner);
+        }
         match &self.env {
             Some(env) => info.labels.get("esb.env") == Some(env),
             None => self
@@ -354,6 +368,32 @@ impl FunctionPool {
             }
         }
         Ok((Step::Wait(self.enqueue(&mut st)), probe))
+    }
+
+    /// Takes in a sandbox of this function found on `runtime` that an earlier run of this
+    /// pool's owner left: warm, to the first waiter or the idle list. False when the
+    /// function has no room for it.
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        runtime: usize,
+        id: SandboxId,
+        paused: bool,
+    ) -> bool {
+        let sandbox = {
+            let mut st = self.lock();
+            if !st.has_room(self.config.max_capacity) || shared.is_closed() {
+                return false;
+            }
+            st.start_create();
+            let mut sandbox = st.created(id, runtime, Instant::now(), false);
+            sandbox.paused = paused;
+            self.publish(&st);
+            sandbox
+        };
+        shared.placement.reserve_on(runtime);
+        self.release(shared, sandbox, Report::default());
+        true
     }
 
     fn no_capacity(&self) -> PoolError {

@@ -514,7 +514,7 @@ impl Runtime for ProcessRuntime {
             function_name: spec.function_name.clone(),
             state: SandboxState::Running,
             created_at: SystemTime::now(),
-            labels: BTreeMap::new(),
+            labels: spec.labels.clone(),
         };
         if let Some(stdout) = child.stdout.take() {
             broker.output().watch(&stdout);

@@ -359,6 +359,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Serves the Lambda Runtime API of one sandbox on `listener` until the returned sender
 /// is used or dropped.
+#[cfg_attr(not(feature = "containerd"), allow(dead_code))]
 pub(crate) fn serve_runtime_api(
     listener: TcpListener,
     broker: Broker,

@@ -60,6 +60,8 @@ pub struct SandboxSpec {
     pub timeout: Duration,
     /// How invocations reach the function.
     pub invoke_mode: InvokeMode,
+    /// Labels the sandbox carries, listed back in [`SandboxInfo::labels`] (e.g. its owner).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl SandboxSpec {
@@ -73,7 +75,14 @@ impl SandboxSpec {
             memory_mb: 128,
             timeout: Duration::from_secs(3),
             invoke_mode: InvokeMode::RuntimeApi,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// Adds one label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
     }
 
     /// Sets the command line.

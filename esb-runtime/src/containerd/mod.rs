@@ -557,6 +557,10 @@ impl ContainerdRuntime {
             labels.insert(LABEL_NETWORK.to_owned(), cni.network().to_owned());
             labels.insert(LABEL_IP.to_owned(), ip.to_string());
         }
+        // The caller's labels (e.g. its owner), never over the backend's own.
+        for (key, value) in &spec.labels {
+            labels.entry(key.clone()).or_insert_with(|| value.clone());
+        }
         labels
     }
 

@@ -333,6 +333,11 @@ impl From<&SandboxSpec> for pb::EnsureContainerRequest {
             timeout_ms: u32::try_from(spec.timeout.as_millis()).unwrap_or(u32::MAX),
             invoke_mode: pb::InvokeMode::from(spec.invoke_mode) as i32,
             container_id: String::new(),
+            labels: spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
@@ -352,6 +357,7 @@ impl TryFrom<pb::EnsureContainerRequest> for SandboxSpec {
         spec.image = Some(request.image).filter(|image| !image.is_empty());
         spec.command = Some(request.command).filter(|argv| !argv.is_empty());
         spec.env = request.env.into_iter().collect();
+        spec.labels = request.labels.into_iter().collect();
         if request.memory_mb > 0 {
             spec.memory_mb = request.memory_mb;
         }
