@@ -134,6 +134,10 @@ impl Sandbox {
 }
 
 /// Runs sandboxes as child processes.
+///
+/// A sandbox is killed when the thread that created it exits (`PR_SET_PDEATHSIG`, so that
+/// none outlives a killed gateway): create sandboxes from a long-lived thread, such as a
+/// tokio worker, not from `spawn_blocking` or a thread that ends after the call.
 pub struct ProcessRuntime {
     config: ProcessConfig,
     sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
