@@ -269,14 +269,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let result = serve_until_shutdown(Args::parse()).await;
+    // Records are written by a background thread: let it finish, whatever the outcome.
+    let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
+    result
+}
+
+/// Starts logging and the runtime, serves until SIGTERM/SIGINT, then stops.
+async fn serve_until_shutdown(args: Args) -> anyhow::Result<()> {
     let shipper = shipper(&args)?;
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_writer(esb_logs::TerminalWriter))
         .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-agent")))
         .try_init();
     match esb_runtime::limits::raise_fd_limit() {

@@ -606,7 +606,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_writer(esb_logs::TerminalWriter))
         .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-gateway")))
         .try_init();
 

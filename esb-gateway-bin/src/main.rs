@@ -8,5 +8,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    esb_gateway::cli::run(esb_gateway::cli::Args::parse()).await
+    let result = esb_gateway::cli::run(esb_gateway::cli::Args::parse()).await;
+    // Records are written by a background thread: let it finish, whatever the outcome.
+    let _ = tokio::task::spawn_blocking(|| {
+        esb_logs::TerminalLogSink::flush(std::time::Duration::from_secs(2))
+    })
+    .await;
+    result
 }

@@ -65,7 +65,7 @@ pub use record::{JOB_LAMBDA, JOB_SERVICES, Level, RESERVED_FIELDS, Record};
 pub use redact::redact_url;
 pub use shipper::{LogShipper, ShipperMetrics};
 pub use sink::{FanOut, LogSink, NullLogSink};
-pub use terminal::TerminalLogSink;
+pub use terminal::{TerminalLogSink, TerminalRecord, TerminalWriter};
 
 /// This machine's hostname (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `localhost`),
 /// the default `host` of records.

@@ -26,6 +26,44 @@ impl TerminalLogSink {
     }
 }
 
+/// A `tracing_subscriber` writer onto the same queue and thread as [`TerminalLogSink`]: a
+/// service's own records (the access log among them) reach standard error without a
+/// `write` per record and without ever blocking the caller; call [`TerminalLogSink::flush`]
+/// before the process exits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TerminalWriter;
+
+/// One record being formatted: handed to the writer thread whole when dropped.
+#[derive(Debug, Default)]
+pub struct TerminalRecord(Vec<u8>);
+
+impl std::io::Write for TerminalRecord {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TerminalRecord {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            writer::get().push(writer::Message::Text(std::mem::take(&mut self.0)));
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TerminalWriter {
+    type Writer = TerminalRecord;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        TerminalRecord(Vec::with_capacity(256))
+    }
+}
+
 mod writer {
     //! The process-wide writer thread behind [`super::TerminalLogSink`].
 
@@ -49,6 +87,8 @@ mod writer {
 
     pub(super) enum Message {
         Line(LogLine),
+        /// Text already formatted (a service's record), written as it is.
+        Text(Vec<u8>),
         Flush(SyncSender<()>),
     }
 
@@ -145,6 +185,7 @@ mod writer {
                     Message::Line(line) => {
                         let _ = writeln!(out, "[{}] {}", line.function_name, line.message);
                     }
+                    Message::Text(text) => out.extend_from_slice(&text),
                     Message::Flush(done) => flushed.push(done),
                 }
                 if out.len() < BATCH_BYTES {
@@ -220,6 +261,22 @@ mod writer {
             terminal.flush(Duration::from_secs(10));
             let expected: String = (0..300).map(|i| format!("[fn] line {i}\n")).collect();
             assert_eq!(written.text(), expected);
+        }
+
+        #[test]
+        fn formatted_records_and_function_lines_keep_their_order() {
+            let written = Written::default();
+            let terminal = Terminal::spawn(written.clone(), 1024);
+            terminal.push(Message::Text(
+                b"INFO esb_gateway::access: GET / 200\n".to_vec(),
+            ));
+            terminal.push(line("from the function"));
+            terminal.push(Message::Text(b"WARN request failed\n".to_vec()));
+            terminal.flush(Duration::from_secs(10));
+            assert_eq!(
+                written.text(),
+                "INFO esb_gateway::access: GET / 200\n[fn] from the function\nWARN request failed\n"
+            );
         }
 
         /// A terminal that hangs on its first write until the test lets it go.
