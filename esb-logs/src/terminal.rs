@@ -164,6 +164,7 @@ mod writer {
         fn bytes(&self) -> usize {
             match self {
                 Message::Line(line) => line.message.len() + line.function_name.len(),
+                Message::Text(text) => text.len(),
                 Message::Flush(_) => 0,
             }
         }

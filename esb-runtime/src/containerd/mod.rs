@@ -629,6 +629,8 @@ impl ContainerdRuntime {
             let fifo = tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_receiver(&path)?;
+            // END and REPORT wait until what the function wrote before its answer is read.
+            broker.output().watch(&fifo);
             let lambda = &self.config.lambda;
             if stream == LogStream::Stdout && rie {
                 // The emulator prints its own START/END/REPORT (under its own request id);
