@@ -304,13 +304,20 @@ async fn serve_until_shutdown(args: Args) -> anyhow::Result<()> {
     let limits = esb_agent::AgentLimits::default()
         .max_sandboxes(args.max_sandboxes)
         .memory_budget_mb(args.memory_budget_mb);
-    let guarded = Arc::new(esb_agent::GuardedRuntime::new(backend.runtime.clone(), limits));
+    let guarded = Arc::new(esb_agent::GuardedRuntime::new(
+        backend.runtime.clone(),
+        limits,
+    ));
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("--metrics-listen {addr}"))?;
         tracing::info!(listen = %addr, "agent metrics on /metrics");
-        tokio::spawn(esb_agent::serve_metrics(listener, Arc::clone(&guarded)));
+        tokio::spawn(esb_agent::serve_metrics(
+            listener,
+            Arc::clone(&guarded),
+            shipper.clone(),
+        ));
     }
     let runtime: Arc<dyn Runtime> = guarded;
     let auth = match (&args.token, args.insecure_no_auth) {

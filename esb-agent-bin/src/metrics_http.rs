@@ -11,8 +11,13 @@ use tokio::net::TcpListener;
 
 use crate::guard::GuardedRuntime;
 
-/// Serves `GET /metrics` (and 404 elsewhere) on `listener`, forever.
-pub async fn serve_metrics(listener: TcpListener, runtime: Arc<GuardedRuntime>) {
+/// Serves `GET /metrics` (and 404 elsewhere) on `listener`, forever: the agent's own series
+/// and, when it ships logs, its log shipper's (`esb_logs_*`).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    runtime: Arc<GuardedRuntime>,
+    shipper: Option<esb_logs::LogShipper>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -23,15 +28,20 @@ pub async fn serve_metrics(listener: TcpListener, runtime: Arc<GuardedRuntime>) 
             }
         };
         let runtime = Arc::clone(&runtime);
+        let shipper = shipper.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let runtime = Arc::clone(&runtime);
+                let shipper = shipper.clone();
                 async move {
                     let mut response = if req.method() == Method::GET
                         && req.uri().path() == "/metrics"
                     {
-                        let mut response =
-                            Response::new(Full::new(Bytes::from(runtime.render().await)));
+                        let mut text = runtime.render().await;
+                        if let Some(shipper) = &shipper {
+                            text.push_str(&shipper.metrics().prometheus());
+                        }
+                        let mut response = Response::new(Full::new(Bytes::from(text)));
                         response.headers_mut().insert(
                             hyper::header::CONTENT_TYPE,
                             hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -210,3 +210,35 @@ async fn max_sandboxes_and_the_memory_budget_refuse_creates_and_metrics_count_th
         .unwrap();
     remote.destroy(&third.id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_shipping_logs_exports_its_shippers_series_from_the_start() {
+    let (port, metrics, victorialogs) = (free_port(), free_port(), free_port());
+    let _agent = Agent(
+        agent(
+            &format!("127.0.0.1:{port}"),
+            &[
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics}"),
+                // Nothing listens there: records wait in the queue, none is dropped.
+                "--victorialogs-url",
+                &format!("http://127.0.0.1:{victorialogs}"),
+            ],
+        )
+        // Its own info records are shipped, so the queue holds some.
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let _remote = connect(port).await;
+    let text = scrape(metrics).await;
+    assert_eq!(
+        value(&text, "esb_logs_records_dropped_total"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "esb_logs_records_sent_total"), 0.0, "{text}");
+    assert!(value(&text, "esb_logs_queue_length") >= 1.0, "{text}");
+    assert_eq!(value(&text, "esb_agent_up"), 1.0);
+}

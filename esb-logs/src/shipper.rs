@@ -48,6 +48,35 @@ pub struct ShipperMetrics {
     pub replayed: u64,
 }
 
+impl ShipperMetrics {
+    /// The counters as Prometheus text, under the names the gateway exports them with
+    /// (`esb_logs_records_dropped_total`, ...), for a process without a metrics recorder.
+    pub fn prometheus(&self) -> String {
+        let mut text = String::new();
+        for (name, kind, value) in [
+            ("esb_logs_records_dropped_total", "counter", self.dropped),
+            ("esb_logs_records_sent_total", "counter", self.sent),
+            ("esb_logs_bytes_sent_total", "counter", self.bytes_sent),
+            ("esb_logs_retries_total", "counter", self.retries),
+            (
+                "esb_logs_batches_failed_total",
+                "counter",
+                self.batches_failed,
+            ),
+            (
+                "esb_logs_records_resent_after_timeout_total",
+                "counter",
+                self.resent_after_timeout,
+            ),
+            ("esb_logs_queue_length", "gauge", self.queued as u64),
+            ("esb_logs_queue_bytes", "gauge", self.queued_bytes as u64),
+        ] {
+            text.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
+        }
+        text
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     resent_after_timeout: AtomicU64,
