@@ -261,6 +261,7 @@ pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
     }
     spec.image = function.image.clone();
     spec.env = function.environment.clone();
+    spec.mounts = function.mounts.clone();
     let scaling = &function.scaling;
     let mut config = FunctionPoolConfig::new(spec);
     if let Some(max) = scaling.max_capacity {
