@@ -776,11 +776,12 @@ fn watch_config(
 /// `--watch` of the zip functions' code and layers of the running configuration.
 fn watch_code(args: &Args, gateway: &Gateway) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let targets = crate::hot_reload::targets(&args.functions()?);
-    Ok(crate::hot_reload::spawn(
+    Ok(crate::hot_reload::spawn_for(
         gateway.pool().clone(),
         targets,
         Arc::new(args.managed()),
         crate::hot_reload::DEFAULT_POLL,
+        args.capabilities(),
     ))
 }
 

@@ -327,7 +327,8 @@ fn ctr(address: &Path, namespace: &str, args: &[&str]) -> String {
 /// containerd gateway runs as SAM runs it: from the runtime's base image (here a stand-in
 /// built by the test and pushed to the local registry, named with `--runtime-image`), its
 /// code mounted read-only at `/var/task`, the merged layers read-only at `/opt`, `_HANDLER`
-/// naming the module the image's bootstrap loads. Through a route and the Invoke API; after a
+/// naming the module the image's bootstrap loads. Through a route and the Invoke API; with
+/// `--watch`, an edit of the code is served by new sandboxes of the same image; after a
 /// clean stop no container, active snapshot or mount of its namespace is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zip_function_runs_on_containerd_from_its_runtimes_base_image_with_task_and_opt_mounted()
@@ -394,6 +395,7 @@ Resources:
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--template", &template_path])
         .args(["--runtime-image", &format!("python3.12={base}")])
+        .arg("--watch")
         .arg("--code-cache")
         .arg(root.join("cache"))
         .arg("--containerd-address")
@@ -455,6 +457,28 @@ Resources:
     let body: Value = serde_json::from_str(proxy["body"].as_str().unwrap()).unwrap();
     check(&body, "invoke");
     assert_eq!(body["event"], json!({"via": "invoke"}));
+
+    // The bootstrap loads the module once, at start: the edit shows once --watch has
+    // replaced the sandbox with one started as the first was.
+    std::fs::write(root.join("src/app.json"), r#"{"greeting": "edited"}"#).unwrap();
+    let mut answer = Value::Null;
+    for _ in 0..150 {
+        let response = client
+            .post(format!("{url}/zip"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        answer = response.json().await.unwrap();
+        if answer["module"]["greeting"] == "edited" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer["module"]["greeting"], "edited", "{answer}");
+    assert_eq!(answer["task_read_only"], true, "{answer}");
+    assert_eq!(answer["opt"]["shared.txt"], "second", "{answer}");
 
     assert!(
         !ctr(&address, &namespace, &["containers", "ls", "-q"])

@@ -1,7 +1,7 @@
 //! `lambda-base`: the `/var/runtime/bootstrap` of a stand-in for a Lambda base image
 //! (`public.ecr.aws/lambda/<language>:<version>`). As a managed runtime's bootstrap does, it
-//! reads `_HANDLER` (`module.function`), loads the module from `/var/task` — here
-//! `/var/task/<module>.json`, a JSON object — and serves the Runtime API loop. Each answer is
+//! reads `_HANDLER` (`module.function`), loads the module from `/var/task` once, at start —
+//! here `/var/task/<module>.json`, a JSON object — and serves the Runtime API loop. Each answer is
 //! a proxy response whose body holds the loaded module, the event, the text of every file
 //! directly under `/opt`, whether `/var/task` and `/opt` refused a write as a read-only file
 //! system, and Lambda's variables. A module that is missing is Python's
@@ -64,8 +64,11 @@ fn files(dir: &str) -> Map<String, Value> {
     out
 }
 
-async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-    let module = load_module()?;
+async fn handler(
+    module: &Result<Value, Diagnostic>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Diagnostic> {
+    let module = module.clone()?;
     let env: Map<String, Value> = KEYS
         .iter()
         .map(|k| {
@@ -93,5 +96,7 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::run(service_fn(handler)).await
+    // As a runtime imports the handler's module: once, before the first event.
+    let module: &'static Result<Value, Diagnostic> = Box::leak(Box::new(load_module()));
+    lambda_runtime::run(service_fn(move |event| handler(module, event))).await
 }
