@@ -209,6 +209,13 @@ pub struct Args {
     #[arg(long, env = "ESB_CODE_CACHE")]
     pub code_cache: Option<PathBuf>,
 
+    // --- zip functions on containerd ---
+    /// The base image of a managed runtime on containerd, RUNTIME=IMAGE (repeatable), e.g.
+    /// `python3.12=127.0.0.1:5000/lambda/python:3.12` [default:
+    /// public.ecr.aws/lambda/<language>:<version>, as SAM uses].
+    #[arg(long = "runtime-image", env = "ESB_RUNTIME_IMAGES", value_delimiter = ',', value_parser = parse_runtime_image)]
+    pub runtime_images: Vec<(String, String)>,
+
     /// Values of a SAM template's Parameters, KEY=VALUE (several, as `sam deploy
     /// --parameter-overrides`); they win over the environment and the parameters' Default.
     #[arg(long, env = "ESB_PARAMETER_OVERRIDES", num_args = 1.., value_parser = parse_parameter)]
@@ -314,6 +321,23 @@ fn parse_runtime_command(text: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
+/// `RUNTIME=IMAGE` of `--runtime-image`.
+fn parse_runtime_image(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((runtime, image)) if !runtime.is_empty() && !image.is_empty() => {
+            if esb_runtime::ManagedRuntime::parse(runtime).is_none() {
+                return Err(format!(
+                    "{runtime:?} is not a managed runtime (python3.x, nodejsNN.x, provided.al2023)"
+                ));
+            }
+            Ok((runtime.to_owned(), image.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: expected RUNTIME=IMAGE, e.g. python3.12=127.0.0.1:5000/lambda/python:3.12"
+        )),
+    }
+}
+
 impl Args {
     /// How zip functions are prepared: the code cache, interpreters and Node's client.
     pub fn managed(&self) -> esb_runtime::managed::Managed {
@@ -330,6 +354,9 @@ impl Args {
         }
         if let Some(ric) = &self.node_ric {
             config = config.node_ric(ric);
+        }
+        for (runtime, image) in &self.runtime_images {
+            config = config.image(runtime, image);
         }
         esb_runtime::managed::Managed::new(config)
     }
@@ -763,11 +790,12 @@ fn watch_config(
 /// `--watch` of the zip functions' code and layers of the running configuration.
 fn watch_code(args: &Args, gateway: &Gateway) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let targets = crate::hot_reload::targets(&args.functions()?);
-    Ok(crate::hot_reload::spawn(
+    Ok(crate::hot_reload::spawn_for(
         gateway.pool().clone(),
         targets,
         Arc::new(args.managed()),
         crate::hot_reload::DEFAULT_POLL,
+        args.capabilities(),
     ))
 }
 

@@ -51,6 +51,19 @@ pub fn spawn(
     managed: Arc<Managed>,
     poll: Duration,
 ) -> JoinHandle<()> {
+    spawn_for(pool, targets, managed, poll, None)
+}
+
+/// [`spawn`] for the backend `backend` (`None`: the process backend or remote agents); on
+/// a backend of images the functions are prepared again as [`crate::packages::prepare`]
+/// prepares them there (base image, mounted code and layers).
+pub fn spawn_for(
+    pool: Pool,
+    targets: Vec<Target>,
+    managed: Arc<Managed>,
+    poll: Duration,
+    backend: Option<esb_runtime::Capabilities>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen: Vec<Option<u64>> = targets.iter().map(|t| fingerprint(&t.paths)).collect();
         let mut pending = vec![false; targets.len()];
@@ -65,7 +78,7 @@ pub fn spawn(
                     pending[i] = true;
                 } else if pending[i] {
                     pending[i] = false;
-                    reload(&pool, target, &managed);
+                    reload(&pool, target, &managed, backend.as_ref());
                 }
             }
         }
@@ -73,13 +86,18 @@ pub fn spawn(
 }
 
 /// Prepares `target` again and hands its new spec to the pool.
-fn reload(pool: &Pool, target: &Target, managed: &Managed) {
+fn reload(
+    pool: &Pool,
+    target: &Target,
+    managed: &Managed,
+    backend: Option<&esb_runtime::Capabilities>,
+) {
     let name = &target.function.name;
     let mut config = Config::default();
     config
         .functions
         .insert(name.clone(), target.function.clone());
-    if let Err(problems) = crate::packages::prepare(&mut config, managed, None) {
+    if let Err(problems) = crate::packages::prepare(&mut config, managed, backend) {
         tracing::error!(function = %name, "code changed but cannot be prepared; the running sandboxes keep serving:\n{problems}");
         return;
     }

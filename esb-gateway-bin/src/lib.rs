@@ -76,6 +76,7 @@ pub use config::{
 };
 pub use error::{Problem, Problems, RequestError, StartError, TlsError};
 pub use layers::Body;
+pub use schedules::{ManualClock, ScheduleClock, TokioClock};
 pub use trace::{REQUEST_ID_HEADER, TRACE_HEADER};
 
 /// A running gateway: its listener, its pools, and the task serving connections.
@@ -102,6 +103,7 @@ pub struct GatewayBuilder<L = Identity> {
     config: GatewayConfig,
     runtimes: Vec<Arc<dyn Runtime>>,
     layers: ServiceBuilder<L>,
+    schedule_clock: Option<Arc<dyn ScheduleClock>>,
 }
 
 impl<L> GatewayBuilder<L> {
@@ -111,7 +113,14 @@ impl<L> GatewayBuilder<L> {
             config: self.config,
             runtimes: self.runtimes,
             layers: self.layers.layer(layer),
+            schedule_clock: self.schedule_clock,
         }
+    }
+
+    /// Sets the time source of the functions' schedules ([`TokioClock`] by default).
+    pub fn schedule_clock(mut self, clock: Arc<dyn ScheduleClock>) -> Self {
+        self.schedule_clock = Some(clock);
+        self
     }
 
     /// Validates the config, starts the pools over the runtimes and listens.
@@ -128,6 +137,7 @@ impl<L> GatewayBuilder<L> {
             config,
             runtimes,
             layers,
+            schedule_clock,
         } = self;
         config.validate(None)?;
         // The recorder must be in place before the pool registers its series.
@@ -162,7 +172,7 @@ impl<L> GatewayBuilder<L> {
                 region: config.region.clone(),
                 account: esb_runtime::LambdaSettings::default().account_id,
             },
-            schedules::Clock::now(),
+            schedule_clock.unwrap_or_else(|| Arc::new(schedules::TokioClock::now())),
         );
         let events = event_queue::EventQueue::new(
             config.limits.event_concurrency,
@@ -268,6 +278,7 @@ pub fn pool_config(function: &FunctionConfig) -> FunctionPoolConfig {
     }
     spec.image = function.image.clone();
     spec.env = function.environment.clone();
+    spec.mounts = function.mounts.clone();
     let scaling = &function.scaling;
     let mut config = FunctionPoolConfig::new(spec);
     if let Some(max) = scaling.max_capacity {
@@ -313,6 +324,7 @@ impl Gateway {
             config,
             runtimes,
             layers: ServiceBuilder::new(),
+            schedule_clock: None,
         }
     }
 

@@ -18,7 +18,9 @@ const RESERVED: [&str; 4] = [
 /// Prepares every zip function of `config` for `backend` (`None`: remote agents, which
 /// run them as this host's process backend would): extracts code, merges layers, checks
 /// the runtime's interpreter and client, and sets the function's command and Lambda's
-/// bootstrap environment under its own.
+/// bootstrap environment under its own. On a backend of images (containerd) it runs as
+/// SAM runs it instead: the runtime's base image, the code mounted at `/var/task` and the
+/// layers at `/opt`.
 ///
 /// A function whose runtime cannot run here is a problem naming it, its runtime and how to
 /// install what is missing, at start-up rather than at its first request.
@@ -33,17 +35,6 @@ pub fn prepare(
             continue;
         };
         let field = format!("functions.{}", function.name);
-        if backend.is_some_and(|b| b.images) {
-            problems.push(Problem::new(
-                field,
-                format!(
-                    "zip functions ({}) run on the process backend; the {} backend runs images",
-                    package.runtime,
-                    backend.map_or("", |b| b.backend)
-                ),
-            ));
-            continue;
-        }
         let zip = ZipFunction::new(
             &function.name,
             &package.runtime,
@@ -51,6 +42,31 @@ pub fn prepare(
             &package.code,
             &package.layers,
         );
+        if backend.is_some_and(|b| b.images) {
+            // As SAM runs them: the runtime's base image, code and layers mounted.
+            match managed.prepare_image(&zip) {
+                Ok(bootstrap) => {
+                    let mut env = bootstrap.env;
+                    for (key, value) in std::mem::take(&mut function.environment) {
+                        if !RESERVED.contains(&key.as_str()) {
+                            env.insert(key, value);
+                        }
+                    }
+                    function.environment = env;
+                    function.image = Some(bootstrap.image);
+                    function.command = Some(bootstrap.command);
+                    function.mounts = bootstrap.mounts;
+                }
+                Err(esb_runtime::Error::ManagedRuntime { reason, .. }) => {
+                    problems.push(Problem::new(
+                        format!("{field}.runtime"),
+                        format!("{}: {reason}", package.runtime),
+                    ));
+                }
+                Err(err) => problems.push(Problem::new(field, err.to_string())),
+            }
+            continue;
+        }
         match managed.prepare(&zip) {
             Ok(bootstrap) => {
                 let mut env = bootstrap.env;
@@ -154,23 +170,34 @@ Resources:
     }
 
     #[test]
-    fn zip_functions_on_a_backend_of_images_are_a_problem_naming_them() {
+    fn zip_functions_on_a_backend_of_images_run_from_the_runtimes_base_image() {
         let tmp = tempfile::tempdir().unwrap();
         let template = "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    \
-                        Properties: { Runtime: python3.12, Handler: app.h, CodeUri: . }\n";
+                        Properties: { Runtime: python3.12, Handler: app.h, CodeUri: . }\n  \
+                        Bad:\n    Type: AWS::Serverless::Function\n    \
+                        Properties: { Runtime: provided.al2023, Handler: x, CodeUri: . }\n";
         let path = tmp.path().join("template.yaml");
         std::fs::write(&path, template).unwrap();
         let mut config = Config::from_sam_template(&path, &|_| None).unwrap();
         let managed = Managed::new(esb_runtime::managed::ManagedConfig::new(
             tmp.path().join("cache"),
-            "/usr/bin",
+            "/nonexistent",
         ));
         let images = Capabilities::new("containerd").images(true);
         let problems = prepare(&mut config, &managed, Some(&images)).unwrap_err();
-        assert_eq!(
-            problems.to_string(),
-            "invalid configuration (1 problem):\n  functions.Fn: zip functions (python3.12) run on \
-             the process backend; the containerd backend runs images"
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(
+            problems
+                .to_string()
+                .contains("functions.Bad.runtime: provided.al2023: "),
+            "{problems}"
         );
+        let function = &config.functions["Fn"];
+        assert_eq!(
+            function.image.as_deref(),
+            Some("public.ecr.aws/lambda/python:3.12")
+        );
+        assert_eq!(function.environment["_HANDLER"], "app.h");
+        assert_eq!(function.mounts[0].destination, "/var/task");
     }
 }

@@ -3,6 +3,8 @@
 //! `Input`), never running more invocations of itself at once than the function's
 //! capacity (a fire that finds them all busy is skipped, with a WARN log).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,31 +20,85 @@ use tower::{Service, ServiceExt};
 
 use crate::error::RequestError;
 
+/// The time source of schedules: what time it is, and waiting for a time to come.
+/// [`TokioClock`] (the wall clock) by default; [`ManualClock`] is moved by hand.
+pub trait ScheduleClock: Send + Sync + 'static {
+    /// The current time (UTC).
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Resolves once [`ScheduleClock::now`] has reached `at`.
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
 /// The wall clock as the tokio clock moves it: UTC at start plus tokio time elapsed since
-/// (so a paused clock moves schedules too).
+/// (so a paused tokio clock moves schedules too).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
+pub struct TokioClock {
     utc: DateTime<Utc>,
     instant: Instant,
 }
 
-impl Clock {
+impl TokioClock {
     /// The clock as of now.
-    pub(crate) fn now() -> Self {
+    pub fn now() -> Self {
         Self {
             utc: Utc::now(),
             instant: Instant::now(),
         }
     }
 
-    fn utc(&self) -> DateTime<Utc> {
+    fn instant_at(&self, at: DateTime<Utc>) -> Instant {
+        let offset = (at - self.utc).to_std().unwrap_or(Duration::ZERO);
+        self.instant + offset
+    }
+}
+
+impl ScheduleClock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
         let elapsed = chrono::Duration::from_std(self.instant.elapsed()).unwrap_or_default();
         self.utc + elapsed
     }
 
-    fn instant_at(&self, at: DateTime<Utc>) -> Instant {
-        let offset = (at - self.utc).to_std().unwrap_or(Duration::ZERO);
-        self.instant + offset
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep_until(self.instant_at(at)))
+    }
+}
+
+/// A clock that stands still until it is moved ([`ManualClock::advance`]), for tests of
+/// scheduled functions that should not wait for the wall clock; nothing else in the gateway
+/// (timeouts, idle sandboxes) follows it.
+#[derive(Debug)]
+pub struct ManualClock {
+    time: tokio::sync::watch::Sender<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock showing `time`.
+    pub fn new(time: DateTime<Utc>) -> Self {
+        Self {
+            time: tokio::sync::watch::Sender::new(time),
+        }
+    }
+
+    /// Moves the clock `by` forward; schedules due by then fire.
+    pub fn advance(&self, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        self.time
+            .send_modify(|time| *time = time.checked_add_signed(by).unwrap_or(*time));
+    }
+}
+
+impl ScheduleClock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.time.borrow()
+    }
+
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let mut time = self.time.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as `self`, so this ends only when `at` has come.
+            let _ = time.wait_for(|now| *now >= at).await;
+        })
     }
 }
 
@@ -61,12 +117,14 @@ pub(crate) fn start<I>(
     config: &Config,
     invoker: I,
     origin: &Origin,
-    clock: Clock,
+    clock: Arc<dyn ScheduleClock>,
 ) -> Vec<JoinHandle<()>>
 where
     I: Service<Invocation, Response = PoolResponse, Error = RequestError> + Clone + Send + 'static,
     I::Future: Send + 'static,
 {
+    // Every schedule counts from here, whenever its task first runs.
+    let started = clock.now();
     let mut tasks = Vec::new();
     for function in config.functions.values() {
         let capacity = function
@@ -86,7 +144,8 @@ where
                 schedule.clone(),
                 invoker.clone(),
                 origin.clone(),
-                clock,
+                Arc::clone(&clock),
+                started,
                 Arc::new(Semaphore::new(capacity)),
             )));
         }
@@ -100,16 +159,16 @@ async fn run<I>(
     schedule: ScheduleConfig,
     invoker: I,
     origin: Origin,
-    clock: Clock,
+    clock: Arc<dyn ScheduleClock>,
+    start: DateTime<Utc>,
     running: Arc<Semaphore>,
 ) where
     I: Service<Invocation, Response = PoolResponse, Error = RequestError> + Clone + Send + 'static,
     I::Future: Send + 'static,
 {
-    let start = clock.utc();
     let mut last = start;
     while let Some(fire) = schedule.expression.next_after(start, last) {
-        tokio::time::sleep_until(clock.instant_at(fire)).await;
+        clock.sleep_until(fire).await;
         last = fire;
         let Ok(permit) = Arc::clone(&running).try_acquire_owned() else {
             tracing::warn!(
@@ -243,12 +302,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rate_fires_every_period_with_the_scheduled_event() {
         let recorder = Recorder::new(true);
-        let clock = Clock {
+        let clock = Arc::new(TokioClock {
             utc: DateTime::parse_from_rfc3339("2026-03-01T10:02:30Z")
                 .unwrap()
                 .with_timezone(&Utc),
             instant: Instant::now(),
-        };
+        });
         let schedule = ScheduleConfig::new("every5", "rate(5 minutes)".parse().unwrap());
         let tasks = start(
             &config(vec![schedule], None),
@@ -282,12 +341,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cron_fires_on_its_minutes_and_input_replaces_the_event() {
         let recorder = Recorder::new(true);
-        let clock = Clock {
+        let clock = Arc::new(TokioClock {
             utc: DateTime::parse_from_rfc3339("2026-03-01T10:02:30Z")
                 .unwrap()
                 .with_timezone(&Utc),
             instant: Instant::now(),
-        };
+        });
         let mut schedule = ScheduleConfig::new("quarter", "cron(0/15 * * * ? *)".parse().unwrap());
         schedule.input = Some(r#"{"fixed": true}"#.into());
         let tasks = start(
@@ -317,7 +376,7 @@ mod tests {
             &config(vec![every, off], Some(2)),
             recorder.service(),
             &origin(),
-            Clock::now(),
+            Arc::new(TokioClock::now()),
         );
         assert_eq!(tasks.len(), 1, "the disabled schedule has no task");
         // Five fires while no invocation finishes: only two run.

@@ -309,3 +309,203 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
     assert!(left.is_empty(), "left after a clean stop: {left:?}");
 }
+
+/// `ctr` against the test's containerd in namespace `namespace`; its stdout.
+fn ctr(address: &Path, namespace: &str, args: &[&str]) -> String {
+    let output = Command::new("ctr")
+        .arg("--address")
+        .arg(address)
+        .args(["--namespace", namespace])
+        .args(args)
+        .output()
+        .expect("ctr (containerd's client) runs");
+    assert!(output.status.success(), "ctr {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A SAM zip function (`Runtime` + `Handler` + `CodeUri` + two `Layers`) on the all-in-one
+/// containerd gateway runs as SAM runs it: from the runtime's base image (here a stand-in
+/// built by the test and pushed to the local registry, named with `--runtime-image`), its
+/// code mounted read-only at `/var/task`, the merged layers read-only at `/opt`, `_HANDLER`
+/// naming the module the image's bootstrap loads. Through a route and the Invoke API; with
+/// `--watch`, an edit of the code is served by new sandboxes of the same image; after a
+/// clean stop no container, active snapshot or mount of its namespace is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zip_function_runs_on_containerd_from_its_runtimes_base_image_with_task_and_opt_mounted()
+{
+    let Some(address) = oci::containerd() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no containerd to test against"
+        );
+        return;
+    };
+    let base = tokio::task::block_in_place(oci::pushed_base_image);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let env = format!("zip-{suffix}");
+    let namespace = format!("esb-{env}");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("src/app.json"),
+        r#"{"greeting": "loaded from /var/task"}"#,
+    )
+    .unwrap();
+    for (layer, files) in [
+        (
+            "first",
+            &[("shared.txt", "first"), ("only-first.txt", "one")][..],
+        ),
+        ("second", &[("shared.txt", "second")][..]),
+    ] {
+        std::fs::create_dir_all(root.join(layer)).unwrap();
+        for (name, text) in files {
+            std::fs::write(root.join(layer).join(name), text).unwrap();
+        }
+    }
+    let template = r#"
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Globals:
+  Function: { Timeout: 10 }
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: app.handler
+      CodeUri: src/
+      Layers: [!Ref First, !Ref Second]
+      Environment: { Variables: { GREETING: hello } }
+      Events:
+        Api: { Type: HttpApi, Properties: { Path: /zip, Method: post } }
+  First:
+    Type: AWS::Serverless::LayerVersion
+    Properties: { ContentUri: first }
+  Second:
+    Type: AWS::Serverless::LayerVersion
+    Properties: { ContentUri: second }
+"#;
+    let template_path = write(root, "template.yaml", template);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = gateway()
+        .args(["--runtime", "containerd"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--template", &template_path])
+        .args(["--runtime-image", &format!("python3.12={base}")])
+        .arg("--watch")
+        .arg("--code-cache")
+        .arg(root.join("cache"))
+        .arg("--containerd-address")
+        .arg(&address)
+        .args(["--env", &env, "--state-dir", "/run/esb-test"])
+        .args(["--insecure-registry", &oci::registry()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gateway = Running(child);
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &url, &mut gateway.0).await;
+
+    let check = |body: &Value, via: &str| {
+        assert_eq!(
+            body["module"]["greeting"], "loaded from /var/task",
+            "{via}: {body}"
+        );
+        assert_eq!(
+            body["opt"],
+            json!({"shared.txt": "second", "only-first.txt": "one"}),
+            "{via}: layers merged in order at /opt: {body}"
+        );
+        assert_eq!(body["task_read_only"], true, "{via}: {body}");
+        assert_eq!(body["opt_read_only"], true, "{via}: {body}");
+        assert_eq!(body["env"]["_HANDLER"], "app.handler", "{via}: {body}");
+        assert_eq!(
+            body["env"]["LAMBDA_TASK_ROOT"], "/var/task",
+            "{via}: {body}"
+        );
+        assert_eq!(
+            body["env"]["AWS_EXECUTION_ENV"], "AWS_Lambda_python3.12",
+            "{via}: {body}"
+        );
+        assert_eq!(body["env"]["GREETING"], "hello", "{via}: {body}");
+        assert_eq!(body["cwd"], "/var/task", "{via}: {body}");
+    };
+
+    let routed = client
+        .post(format!("{url}/zip"))
+        .json(&json!({"via": "route"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(routed.status(), 200);
+    let body: Value = routed.json().await.unwrap();
+    check(&body, "route");
+    assert_eq!(body["event"]["body"], json!({"via": "route"}).to_string());
+
+    let invoked = client
+        .post(format!("{url}/2015-03-31/functions/Fn/invocations"))
+        .json(&json!({"via": "invoke"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invoked.status(), 200);
+    assert!(invoked.headers().get("x-amz-function-error").is_none());
+    let proxy: Value = invoked.json().await.unwrap();
+    let body: Value = serde_json::from_str(proxy["body"].as_str().unwrap()).unwrap();
+    check(&body, "invoke");
+    assert_eq!(body["event"], json!({"via": "invoke"}));
+
+    // The bootstrap loads the module once, at start: the edit shows once --watch has
+    // replaced the sandbox with one started as the first was.
+    std::fs::write(root.join("src/app.json"), r#"{"greeting": "edited"}"#).unwrap();
+    let mut answer = Value::Null;
+    for _ in 0..150 {
+        let response = client
+            .post(format!("{url}/zip"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        answer = response.json().await.unwrap();
+        if answer["module"]["greeting"] == "edited" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer["module"]["greeting"], "edited", "{answer}");
+    assert_eq!(answer["task_read_only"], true, "{answer}");
+    assert_eq!(answer["opt"]["shared.txt"], "second", "{answer}");
+
+    assert!(
+        !ctr(&address, &namespace, &["containers", "ls", "-q"])
+            .trim()
+            .is_empty(),
+        "a sandbox runs in {namespace}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(gateway.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = gateway.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let containers = ctr(&address, &namespace, &["containers", "ls", "-q"]);
+    assert!(containers.trim().is_empty(), "left: {containers}");
+    let active: Vec<String> = ctr(&address, &namespace, &["snapshots", "ls"])
+        .lines()
+        .filter(|line| line.contains("Active"))
+        .map(str::to_owned)
+        .collect();
+    assert!(active.is_empty(), "snapshots left: {active:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|line| line.contains(&format!("/{namespace}/")) || line.contains(&env))
+        .collect();
+    assert!(left.is_empty(), "mounts left: {left:?}");
+}

@@ -1,9 +1,8 @@
 //! A schedule fires end to end: a gateway over the process backend invokes a Python zip
 //! function with EventBridge's Scheduled Event when its rate comes round.
 //!
-//! The clock is real here (the fire comes a minute after start-up): the sandboxes' timeouts
-//! mix `std` and tokio instants, so a tokio clock advanced by hand would expire them at
-//! once. The scheduler's own timing is tested on a paused clock in `src/schedules.rs`.
+//! The schedules follow a [`ManualClock`] that the test moves, so the fire a minute after
+//! start-up comes at once; everything else (the sandbox, its timeouts) runs on real time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +11,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use esb_gateway::{Gateway, GatewayConfig};
+use esb_gateway::{Gateway, GatewayConfig, ManualClock};
 use esb_runtime::managed::{Managed, ManagedConfig};
 use support::{CapturingSink, clients};
 
@@ -37,19 +36,28 @@ async fn a_rate_schedule_invokes_its_function_with_the_scheduled_event() {
     );
     esb_gateway::packages::prepare(&mut config, &managed, None).unwrap();
     let sink = Arc::new(CapturingSink::default());
-    let gateway = Gateway::start(
+    let started = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:02:30Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(ManualClock::new(started));
+    let gateway = Gateway::builder(
         GatewayConfig::new(config, "127.0.0.1:0".parse().unwrap()).region("eu-west-1"),
         vec![support::process_runtime(sink.clone())],
     )
+    .schedule_clock(clock.clone())
+    .start()
     .await
     .unwrap();
 
-    // Nothing fires before its time.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Nothing fires before its time: 59 s on the schedules' clock.
+    clock.advance(Duration::from_secs(59));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(events(&sink).is_empty());
+    // The fire is due 60 s after start-up.
+    clock.advance(Duration::from_secs(1));
     let mut fired = Vec::new();
-    // Up to 90 s: the fire is due 60 s after start-up.
-    for _ in 0..900 {
+    // Up to 30 s of real time for Python's cold start.
+    for _ in 0..300 {
         fired = events(&sink);
         if !fired.is_empty() {
             break;
@@ -79,7 +87,16 @@ async fn a_rate_schedule_invokes_its_function_with_the_scheduled_event() {
             event["account"].as_str().unwrap()
         )
     );
-    assert!(event["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        event["time"], "2026-03-01T10:03:30Z",
+        "the fire's time: {event}"
+    );
+    assert_eq!(event["version"], "0");
+    assert_eq!(event["detail"], serde_json::json!({}));
+    assert!(
+        uuid::Uuid::parse_str(event["id"].as_str().unwrap()).is_ok(),
+        "{event}"
+    );
     gateway.shutdown().await;
 }
 

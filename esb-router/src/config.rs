@@ -73,6 +73,9 @@ pub struct FunctionConfig {
     /// Aliases it can be invoked through (`name:alias`): `aliases` in `functions.yml`,
     /// `AutoPublishAlias` in SAM. Each points to version `1`, the code as loaded.
     pub aliases: Vec<String>,
+    /// Host directories bind-mounted into its sandboxes: a zip function's code and layers on
+    /// a backend of images (set when it is prepared, not read from the files).
+    pub mounts: Vec<esb_runtime::BindMount>,
 }
 
 impl FunctionConfig {
@@ -83,6 +86,7 @@ impl FunctionConfig {
             image: None,
             command: None,
             package: None,
+            mounts: Vec::new(),
             image_config: ImageConfig::default(),
             schedules: Vec::new(),
             timeout: DEFAULT_TIMEOUT,

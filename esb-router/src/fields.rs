@@ -476,6 +476,7 @@ impl Partial {
             payload_format: self.payload_format.unwrap_or_default(),
             event_invoke: self.event_invoke.finish(),
             aliases: self.aliases.unwrap_or_default(),
+            mounts: Vec::new(),
         })
     }
 }

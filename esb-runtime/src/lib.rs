@@ -79,7 +79,8 @@ pub use sandbox::{
     DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, FunctionCredentials, LambdaSettings,
 };
 pub use spec::{
-    Capabilities, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState,
+    BindMount, Capabilities, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec,
+    SandboxState,
 };
 
 /// Lambda's limit on request and response payloads of synchronous invocations: 6 MB.

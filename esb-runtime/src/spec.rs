@@ -62,6 +62,35 @@ pub struct SandboxSpec {
     pub invoke_mode: InvokeMode,
     /// Labels the sandbox carries, listed back in [`SandboxInfo::labels`] (e.g. its owner).
     pub labels: BTreeMap<String, String>,
+    /// Host directories bind-mounted into the sandbox (containerd backend): a zip
+    /// function's code at `/var/task` and its merged layers at `/opt`.
+    pub mounts: Vec<BindMount>,
+}
+
+/// A host directory bind-mounted into a sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BindMount {
+    /// The host directory (absolute).
+    pub source: std::path::PathBuf,
+    /// Where it appears in the sandbox (absolute).
+    pub destination: String,
+    /// Whether the sandbox may not write to it.
+    pub read_only: bool,
+}
+
+impl BindMount {
+    /// `source` mounted read-only at `destination`.
+    pub fn read_only(
+        source: impl Into<std::path::PathBuf>,
+        destination: impl Into<String>,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            destination: destination.into(),
+            read_only: true,
+        }
+    }
 }
 
 impl SandboxSpec {
@@ -76,6 +105,7 @@ impl SandboxSpec {
             timeout: Duration::from_secs(3),
             invoke_mode: InvokeMode::RuntimeApi,
             labels: BTreeMap::new(),
+            mounts: Vec::new(),
         }
     }
 
@@ -122,6 +152,12 @@ impl SandboxSpec {
     /// Sets the invoke mode.
     pub fn invoke_mode(mut self, mode: InvokeMode) -> Self {
         self.invoke_mode = mode;
+        self
+    }
+
+    /// Adds a bind mount.
+    pub fn mount(mut self, mount: BindMount) -> Self {
+        self.mounts.push(mount);
         self
     }
 }

@@ -87,6 +87,14 @@ pub fn static_rie() -> PathBuf {
     static_bins().join("aws-lambda-rie")
 }
 
+/// The statically linked stand-in for a Lambda base image's bootstrap (`lambda-base`).
+///
+/// # Panics
+/// When the build fails.
+pub fn static_lambda_base() -> PathBuf {
+    static_bins().join("lambda-base")
+}
+
 /// Builds the static binaries once; returns their directory.
 fn static_bins() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -109,6 +117,8 @@ fn static_bins() -> PathBuf {
                 "esb-testfn",
                 "--bin",
                 "aws-lambda-rie",
+                "--bin",
+                "lambda-base",
                 "--target",
                 "x86_64-unknown-linux-gnu",
             ])
@@ -215,6 +225,35 @@ pub fn rie_image() -> TestImage {
         .clone()
 }
 
+/// A stand-in for a Lambda base image (`public.ecr.aws/lambda/<language>:<version>`):
+/// `/var/runtime/bootstrap` is `lambda-base`, which loads the module `_HANDLER` names from
+/// `/var/task`; `/var/task` and `/opt` are empty, for the function's code and layers.
+pub fn base_image() -> TestImage {
+    static IMAGE: OnceLock<TestImage> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let bootstrap =
+                std::fs::read(static_lambda_base()).expect("the static stand-in is readable");
+            build_image(
+                &[("var/runtime/bootstrap", &bootstrap)],
+                &["/var/runtime/bootstrap"],
+            )
+        })
+        .clone()
+}
+
+/// Pushes [`base_image`] as `<registry>/esb-lambda-base:latest` (once per test process)
+/// and returns its reference.
+///
+/// # Panics
+/// When the registry refuses it.
+pub fn pushed_base_image() -> String {
+    static PUSHED: OnceLock<String> = OnceLock::new();
+    PUSHED
+        .get_or_init(|| push(base_image(), "esb-lambda-base:latest"))
+        .clone()
+}
+
 /// One layer holding `files` (executables), with its config and manifest.
 fn build_image(files: &[(&str, &[u8])], entrypoint: &[&str]) -> TestImage {
     let mut tar = tar::Builder::new(Vec::new());
@@ -226,6 +265,7 @@ fn build_image(files: &[(&str, &[u8])], entrypoint: &[&str]) -> TestImage {
         ("var/", 0o755),
         ("var/runtime/", 0o755),
         ("var/task/", 0o755),
+        ("opt/", 0o755),
     ] {
         tar.append(
             &tar_header(dir, mode, 0, tar::EntryType::Directory),

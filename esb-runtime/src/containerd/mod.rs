@@ -831,6 +831,18 @@ impl ContainerdRuntime {
             function: spec.function_name.clone(),
             reason: "the containerd backend needs an image".into(),
         })?;
+        for mount in &spec.mounts {
+            if !mount.source.is_absolute() || !mount.source.is_dir() {
+                return Err(Error::InvalidSpec {
+                    function: spec.function_name.clone(),
+                    reason: format!(
+                        "mount source {} (for {}) is not an existing absolute directory",
+                        mount.source.display(),
+                        mount.destination
+                    ),
+                });
+            }
+        }
         if spec.invoke_mode == InvokeMode::Rie && self.cni.is_none() {
             return Err(Error::InvalidSpec {
                 function: spec.function_name.clone(),
@@ -895,6 +907,7 @@ impl ContainerdRuntime {
             tmp_size_mb: self.config.tmp_size_mb,
             cgroups_path: &cgroups_path,
             netns_path: &netns_str,
+            mounts: &spec.mounts,
         })
     }
 

@@ -50,6 +50,7 @@ pub(crate) struct SpecInput<'a> {
     pub(crate) tmp_size_mb: u32,
     pub(crate) cgroups_path: &'a str,
     pub(crate) netns_path: &'a str,
+    pub(crate) mounts: &'a [crate::BindMount],
 }
 
 /// Capabilities every sandbox keeps: containerd's defaults, none added.
@@ -95,7 +96,7 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Value {
         cpu["quota"] = json!(quota);
         cpu["period"] = json!(CPU_PERIOD_US);
     }
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -154,7 +155,22 @@ pub(crate) fn runtime_spec(input: &SpecInput<'_>) -> Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
         },
-    })
+    });
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for mount in input.mounts {
+            let mut options = vec!["rbind", "nosuid", "nodev"];
+            if mount.read_only {
+                options.push("ro");
+            }
+            mounts.push(json!({
+                "destination": mount.destination,
+                "type": "bind",
+                "source": mount.source.display().to_string(),
+                "options": options,
+            }));
+        }
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -175,6 +191,7 @@ mod tests {
             tmp_size_mb: 512,
             cgroups_path: "/esb/esb-test/fn-1",
             netns_path: "/run/esb/netns/fn-1",
+            mounts: &[],
         }
     }
 
@@ -208,6 +225,30 @@ mod tests {
             !caps
                 .iter()
                 .any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_ADMIN")
+        );
+    }
+
+    #[test]
+    fn bind_mounts_follow_the_system_mounts_read_only_when_asked() {
+        let mounts = [crate::BindMount::read_only("/cache/code/ab", "/var/task")];
+        let spec = runtime_spec(&SpecInput {
+            mounts: &mounts,
+            ..input()
+        });
+        let task = spec["mounts"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(task["destination"], "/var/task");
+        assert_eq!(task["type"], "bind");
+        assert_eq!(task["source"], "/cache/code/ab");
+        assert!(
+            task["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "ro")
         );
     }
 

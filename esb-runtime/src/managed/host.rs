@@ -25,6 +25,10 @@ pub struct ManagedConfig {
     /// The host's `PATH`: where programs are looked up, and the start of the functions'
     /// `PATH`.
     pub host_path: String,
+    /// The base image of a runtime on a backend of images, by identifier
+    /// (`python3.12` -> `127.0.0.1:5000/lambda/python:3.12`); by default AWS's
+    /// `public.ecr.aws/lambda/<language>:<version>`.
+    pub images: BTreeMap<String, String>,
 }
 
 impl ManagedConfig {
@@ -40,6 +44,13 @@ impl ManagedConfig {
     /// Runs `runtime` (an identifier such as `python3.12`) with `program`.
     pub fn interpreter(mut self, runtime: impl Into<String>, program: impl Into<PathBuf>) -> Self {
         self.interpreters.insert(runtime.into(), program.into());
+        self
+    }
+
+    /// Runs `runtime` (an identifier such as `python3.12`) from the base image `image` on a
+    /// backend of images.
+    pub fn image(mut self, runtime: impl Into<String>, image: impl Into<String>) -> Self {
+        self.images.insert(runtime.into(), image.into());
         self
     }
 
@@ -98,6 +109,37 @@ pub struct Bootstrap {
     pub task_root: PathBuf,
     /// The merged layers (`/opt`), when the function has layers.
     pub opt: Option<PathBuf>,
+}
+
+/// How to start a zip function on a backend of images, as SAM does: the runtime's base
+/// image with the code at `/var/task` and the merged layers at `/opt`, both read-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageBootstrap {
+    /// The runtime's base image.
+    pub image: String,
+    /// The command line: the image's `/var/runtime/bootstrap` (what its entrypoint runs
+    /// when the Runtime API is set) or, on an OS-only runtime, the function's `bootstrap`.
+    pub command: Vec<String>,
+    /// `_HANDLER`, `LAMBDA_TASK_ROOT`, `LAMBDA_RUNTIME_DIR`, `AWS_EXECUTION_ENV`.
+    pub env: BTreeMap<String, String>,
+    /// The code (`/var/task`) and the merged layers (`/opt`, when there are layers).
+    pub mounts: Vec<crate::BindMount>,
+}
+
+/// AWS's base image of a runtime identifier: `python3.12` -> `public.ecr.aws/lambda/python:3.12`,
+/// `nodejs20.x` -> `public.ecr.aws/lambda/nodejs:20`, `provided.al2023` ->
+/// `public.ecr.aws/lambda/provided:al2023`.
+pub fn default_image(runtime: &str) -> Option<String> {
+    let tag = match ManagedRuntime::parse(runtime)? {
+        ManagedRuntime::Python { minor } => format!("python:3.{minor}"),
+        ManagedRuntime::Node { major } => format!("nodejs:{major}"),
+        ManagedRuntime::Provided => match runtime.strip_prefix("provided.") {
+            Some(version) => format!("provided:{version}"),
+            None => "provided:alami".to_owned(),
+        },
+    };
+    Some(format!("public.ecr.aws/lambda/{tag}"))
 }
 
 /// Prepares zip functions: caches code and layers, finds interpreters and clients.
@@ -235,6 +277,73 @@ impl Managed {
             env,
             task_root,
             opt,
+        })
+    }
+
+    /// Prepares `function` for a backend of images: extracts its code and merges its layers
+    /// (each once) for the bind mounts, and names the runtime's base image. Nothing of the
+    /// host's interpreters is needed.
+    pub fn prepare_image(&self, function: &ZipFunction<'_>) -> Result<ImageBootstrap> {
+        let runtime = ManagedRuntime::parse(function.runtime).ok_or_else(|| {
+            runtime_error(
+                function,
+                "not a runtime ESB runs (python3.x, nodejsNN.x, provided.al2, provided.al2023)"
+                    .into(),
+            )
+        })?;
+        let image = match self.config.images.get(function.runtime) {
+            Some(image) => image.clone(),
+            None => default_image(function.runtime)
+                .ok_or_else(|| runtime_error(function, "no base image is known for it".into()))?,
+        };
+        let task_root = self.code_dir(function.name, function.code)?;
+        let opt = self.merge_layers(function.name, function.layers)?;
+        let command = match runtime {
+            ManagedRuntime::Provided => {
+                // Lambda looks for the bootstrap in the code, then in the layers.
+                let found = [
+                    Some((task_root.join("bootstrap"), "/var/task/bootstrap")),
+                    opt.as_ref()
+                        .map(|opt| (opt.join("bootstrap"), "/opt/bootstrap")),
+                ]
+                .into_iter()
+                .flatten()
+                .find(|(host, _)| is_executable(host));
+                match found {
+                    Some((_, inside)) => vec![inside.to_owned()],
+                    None => {
+                        return Err(runtime_error(
+                            function,
+                            format!(
+                                "{} is missing or not executable, and no layer has a bootstrap \
+                                 (a provided runtime starts the code's own bootstrap)",
+                                task_root.join("bootstrap").display()
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => vec!["/var/runtime/bootstrap".to_owned()],
+        };
+        let mut env = BTreeMap::new();
+        env.insert("_HANDLER".to_owned(), function.handler.to_owned());
+        env.insert("LAMBDA_TASK_ROOT".to_owned(), "/var/task".to_owned());
+        env.insert("LAMBDA_RUNTIME_DIR".to_owned(), "/var/runtime".to_owned());
+        if !matches!(runtime, ManagedRuntime::Provided) {
+            env.insert(
+                "AWS_EXECUTION_ENV".to_owned(),
+                format!("AWS_Lambda_{}", function.runtime),
+            );
+        }
+        let mut mounts = vec![crate::BindMount::read_only(task_root, "/var/task")];
+        if let Some(opt) = opt {
+            mounts.push(crate::BindMount::read_only(opt, "/opt"));
+        }
+        Ok(ImageBootstrap {
+            image,
+            command,
+            env,
+            mounts,
         })
     }
 
@@ -579,6 +688,47 @@ mod tests {
         }
         writer.finish().unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn image_functions_get_the_base_image_and_read_only_code_and_layers() {
+        assert_eq!(
+            default_image("python3.12").as_deref(),
+            Some("public.ecr.aws/lambda/python:3.12")
+        );
+        assert_eq!(
+            default_image("nodejs20.x").as_deref(),
+            Some("public.ecr.aws/lambda/nodejs:20")
+        );
+        assert_eq!(
+            default_image("provided.al2023").as_deref(),
+            Some("public.ecr.aws/lambda/provided:al2023")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let code = tmp.path().join("code");
+        let layer = tmp.path().join("layer");
+        std::fs::create_dir_all(&code).unwrap();
+        std::fs::create_dir_all(&layer).unwrap();
+        std::fs::write(layer.join("a.txt"), "a").unwrap();
+        let managed = Managed::new(
+            ManagedConfig::new(tmp.path().join("cache"), "").image("python3.12", "local/py:1"),
+        );
+        let layers = [layer];
+        let zip = ZipFunction::new("f", "python3.12", "app.handler", &code, &layers);
+        let boot = managed.prepare_image(&zip).unwrap();
+        assert_eq!(boot.image, "local/py:1");
+        assert_eq!(boot.command, ["/var/runtime/bootstrap"]);
+        assert_eq!(boot.env["_HANDLER"], "app.handler");
+        assert_eq!(boot.env["AWS_EXECUTION_ENV"], "AWS_Lambda_python3.12");
+        assert_eq!(boot.mounts.len(), 2);
+        assert_eq!(boot.mounts[0].source, code.canonicalize().unwrap());
+        assert_eq!(boot.mounts[0].destination, "/var/task");
+        assert_eq!(boot.mounts[1].destination, "/opt");
+        assert!(boot.mounts.iter().all(|m| m.read_only));
+        assert!(boot.mounts[1].source.join("a.txt").is_file());
+        let provided = ZipFunction::new("g", "provided.al2023", "h", &code, &[]);
+        let err = managed.prepare_image(&provided).unwrap_err().to_string();
+        assert!(err.contains("bootstrap is missing"), "{err}");
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl fmt::Display for ManagedRuntime {
 #[cfg(feature = "managed")]
 mod host;
 #[cfg(feature = "managed")]
-pub use host::{Bootstrap, Managed, ManagedConfig, ZipFunction};
+pub use host::{Bootstrap, ImageBootstrap, Managed, ManagedConfig, ZipFunction, default_image};
 
 #[cfg(test)]
 mod tests {
