@@ -155,12 +155,7 @@ fn walk(dir: &Path, hasher: &mut impl std::hash::Hasher) -> std::io::Result<()> 
         if meta.is_dir() {
             walk(&entry.path(), hasher)?;
         } else {
-            meta.len().hash(hasher);
-            meta.modified()
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .hash(hasher);
+            stamp(&meta, hasher);
         }
     }
     Ok(())

@@ -42,41 +42,30 @@ pub fn prepare(
             &package.code,
             &package.layers,
         );
-        if backend.is_some_and(|b| b.images) {
-            // As SAM runs them: the runtime's base image, code and layers mounted.
-            match managed.prepare_image(&zip) {
-                Ok(bootstrap) => {
-                    let mut env = bootstrap.env;
-                    for (key, value) in std::mem::take(&mut function.environment) {
-                        if !RESERVED.contains(&key.as_str()) {
-                            env.insert(key, value);
-                        }
-                    }
-                    function.environment = env;
-                    function.image = Some(bootstrap.image);
-                    function.command = Some(bootstrap.command);
-                    function.mounts = bootstrap.mounts;
-                }
-                Err(esb_runtime::Error::ManagedRuntime { reason, .. }) => {
-                    problems.push(Problem::new(
-                        format!("{field}.runtime"),
-                        format!("{}: {reason}", package.runtime),
-                    ));
-                }
-                Err(err) => problems.push(Problem::new(field, err.to_string())),
-            }
-            continue;
-        }
-        match managed.prepare(&zip) {
-            Ok(bootstrap) => {
-                let mut env = bootstrap.env;
+        // On a backend of images, as SAM runs them: the runtime's base image, code and
+        // layers mounted; elsewhere the host's interpreter and runtime client.
+        let prepared = if backend.is_some_and(|b| b.images) {
+            managed
+                .prepare_image(&zip)
+                .map(|b| (b.env, b.command, Some(b.image), b.mounts))
+        } else {
+            managed
+                .prepare(&zip)
+                .map(|b| (b.env, b.command, None, Vec::new()))
+        };
+        match prepared {
+            Ok((mut env, command, image, mounts)) => {
                 for (key, value) in std::mem::take(&mut function.environment) {
                     if !RESERVED.contains(&key.as_str()) {
                         env.insert(key, value);
                     }
                 }
                 function.environment = env;
-                function.command = Some(bootstrap.command);
+                function.command = Some(command);
+                if image.is_some() {
+                    function.image = image;
+                    function.mounts = mounts;
+                }
             }
             Err(esb_runtime::Error::ManagedRuntime { reason, .. }) => {
                 problems.push(Problem::new(
