@@ -389,6 +389,8 @@ impl Args {
             overrides
                 .get(name)
                 .map(|v| (*v).to_owned())
+                // Resource ARNs carry the functions' region (--region).
+                .or_else(|| (name == "AWS_REGION").then(|| self.region.clone()))
                 .or_else(|| std::env::var(name).ok())
         };
         let functions = match (&self.template, &self.functions, &self.routing) {
