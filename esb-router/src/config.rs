@@ -37,6 +37,8 @@ pub struct Config {
     /// What the files ask for and ESB does not do, one entry per resource and property
     /// (the configuration still loads).
     pub warnings: Vec<crate::Problem>,
+    /// The companions functions are wired to (`services` of `functions.yml`).
+    pub services: crate::Services,
 }
 
 /// One function: what to run and its limits.
@@ -562,7 +564,14 @@ impl Config {
             routes,
             authorizers: BTreeMap::new(),
             warnings: Vec::new(),
+            services: crate::Services::default(),
         }
+    }
+
+    /// Sets the companions functions are wired to.
+    pub fn services(mut self, services: crate::Services) -> Self {
+        self.services = services;
+        self
     }
 
     /// Adds a Lambda authorizer, under its name.

@@ -87,6 +87,9 @@ fn parse(
     };
     if let Some(root) = parse_yaml(functions_text, env, &mut report) {
         read_functions(&root, base, &mut report, &mut config.functions);
+        if let Some(services) = root.get("services") {
+            config.services = crate::services::read_services(services, &mut report);
+        }
     }
 
     let mut report = Report {
@@ -160,11 +163,11 @@ fn read_defaults(root: &Mapping, report: &mut Report<'_>) -> Partial {
                     defaults = read_partial(map, report, "defaults", DEFAULTS_FIELDS);
                 }
             }
-            Some("functions") => {}
+            Some("functions" | "services") => {}
             _ => report.push(
                 "",
                 &key_text(key),
-                "unknown top-level key: expected defaults or functions",
+                "unknown top-level key: expected defaults, functions or services",
             ),
         }
     }

@@ -68,6 +68,7 @@ mod matcher;
 mod sam;
 mod sam_api;
 mod schedule;
+mod services;
 mod subst;
 mod template;
 mod yaml;
@@ -83,4 +84,8 @@ pub use error::{Error, Problem};
 pub use esb_runtime::InvokeMode;
 pub use matcher::{Match, NoRoute, Router};
 pub use schedule::{Cron, ScheduleExpression};
+pub use services::{
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, Endpoint, EndpointError, HealthCheck,
+    ServiceConfig, Services,
+};
 pub use template::{PathTemplate, Segment};
