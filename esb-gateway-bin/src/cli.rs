@@ -273,6 +273,11 @@ pub struct Args {
     /// gateway touches another's (default: the host name).
     #[arg(long, env = "ESB_GATEWAY_ID")]
     pub gateway_id: Option<String>,
+
+    // --- Companion services (S3, DynamoDB) and the gateway's URL for functions ---
+    /// Endpoints and keys of the services functions use, over functions.yml's `services`.
+    #[command(flatten)]
+    pub services: crate::services::ServiceArgs,
 }
 
 /// `KEY=VALUE` (or SAM's `ParameterKey=KEY,ParameterValue=VALUE`) of `--parameter-overrides`.
@@ -402,6 +407,9 @@ impl Args {
             _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
         let mut functions = functions;
+        functions.services = self
+            .services
+            .apply(std::mem::take(&mut functions.services))?;
         if let Some(path) = &self.env_vars {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--env-vars {}", path.display()))?;

@@ -51,6 +51,7 @@ mod metrics;
 pub mod packages;
 mod schedules;
 mod server;
+pub mod services;
 mod status;
 mod tls;
 mod trace;

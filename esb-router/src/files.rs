@@ -94,6 +94,9 @@ fn parse(
             env("AWS_ACCOUNT_ID").unwrap_or_else(|| crate::DEFAULT_ACCOUNT_ID.to_owned()),
         );
         read_functions(&root, base, &mut report, &mut config.functions);
+        if let Some(services) = root.get("services") {
+            config.services = crate::services::read_services(services, &mut report);
+        }
     }
 
     let mut report = Report {
@@ -167,11 +170,11 @@ fn read_defaults(root: &Mapping, report: &mut Report<'_>) -> Partial {
                     defaults = read_partial(map, report, "defaults", DEFAULTS_FIELDS);
                 }
             }
-            Some("functions" | "resources") => {}
+            Some("functions" | "resources" | "services") => {}
             _ => report.push(
                 "",
                 &key_text(key),
-                "unknown top-level key: expected defaults, functions or resources",
+                "unknown top-level key: expected defaults, functions, resources or services",
             ),
         }
     }

@@ -69,6 +69,7 @@ mod resources;
 mod sam;
 mod sam_api;
 mod schedule;
+mod services;
 mod subst;
 mod template;
 mod yaml;
@@ -89,4 +90,8 @@ pub use resources::{
     Throughput,
 };
 pub use schedule::{Cron, ScheduleExpression};
+pub use services::{
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, Endpoint, EndpointError, HealthCheck,
+    ServiceConfig, Services,
+};
 pub use template::{PathTemplate, Segment};

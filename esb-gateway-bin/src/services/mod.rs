@@ -1,0 +1,6 @@
+//! The box's companions: the S3 and DynamoDB services functions are wired to, their flags,
+//! and the variables every function gets.
+
+mod args;
+
+pub use args::ServiceArgs;
