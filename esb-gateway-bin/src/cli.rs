@@ -278,6 +278,17 @@ pub struct Args {
     /// Endpoints and keys of the services functions use, over functions.yml's `services`.
     #[command(flatten)]
     pub services: crate::services::ServiceArgs,
+
+    // --- Resources (tables, buckets) created at start ---
+    /// Seconds start-up waits for DynamoDB / S3 to answer, and for a new table to become
+    /// ACTIVE, while creating the configuration's tables and buckets.
+    #[arg(
+        long,
+        env = "ESB_PROVISION_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECONDS"
+    )]
+    pub provision_timeout: f64,
 }
 
 /// `KEY=VALUE` (or SAM's `ParameterKey=KEY,ParameterValue=VALUE`) of `--parameter-overrides`.
@@ -677,6 +688,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .validate(Some(&Capabilities::new("agent").network(network)))
             .map_err(|problems| explain(problems.into()))?;
     }
+    provision(&args, &config.functions).await?;
     let mut gateway = Gateway::start(config, runtimes.clone())
         .await
         .map_err(explain)?;
@@ -721,6 +733,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shipper.shutdown(Duration::from_secs(5)).await;
     }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
+    Ok(())
+}
+
+/// Creates the configuration's tables and buckets that do not exist yet in the configured
+/// DynamoDB and S3 (the gateway does it in every mode, agents never).
+async fn provision(args: &Args, functions: &esb_router::Config) -> anyhow::Result<()> {
+    if functions.resources.is_empty() {
+        return Ok(());
+    }
+    let timeout = Duration::try_from_secs_f64(args.provision_timeout).map_err(|err| {
+        anyhow::anyhow!(
+            "--provision-timeout: {} is not a number of seconds: {err}",
+            args.provision_timeout
+        )
+    })?;
+    let targets = crate::provision::Targets::from_services(
+        &functions.services,
+        &args.region,
+        &args.function_credentials(),
+    )
+    .timeout(timeout);
+    crate::provision::provision(&functions.resources, &targets)
+        .await
+        .context("creating the configuration's tables and buckets")?;
     Ok(())
 }
 

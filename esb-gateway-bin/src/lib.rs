@@ -49,6 +49,7 @@ mod layers;
 pub mod logs;
 mod metrics;
 pub mod packages;
+pub mod provision;
 mod schedules;
 mod server;
 pub mod services;
