@@ -495,6 +495,7 @@ impl Args {
             .event_retry(event_retry)
             .region(&self.region);
         config.tls = tls;
+        config.wiring = self.wiring()?;
         if self.runtime == RuntimeKind::Agent {
             let id = self.gateway_id.clone().unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -504,6 +505,23 @@ impl Args {
             config = config.owner(format!("{}/{id}", self.containerd.env_name));
         }
         Ok(config)
+    }
+
+    /// What functions are told besides the services: `--gateway-internal-url`,
+    /// `VICTORIALOGS_URL`.
+    pub fn wiring(&self) -> anyhow::Result<crate::services::FunctionWiring> {
+        let mut wiring = crate::services::FunctionWiring::default();
+        if let Some(url) = self.services.internal_url()? {
+            wiring = wiring.internal_url(url);
+        }
+        if let Some(url) = self
+            .victorialogs_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+        {
+            wiring = wiring.victorialogs_url(url);
+        }
+        Ok(wiring)
     }
 
     /// The credentials functions get in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
@@ -835,7 +853,13 @@ fn watch_config(
 
 /// `--watch` of the zip functions' code and layers of the running configuration.
 fn watch_code(args: &Args, gateway: &Gateway) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let targets = crate::hot_reload::targets(&args.functions()?);
+    let mut functions = args.functions()?;
+    // Replaced sandboxes get the services' variables too, under the function's own.
+    for function in functions.functions.values_mut() {
+        function.environment =
+            crate::services::under(gateway.function_environment(), &function.environment);
+    }
+    let targets = crate::hot_reload::targets(&functions);
     Ok(crate::hot_reload::spawn_for(
         gateway.pool().clone(),
         targets,

@@ -2,5 +2,7 @@
 //! and the variables every function gets.
 
 mod args;
+mod env;
 
 pub use args::ServiceArgs;
+pub use env::{FunctionWiring, under};
