@@ -689,6 +689,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Services ESB starts itself are healthy before any function can use them.
+    let services = crate::services::Supervisor::start(&config.functions.services).await?;
     let log_sink = config
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
@@ -747,6 +749,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(release) = release {
         release().await;
     }
+    services.stop().await;
     if let Some(shipper) = shipper {
         shipper.shutdown(Duration::from_secs(5)).await;
     }
