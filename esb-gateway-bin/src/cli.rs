@@ -691,6 +691,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Services ESB starts itself are healthy before any function can use them.
     let services = crate::services::Supervisor::start(&config.functions.services).await?;
+    // Then the tables and buckets functions expect, before any function runs.
+    if let Err(err) = provision(&args, &config.functions).await {
+        services.stop().await;
+        return Err(err);
+    }
     let log_sink = config
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
@@ -708,7 +713,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .validate(Some(&Capabilities::new("agent").network(network)))
             .map_err(|problems| explain(problems.into()))?;
     }
-    provision(&args, &config.functions).await?;
     let mut gateway = Gateway::start(config, runtimes.clone())
         .await
         .map_err(explain)?;
