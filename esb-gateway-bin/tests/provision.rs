@@ -129,21 +129,11 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
+        let stderr = lines(&mut child);
         Self {
             child,
             port,
-            stderr: rx,
+            stderr,
         }
     }
 
@@ -189,12 +179,22 @@ impl Drop for Running {
 
 /// What boto3 sees in the service at `url` (after putting an item when `put` says).
 fn boto3_view(python: &Path, url: &str, put: Option<(&str, &str)>) -> Value {
+    boto3_view_as(python, url, put, ("testing", "testing"))
+}
+
+/// [`boto3_view`] with these keys.
+fn boto3_view_as(
+    python: &Path,
+    url: &str,
+    put: Option<(&str, &str)>,
+    (key, secret): (&str, &str),
+) -> Value {
     let mut command = Command::new(python);
     command
         .arg(clients::fixtures().join("boto3/provisioned.py"))
         .arg(url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL");
     if let Some((table, key)) = put {
@@ -363,6 +363,175 @@ fn template_tables_and_buckets_are_created_once_and_seen_by_boto3() {
     again.stop();
 }
 
+/// A `moto_server` that checks every request's SigV4 signature and IAM policy (after the
+/// first three requests, which make a user, its keys and an allow-all policy); killed when
+/// dropped.
+struct CheckingMoto {
+    child: Child,
+    port: u16,
+    key: String,
+    secret: String,
+}
+
+impl CheckingMoto {
+    fn start(python: &Path) -> Option<Self> {
+        let program = support::moto::program()?;
+        let port = free_port();
+        let child = Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut moto = Self {
+            child,
+            port,
+            key: String::new(),
+            secret: String::new(),
+        };
+        support::moto::wait_for_port(port);
+        let script = format!(
+            r#"
+import json, boto3
+iam = boto3.client("iam", endpoint_url="http://127.0.0.1:{port}", region_name="us-east-1")
+iam.create_user(UserName="esb")
+key = iam.create_access_key(UserName="esb")["AccessKey"]
+iam.put_user_policy(UserName="esb", PolicyName="all", PolicyDocument=json.dumps(
+    {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "*", "Resource": "*"}}]}}))
+print(key["AccessKeyId"], key["SecretAccessKey"])
+"#
+        );
+        let output = Command::new(python)
+            .args(["-c", &script])
+            .env("AWS_ACCESS_KEY_ID", "bootstrap")
+            .env("AWS_SECRET_ACCESS_KEY", "bootstrap")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let keys = String::from_utf8(output.stdout).unwrap();
+        let (key, secret) = keys.trim().split_once(' ').unwrap();
+        moto.key = key.to_owned();
+        moto.secret = secret.to_owned();
+        Some(moto)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for CheckingMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// functions.yml with `services` at `url` signed with `key`/`secret`, a table and a bucket
+/// with a lifecycle rule, in `dir`; the gateway started on it (not waited for).
+fn start_on_functions_yml(dir: &Path, url: &str, key: &str, secret: &str) -> Child {
+    let functions = dir.join("functions.yml");
+    let keys = format!("access_key: \"{key}\", secret_key: \"{secret}\"");
+    std::fs::write(
+        &functions,
+        format!(
+            "services:\n  dynamodb: {{ endpoint: \"{url}\", {keys} }}\n  s3: {{ endpoint: \"{url}\", {keys} }}\n\
+             resources:\n  Orders:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      \
+             BillingMode: PAY_PER_REQUEST\n      AttributeDefinitions: [{{ AttributeName: id, AttributeType: N }}]\n      \
+             KeySchema: [{{ AttributeName: id, KeyType: HASH }}]\n  Reports:\n    Type: AWS::S3::Bucket\n    Properties:\n      \
+             LifecycleConfiguration: {{ Rules: [{{ Status: Enabled, AbortIncompleteMultipartUpload: {{ DaysAfterInitiation: 2 }} }}] }}\n\
+             functions:\n  f:\n    command: [/bin/true]\n    environment: {{ TABLE: !Ref Orders }}\n",
+        ),
+    )
+    .unwrap();
+    let routing = dir.join("routing.yml");
+    std::fs::write(&routing, "routes: []\n").unwrap();
+    gateway()
+        .arg("--functions")
+        .arg(&functions)
+        .arg("--routing")
+        .arg(&routing)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--provision-timeout", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn requests_are_signed_as_a_checking_service_expects() {
+    let Some(python) = clients::python_with(&["boto3"]) else {
+        return;
+    };
+    let Some(moto) = CheckingMoto::start(&python) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A wrong secret: the service's refusal stops start-up, naming service and resource.
+    let child = start_on_functions_yml(dir.path(), &moto.url(), &moto.key, "not-the-secret");
+    let (status, stderr) = exit_of(child);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "DynamoDB at {}: DescribeTable of \"Orders\" failed: HTTP 403 SignatureDoesNotMatch",
+            moto.url()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+    // The right one: created, as boto3 with the same keys sees.
+    let child = start_on_functions_yml(dir.path(), &moto.url(), &moto.key, &moto.secret);
+    let mut running = Running {
+        port: 0,
+        stderr: std::sync::mpsc::channel().1,
+        child,
+    };
+    running.stderr = lines(&mut running.child);
+    let log = running.wait_for("esb-gateway listening");
+    assert!(
+        log.iter().any(|l| l.contains("table Orders created")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("bucket reports created")),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains(&moto.secret)), "{log:#?}");
+    let seen = boto3_view_as(&python, &moto.url(), None, (&moto.key, &moto.secret));
+    assert_eq!(
+        seen["tables"]["Orders"]["keys"],
+        json!([{ "AttributeName": "id", "KeyType": "HASH" }])
+    );
+    assert_eq!(
+        seen["buckets"]["reports"]["lifecycle"][0]["AbortIncompleteMultipartUpload"],
+        json!({ "DaysAfterInitiation": 2 })
+    );
+    running.stop();
+}
+
+/// The standard error of `child`, line by line.
+fn lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 #[test]
 fn functions_yml_resources_are_created_too() {
     let Some(python) = clients::python_with(&["boto3"]) else {
@@ -403,18 +572,7 @@ fn functions_yml_resources_are_created_too() {
         port,
         stderr: std::sync::mpsc::channel().1,
     };
-    let stderr = running.child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    running.stderr = rx;
+    running.stderr = lines(&mut running.child);
     running.wait_for("esb-gateway listening");
     let seen = boto3_view(&python, &moto.url(), None);
     assert_eq!(

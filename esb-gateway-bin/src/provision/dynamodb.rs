@@ -104,18 +104,18 @@ fn error_type(answer: &Answer) -> Option<(String, String)> {
         return None;
     }
     let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    let kind = body["__type"].as_str().unwrap_or_default();
-    let kind = kind.rsplit('#').next().unwrap_or(kind).to_owned();
+    let text = String::from_utf8_lossy(&answer.body);
+    // A JSON error, or an XML one (authentication errors of some servers).
+    let kind = match body["__type"].as_str() {
+        Some(kind) => kind.rsplit('#').next().unwrap_or(kind).to_owned(),
+        None => super::s3::element(&text, "Code").unwrap_or_default(),
+    };
     let message = body["message"]
         .as_str()
         .or_else(|| body["Message"].as_str())
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&answer.body)
-                .chars()
-                .take(300)
-                .collect()
-        });
+        .or_else(|| super::s3::element(&text, "Message"))
+        .unwrap_or_else(|| text.chars().take(300).collect());
     Some((kind, message))
 }
 

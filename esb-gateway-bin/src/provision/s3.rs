@@ -97,7 +97,8 @@ fn code(answer: &Answer) -> Option<String> {
     element(&String::from_utf8_lossy(&answer.body), "Code")
 }
 
-fn element(xml: &str, name: &str) -> Option<String> {
+/// The text of the first `<name>` element of `xml`.
+pub(crate) fn element(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_owned())
