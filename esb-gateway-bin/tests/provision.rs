@@ -435,7 +435,12 @@ impl Drop for CheckingMoto {
 
 /// functions.yml with `services` at `url` signed with `key`/`secret`, a table and a bucket
 /// with a lifecycle rule, in `dir`; the gateway started on it (not waited for).
-fn start_on_functions_yml(dir: &Path, url: &str, key: &str, secret: &str) -> Child {
+fn start_on_functions_yml(
+    dir: &Path,
+    url: &str,
+    (key, secret): (&str, &str),
+    args: &[&str],
+) -> Child {
     let functions = dir.join("functions.yml");
     let keys = format!("access_key: \"{key}\", secret_key: \"{secret}\"");
     std::fs::write(
@@ -459,6 +464,7 @@ fn start_on_functions_yml(dir: &Path, url: &str, key: &str, secret: &str) -> Chi
         .arg(&routing)
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--provision-timeout", "5"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -475,7 +481,7 @@ fn requests_are_signed_as_a_checking_service_expects() {
     };
     let dir = tempfile::tempdir().unwrap();
     // A wrong secret: the service's refusal stops start-up, naming service and resource.
-    let child = start_on_functions_yml(dir.path(), &moto.url(), &moto.key, "not-the-secret");
+    let child = start_on_functions_yml(dir.path(), &moto.url(), (&moto.key, "not-the-secret"), &[]);
     let (status, stderr) = exit_of(child);
     assert!(!status.success(), "{stderr}");
     assert!(
@@ -487,7 +493,7 @@ fn requests_are_signed_as_a_checking_service_expects() {
     );
     assert!(!stderr.contains("not-the-secret"), "{stderr}");
     // The right one: created, as boto3 with the same keys sees.
-    let child = start_on_functions_yml(dir.path(), &moto.url(), &moto.key, &moto.secret);
+    let child = start_on_functions_yml(dir.path(), &moto.url(), (&moto.key, &moto.secret), &[]);
     let mut running = Running {
         port: 0,
         stderr: std::sync::mpsc::channel().1,
@@ -512,6 +518,60 @@ fn requests_are_signed_as_a_checking_service_expects() {
     assert_eq!(
         seen["buckets"]["reports"]["lifecycle"][0]["AbortIncompleteMultipartUpload"],
         json!({ "DaysAfterInitiation": 2 })
+    );
+    running.stop();
+}
+
+#[test]
+fn with_agents_the_gateway_creates_them() {
+    let Some(python) = clients::python_with(&["boto3"]) else {
+        return;
+    };
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let agent_port = free_port();
+    let agent = Command::new(support::agent_binary())
+        .args(["--runtime", "process", "--insecure-no-auth"])
+        .args(["--listen", &format!("127.0.0.1:{agent_port}")])
+        .env_remove("ESB_AGENT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Running {
+        child: agent,
+        port: agent_port,
+        stderr: std::sync::mpsc::channel().1,
+    };
+    support::moto::wait_for_port(agent_port);
+    let dir = tempfile::tempdir().unwrap();
+    let agent_url = format!("http://127.0.0.1:{agent_port}");
+    let child = start_on_functions_yml(
+        dir.path(),
+        &moto.url(),
+        ("testing", "testing"),
+        &["--runtime", "agent", "--agent", &agent_url],
+    );
+    let mut running = Running {
+        port: 0,
+        stderr: std::sync::mpsc::channel().1,
+        child,
+    };
+    running.stderr = lines(&mut running.child);
+    let log = running.wait_for("esb-gateway listening");
+    assert!(
+        log.iter().any(|l| l.contains("table Orders created")),
+        "{log:#?}"
+    );
+    let seen = boto3_view(&python, &moto.url(), None);
+    assert_eq!(
+        seen["tables"]["Orders"]["keys"],
+        json!([{ "AttributeName": "id", "KeyType": "HASH" }])
+    );
+    assert_eq!(
+        seen["buckets"]["reports"]["lifecycle"][0]["Status"],
+        "Enabled"
     );
     running.stop();
 }
