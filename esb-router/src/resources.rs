@@ -1439,7 +1439,7 @@ mod tests {
 
     fn sam(resources: &str) -> Result<Config, Error> {
         let template = format!(
-            "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      PackageType: Image\n      ImageUri: fn:latest\n      Environment:\n        Variables:\n          TABLE: !Ref Items\n          TABLE_ARN: !GetAtt Items.Arn\n          STREAM: !GetAtt Items.StreamArn\n          BUCKET: !Ref Files\n          BUCKET_ARN: {{\"Fn::GetAtt\": [Files, Arn]}}\n          SUBBED: !Sub \"${{Items}}/${{Files.Arn}}\"\n{resources}"
+            "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      PackageType: Image\n      ImageUri: fn:latest\n      Environment:\n        Variables:\n          TABLE: !Ref Items\n          TABLE_ARN: !GetAtt Items.Arn\n          STREAM: !GetAtt Items.StreamArn\n          BUCKET: !Ref Files\n          BUCKET_ARN: {{\"Fn::GetAtt\": [Files, Arn]}}\n          SUBBED: !Sub \"${{Items}}/${{Files.Arn}}\"\n          POLICY_ARN: !Sub \"arn:${{AWS::Partition}}:dynamodb:${{AWS::Region}}:${{AWS::AccountId}}:table/${{Items}}/index/*\"\n{resources}"
         );
         let env = |name: &str| match name {
             "AWS_REGION" => Some("eu-west-1".to_owned()),
@@ -1572,6 +1572,10 @@ mod tests {
         assert_eq!(env["BUCKET"], "files");
         assert_eq!(env["BUCKET_ARN"], "arn:aws:s3:::files");
         assert_eq!(env["SUBBED"], "items-table/arn:aws:s3:::files");
+        assert_eq!(
+            env["POLICY_ARN"],
+            "arn:aws:dynamodb:eu-west-1:111122223333:table/items-table/index/*"
+        );
     }
 
     #[test]

@@ -37,10 +37,14 @@ impl Config {
     ///   `ScheduleV2` become [`crate::ScheduleConfig`]s.
     ///
     /// CloudFormation functions are tolerated: `!Ref P` / `!Sub` resolve from `env(P)`, then from
-    /// the parameter's `Default` (a parameter with neither is a problem); a `!Ref` to a resource
-    /// gives its logical id (as `sam local` does); an environment variable that cannot be
-    /// resolved (`!GetAtt`) is left out. What is not run (other properties, event types and
-    /// resources) is listed in [`Config::warnings`].
+    /// the parameter's `Default` (a parameter with neither is a problem); `!Ref` / `!GetAtt`
+    /// of a table or bucket ([`Config::resources`]) give its name and ARN (region from
+    /// `env("AWS_REGION")`, account from `env("AWS_ACCOUNT_ID")`, else
+    /// [`crate::DEFAULT_REGION`] / [`crate::DEFAULT_ACCOUNT_ID`], as `AWS::Region` /
+    /// `AWS::AccountId`); a `!Ref` to another resource gives its logical id (as `sam local`
+    /// does); an environment variable that cannot be resolved (another `!GetAtt`) is left out.
+    /// What is not run (other properties, event types and resources) is listed in
+    /// [`Config::warnings`].
     pub fn from_sam_template(
         path: impl AsRef<Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -129,8 +133,22 @@ impl Resolver<'_> {
             }
             return default;
         }
-        if name == "AWS::Region" {
-            return (self.env)("AWS_REGION");
+        match name {
+            "AWS::Region" => {
+                return Some(
+                    (self.env)("AWS_REGION").unwrap_or_else(|| crate::DEFAULT_REGION.to_owned()),
+                );
+            }
+            // The account of the functions' and resources' ARNs.
+            "AWS::AccountId" => {
+                return Some(
+                    (self.env)("AWS_ACCOUNT_ID")
+                        .unwrap_or_else(|| crate::DEFAULT_ACCOUNT_ID.to_owned()),
+                );
+            }
+            "AWS::Partition" => return Some("aws".to_owned()),
+            "AWS::URLSuffix" => return Some("amazonaws.com".to_owned()),
+            _ => {}
         }
         self.resources
             .filter(|r| r.contains_key(name))
