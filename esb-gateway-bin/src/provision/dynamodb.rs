@@ -193,3 +193,60 @@ pub(crate) fn create_table_request(table: &TableResource) -> Value {
     }
     request
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(resources: &str) -> Vec<TableResource> {
+        let template = format!("Resources:\n{resources}");
+        esb_router::Config::from_sam_str(&template, &|_| None)
+            .unwrap()
+            .resources
+            .tables
+    }
+
+    #[test]
+    fn provisioned_tables_carry_their_capacity_and_their_indexes_theirs() {
+        let tables = tables(
+            "  T:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      \
+             AttributeDefinitions: [{ AttributeName: a, AttributeType: S }, { AttributeName: b, AttributeType: N }]\n      \
+             KeySchema: [{ AttributeName: a, KeyType: HASH }]\n      \
+             ProvisionedThroughput: { ReadCapacityUnits: 5, WriteCapacityUnits: 6 }\n      \
+             GlobalSecondaryIndexes:\n        - IndexName: by-b\n          KeySchema: [{ AttributeName: b, KeyType: HASH }]\n          \
+             Projection: { ProjectionType: INCLUDE, NonKeyAttributes: [c] }\n          \
+             ProvisionedThroughput: { ReadCapacityUnits: 1, WriteCapacityUnits: 2 }\n  \
+             S:\n    Type: AWS::Serverless::SimpleTable\n    Properties:\n      \
+             ProvisionedThroughput: { ReadCapacityUnits: 3, WriteCapacityUnits: 4 }\n",
+        );
+        assert_eq!(
+            create_table_request(&tables[0]),
+            json!({
+                "TableName": "T-table",
+                "KeySchema": [{ "AttributeName": "a", "KeyType": "HASH" }],
+                "AttributeDefinitions": [
+                    { "AttributeName": "a", "AttributeType": "S" },
+                    { "AttributeName": "b", "AttributeType": "N" },
+                ],
+                "BillingMode": "PROVISIONED",
+                "ProvisionedThroughput": { "ReadCapacityUnits": 5, "WriteCapacityUnits": 6 },
+                "GlobalSecondaryIndexes": [{
+                    "IndexName": "by-b",
+                    "KeySchema": [{ "AttributeName": "b", "KeyType": "HASH" }],
+                    "Projection": { "ProjectionType": "INCLUDE", "NonKeyAttributes": ["c"] },
+                    "ProvisionedThroughput": { "ReadCapacityUnits": 1, "WriteCapacityUnits": 2 },
+                }],
+            })
+        );
+        assert_eq!(
+            create_table_request(&tables[1]),
+            json!({
+                "TableName": "S-table",
+                "KeySchema": [{ "AttributeName": "id", "KeyType": "HASH" }],
+                "AttributeDefinitions": [{ "AttributeName": "id", "AttributeType": "S" }],
+                "BillingMode": "PROVISIONED",
+                "ProvisionedThroughput": { "ReadCapacityUnits": 3, "WriteCapacityUnits": 4 },
+            })
+        );
+    }
+}

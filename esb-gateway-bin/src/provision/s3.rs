@@ -118,7 +118,13 @@ fn refused(
         resource: bucket.to_owned(),
         status: answer.status.as_u16(),
         code: element(&text, "Code").unwrap_or_default(),
-        message: element(&text, "Message").unwrap_or_else(|| text.chars().take(300).collect()),
+        message: element(&text, "Message").unwrap_or_else(|| {
+            if text.trim().is_empty() {
+                "the answer has no error document".to_owned()
+            } else {
+                text.chars().take(300).collect()
+            }
+        }),
     }))
 }
 
