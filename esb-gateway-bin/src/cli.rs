@@ -320,6 +320,20 @@ fn name_parameter_flag(err: esb_router::Error) -> anyhow::Error {
     anyhow::anyhow!(lines.join("\n"))
 }
 
+/// The host's address on the CNI bridge of `subnet`: its first address, the gateway the
+/// bridge plugin gives the sandboxes.
+fn bridge_host(subnet: &str) -> anyhow::Result<std::net::IpAddr> {
+    let parsed = subnet.split_once('/').and_then(|(addr, prefix)| {
+        let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+        let prefix: u32 = prefix.parse().ok().filter(|p| (1..=30).contains(p))?;
+        let mask = u32::MAX << (32 - prefix);
+        Some(std::net::Ipv4Addr::from((u32::from(addr) & mask) + 1))
+    });
+    parsed
+        .map(std::net::IpAddr::V4)
+        .ok_or_else(|| anyhow::anyhow!("--cni-subnet: {subnet:?} is not an IPv4 CIDR"))
+}
+
 /// `RUNTIME=PROGRAM` of `--runtime-command`.
 fn parse_runtime_command(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
@@ -520,6 +534,14 @@ impl Args {
             .filter(|url| !url.is_empty())
         {
             wiring = wiring.victorialogs_url(url);
+        }
+        if self.runtime == RuntimeKind::Containerd {
+            match self.containerd.cni_subnet.as_deref() {
+                Some(subnet) => wiring = wiring.sandbox_host(bridge_host(subnet)?),
+                None => tracing::warn!(
+                    "containerd sandboxes without a CNI network (--cni-subnet) reach neither the services nor the gateway"
+                ),
+            }
         }
         Ok(wiring)
     }
@@ -934,6 +956,19 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn the_bridge_host_is_the_subnets_first_address() {
+        assert_eq!(
+            bridge_host("10.88.0.0/16").unwrap().to_string(),
+            "10.88.0.1"
+        );
+        assert_eq!(
+            bridge_host("10.235.0.7/24").unwrap().to_string(),
+            "10.235.0.1"
+        );
+        assert!(bridge_host("fd00::/64").is_err());
+    }
 
     #[test]
     fn the_flags_are_consistent() {

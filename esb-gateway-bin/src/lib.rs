@@ -96,6 +96,8 @@ pub struct Gateway {
     schedules: Vec<JoinHandle<()>>,
     /// The services' and gateway's variables every function gets under its own.
     function_env: Arc<std::collections::BTreeMap<String, String>>,
+    /// Dropped with the gateway: its forwarders for sandboxes stop.
+    _forwarding: watch::Sender<bool>,
 }
 
 /// A gateway before it starts: its config, runtimes, and the embedder's layers.
@@ -158,11 +160,15 @@ impl<L> GatewayBuilder<L> {
             source,
         })?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let function_env = Arc::new(config.wiring.variables(
-            &config.functions.services,
+        // Forwarders for sandboxes behind a bridge live as long as this gateway: in-flight
+        // invocations still use them after it stops accepting.
+        let (forwarding, forwarders) = watch::channel(false);
+        let function_env = Arc::new(services::function_env(
+            &config,
             local_addr,
             scheme,
-        ));
+            &forwarders,
+        )?);
         let pool = Pool::new(
             PoolConfig::new(config.functions.functions.values().map(|function| {
                 let mut pool = pool_config(function);
@@ -233,6 +239,7 @@ impl<L> GatewayBuilder<L> {
             upkeep,
             schedules,
             function_env,
+            _forwarding: forwarding,
         })
     }
 }

@@ -18,6 +18,9 @@ pub struct FunctionWiring {
     /// Endpoint rewrites for sandboxes that cannot reach the configured address (a loopback
     /// service seen from a containerd sandbox): `host:port` as configured -> as reachable.
     pub reachable: BTreeMap<String, String>,
+    /// The host's address as sandboxes behind a bridge reach it (containerd with a CNI
+    /// network): loopback endpoints, the gateway's own included, are forwarded from there.
+    pub sandbox_host: Option<IpAddr>,
 }
 
 impl FunctionWiring {
@@ -31,6 +34,34 @@ impl FunctionWiring {
     pub fn victorialogs_url(mut self, url: impl Into<String>) -> Self {
         self.victorialogs_url = Some(url.into());
         self
+    }
+
+    /// Forwards loopback endpoints from `host`, the host's address on the sandboxes' bridge.
+    pub fn sandbox_host(mut self, host: IpAddr) -> Self {
+        self.sandbox_host = Some(host);
+        self
+    }
+
+    /// The `host:port` of every endpoint a sandbox behind a bridge cannot reach as written:
+    /// loopback services, and the gateway on `local` (or its internal URL) when loopback.
+    pub(crate) fn loopback_authorities(
+        &self,
+        services: &Services,
+        local: SocketAddr,
+    ) -> Vec<String> {
+        let mut found: Vec<String> = services
+            .iter()
+            .map(|(_, service)| &service.endpoint)
+            .chain(self.internal_url.as_ref())
+            .filter(|endpoint| super::forward::is_loopback(endpoint.host()))
+            .map(|endpoint| format!("{}:{}", endpoint.host(), endpoint.port()))
+            .collect();
+        if self.internal_url.is_none() {
+            found.push(gateway_authority(local));
+        }
+        found.sort();
+        found.dedup();
+        found
     }
 
     /// Makes functions use `to` (`host:port`) wherever an endpoint says `from`.
@@ -69,12 +100,7 @@ impl FunctionWiring {
         let gateway = match &self.internal_url {
             Some(url) => self.reach(url),
             None => {
-                let host = match local.ip() {
-                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                    ip => ip,
-                };
-                let authority = SocketAddr::new(host, local.port()).to_string();
+                let authority = gateway_authority(local);
                 let authority = self.reachable.get(&authority).unwrap_or(&authority);
                 format!("{scheme}://{authority}")
             }
@@ -105,6 +131,17 @@ impl FunctionWiring {
             None => text,
         }
     }
+}
+
+/// The gateway's `host:port` as a local client reaches it: loopback for an unspecified
+/// address.
+fn gateway_authority(local: SocketAddr) -> String {
+    let host = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(host, local.port()).to_string()
 }
 
 /// `env` under `own`: a function's own variables win.
