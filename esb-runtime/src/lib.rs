@@ -37,6 +37,8 @@ mod spec;
 
 #[cfg(feature = "process")]
 mod child;
+#[cfg(feature = "process")]
+pub use child::die_with_parent;
 #[cfg(feature = "containerd")]
 pub mod containerd;
 #[cfg(feature = "cli")]
