@@ -234,6 +234,11 @@ impl GuardedRuntime {
         out
     }
 
+    /// True while the backend answers (a listing succeeds).
+    pub async fn healthy(&self) -> bool {
+        self.inner.list().await.is_ok()
+    }
+
     /// Refuses a sandbox over the limits; reserves its room otherwise.
     fn admit(&self, spec: &SandboxSpec) -> Result<()> {
         let sandboxes = self.sandboxes();
