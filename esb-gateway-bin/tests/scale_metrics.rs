@@ -226,6 +226,27 @@ async fn utilisation_warm_pool_exhaustion_and_cold_starts_move_with_real_invocat
         2.0
     );
 
+    // The same listener answers the orchestrator's probe, and nothing else.
+    let base = agent.metrics.trim_end_matches("/metrics").to_owned();
+    let health = support::client()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        health.text().await.unwrap().trim(),
+        r#"{"status":"healthy"}"#
+    );
+    let posted = support::client().post(&agent.metrics).send().await.unwrap();
+    assert_eq!(posted.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let other = support::client()
+        .get(format!("{base}/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+
     gateway.shutdown().await;
     // Shut down, the pool's sandboxes are gone from the agent's accounts.
     let text = scrape(&agent.metrics).await;
