@@ -178,6 +178,7 @@ impl<L> GatewayBuilder<L> {
             .owner(config.owner.clone()),
             runtimes,
         )?;
+        metrics.attach_pool(pool.clone());
         if config.owner.is_some() {
             let adopted = pool.adopt().await;
             if adopted > 0 {

@@ -136,6 +136,11 @@ impl Placement {
         self.runtimes[index].load.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Sandboxes of this pool on the runtime at `index`, including those being created.
+    pub(crate) fn load(&self, index: usize) -> usize {
+        self.runtimes[index].load.load(Ordering::Acquire)
+    }
+
     /// Gives back the room of `count` sandboxes on the runtime at `index`.
     pub(crate) fn unreserve(&self, index: usize, count: usize) {
         self.runtimes[index].load.fetch_sub(count, Ordering::AcqRel);
