@@ -179,3 +179,132 @@ async fn a_function_invokes_another_through_the_gateway_with_its_trace_root() {
     }
     gateway.shutdown().await;
 }
+
+/// An `esb-agent --runtime process` on a free loopback port; killed on drop.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_on_an_agent_get_the_same_variables() {
+    let Some(python) = clients::python_with(&["boto3", "awslambdaric"]) else {
+        return;
+    };
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    moto::create_bucket_and_table(&python, &moto.url(), "box-bucket", "box-table");
+    let port = moto::free_port();
+    let agent = Agent(
+        std::process::Command::new(support::agent_binary())
+            .args(["--runtime", "process", "--insecure-no-auth"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("ESB_AGENT_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    moto::wait_for_port(port);
+    let runtime = esb_runtime::remote::RemoteRuntime::connect(
+        esb_runtime::remote::RemoteConfig::new(format!("http://127.0.0.1:{port}")),
+    )
+    .await
+    .unwrap();
+    let config = GatewayConfig::new(
+        support::load(&functions_yml(&moto).unwrap(), "routes: []\n"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    let gateway = Gateway::start(config, vec![Arc::new(runtime)])
+        .await
+        .unwrap();
+    let env = invoke(&gateway, "env", json!({}), None).await;
+    assert_eq!(env["AWS_ENDPOINT_URL_S3"], moto.url());
+    assert_eq!(env["AWS_ENDPOINT_URL_DYNAMODB"], moto.url());
+    assert_eq!(env["AWS_ENDPOINT_URL_LAMBDA"], gateway.url());
+    assert_eq!(env["AWS_ACCESS_KEY_ID"], "test-key");
+    let s3 = invoke(&gateway, "s3", json!({"bucket": "box-bucket"}), None).await;
+    assert_eq!(s3["got"], "alpha");
+    gateway.shutdown().await;
+    drop(agent);
+}
+
+/// The gateway process; killed on drop.
+struct Binary(std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_sam_zip_function_uses_the_services_given_as_flags() {
+    let Some(python) = clients::python_with(&["boto3", "awslambdaric"]) else {
+        return;
+    };
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    moto::create_bucket_and_table(&python, &moto.url(), "box-bucket", "box-table");
+    let dir = tempfile::tempdir().unwrap();
+    let code = dir.path().join("code");
+    std::fs::create_dir(&code).unwrap();
+    std::fs::copy(
+        clients::fixture_functions("python").join("companions.py"),
+        code.join("companions.py"),
+    )
+    .unwrap();
+    let template = dir.path().join("template.yaml");
+    std::fs::write(
+        &template,
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Store:\n    Type: AWS::Serverless::Function\n    Properties:\n      FunctionName: store\n      Runtime: python3.12\n      Handler: companions.s3\n      CodeUri: code\n      Timeout: 60\n",
+    )
+    .unwrap();
+    let port = moto::free_port();
+    let gateway = Binary(
+        std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
+            .arg("--template")
+            .arg(&template)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--runtime-command")
+            .arg(format!("python3.12={}", python.display()))
+            .args(["--s3-endpoint", &moto.url()])
+            .args([
+                "--s3-access-key",
+                "flag-key",
+                "--s3-secret-key",
+                "flag-secret",
+            ])
+            .arg("--code-cache")
+            .arg(dir.path().join("cache"))
+            .env_remove("ESB_FUNCTIONS")
+            .env_remove("ESB_ROUTING")
+            .env_remove("ESB_S3_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    moto::wait_for_port(port);
+    let response = support::client()
+        .post(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/store/invocations"
+        ))
+        .json(&json!({"bucket": "box-bucket"}))
+        .send()
+        .await
+        .unwrap();
+    let failed = response.headers().contains_key("x-amz-function-error");
+    let answer: Value = response.json().await.unwrap();
+    assert!(!failed, "{answer}");
+    assert_eq!(answer["got"], "alpha");
+    assert_eq!(answer["after_delete"], json!(["a.txt"]));
+    drop(gateway);
+}

@@ -1,5 +1,6 @@
 //! Services ESB starts itself (`command:` in `services`): a service that never becomes
-//! healthy stops the gateway's start-up with an error naming it, leaving no process; a
+//! healthy stops the gateway's start-up with an error naming it, leaving no process, its
+//! output logged under its name; a
 //! started `moto_server` killed mid-run is restarted, and a function calling it during the
 //! outage gets an error, not a hang.
 
@@ -35,7 +36,7 @@ fn a_service_that_never_becomes_healthy_stops_start_up_naming_it() {
 services:
   dynamodb:
     endpoint: "http://127.0.0.1:{port}"
-    command: ["sh", "-c", "echo $$ > {pidfile}; exec sleep 1000"]
+    command: ["sh", "-c", "echo $$ > {pidfile}; echo starting up; exec sleep 1000"]
     health: {{ timeout: 1, interval: 0.1 }}
 functions:
   f: {{ command: ["/bin/true"] }}
@@ -64,6 +65,12 @@ functions:
             "service dynamodb: not healthy after 1 s (TCP connect to 127.0.0.1:{port})"
         )),
         "{stderr}"
+    );
+    // Its output lines are log records, prefixed with its name.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("[dynamodb] starting up") || stderr.contains("[dynamodb] starting up"),
+        "{stdout}\n{stderr}"
     );
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()

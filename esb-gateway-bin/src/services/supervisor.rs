@@ -172,11 +172,22 @@ fn spawn(
     Ok(child)
 }
 
-/// Logs each line of a service's output as a record of its own.
+/// Logs each line of a service's output as a record of its own (invalid UTF-8 replaced,
+/// lines over [`esb_runtime::MAX_LINE_BYTES`] split), until the output ends.
 async fn log_lines(name: &'static str, stream: &'static str, output: impl AsyncRead + Unpin) {
-    let mut lines = BufReader::new(output).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "esb::service", service = name, stream, "[{name}] {line}");
+    let limit = u64::try_from(esb_runtime::MAX_LINE_BYTES).unwrap_or(u64::MAX);
+    let mut reader = BufReader::new(output);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                tracing::info!(target: "esb::service", service = name, stream, "[{name}] {text}");
+            }
+        }
     }
 }
 
