@@ -443,7 +443,33 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let gw = gateway().await;
     let url = format!("{}/v1/sleep?ms=500", gw.url());
     let in_flight = tokio::spawn(async move { support::client().get(url).send().await });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Shut down only once the request is in the function (a loaded machine may take a while
+    // to connect), so the test is about a request in flight, not one still connecting.
+    let pools = format!("{}/metrics/pools", gw.url());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status: serde_json::Value = support::client()
+            .get(&pools)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let busy = status["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|pool| pool["busy"].as_u64().unwrap_or(0) > 0);
+        if busy {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the function: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let addr = gw.local_addr();
     gw.shutdown().await;
     let response = in_flight.await.unwrap().unwrap();

@@ -80,6 +80,28 @@ fn invoke(pool: &Pool, event: &str) -> tokio::task::JoinHandle<Result<PoolRespon
     tokio::spawn(async move { pool.invoke(invocation).await })
 }
 
+/// Waits until process `pid` has exited (gone, or a zombie not yet reaped), however loaded the
+/// machine is.
+async fn wait_until_exited(pid: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        // The state is the field after the command's closing parenthesis.
+        let running = state.as_deref().is_some_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        });
+        if !running {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never exited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn pid(answer: &PoolResponse) -> u64 {
     let body: Value = serde_json::from_slice(&answer.response.body()).unwrap();
     body["pid"].as_u64().expect("the answer has a pid")
@@ -179,7 +201,7 @@ async fn a_process_that_exits_while_idle_is_never_leased() {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_exited(pid(&first)).await;
     let second = invoke(&pool, "{}").await.unwrap().unwrap();
     assert!(second.cold_start, "the dead sandbox was leased");
     assert_ne!(pid(&first), pid(&second));
