@@ -9,6 +9,9 @@
 //!   the same function binary, loaded through its Invoke API (only when `cargo lambda` is on
 //!   `PATH`: `pip install cargo-lambda`; `--no-peer` leaves it out).
 //!
+//! With `--null-sink-too`, all-in-one runs again with function logs discarded: the
+//! difference is the cost of the platform lines (START, END, REPORT) on the terminal.
+//!
 //! The gateway is loaded through each of `--entry`: a REST API route (payload 1.0, the
 //! default), an HTTP API route (payload 2.0) and the Lambda Invoke API, in the same run.
 //!
@@ -91,6 +94,10 @@ struct Args {
     /// Leave out the `cargo lambda watch` peer.
     #[arg(long)]
     no_peer: bool,
+    /// Also run all-in-one with function logs discarded (`aio-*-null`): the difference is
+    /// what the platform lines (START, END, REPORT) cost on the terminal.
+    #[arg(long)]
+    null_sink_too: bool,
 }
 
 /// How a request reaches the function through the gateway.
@@ -753,6 +760,16 @@ fn main() -> anyhow::Result<()> {
                 {
                     record(format!("aio-{}", entry.name()), outcome);
                 }
+                if args.null_sink_too {
+                    let process = Arc::new(ProcessRuntime::new(
+                        ProcessConfig::default().log_sink(Arc::new(NullLogSink)),
+                    ));
+                    for (entry, outcome) in
+                        gateway(&me, function, process, &args, &entries, true).await?
+                    {
+                        record(format!("aio-{}-null", entry.name()), outcome);
+                    }
+                }
                 if let Some(url) = &args.agent {
                     let mut config = RemoteConfig::new(url);
                     config.token = args.agent_token.clone();
@@ -798,6 +815,17 @@ fn main() -> anyhow::Result<()> {
                             routed.server_cpu_us - invoke.server_cpu_us,
                         );
                     }
+                }
+            }
+            for entry in &entries {
+                let mode = format!("aio-{}", entry.name());
+                if let (Some(terminal), Some(null)) =
+                    (medians.get(&mode), medians.get(&format!("{mode}-null")))
+                {
+                    println!(
+                        "{name:<15} {mode}: platform lines on the terminal cost {:+.1} us of server CPU per request",
+                        terminal.server_cpu_us - null.server_cpu_us
+                    );
                 }
             }
             if let Some(peer) = medians.get("cargo-lambda") {
