@@ -1,5 +1,6 @@
 //! The `process` backend: each sandbox is a child process in its own process group, polling
-//! its own Lambda Runtime API on 127.0.0.1. Needs no root and no containerd.
+//! the Lambda Runtime API on 127.0.0.1 (one listener for all, each connection served as the
+//! sandbox whose processes hold it: see `process_api`). Needs no root and no containerd.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
