@@ -288,7 +288,19 @@ async fn serve_until_shutdown(args: Args) -> anyhow::Result<()> {
         .with(shipper.clone().map(|s| ShipperLayer::new(s, "esb-agent")))
         .try_init();
     match esb_runtime::limits::raise_fd_limit() {
-        Ok(fd) => tracing::debug!(soft = fd.soft, hard = fd.hard, "open-file limit"),
+        Ok(fd) => {
+            tracing::debug!(soft = fd.soft, hard = fd.hard, "open-file limit");
+            let budget = fd.sandbox_budget(0);
+            if let Some(max) = args.max_sandboxes
+                && u64::try_from(max).unwrap_or(u64::MAX) > budget
+            {
+                tracing::warn!(
+                    "--max-sandboxes {max} is over what the open-file limit ({}, hard limit {}) allows, about {budget} sandboxes; raise `ulimit -n`",
+                    fd.soft,
+                    fd.hard
+                );
+            }
+        }
         Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
     }
 

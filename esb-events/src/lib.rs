@@ -31,6 +31,7 @@
 //! back unchanged, so they do not use this crate.
 
 mod error;
+mod json;
 mod request;
 mod response;
 mod v1;

@@ -4,9 +4,10 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, SET_COOKIE};
 use http::{HeaderMap, Response, StatusCode};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use crate::Error;
+use crate::json::{Json, members};
 
 /// Maps a REST API (v1) proxy response to an HTTP response.
 ///
@@ -14,14 +15,14 @@ use crate::Error;
 /// `multiValueHeaders` are merged, a name in `multiValueHeaders` taking only those values;
 /// `body` is a string (or absent / null for none), base64-decoded when `isBase64Encoded`.
 pub fn map_response_v1(payload: &[u8]) -> Result<Response<Bytes>, Error> {
-    let value: Value = serde_json::from_slice(payload).map_err(Error::NotJson)?;
-    let Value::Object(object) = value else {
+    let value = Json::parse(payload).map_err(Error::NotJson)?;
+    if !matches!(value, Json::Object(_)) {
         return Err(Error::malformed(
             "statusCode",
             "the response is not a JSON object with a statusCode",
         ));
-    };
-    structured(&object, true, false)
+    }
+    structured(value, true, false)
 }
 
 /// Maps an HTTP API (v2) response to an HTTP response.
@@ -31,11 +32,9 @@ pub fn map_response_v1(payload: &[u8]) -> Result<Response<Bytes>, Error> {
 /// JSON value is the body itself: status 200, `content-type: application/json`, as API
 /// Gateway infers it.
 pub fn map_response_v2(payload: &[u8]) -> Result<Response<Bytes>, Error> {
-    let value: Value = serde_json::from_slice(payload).map_err(Error::NotJson)?;
+    let value = Json::parse(payload).map_err(Error::NotJson)?;
     match value {
-        Value::Object(object) if object.contains_key("statusCode") => {
-            structured(&object, false, true)
-        }
+        Json::Object(_) if value.get("statusCode").is_some() => structured(value, false, true),
         _ => {
             let mut response = Response::new(Bytes::copy_from_slice(payload));
             response
@@ -46,8 +45,9 @@ pub fn map_response_v2(payload: &[u8]) -> Result<Response<Bytes>, Error> {
     }
 }
 
+/// Reads a proxy response object (`object` is a [`Json::Object`]).
 fn structured(
-    object: &Map<String, Value>,
+    object: Json<'_>,
     multi_value: bool,
     cookies: bool,
 ) -> Result<Response<Bytes>, Error> {
@@ -55,14 +55,14 @@ fn structured(
     let mut headers = HeaderMap::new();
     if multi_value {
         match object.get("multiValueHeaders") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(multi)) => {
-                for (name, values) in multi {
+            None | Some(Json::Null) => {}
+            Some(Json::Object(multi)) => {
+                for (name, values) in members(multi) {
                     let field = || format!("multiValueHeaders.{name}");
                     let header = header_name(name, field)?;
                     match values {
-                        Value::Null => {}
-                        Value::Array(values) => {
+                        Json::Null => {}
+                        Json::Array(values) => {
                             for value in values {
                                 if let Some(value) = header_value(value, field)? {
                                     headers.append(header.clone(), value);
@@ -86,9 +86,9 @@ fn structured(
         }
     }
     match object.get("headers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(single)) => {
-            for (name, value) in single {
+        None | Some(Json::Null) => {}
+        Some(Json::Object(single)) => {
+            for (name, value) in members(single) {
                 let field = || format!("headers.{name}");
                 let header = header_name(name, field)?;
                 if headers.contains_key(&header) {
@@ -103,11 +103,11 @@ fn structured(
     }
     if cookies {
         match object.get("cookies") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(list)) => {
+            None | Some(Json::Null) => {}
+            Some(Json::Array(list)) => {
                 for (i, cookie) in list.iter().enumerate() {
                     let field = || format!("cookies[{i}]");
-                    let Value::String(cookie) = cookie else {
+                    let Json::String(cookie) = cookie else {
                         return Err(Error::malformed(field(), "expected a string"));
                     };
                     let value = HeaderValue::from_str(cookie)
@@ -119,9 +119,9 @@ fn structured(
         }
     }
     let base64 = match object.get("isBase64Encoded") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => *b,
+        Some(Json::String(s)) if s == "true" || s == "false" => s == "true",
         Some(_) => {
             return Err(Error::malformed(
                 "isBase64Encoded",
@@ -129,14 +129,15 @@ fn structured(
             ));
         }
     };
-    let body = match object.get("body") {
-        None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(body)) if base64 => Bytes::from(
+    let body = match take(object, "body") {
+        None | Some(Json::Null) => Bytes::new(),
+        Some(Json::String(body)) if base64 => Bytes::from(
             base64::engine::general_purpose::STANDARD
-                .decode(body)
+                .decode(body.as_bytes())
                 .map_err(Error::Base64)?,
         ),
-        Some(Value::String(body)) => Bytes::copy_from_slice(body.as_bytes()),
+        Some(Json::String(Cow::Owned(body))) => Bytes::from(body.into_bytes()),
+        Some(Json::String(Cow::Borrowed(body))) => Bytes::copy_from_slice(body.as_bytes()),
         Some(_) => return Err(Error::malformed("body", "expected a string")),
     };
     let mut response = Response::new(body);
@@ -145,11 +146,22 @@ fn structured(
     Ok(response)
 }
 
-fn status_code(value: Option<&Value>) -> Result<StatusCode, Error> {
+/// The member `name` of `object` (the last of that name), taken out of it.
+fn take<'a>(object: Json<'a>, name: &str) -> Option<Json<'a>> {
+    match object {
+        Json::Object(members) => members
+            .into_iter()
+            .rev()
+            .find_map(|(key, value)| (key == name).then_some(value)),
+        _ => None,
+    }
+}
+
+fn status_code(value: Option<&Json<'_>>) -> Result<StatusCode, Error> {
     let code = match value {
         None => return Err(Error::malformed("statusCode", "missing")),
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(Json::Number(n)) => n.as_u64(),
+        Some(Json::String(s)) => s.trim().parse::<u64>().ok(),
         Some(_) => None,
     };
     code.and_then(|c| u16::try_from(c).ok())
@@ -160,7 +172,7 @@ fn status_code(value: Option<&Value>) -> Result<StatusCode, Error> {
                 "statusCode",
                 format!(
                     "{} is not an HTTP status code",
-                    value.map_or_else(String::new, Value::to_string)
+                    value.map_or_else(String::new, Json::text)
                 ),
             )
         })
@@ -171,12 +183,15 @@ fn header_name(name: &str, field: impl Fn() -> String) -> Result<HeaderName, Err
         .map_err(|_| Error::malformed(field(), "not a valid header name"))
 }
 
-fn header_value(value: &Value, field: impl Fn() -> String) -> Result<Option<HeaderValue>, Error> {
-    let text = match value {
-        Value::Null => return Ok(None),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
+fn header_value(
+    value: &Json<'_>,
+    field: impl Fn() -> String,
+) -> Result<Option<HeaderValue>, Error> {
+    let value = match value {
+        Json::Null => return Ok(None),
+        Json::String(s) => HeaderValue::from_str(s),
+        Json::Number(n) => HeaderValue::from_str(&n.to_string()),
+        Json::Bool(b) => Ok(HeaderValue::from_static(if *b { "true" } else { "false" })),
         _ => {
             return Err(Error::malformed(
                 field(),
@@ -184,7 +199,7 @@ fn header_value(value: &Value, field: impl Fn() -> String) -> Result<Option<Head
             ));
         }
     };
-    HeaderValue::from_str(&text)
+    value
         .map(Some)
         .map_err(|_| Error::malformed(field(), "not a valid header value"))
 }

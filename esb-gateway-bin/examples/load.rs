@@ -4,7 +4,16 @@
 //! - `direct`: a bare HTTP server that hands each request to `Runtime::invoke` on a free
 //!   sandbox, i.e. the function through its Lambda Runtime API with no gateway in between;
 //! - `all-in-one`: the gateway over the embedded process backend;
-//! - `remote`: the gateway over an `esb-agent` (only with `--agent URL`).
+//! - `remote`: the gateway over an `esb-agent` (only with `--agent URL`);
+//! - `cargo-lambda`: the peer, `cargo lambda watch --concurrency N` (N = `--sandboxes`) on
+//!   the same function binary, loaded through its Invoke API (only when `cargo lambda` is on
+//!   `PATH`: `pip install cargo-lambda`; `--no-peer` leaves it out).
+//!
+//! With `--null-sink-too`, all-in-one runs again with function logs discarded: the
+//! difference is the cost of the platform lines (START, END, REPORT) on the terminal.
+//!
+//! The gateway is loaded through each of `--entry`: a REST API route (payload 1.0, the
+//! default), an HTTP API route (payload 2.0) and the Lambda Invoke API, in the same run.
 //!
 //! Each is run with two no-op functions: `minimal`, a custom runtime that costs a few system
 //! calls per invocation (`esb_testfn::noop`), so the figures are those of what stands in front
@@ -22,8 +31,8 @@
 //! Started as a Lambda sandbox (`AWS_LAMBDA_RUNTIME_API` is set) this program is the no-op
 //! function that `ESB_BENCH_FUNCTION` names: `{"statusCode":200,"body":"ok"}`.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +86,49 @@ struct Args {
     /// The agent's token.
     #[arg(long)]
     agent_token: Option<String>,
+
+    // The peer and the gateway's entries.
+    /// How the gateway is called (default: all three, in this order).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    entry: Vec<Entry>,
+    /// Leave out the `cargo lambda watch` peer.
+    #[arg(long)]
+    no_peer: bool,
+    /// Also run all-in-one with function logs discarded (`aio-*-null`): the difference is
+    /// what the platform lines (START, END, REPORT) cost on the terminal.
+    #[arg(long)]
+    null_sink_too: bool,
+}
+
+/// How a request reaches the function through the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Entry {
+    /// `GET /v1`: a REST API route, payload format 1.0 (the default format).
+    RouteV1,
+    /// `GET /v2`: an HTTP API route, payload format 2.0.
+    RouteV2,
+    /// `POST /2015-03-31/functions/noop/invocations` with `{}`: the Lambda Invoke API.
+    InvokeApi,
+}
+
+impl Entry {
+    /// The label's suffix.
+    fn name(self) -> &'static str {
+        match self {
+            Entry::RouteV1 => "v1",
+            Entry::RouteV2 => "v2",
+            Entry::InvokeApi => "invoke",
+        }
+    }
+
+    /// The path, and the body of a POST (`None`: a GET).
+    fn request(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Entry::RouteV1 => ("/v1", None),
+            Entry::RouteV2 => ("/v2", None),
+            Entry::InvokeApi => ("/2015-03-31/functions/noop/invocations", Some("{}")),
+        }
+    }
 }
 
 /// A no-op function.
@@ -128,7 +180,8 @@ functions:
 
 const ROUTING: &str = r#"
 routes:
-  - { path: "/noop", method: GET, function: noop, auth: none }
+  - { path: "/v1", method: GET, function: noop, auth: none }
+  - { path: "/v2", method: GET, function: noop, auth: none, payload_format: "2.0" }
 "#;
 
 /// What wrk measured, and the CPU it cost.
@@ -143,8 +196,61 @@ struct Outcome {
     function_cpu_us: Option<f64>,
 }
 
-/// Runs wrk against `url`: one second of warm-up, then the measured run.
-fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<Outcome> {
+/// Whose CPU a run counts: the server process, and the function processes (when known).
+#[derive(Clone, Copy, Debug)]
+enum Processes {
+    /// This process serves; the functions are its children (the process backend) or
+    /// elsewhere (`false`: an agent's).
+    Me { functions_are_children: bool },
+    /// The peer: its server process, and the processes running `exe` below it.
+    Peer { server: u32, root: u32 },
+}
+
+impl Processes {
+    /// CPU ticks of the server, and of the functions.
+    fn ticks(self, me: &str) -> (u64, Option<u64>) {
+        match self {
+            Processes::Me {
+                functions_are_children,
+            } => {
+                let pid = std::process::id();
+                let functions = functions_are_children
+                    .then(|| children_of(pid).iter().map(|p| cpu_ticks(*p)).sum());
+                (cpu_ticks(pid), functions)
+            }
+            Processes::Peer { server, root } => {
+                let functions = descendants_of(root)
+                    .into_iter()
+                    .filter(|pid| runs(*pid, me))
+                    .map(cpu_ticks)
+                    .sum();
+                (cpu_ticks(server), Some(functions))
+            }
+        }
+    }
+}
+
+/// A wrk script that sends `body` with POST.
+fn post_script(body: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut script = tempfile::Builder::new().suffix(".lua").tempfile()?;
+    writeln!(
+        script,
+        "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\""
+    )?;
+    Ok(script)
+}
+
+/// Runs wrk against `url` (a POST of `body` when given): `warm_up` seconds, then the
+/// measured run.
+fn wrk(
+    url: &str,
+    body: Option<&str>,
+    warm_up: u64,
+    args: &Args,
+    processes: Processes,
+) -> anyhow::Result<Outcome> {
+    let script = body.map(post_script).transpose()?;
     let run = |seconds: u64, latency: bool| -> anyhow::Result<String> {
         let mut command = Command::new("wrk");
         command
@@ -153,6 +259,9 @@ fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<O
             .arg(format!("-d{seconds}s"));
         if latency {
             command.arg("--latency");
+        }
+        if let Some(script) = &script {
+            command.arg("-s").arg(script.path());
         }
         let output = command
             .arg(url)
@@ -163,19 +272,13 @@ fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<O
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
-    run(1, false)?;
-    let me = std::process::id();
-    let cpu = || {
-        let children = if functions_are_children {
-            children_of(me).iter().map(|pid| cpu_ticks(*pid)).sum()
-        } else {
-            0
-        };
-        (cpu_ticks(me), children)
-    };
-    let before = cpu();
+    run(warm_up, false)?;
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let before = processes.ticks(&me);
     let report = run(args.seconds, true)?;
-    let after = cpu();
+    let after = processes.ticks(&me);
     let requests_per_second = field(&report, "Requests/sec:")
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no Requests/sec in wrk's report:\n{report}"))?;
@@ -203,8 +306,11 @@ fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<O
         p50_ms: percentile(&report, "50%")?,
         p99_ms: percentile(&report, "99%")?,
         errors: non_2xx + socket_errors,
-        server_cpu_us: per_request(after.0 - before.0),
-        function_cpu_us: functions_are_children.then(|| per_request(after.1 - before.1)),
+        server_cpu_us: per_request(after.0.saturating_sub(before.0)),
+        function_cpu_us: after
+            .1
+            .zip(before.1)
+            .map(|(after, before)| per_request(after.saturating_sub(before))),
     })
 }
 
@@ -270,6 +376,24 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Every process below `root`.
+fn descendants_of(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for child in children_of(parent) {
+            found.push(child);
+            parents.push(child);
+        }
+    }
+    found
+}
+
+/// True when process `pid` runs the program at `exe`.
+fn runs(pid: u32, exe: &str) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.display().to_string() == exe)
+}
+
 /// The run of median throughput.
 fn median(mut runs: Vec<Outcome>) -> Outcome {
     runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
@@ -283,7 +407,7 @@ fn print(function: Function, mode: &str, outcome: &Outcome) {
         .map(|us| format!("{us:>5.1}"))
         .unwrap_or_else(|| "    -".into());
     println!(
-        "{:<15} {mode:<11} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   {:>3} errors   CPU/request: server {:>5.1} us, functions {functions} us",
+        "{:<15} {mode:<12} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   {:>3} errors   CPU/request: server {:>5.1} us, functions {functions} us",
         function.name(),
         outcome.requests_per_second,
         outcome.p50_ms,
@@ -356,7 +480,16 @@ async fn direct(me: &str, function: Function, args: &Args) -> anyhow::Result<Out
             }
         })
     };
-    let outcome = measure(addr, "/", args, true).await;
+    let outcome = measure(
+        format!("http://{addr}/"),
+        None,
+        1,
+        args,
+        Processes::Me {
+            functions_are_children: true,
+        },
+    )
+    .await;
     server.abort();
     for id in ids {
         runtime.destroy(&id).await?;
@@ -366,14 +499,14 @@ async fn direct(me: &str, function: Function, args: &Args) -> anyhow::Result<Out
 
 /// wrk in a blocking task, so this process's runtime keeps serving.
 async fn measure(
-    addr: SocketAddr,
-    path: &str,
+    url: String,
+    body: Option<&'static str>,
+    warm_up: u64,
     args: &Args,
-    functions_are_children: bool,
+    processes: Processes,
 ) -> anyhow::Result<Outcome> {
-    let url = format!("http://{addr}{path}");
     let args = args.clone();
-    tokio::task::spawn_blocking(move || wrk(&url, &args, functions_are_children)).await?
+    tokio::task::spawn_blocking(move || wrk(&url, body, warm_up, &args, processes)).await?
 }
 
 /// A bounded MPMC queue of free sandbox ids (tokio's mpsc receiver behind a mutex).
@@ -398,13 +531,15 @@ impl<T> SharedReceiver<T> {
     }
 }
 
+/// The gateway over `runtime`, loaded through each of `entries` in turn.
 async fn gateway(
     me: &str,
     function: Function,
     runtime: Arc<dyn Runtime>,
     args: &Args,
+    entries: &[Entry],
     functions_are_children: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Vec<(Entry, Outcome)>> {
     let functions = esb_router::Config::from_yaml_str(
         &functions_yml(me, function, args.sandboxes),
         ROUTING,
@@ -423,8 +558,148 @@ async fn gateway(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let outcome = measure(gateway.local_addr(), "/noop", args, functions_are_children).await;
+    let mut outcomes = Vec::new();
+    for &entry in entries {
+        let (path, body) = entry.request();
+        let outcome = measure(
+            format!("http://{}{path}", gateway.local_addr()),
+            body,
+            1,
+            args,
+            Processes::Me {
+                functions_are_children,
+            },
+        )
+        .await;
+        match outcome {
+            Ok(outcome) => outcomes.push((entry, outcome)),
+            Err(err) => {
+                gateway.shutdown().await;
+                return Err(err);
+            }
+        }
+    }
     gateway.shutdown().await;
+    Ok(outcomes)
+}
+
+/// Why the `cargo lambda` peer cannot run here, if it cannot.
+fn peer_missing() -> Option<String> {
+    match Command::new("cargo").args(["lambda", "--version"]).output() {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(format!(
+            "`cargo lambda --version` failed ({}): pip install cargo-lambda",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(err) => Some(format!("cannot run cargo: {err}")),
+    }
+}
+
+/// A `cargo lambda watch` process group, killed when dropped.
+struct Peer {
+    child: std::process::Child,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (free when this returns).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One blocking `POST path` with `body`, answered 200 with the no-op's answer.
+fn post_once(port: u16, path: &str, body: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains("statusCode")
+}
+
+/// The peer: `cargo lambda watch --concurrency N` running this example as the function (from
+/// this build, so the same binary), loaded through its Invoke API.
+async fn cargo_lambda(function: Function, args: &Args) -> anyhow::Result<Outcome> {
+    let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let port = free_port()?;
+    let mut command = Command::new("cargo");
+    command
+        .args(["lambda", "watch", "--quiet", "--ignore-changes"])
+        .args(["--manifest-path", workspace])
+        .args(["-p", "esb-gateway-bin", "--example", "load"])
+        .args(["-A", "127.0.0.1", "-P", &port.to_string()])
+        .args(["--concurrency", &args.sandboxes.to_string()])
+        .args(["--env-var", &format!("{FUNCTION_VAR}={}", function.name())])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    let peer = Peer {
+        child: command.spawn().context("cannot start cargo lambda watch")?,
+    };
+    let root = peer.child.id();
+    // `_`: the package's one function (an example is no binary of its own to name).
+    let path = "/2015-03-31/functions/_/invocations";
+    // The first invocation builds (nothing, when this build is fresh) and starts the function.
+    let ready = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < until {
+            if post_once(port, path, "{}") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    })
+    .await?;
+    if !ready {
+        bail!("cargo lambda watch did not answer on 127.0.0.1:{port} within 120 s");
+    }
+    // Its server: the `cargo-lambda` process below `cargo lambda`.
+    let server = descendants_of(root)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "cargo-lambda")
+        })
+        .unwrap_or(root);
+    // A longer warm-up: cargo lambda starts its instances as the concurrency asks for them.
+    let outcome = measure(
+        format!("http://127.0.0.1:{port}{path}"),
+        Some("{}"),
+        3,
+        args,
+        Processes::Peer { server, root },
+    )
+    .await;
+    drop(peer);
     outcome
 }
 
@@ -442,51 +717,132 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.function.clone()
     };
+    let entries = if args.entry.is_empty() {
+        vec![Entry::RouteV1, Entry::RouteV2, Entry::InvokeApi]
+    } else {
+        args.entry.clone()
+    };
+    let peer = if args.no_peer {
+        None
+    } else {
+        match peer_missing() {
+            None => Some(()),
+            Some(reason) => {
+                println!("cargo-lambda peer skipped: {reason}");
+                None
+            }
+        }
+    };
     tokio::runtime::Runtime::new()?.block_on(async {
         println!(
             "wrk -t{} -c{}, {} warm sandboxes, {} s per mode",
             args.threads, args.connections, args.sandboxes, args.seconds
         );
         for function in functions {
-            let (mut direct_runs, mut all_in_one_runs, mut remote_runs) =
-                (Vec::new(), Vec::new(), Vec::new());
+            let mut runs: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+            let mut order: Vec<String> = Vec::new();
+            let mut record = |mode: String, outcome: Outcome| {
+                print(function, &mode, &outcome);
+                if !order.contains(&mode) {
+                    order.push(mode.clone());
+                }
+                runs.entry(mode).or_default().push(outcome);
+            };
             for _ in 0..args.runs.max(1) {
                 let outcome = direct(&me, function, &args).await?;
-                print(function, "direct", &outcome);
-                direct_runs.push(outcome);
+                record("direct".into(), outcome);
                 // The binary's sinks: the terminal (send stderr elsewhere) and the Tail capture.
                 let process = Arc::new(ProcessRuntime::new(
                     ProcessConfig::default().log_sink(LogTail::new().tee(function_log_sink(None))),
                 ));
-                let outcome = gateway(&me, function, process, &args, true).await?;
-                print(function, "all-in-one", &outcome);
-                all_in_one_runs.push(outcome);
+                for (entry, outcome) in
+                    gateway(&me, function, process, &args, &entries, true).await?
+                {
+                    record(format!("aio-{}", entry.name()), outcome);
+                }
+                if args.null_sink_too {
+                    let process = Arc::new(ProcessRuntime::new(
+                        ProcessConfig::default().log_sink(Arc::new(NullLogSink)),
+                    ));
+                    for (entry, outcome) in
+                        gateway(&me, function, process, &args, &entries, true).await?
+                    {
+                        record(format!("aio-{}-null", entry.name()), outcome);
+                    }
+                }
                 if let Some(url) = &args.agent {
                     let mut config = RemoteConfig::new(url);
                     config.token = args.agent_token.clone();
                     let remote = RemoteRuntime::connect(config)
                         .await
                         .with_context(|| format!("cannot reach the agent at {url}"))?;
-                    let outcome = gateway(&me, function, Arc::new(remote), &args, false).await?;
-                    print(function, "remote", &outcome);
-                    remote_runs.push(outcome);
+                    for (entry, outcome) in
+                        gateway(&me, function, Arc::new(remote), &args, &entries, false).await?
+                    {
+                        record(format!("remote-{}", entry.name()), outcome);
+                    }
+                }
+                if peer.is_some() {
+                    let outcome = cargo_lambda(function, &args).await?;
+                    record("cargo-lambda".into(), outcome);
                 }
             }
-            let baseline = median(direct_runs);
-            let all_in_one = median(all_in_one_runs);
+            let medians: BTreeMap<String, Outcome> = runs
+                .into_iter()
+                .map(|(mode, outcomes)| (mode, median(outcomes)))
+                .collect();
             if args.runs > 1 {
                 println!("median of {} runs:", args.runs);
-                print(function, "direct", &baseline);
-                print(function, "all-in-one", &all_in_one);
-                if !remote_runs.is_empty() {
-                    print(function, "remote", &median(remote_runs));
+                for mode in &order {
+                    if let Some(outcome) = medians.get(mode) {
+                        print(function, mode, outcome);
+                    }
                 }
             }
-            println!(
-                "{:<15} gateway overhead at p50: {:.3} ms",
-                function.name(),
-                all_in_one.p50_ms - baseline.p50_ms
-            );
+            let name = function.name();
+            if let (Some(direct), Some(aio)) = (medians.get("direct"), medians.get("aio-v1")) {
+                println!(
+                    "{name:<15} gateway overhead at p50 (v1 route): {:.3} ms",
+                    aio.p50_ms - direct.p50_ms
+                );
+            }
+            if let Some(invoke) = medians.get("aio-invoke") {
+                for route in ["aio-v1", "aio-v2"] {
+                    if let Some(routed) = medians.get(route) {
+                        println!(
+                            "{name:<15} {route} vs aio-invoke: {:.2}x req/s, server CPU {:+.1} us per request",
+                            routed.requests_per_second / invoke.requests_per_second,
+                            routed.server_cpu_us - invoke.server_cpu_us,
+                        );
+                    }
+                }
+            }
+            for entry in &entries {
+                let mode = format!("aio-{}", entry.name());
+                if let (Some(terminal), Some(null)) =
+                    (medians.get(&mode), medians.get(&format!("{mode}-null")))
+                {
+                    println!(
+                        "{name:<15} {mode}: platform lines on the terminal cost {:+.1} us of server CPU per request",
+                        terminal.server_cpu_us - null.server_cpu_us
+                    );
+                }
+            }
+            if let Some(peer) = medians.get("cargo-lambda") {
+                for mode in &order {
+                    if mode == "cargo-lambda" || mode == "direct" {
+                        continue;
+                    }
+                    if let Some(ours) = medians.get(mode) {
+                        println!(
+                            "{name:<15} {mode} vs cargo-lambda: {:.2}x req/s, p50 {:.2}x, server CPU per request {:.2}x",
+                            ours.requests_per_second / peer.requests_per_second,
+                            ours.p50_ms / peer.p50_ms,
+                            ours.server_cpu_us / peer.server_cpu_us,
+                        );
+                    }
+                }
+            }
         }
         anyhow::Ok(())
     })

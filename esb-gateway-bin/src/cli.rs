@@ -699,7 +699,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .try_init();
 
     let mut config = args.config()?;
-    clamp_connections(&mut config.limits);
+    let fd_limit = clamp_connections(&mut config.limits);
+    if args.runtime != RuntimeKind::Agent
+        && let Some(fd) = fd_limit
+    {
+        warn_min_capacity_over_fd_limit(&config, fd);
+    }
     config
         .validate(args.capabilities().as_ref())
         .map_err(|problems| explain(problems.into()))?;
@@ -817,8 +822,8 @@ fn start_shipper(logs: &esb_logs::cli::VictoriaLogsArgs, url: &str) -> anyhow::R
 
 /// Raises the open-file limit to its hard limit and keeps `--max-connections` under it
 /// (with a warning), so that a full server still has descriptors for sandboxes and `/health`.
-fn clamp_connections(limits: &mut crate::Limits) {
-    let budget = match esb_runtime::limits::raise_fd_limit() {
+fn clamp_connections(limits: &mut crate::Limits) -> Option<esb_runtime::limits::FdLimit> {
+    let (fd, budget) = match esb_runtime::limits::raise_fd_limit() {
         Ok(fd) => {
             tracing::debug!(
                 soft = fd.soft,
@@ -826,11 +831,11 @@ fn clamp_connections(limits: &mut crate::Limits) {
                 before = fd.before,
                 "open-file limit"
             );
-            fd.connection_budget()
+            (fd, fd.connection_budget())
         }
         Err(err) => {
             tracing::warn!(error = %err, "cannot read or raise the open-file limit");
-            return;
+            return None;
         }
     };
     if limits.max_connections > budget {
@@ -839,6 +844,28 @@ fn clamp_connections(limits: &mut crate::Limits) {
             limits.max_connections
         );
         limits.max_connections = budget;
+    }
+    Some(fd)
+}
+
+/// Warns when the functions' `min_capacity` sandboxes, which this process runs itself (the
+/// process or containerd backend), cannot all fit under the open-file limit beside
+/// `--max-connections`: they would fail to start for want of descriptors.
+fn warn_min_capacity_over_fd_limit(config: &GatewayConfig, fd: esb_runtime::limits::FdLimit) {
+    let wanted: u64 = config
+        .functions
+        .functions
+        .values()
+        .map(|f| u64::try_from(crate::pool_config(f).min_capacity).unwrap_or(u64::MAX))
+        .fold(0, u64::saturating_add);
+    let budget = fd.sandbox_budget(config.limits.max_connections);
+    if wanted > budget {
+        tracing::warn!(
+            "the functions' min_capacity adds up to {wanted} sandboxes, but the open-file limit ({soft}, hard limit {hard}) leaves room for about {budget} beside --max-connections {connections}; raise `ulimit -n` or lower min_capacity or --max-connections",
+            soft = fd.soft,
+            hard = fd.hard,
+            connections = config.limits.max_connections,
+        );
     }
 }
 

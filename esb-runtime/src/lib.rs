@@ -50,6 +50,8 @@ mod peer;
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "process")]
+mod process_api;
+#[cfg(feature = "process")]
 mod record;
 #[cfg(feature = "remote")]
 pub mod remote;

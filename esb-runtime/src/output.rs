@@ -30,6 +30,13 @@ use crate::logs::LogStream;
 /// The longest an invocation's `END` waits for its output readers.
 const SETTLE_LIMIT: Duration = Duration::from_millis(100);
 
+/// A pipe the gate can ask.
+#[cfg(any(feature = "process", feature = "containerd"))]
+trait Pipe: std::os::fd::AsFd + Send + Sync + std::fmt::Debug {}
+
+#[cfg(any(feature = "process", feature = "containerd"))]
+impl<T: std::os::fd::AsFd + Send + Sync + std::fmt::Debug> Pipe for T {}
+
 /// The pending flags of a sandbox's stdout and stderr readers, and their pipes.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OutputGate(Arc<Gate>);
@@ -37,9 +44,10 @@ pub(crate) struct OutputGate(Arc<Gate>);
 #[derive(Debug, Default)]
 struct Gate {
     flags: [AtomicBool; 2],
-    /// Duplicates of the readers' pipes, asked whether they hold unread bytes.
+    /// The readers' pipes (shared with them, or duplicates), asked whether they hold
+    /// unread bytes.
     #[cfg(any(feature = "process", feature = "containerd"))]
-    pipes: Mutex<Vec<std::os::fd::OwnedFd>>,
+    pipes: Mutex<Vec<Arc<dyn Pipe>>>,
 }
 
 impl OutputGate {
@@ -50,15 +58,26 @@ impl OutputGate {
 
     /// Also asks `pipe` (a reader's pipe or FIFO) whether it holds unread bytes, in
     /// [`settle`](Self::settle).
-    #[cfg(any(feature = "process", feature = "containerd"))]
+    #[cfg(feature = "containerd")]
     pub(crate) fn watch(&self, pipe: &impl std::os::fd::AsFd) {
         if let Ok(fd) = pipe.as_fd().try_clone_to_owned() {
             self.0
                 .pipes
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(fd);
+                .push(Arc::new(fd));
         }
+    }
+
+    /// [`watch`](Self::watch) without a duplicate descriptor: the gate asks the reader's
+    /// own pipe.
+    #[cfg(feature = "process")]
+    pub(crate) fn watch_shared(&self, pipe: &SharedPipe) {
+        self.0
+            .pipes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(pipe.0.clone());
     }
 
     /// True while a watched pipe holds bytes no reader has taken yet.
@@ -129,6 +148,43 @@ impl OutputGate {
 
     fn flag(&self, index: usize) -> &AtomicBool {
         &self.0.flags[index]
+    }
+}
+
+/// The read end of a pipe, shared by its reader and the [`OutputGate`] that asks it whether
+/// it holds unread bytes: one descriptor for both.
+#[cfg(feature = "process")]
+#[derive(Clone, Debug)]
+pub(crate) struct SharedPipe(Arc<tokio::net::unix::pipe::Receiver>);
+
+#[cfg(feature = "process")]
+impl SharedPipe {
+    /// The pipe's read end `fd`, made non-blocking and registered with the runtime.
+    pub(crate) fn new(fd: std::os::fd::OwnedFd) -> std::io::Result<Self> {
+        Ok(Self(Arc::new(
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?,
+        )))
+    }
+}
+
+#[cfg(feature = "process")]
+impl AsyncRead for SharedPipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
     }
 }
 

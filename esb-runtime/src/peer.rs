@@ -24,20 +24,34 @@ impl GroupPeers {
 
     /// True when the client socket at `peer`, connected to `server`, belongs to a process
     /// of the group.
+    #[cfg(test)]
     pub(crate) fn admits(&self, peer: SocketAddr, server: SocketAddr) -> bool {
-        let (SocketAddr::V4(peer), SocketAddr::V4(server)) = (peer, server) else {
-            return false;
-        };
-        let Some(inode) = socket_inode(peer, server) else {
-            return false;
-        };
-        let link = format!("socket:[{inode}]");
-        holds(self.pgid, &link)
-            || crate::process::group_members(self.pgid)
-                .into_iter()
-                .filter(|pid| *pid != self.pgid)
-                .any(|pid| holds(pid, &link))
+        client_socket(peer, server)
+            .is_some_and(|link| self.leader_holds(&link) || self.members_hold(&link))
     }
+
+    /// True when the group's leader holds the socket `link` (`socket:[inode]`).
+    pub(crate) fn leader_holds(&self, link: &str) -> bool {
+        holds(self.pgid, link)
+    }
+
+    /// True when a member of the group other than its leader holds the socket `link`
+    /// (walks `/proc`: the slow path).
+    pub(crate) fn members_hold(&self, link: &str) -> bool {
+        crate::process::group_members(self.pgid)
+            .into_iter()
+            .filter(|pid| *pid != self.pgid)
+            .any(|pid| holds(pid, link))
+    }
+}
+
+/// `socket:[inode]`, as `/proc/<pid>/fd` links name it, of the local client socket at
+/// `peer` connected to `server`; `None` when no local socket is (IPv4 only).
+pub(crate) fn client_socket(peer: SocketAddr, server: SocketAddr) -> Option<String> {
+    let (SocketAddr::V4(peer), SocketAddr::V4(server)) = (peer, server) else {
+        return None;
+    };
+    socket_inode(peer, server).map(|inode| format!("socket:[{inode}]"))
 }
 
 /// The inode of the IPv4 TCP socket at `local` connected to `remote`: asked of the kernel's

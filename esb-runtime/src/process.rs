@@ -1,9 +1,10 @@
 //! The `process` backend: each sandbox is a child process in its own process group, polling
-//! its own Lambda Runtime API on 127.0.0.1. Needs no root and no containerd.
+//! the Lambda Runtime API on 127.0.0.1 (one listener for all, each connection served as the
+//! sandbox whose processes hold it: see `process_api`). Needs no root and no containerd.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -11,12 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use nix::sched::CpuSet;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::logs::LogStream;
-use crate::peer::GroupPeers;
+use crate::output::SharedPipe;
+use crate::process_api::SharedApi;
 use crate::record::Record;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
@@ -146,6 +148,10 @@ pub struct ProcessRuntime {
     next_cpu: AtomicU64,
     /// The record of started sandboxes, with [`ProcessConfig::record_dir`].
     record: Option<Arc<Record>>,
+    /// The Runtime API listener of all sandboxes, bound with the first.
+    api: tokio::sync::OnceCell<SharedApi>,
+    /// Counts the SIGCHLDs this process received, so that exit watchers reap their child.
+    children: tokio::sync::OnceCell<watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -184,7 +190,31 @@ impl ProcessRuntime {
             cpus,
             next_cpu: AtomicU64::new(0),
             record,
+            api: tokio::sync::OnceCell::new(),
+            children: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The SIGCHLD count, listened to from the first call on.
+    async fn child_signals(&self) -> Result<watch::Receiver<u64>> {
+        let signals = self
+            .children
+            .get_or_try_init(|| async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut sigchld = signal(SignalKind::child())?;
+                let (count_tx, count_rx) = watch::channel(0u64);
+                tokio::spawn(async move {
+                    while sigchld.recv().await.is_some() {
+                        count_tx.send_modify(|count| *count += 1);
+                        if count_tx.is_closed() {
+                            break;
+                        }
+                    }
+                });
+                Ok::<_, std::io::Error>(count_rx)
+            })
+            .await?;
+        Ok(signals.clone())
     }
 
     /// The CPUs a new sandbox of `memory_mb` is pinned to, or `None` to leave it unpinned.
@@ -283,13 +313,16 @@ impl ProcessRuntime {
     }
 
     /// Starts the command, on the CPUs of a sandbox of `memory_mb`, dying with this process.
+    ///
+    /// A plain child: no pidfd is kept for it (its exit is learnt from SIGCHLD, see
+    /// [`watch_exit`]), so that an idle sandbox holds as few descriptors as can be.
     fn spawn(
         &self,
         command: &mut tokio::process::Command,
         memory_mb: u32,
-    ) -> std::io::Result<tokio::process::Child> {
+    ) -> std::io::Result<std::process::Child> {
         crate::child::prepare(command, self.cpu_set(memory_mb));
-        command.spawn()
+        command.as_std_mut().spawn()
     }
 }
 
@@ -312,29 +345,45 @@ fn spawn_error(function: &str, command: &tokio::process::Command, err: std::io::
 }
 
 /// How a child process ended, in Lambda's words.
-fn exit_reason(status: std::io::Result<ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
+fn exit_reason(status: std::io::Result<WaitStatus>) -> String {
     match status {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => sandbox::exit_reason(Exit::Code(i64::from(code))),
-            (None, Some(signal)) => sandbox::exit_reason(Exit::Signal(signal)),
-            _ => "Runtime exited".to_owned(),
-        },
+        Ok(WaitStatus::Exited(_, code)) => sandbox::exit_reason(Exit::Code(i64::from(code))),
+        Ok(WaitStatus::Signaled(_, signal, _)) => sandbox::exit_reason(Exit::Signal(signal as i32)),
+        Ok(_) => "Runtime exited".to_owned(),
         Err(err) => format!("Runtime exited: {err}"),
+    }
+}
+
+/// Waits until child `pid` exits, and reaps it: tries at once, then at every SIGCHLD.
+async fn wait_child(pid: Pid, mut sigchld: watch::Receiver<u64>) -> std::io::Result<WaitStatus> {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    loop {
+        sigchld.borrow_and_update();
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return Ok(status),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+        if sigchld.changed().await.is_err() {
+            // No more signals (the runtime is going away): poll, rarely.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
 /// Follows the leader until it exits, then fails the broker with the reason and kills what
 /// is left of the group.
 fn watch_exit(
-    mut child: tokio::process::Child,
     pgid: Pid,
+    sigchld: watch::Receiver<u64>,
     broker: Broker,
     record: Option<Arc<Record>>,
 ) -> watch::Receiver<Option<String>> {
     let (exited_tx, exited_rx) = watch::channel(None);
     tokio::spawn(async move {
-        let reason = exit_reason(child.wait().await);
+        let reason = exit_reason(wait_child(pgid, sigchld).await);
         broker.lost(reason.clone());
         // Reap what is left of the group; the leader is gone already.
         let _ = killpg(pgid, Signal::SIGKILL);
@@ -359,41 +408,45 @@ const PEAK_REFRESH: Duration = Duration::from_millis(100);
 ///
 /// The kernel's peak (`VmHWM` of `/proc/<pid>/status`) is read at most every
 /// [`PEAK_REFRESH`]: rendering that file costs several microseconds. Between those reads, the
-/// resident set of `/proc/<pid>/statm` (a fraction of the cost) raises the figure. Both files
-/// stay open, so a reused pid is never read.
+/// resident set of `/proc/<pid>/statm` (a fraction of the cost) raises the figure. The files
+/// are opened for each read (no descriptor is kept per sandbox); the pid is the sandbox's own
+/// child, not reused before it is reaped, and read only while the sandbox runs.
 struct PeakMemory {
-    status: Option<std::fs::File>,
-    statm: Option<std::fs::File>,
+    pid: Pid,
     page_size: u64,
     /// Bytes, and when `VmHWM` was last read.
     seen: Mutex<(u64, Option<Instant>)>,
 }
 
 impl PeakMemory {
-    fn open(pid: Pid) -> Self {
+    fn new(pid: Pid) -> Self {
         let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
             .flatten()
             .and_then(|size| u64::try_from(size).ok())
             .unwrap_or(4096);
         Self {
-            status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
-            statm: std::fs::File::open(format!("/proc/{pid}/statm")).ok(),
+            pid,
             page_size,
             seen: Mutex::new((0, None)),
         }
     }
 
-    /// The peak so far, in bytes (0 once the process is gone and was never read).
-    fn bytes(&self) -> u64 {
+    /// The peak so far, in bytes (0 once the process is gone and was never read); without
+    /// `read`, the figure last read.
+    fn bytes(&self, read: bool) -> u64 {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if !read {
+            return seen.0;
+        }
         let now = Instant::now();
         let fresh = seen
             .1
             .is_some_and(|at| now.duration_since(at) < PEAK_REFRESH);
-        if !fresh && let Some(peak) = self.status.as_ref().and_then(read_hwm) {
+        let open = |file: &str| std::fs::File::open(format!("/proc/{}/{file}", self.pid)).ok();
+        if !fresh && let Some(peak) = open("status").as_ref().and_then(read_hwm) {
             *seen = (seen.0.max(peak), Some(now));
-        } else if let Some(pages) = self.statm.as_ref().and_then(read_resident_pages) {
+        } else if let Some(pages) = open("statm").as_ref().and_then(read_resident_pages) {
             seen.0 = seen.0.max(pages * self.page_size);
         }
         seen.0
@@ -488,31 +541,25 @@ impl ProcessRuntime {
 impl Runtime for ProcessRuntime {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
         let id = sandbox::new_id(&spec.function_name);
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let api = listener.local_addr()?.to_string();
-        let mut command = self.command(&spec, &id, &api)?;
+        let api = self.api.get_or_try_init(SharedApi::bind).await?;
+        let sigchld = self.child_signals().await?;
+        let mut command = self.command(&spec, &id, &api.addr().to_string())?;
         let mut child = self
             .spawn(&mut command, spec.memory_mb)
             .map_err(|err| spawn_error(&spec.function_name, &command, err))?;
-        let pgid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw)
-            .ok_or_else(|| Error::Backend("the child exited before its pid was read".into()))?;
+        let pgid = Pid::from_raw(
+            i32::try_from(child.id())
+                .map_err(|_| Error::Backend("the child's process id is out of range".into()))?,
+        );
+        let stdout = child.stdout.take().map(|out| SharedPipe::new(out.into()));
+        let stderr = child.stderr.take().map(|err| SharedPipe::new(err.into()));
+        // From here on the child is followed by its pid (`watch_exit`), not by `child`.
+        drop(child);
 
         let lambda = &self.config.lambda;
         let broker = lambda.broker(&id, &spec.function_name, spec.timeout);
         // Only the sandbox's own processes may poll its Runtime API.
-        let (stop_server, stop) = tokio::sync::oneshot::channel::<()>();
-        let peers = GroupPeers::new(pgid);
-        tokio::spawn(crate::runtime_api::serve_admitting(
-            listener,
-            broker.clone(),
-            async move {
-                let _ = stop.await;
-            },
-            move |peer, server| peers.admits(peer, server),
-        ));
+        let stop_server = api.register(id.clone(), pgid, broker.clone());
         let info = SandboxInfo {
             id: id.clone(),
             function_name: spec.function_name.clone(),
@@ -520,18 +567,22 @@ impl Runtime for ProcessRuntime {
             created_at: SystemTime::now(),
             labels: spec.labels.clone(),
         };
-        if let Some(stdout) = child.stdout.take() {
-            broker.output().watch(&stdout);
-            lambda.spawn_log_reader(stdout, LogStream::Stdout, broker.clone(), &info);
-        }
-        if let Some(stderr) = child.stderr.take() {
-            broker.output().watch(&stderr);
-            lambda.spawn_log_reader(stderr, LogStream::Stderr, broker.clone(), &info);
+        for (pipe, stream) in [(stdout, LogStream::Stdout), (stderr, LogStream::Stderr)] {
+            match pipe {
+                Some(Ok(pipe)) => {
+                    broker.output().watch_shared(&pipe);
+                    lambda.spawn_log_reader(pipe, stream, broker.clone(), &info);
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(sandbox = %id, error = %err, "cannot read the sandbox's {}", stream.as_str());
+                }
+                None => {}
+            }
         }
         if let Some(record) = &self.record {
             record.add(pgid, id.as_str());
         }
-        let exited = watch_exit(child, pgid, broker.clone(), self.record.clone());
+        let exited = watch_exit(pgid, sigchld, broker.clone(), self.record.clone());
         let sandbox = Arc::new(Sandbox {
             core: Core::new(
                 info.clone(),
@@ -541,7 +592,7 @@ impl Runtime for ProcessRuntime {
                 Some(stop_server),
             ),
             pgid,
-            peak: PeakMemory::open(pgid),
+            peak: PeakMemory::new(pgid),
         });
         lock(&self.sandboxes).insert(id, sandbox);
         Ok(info)
@@ -550,7 +601,8 @@ impl Runtime for ProcessRuntime {
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let sandbox = self.get(id)?;
         let run = |request| sandbox.core.broker.invoke(request);
-        let peak = || sandbox.peak.bytes();
+        // Read only while the child runs: once reaped, its pid may be another process's.
+        let peak = || sandbox.peak.bytes(!sandbox.core.has_exited());
         let kill = || sandbox.kill();
         // A stopped process group answers once continued: the invocation waits for resume.
         let core = &sandbox.core;
@@ -647,17 +699,17 @@ mod tests {
     #[test]
     fn peak_memory_follows_the_process_and_never_falls() {
         let me = Pid::this();
-        let peak = PeakMemory::open(me);
-        let before = peak.bytes();
+        let peak = PeakMemory::new(me);
+        let before = peak.bytes(true);
         let status = std::fs::read("/proc/self/status").unwrap();
         let hwm = status_kb(&status, "VmHWM").unwrap();
         assert!(before > 0 && before <= hwm, "{before} vs VmHWM {hwm}");
         // 64 MB touched now raises the resident set between two VmHWM reads.
         let block = vec![1u8; 64 << 20];
-        let after = peak.bytes();
+        let after = peak.bytes(true);
         assert!(after >= before + (60 << 20), "{before} -> {after}");
         drop(block);
-        assert!(peak.bytes() >= after);
+        assert!(peak.bytes(true) >= after);
         let statm = std::fs::File::open("/proc/self/statm").unwrap();
         assert!(read_resident_pages(&statm).unwrap() > 0);
     }

@@ -762,16 +762,21 @@ pub async fn serve_admitting(
                 tracing::warn!(%peer, "Runtime API connection from outside the sandbox refused");
                 return;
             }
-            let service = hyper::service::service_fn(move |req| {
-                let broker = broker.clone();
-                async move { Ok::<_, Infallible>(broker.handle(req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .http1_only()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_connection(stream, broker).await;
         });
         while connections.try_join_next().is_some() {}
     }
     connections.abort_all();
+}
+
+/// Serves the Runtime API of `broker` on one accepted connection until it closes.
+pub(crate) async fn serve_connection(stream: tokio::net::TcpStream, broker: Broker) {
+    let service = hyper::service::service_fn(move |req| {
+        let broker = broker.clone();
+        async move { Ok::<_, Infallible>(broker.handle(req).await) }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .http1_only()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }

@@ -1,0 +1,119 @@
+//! A gateway whose functions' `min_capacity` cannot fit under its open-file limit says so at
+//! start, in one line naming the figures, and keeps answering.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// An `esb-gateway` started under `ulimit -n <limit>` with `min_capacity` sandboxes of the
+/// no-op function; killed on drop.
+struct Gateway {
+    child: Child,
+    url: String,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn spawn(fd_limit: u32, min_capacity: u32, max_connections: u32) -> Self {
+        let noop = esb_testfn::build_bin("noop_fn").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let functions = dir.path().join("functions.yml");
+        std::fs::write(
+            &functions,
+            format!(
+                "functions:\n  noop:\n    command: [{:?}]\n    timeout: 5\n    scaling: {{ min_capacity: {min_capacity}, max_capacity: {min_capacity} }}\n",
+                noop.display().to_string()
+            ),
+        )
+        .unwrap();
+        let routing = dir.path().join("routing.yml");
+        std::fs::write(
+            &routing,
+            "routes:\n  - { path: \"/noop\", method: GET, function: noop, auth: none }\n",
+        )
+        .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let stderr = dir.path().join("stderr");
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {fd_limit} && exec \"$0\" \"$@\" 2>{}",
+                stderr.display()
+            ))
+            .arg(env!("CARGO_BIN_EXE_esb-gateway"))
+            .args(["--functions", &functions.display().to_string()])
+            .args(["--routing", &routing.display().to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--max-connections", &max_connections.to_string()])
+            .env_remove("ESB_FUNCTIONS")
+            .env_remove("ESB_ROUTING")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The status of `GET path`, retried while the gateway is not listening yet.
+    async fn get(&self, path: &str) -> reqwest::StatusCode {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(response) = client.get(format!("{}{path}", self.url)).send().await {
+                return response.status();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("esb-gateway did not answer {path}: {}", self.stderr());
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_capacity_over_the_fd_limit_is_a_startup_warning_and_the_gateway_keeps_answering() {
+    // 256 descriptors, 32 of them for connections, 64 kept aside: room for 53 idle sandboxes.
+    let gateway = Gateway::spawn(256, 120, 32);
+    assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
+    // Still answering while the sandboxes that cannot fit fail to start (for want of
+    // descriptors, which each failure says).
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
+    }
+    let stderr = gateway.stderr();
+    assert!(
+        stderr.contains(
+            "the functions' min_capacity adds up to 120 sandboxes, but the open-file limit (256, hard limit 256) leaves room for about 53 beside --max-connections 32"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_capacity_that_fits_draws_no_warning() {
+    let gateway = Gateway::spawn(256, 4, 32);
+    assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
+    assert_eq!(gateway.get("/noop").await, reqwest::StatusCode::OK);
+    let stderr = gateway.stderr();
+    assert!(!stderr.contains("min_capacity adds up"), "{stderr}");
+}

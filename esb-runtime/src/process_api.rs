@@ -1,0 +1,182 @@
+//! One Runtime API listener for all the process backend's sandboxes: each connection is
+//! handed to the sandbox whose processes hold its client socket (the peer check of
+//! [`crate::peer`]), so an idle sandbox costs the gateway no listening socket, only its
+//! runtime client's connection. A connection no sandbox holds is closed before a byte is
+//! read.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::SandboxId;
+use crate::peer::{GroupPeers, client_socket};
+use crate::runtime_api::{Broker, serve_connection};
+use crate::sandbox::lock;
+
+/// How long the accept loop waits after a failed accept (out of descriptors and the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long a connection no sandbox holds waits for new sandboxes to register.
+const REGISTER_GRACE: Duration = Duration::from_millis(500);
+
+/// A sandbox that may connect.
+struct Member {
+    id: SandboxId,
+    peers: GroupPeers,
+    broker: Broker,
+    /// Its open connections.
+    connections: AtomicUsize,
+    /// Turns true when the sandbox is stopped: its connections close.
+    stopped: watch::Receiver<bool>,
+}
+
+type Members = Arc<Mutex<Vec<Arc<Member>>>>;
+
+/// The shared listener and the sandboxes it serves.
+pub(crate) struct SharedApi {
+    addr: SocketAddr,
+    members: Members,
+    /// Counts registrations, for connections that came first.
+    registered: watch::Sender<u64>,
+    accept: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SharedApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedApi")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedApi {
+    /// Listens on 127.0.0.1 (an ephemeral port).
+    pub(crate) async fn bind() -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let members: Members = Arc::default();
+        let (registered, registrations) = watch::channel(0);
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&members), registrations));
+        Ok(Self {
+            addr,
+            members,
+            registered,
+            accept,
+        })
+    }
+
+    /// The address sandboxes are given (`AWS_LAMBDA_RUNTIME_API`).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves the processes of group `pgid` with `broker` until the returned sender is used
+    /// or dropped; then its connections close.
+    pub(crate) fn register(&self, id: SandboxId, pgid: Pid, broker: Broker) -> oneshot::Sender<()> {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stopped_tx, stopped) = watch::channel(false);
+        let member = Arc::new(Member {
+            id,
+            peers: GroupPeers::new(pgid),
+            broker,
+            connections: AtomicUsize::new(0),
+            stopped,
+        });
+        lock(&self.members).push(Arc::clone(&member));
+        self.registered.send_modify(|count| *count += 1);
+        let members = Arc::clone(&self.members);
+        tokio::spawn(async move {
+            let _ = stop_rx.await;
+            lock(&members).retain(|m| m.id != member.id);
+            let _ = stopped_tx.send(true);
+        });
+        stop_tx
+    }
+}
+
+impl Drop for SharedApi {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, members: Members, registered: watch::Receiver<u64>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors (EMFILE) and the like: wait a little, never spin.
+                tracing::warn!(error = %err, "Runtime API accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let members = Arc::clone(&members);
+        let registered = registered.clone();
+        tokio::spawn(async move {
+            let Some(member) = owner_soon(&members, registered, peer, &stream).await else {
+                tracing::warn!(%peer, "Runtime API connection from outside the sandboxes refused");
+                return;
+            };
+            serve(stream, member).await;
+        });
+    }
+}
+
+/// The owner of a new connection; when none is known yet, asked again as sandboxes
+/// register, for at most [`REGISTER_GRACE`] (a busy host may run a new sandbox's process
+/// before its creator has registered it).
+async fn owner_soon(
+    members: &Members,
+    mut registered: watch::Receiver<u64>,
+    peer: SocketAddr,
+    stream: &TcpStream,
+) -> Option<Arc<Member>> {
+    let local = stream.local_addr().ok()?;
+    let until = tokio::time::Instant::now() + REGISTER_GRACE;
+    loop {
+        registered.borrow_and_update();
+        if let Some(member) = owner(members, peer, local) {
+            return Some(member);
+        }
+        match tokio::time::timeout_at(until, registered.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Serves one connection of `member` until it closes or the sandbox stops.
+async fn serve(stream: TcpStream, member: Arc<Member>) {
+    member.connections.fetch_add(1, Ordering::SeqCst);
+    let mut stopped = member.stopped.clone();
+    tokio::select! {
+        () = serve_connection(stream, member.broker.clone()) => {}
+        _ = stopped.wait_for(|stopped| *stopped) => {}
+    }
+    member.connections.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The sandbox whose processes hold the client socket at `peer` (connected to `local`).
+///
+/// Sandboxes without a connection are asked first (a runtime client keeps its connection,
+/// so a new one is most likely a starting sandbox's), in the order they started; each by
+/// its leader's open files, and only when no leader holds the socket, by the other members
+/// of each group (which walks `/proc`).
+fn owner(members: &Members, peer: SocketAddr, local: SocketAddr) -> Option<Arc<Member>> {
+    let link = client_socket(peer, local)?;
+    let mut candidates: Vec<Arc<Member>> = lock(members).clone();
+    candidates.sort_by_key(|m| m.connections.load(Ordering::SeqCst) > 0);
+    candidates
+        .iter()
+        .find(|m| m.peers.leader_holds(&link))
+        .or_else(|| candidates.iter().find(|m| m.peers.members_hold(&link)))
+        .cloned()
+}

@@ -1,0 +1,92 @@
+//! The process backend's Runtime API listener, out of file descriptors (EMFILE on every
+//! accept while connections wait), backs off instead of spinning: this process's CPU stays
+//! low, and once descriptors are free again the sandbox still answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use esb_runtime::logs::NullLogSink;
+use esb_runtime::process::{ProcessConfig, ProcessRuntime};
+use esb_runtime::{InvokeRequest, InvokeResult, Runtime, SandboxSpec};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// CPU time of this process (all threads), in clock ticks of 10 ms, from its open
+/// `/proc/self/stat` (opened before the descriptors run out).
+fn cpu_ticks(file: &std::fs::File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 1024];
+    let read = file.read_at(&mut buf, 0).unwrap();
+    let stat = String::from_utf8_lossy(&buf[..read]);
+    let (_, after) = stat.rsplit_once(')').unwrap();
+    after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The Runtime API address in the environment of process `pid`.
+fn runtime_api_of(pid: u32) -> String {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"AWS_LAMBDA_RUNTIME_API="))
+        .map(|api| String::from_utf8(api.to_vec()).unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_backs_off_while_descriptors_are_exhausted() {
+    let runtime =
+        ProcessRuntime::new(ProcessConfig::default().log_sink(std::sync::Arc::new(NullLogSink)));
+    let bin = esb_testfn::build_bin("noop_fn").expect("build noop_fn");
+    let info = runtime
+        .create(
+            SandboxSpec::new("backoff")
+                .command([bin.display().to_string()])
+                .timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let answer = runtime
+        .invoke(&info.id, InvokeRequest::new("{}"))
+        .await
+        .unwrap();
+    assert!(matches!(answer.result, InvokeResult::Success(_)));
+    let api: std::net::SocketAddr = runtime_api_of(runtime.pid(&info.id).unwrap())
+        .parse()
+        .unwrap();
+    // Clients waiting in the listen backlog, opened before this process runs out.
+    let waiting: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(api).unwrap())
+        .collect();
+    let stat = std::fs::File::open("/proc/self/stat").unwrap();
+    // Every descriptor taken: each accept fails with EMFILE while they wait.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    setrlimit(Resource::RLIMIT_NOFILE, open + 16, hard).unwrap();
+    let mut hog = Vec::new();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        hog.push(file);
+    }
+    let before = cpu_ticks(&stat);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks = cpu_ticks(&stat) - before;
+    let elapsed = started.elapsed();
+    drop(hog);
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    drop(waiting);
+    // A spinning accept loop burns a whole core (200 ticks in 2 s).
+    assert!(
+        ticks * 10 < elapsed.as_millis() as u64 / 4,
+        "{ticks} ticks of CPU in {elapsed:?} while out of descriptors"
+    );
+    let answer = runtime
+        .invoke(&info.id, InvokeRequest::new("{}"))
+        .await
+        .unwrap();
+    assert!(matches!(answer.result, InvokeResult::Success(_)));
+    runtime.destroy(&info.id).await.unwrap();
+}
