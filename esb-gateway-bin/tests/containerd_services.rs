@@ -108,8 +108,9 @@ async fn a_containerd_sandbox_reaches_s3_dynamodb_and_the_gateway_on_loopback() 
     let cni_conf = dir.path().join("net.d");
     let cni_data = dir.path().join("cni");
     let bridge = format!("esbs{suffix}");
-    // A subnet of its own: a bridge left by a killed run must not shadow this one's.
-    let subnet = format!("10.236.{}", u8::from_str_radix(&suffix[..2], 16).unwrap());
+    // A subnet of its own (10.238.x: no other test uses it), so a bridge left by a killed run
+    // must not shadow this one's.
+    let subnet = format!("10.238.{}", u8::from_str_radix(&suffix[..2], 16).unwrap());
     let functions = write(
         dir.path(),
         "functions.yml",
