@@ -23,6 +23,8 @@ pub struct Lease {
     function: Arc<FunctionPool>,
     sandbox: Sandbox,
     report: Report,
+    /// The runtime holding the sandbox.
+    runtime: Arc<dyn Runtime>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -45,6 +47,7 @@ impl Lease {
         Self {
             shared: Arc::clone(shared),
             function: Arc::clone(function),
+            runtime: shared.placement.runtime(sandbox.runtime),
             sandbox,
             report: Report::default(),
         }
@@ -67,15 +70,24 @@ impl Lease {
 
     /// The runtime that holds the sandbox.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        self.shared.placement.runtime(self.sandbox.runtime)
+        &self.runtime
+    }
+
+    /// Changes when the runtime holding the sandbox is declared down.
+    pub(crate) fn runtime_lost(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.placement.lost(self.sandbox.runtime)
     }
 
     /// Runs one invocation on the sandbox and records its outcome (advanced use: the pool's
     /// service does this for each `Invocation`).
     pub async fn invoke(&mut self, request: InvokeRequest) -> Result<InvokeResponse, PoolError> {
         let runtime = Arc::clone(self.runtime());
+        let mut lost = self.runtime_lost();
         self.report.in_flight = true;
-        let result = runtime.invoke(&self.sandbox.id, request).await;
+        let result = tokio::select! {
+            result = runtime.invoke(&self.sandbox.id, request) => result,
+            _ = lost.changed() => Err(runtime_lost()),
+        };
         self.report.in_flight = false;
         self.record(&result);
         result.map_err(PoolError::Runtime)
@@ -176,7 +188,7 @@ impl Slot {
 
     /// Creates the sandbox and leases it.
     async fn create(mut self) -> Result<Lease, PoolError> {
-        let runtime = Arc::clone(self.shared.placement.runtime(self.runtime));
+        let runtime = self.shared.placement.runtime(self.runtime);
         let result = runtime.create(self.function.spec()).await;
         self.armed = false;
         match result {
@@ -349,4 +361,11 @@ pub(crate) fn ensure_min(shared: &Arc<Shared>, function: &Arc<FunctionPool>) {
             let _ = slot.create().await;
         });
     }
+}
+
+/// The error of an invocation whose runtime was declared down while it ran.
+pub(crate) fn runtime_lost() -> RuntimeError {
+    RuntimeError::Unavailable(
+        "the host running the sandbox stopped answering during the invocation".into(),
+    )
 }

@@ -17,6 +17,20 @@ use crate::lease::{self, Lease};
 use crate::placement::Placement;
 use crate::state::Shared;
 
+/// One runtime of a pool as [`Pool::runtimes`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeStatus {
+    /// Its index ([`Pool::add_runtime`]).
+    pub index: usize,
+    /// It answered last time it was asked.
+    pub healthy: bool,
+    /// It takes no new sandboxes ([`Pool::set_draining`]).
+    pub draining: bool,
+    /// This pool's sandboxes on it, including those being created or destroyed.
+    pub sandboxes: usize,
+}
+
 /// A pool of sandboxes for several functions over one or more runtimes. Cheap to clone.
 ///
 /// Invoke through it as a tower [`Service<Invocation>`](tower::Service) (see the crate docs);
@@ -82,6 +96,51 @@ impl Pool {
             adopted += janitor::reconcile(&self.shared, runtime).await;
         }
         adopted
+    }
+
+    /// Adds a runtime (a host found while the pool runs) that new sandboxes may be placed
+    /// on; returns its index, which names it in the other runtime methods.
+    pub fn add_runtime(&self, runtime: Arc<dyn Runtime>) -> usize {
+        self.shared.add_runtime(runtime)
+    }
+
+    /// Drains the runtime at `index` (a host that went away): no new sandboxes go to it,
+    /// its idle sandboxes are destroyed now and its busy ones when their invocation ends.
+    /// `false` takes it back. An unknown index is ignored.
+    pub fn set_draining(&self, index: usize, draining: bool) {
+        if index < self.shared.placement.len() {
+            self.shared.set_draining(index, draining);
+        }
+    }
+
+    /// Declares the runtime at `index` down (it stopped answering a health check): its
+    /// invocations in flight end with [`esb_runtime::Error::Unavailable`], its sandboxes
+    /// are dropped and new ones go elsewhere until [`Pool::runtime_up`]. An unknown index
+    /// is ignored.
+    pub fn runtime_down(&self, index: usize) {
+        if index < self.shared.placement.len() {
+            self.shared.runtime_down(index);
+        }
+    }
+
+    /// Declares the runtime at `index` reachable again. An unknown index is ignored.
+    pub fn runtime_up(&self, index: usize) {
+        if index < self.shared.placement.len() {
+            self.shared.runtime_up(index);
+        }
+    }
+
+    /// The runtimes, in index order, with their state and load.
+    pub fn runtimes(&self) -> Vec<RuntimeStatus> {
+        let placement = &self.shared.placement;
+        (0..placement.len())
+            .map(|index| RuntimeStatus {
+                index,
+                healthy: placement.is_healthy(index),
+                draining: placement.is_draining(index),
+                sandboxes: placement.load(index),
+            })
+            .collect()
     }
 
     /// Adds a function to the pool and starts its `min_capacity` sandboxes.
