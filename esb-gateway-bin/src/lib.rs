@@ -34,6 +34,7 @@
 //! Requests go through a tower stack of named layers (see `app.rs`); an embedder adds its
 //! own with [`Gateway::builder`] and [`GatewayBuilder::layer`].
 
+pub mod agents;
 mod app;
 mod auth;
 mod authorizers;
