@@ -54,8 +54,10 @@ pub struct AgentSettings {
     pub dns_interval: Duration,
     /// How often each agent's health is checked.
     pub health_interval: Duration,
-    /// A health check unanswered this long marks the agent down.
+    /// A health check unanswered this long fails.
     pub health_timeout: Duration,
+    /// Consecutive failed health checks that mark an agent down (at least 1).
+    pub health_failures: u32,
     /// The agents' bearer token.
     pub token: Option<String>,
     /// TLS to the agents (`https://` when set).
@@ -97,8 +99,10 @@ struct Agent {
     from_dns: bool,
     /// Gone from DNS.
     draining: bool,
-    /// Failed its last health check.
+    /// Failed its last `health_failures` health checks.
     down: bool,
+    /// Health checks failed in a row.
+    failures: u32,
 }
 
 /// An address that was found but could not be connected to yet.
@@ -207,6 +211,7 @@ impl AgentSet {
             from_dns: pending.name.is_some(),
             draining: false,
             down: false,
+            failures: 0,
         });
         Ok(())
     }
@@ -277,8 +282,14 @@ impl AgentSet {
             let mut state = self.lock();
             let pool = state.pool.clone();
             let agent = &mut state.agents[index];
+            let threshold = self.settings.health_failures.max(1);
+            if outcome.is_err() {
+                agent.failures = agent.failures.saturating_add(1);
+            } else {
+                agent.failures = 0;
+            }
             match outcome {
-                Err(err) if !agent.down => {
+                Err(err) if !agent.down && agent.failures >= threshold => {
                     tracing::warn!(agent = %url, error = %err, "agent down: its sandboxes are dropped, new ones go elsewhere");
                     agent.down = true;
                     if let Some(pool) = pool {

@@ -294,11 +294,14 @@ pub struct Args {
     #[arg(long, env = "ESB_AGENT_HEALTH_INTERVAL", default_value_t = 2.0)]
     pub agent_health_interval: f64,
 
-    /// Seconds a health check may take: an agent that does not answer in time is down (its
-    /// sandboxes are dropped, its in-flight requests fail, new sandboxes go elsewhere) until
-    /// it answers again.
+    /// Seconds a health check may take before it counts as failed.
     #[arg(long, env = "ESB_AGENT_HEALTH_TIMEOUT", default_value_t = 2.0)]
     pub agent_health_timeout: f64,
+
+    /// Health checks failed in a row that mark an agent down: its sandboxes are dropped,
+    /// its in-flight requests fail (503), new sandboxes go elsewhere, until it answers again.
+    #[arg(long, env = "ESB_AGENT_HEALTH_FAILURES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub agent_health_failures: u32,
 
     /// Seconds between HTTP/2 PINGs on each connection to an agent.
     #[arg(long, env = "ESB_AGENT_KEEPALIVE_INTERVAL", default_value_t = 10.0)]
@@ -585,6 +588,7 @@ impl Args {
                 self.agent_health_interval,
             )?,
             health_timeout: positive_seconds("--agent-health-timeout", self.agent_health_timeout)?,
+            health_failures: self.agent_health_failures,
             token: self.agent_token.clone(),
             tls,
             keepalive: (

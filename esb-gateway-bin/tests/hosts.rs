@@ -46,7 +46,7 @@ fn write_config(dir: &Path) {
     std::fs::write(
         dir.join("functions.yml"),
         format!(
-            "functions:\n  f:\n    command: [\"{}\"]\n    timeout: 20\n    scaling: {{ max_capacity: 24, acquire_timeout: 10 }}\n",
+            "functions:\n  f:\n    command: [\"{}\"]\n    timeout: 20\n    scaling: {{ max_capacity: 64, acquire_timeout: 10 }}\n",
             support::testfn().display()
         ),
     )
@@ -174,7 +174,9 @@ async fn invoke(hosts: &Hosts, port: u16, sleep_ms: u64) -> Answer {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
     if status == 200 {
-        let pid = body["pid"].as_u64().expect("a pid");
+        let pid = body["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a pid in {body}"));
         Answer::Served {
             host: hosts
                 .host_of(pid)
@@ -216,7 +218,9 @@ fn served(answers: &[Answer]) -> Option<BTreeMap<usize, usize>> {
 }
 
 /// Sends bursts until one is served in full by hosts `ok` accepts (at most 60 s, a bound
-/// for the test, not a figure); returns the hosts of that burst.
+/// for the test, not a figure); returns the hosts of that burst. A burst of `n` requests,
+/// or with `n == 0` four more than the sandboxes there are, so that new ones are made (and
+/// placed on the least-loaded host).
 async fn until_served(
     hosts: &Hosts,
     port: u16,
@@ -226,6 +230,17 @@ async fn until_served(
 ) -> BTreeMap<usize, usize> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        let n = if n > 0 {
+            n
+        } else {
+            let mut live = 0;
+            for i in 0..hosts.hosts.len() {
+                if hosts.hosts[i].agent.is_some() {
+                    live += sandboxes_on(hosts, i).await;
+                }
+            }
+            (live + 4).min(60)
+        };
         if let Some(by_host) = served(&burst(hosts, port, n, 300).await)
             && ok(&by_host)
         {
@@ -321,7 +336,7 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
 
     // The link comes back: host 1 answers its health checks and takes sandboxes again.
     hosts.set_link(1, true);
-    until_served(&hosts, port, 12, "served by host 1 again", |by| {
+    until_served(&hosts, port, 0, "served by host 1 again", |by| {
         by.contains_key(&1)
     })
     .await;
@@ -333,7 +348,7 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
     hosts.set_dns(&[0, 1, 2, fourth]);
     // More requests at once than the sandboxes there are: the new ones go to the fourth,
     // the least loaded.
-    let by_host = until_served(&hosts, port, 18, "served by the fourth host", |by| {
+    let by_host = until_served(&hosts, port, 0, "served by the fourth host", |by| {
         by.contains_key(&fourth)
     })
     .await;

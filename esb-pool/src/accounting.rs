@@ -179,14 +179,15 @@ impl Report {
     }
 }
 
-/// Errors that say the function's sandboxes cannot run, as opposed to the function's own failures.
+/// Errors that say the function's sandboxes cannot run, as opposed to the function's own
+/// failures. An unreachable runtime is not one: it says nothing of the function (its
+/// sandboxes go elsewhere), so a lost host never opens the breakers of its functions.
 fn is_infrastructure_failure(err: &RuntimeError) -> bool {
     matches!(
         err,
         RuntimeError::InitFailed { .. }
             | RuntimeError::InitTimeout { .. }
             | RuntimeError::SandboxLost { .. }
-            | RuntimeError::Unavailable(_)
             | RuntimeError::Backend(_)
             | RuntimeError::Io(_)
             | RuntimeError::NotFound(_)
@@ -378,10 +379,11 @@ impl<W> Accounts<W> {
         }
     }
 
-    /// A creation failed; returns true when this opened the breaker.
-    pub(crate) fn create_failed(&mut self, now: Instant) -> bool {
+    /// A creation failed; returns true when this opened the breaker. `counts` when the
+    /// failure is the function's (see [`is_infrastructure_failure`]).
+    pub(crate) fn create_failed(&mut self, now: Instant, counts: bool) -> bool {
         self.creating -= 1;
-        self.breaker.failure(now)
+        counts && self.breaker.failure(now)
     }
 
     /// A sandbox finished being destroyed.
@@ -730,6 +732,19 @@ mod tests {
         let mut unknown = Report::default();
         unknown.record_unknown();
         assert!(unknown.discard && unknown.breaker.is_none());
+    }
+
+    #[test]
+    fn an_unreachable_runtime_discards_without_counting_against_the_function() {
+        let mut report = Report::default();
+        assert!(report.record(Some(&RuntimeError::Unavailable("host gone".into()))));
+        assert!(report.discard && report.breaker.is_none());
+        let mut acc = accounts();
+        for _ in 0..3 {
+            acc.start_create();
+            assert!(!acc.create_failed(Instant::now(), false));
+        }
+        assert_eq!(acc.breaker_state(), BreakerState::Closed);
     }
 
     #[test]

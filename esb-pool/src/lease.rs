@@ -82,12 +82,12 @@ impl Lease {
     /// service does this for each `Invocation`).
     pub async fn invoke(&mut self, request: InvokeRequest) -> Result<InvokeResponse, PoolError> {
         let runtime = Arc::clone(self.runtime());
-        let mut lost = self.runtime_lost();
         self.report.in_flight = true;
-        let result = tokio::select! {
-            result = runtime.invoke(&self.sandbox.id, request) => result,
-            _ = lost.changed() => Err(runtime_lost()),
-        };
+        let result = until_lost(
+            self.runtime_lost(),
+            runtime.invoke(&self.sandbox.id, request),
+        )
+        .await;
         self.report.in_flight = false;
         self.record(&result);
         result.map_err(PoolError::Runtime)
@@ -117,7 +117,9 @@ impl Lease {
 
     /// Freezes the sandbox; a fatal error destroys it when the lease drops.
     pub(crate) async fn pause(&mut self) {
-        match self.runtime().pause(&self.sandbox.id).await {
+        let runtime = Arc::clone(self.runtime());
+        let paused = until_lost(self.runtime_lost(), runtime.pause(&self.sandbox.id)).await;
+        match paused {
             Ok(()) => self.sandbox.paused = true,
             Err(err) => {
                 tracing::warn!(function = %self.function.name, sandbox = %self.sandbox.id, %err, "pause failed");
@@ -136,7 +138,9 @@ impl Lease {
         if !self.sandbox.paused {
             return Some(self);
         }
-        match self.runtime().resume(&self.sandbox.id).await {
+        let runtime = Arc::clone(self.runtime());
+        let resumed = until_lost(self.runtime_lost(), runtime.resume(&self.sandbox.id)).await;
+        match resumed {
             Ok(()) => {
                 self.sandbox.paused = false;
                 Some(self)
@@ -368,4 +372,15 @@ pub(crate) fn runtime_lost() -> RuntimeError {
     RuntimeError::Unavailable(
         "the host running the sandbox stopped answering during the invocation".into(),
     )
+}
+
+/// Runs a call on a runtime until it ends or the runtime is declared down.
+async fn until_lost<T>(
+    mut lost: tokio::sync::watch::Receiver<u64>,
+    call: impl Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::select! {
+        result = call => result,
+        _ = lost.changed() => Err(runtime_lost()),
+    }
 }

@@ -589,7 +589,9 @@ impl FunctionPool {
         self.metrics.create_failures.increment(1);
         let rejected = {
             let mut st = self.lock();
-            let opened = st.create_failed(Instant::now());
+            // An unreachable runtime is no failure of the function's.
+            let counts = !matches!(err, RuntimeError::Unavailable(_));
+            let opened = st.create_failed(Instant::now(), counts);
             self.publish_breaker(&st);
             let rejected = if opened {
                 tracing::warn!(function = %self.name, "circuit breaker opened");
