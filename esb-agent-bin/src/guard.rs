@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use esb_runtime::{
-    Capabilities, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId, SandboxInfo,
-    SandboxMetrics, SandboxSpec, SandboxState,
+    Capabilities, Capacity, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId,
+    SandboxInfo, SandboxMetrics, SandboxSpec, SandboxState,
 };
 
 /// How much an agent may run at once.
@@ -42,6 +42,9 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds (seconds) of the sandbox creation histogram (a cold start's container start).
+const CREATE_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
 /// The gRPC methods counted, in the order of `grpc` below.
 const METHODS: [&str; 7] = [
     "CreateContainer",
@@ -62,6 +65,9 @@ struct Counters {
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
+    create_buckets: [AtomicU64; CREATE_BUCKETS.len()],
+    create_count: AtomicU64,
+    create_sum_us: AtomicU64,
     grpc: [AtomicU64; METHODS.len()],
 }
 
@@ -153,6 +159,51 @@ impl GuardedRuntime {
                 n.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP esb_agent_cold_start_duration_seconds Time to create and start a sandbox.\n# TYPE esb_agent_cold_start_duration_seconds histogram"
+        );
+        for (le, bucket) in CREATE_BUCKETS.iter().zip(&c.create_buckets) {
+            let _ = writeln!(
+                out,
+                "esb_agent_cold_start_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let created = c.create_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "esb_agent_cold_start_duration_seconds_bucket{{le=\"+Inf\"}} {created}\nesb_agent_cold_start_duration_seconds_sum {}\nesb_agent_cold_start_duration_seconds_count {created}",
+            c.create_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let (held, memory) = {
+            let sandboxes = self.sandboxes();
+            let memory: u64 = sandboxes.values().map(|(mb, _)| mb).sum();
+            (sandboxes.len() as u64, memory)
+        };
+        let capacity = self.capacity();
+        if let Some(max) = capacity.max_sandboxes {
+            let _ = writeln!(
+                out,
+                "# HELP esb_agent_capacity_sandboxes The most sandboxes this agent runs (max_sandboxes).\n# TYPE esb_agent_capacity_sandboxes gauge\nesb_agent_capacity_sandboxes {max}"
+            );
+        }
+        if let Some(budget) = capacity.memory_budget_mb {
+            let _ = writeln!(
+                out,
+                "# HELP esb_agent_memory_budget_mb The sandbox memory this agent runs at most (MB).\n# TYPE esb_agent_memory_budget_mb gauge\nesb_agent_memory_budget_mb {budget}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP esb_agent_memory_reserved_mb The memory_size of the sandboxes held or being created (MB).\n# TYPE esb_agent_memory_reserved_mb gauge\nesb_agent_memory_reserved_mb {memory}"
+        );
+        if let Some(utilisation) = capacity.utilisation(held, memory) {
+            let _ = writeln!(
+                out,
+                "# HELP esb_agent_utilisation Sandboxes held over capacity (the larger of count / max_sandboxes and memory / budget).\n# TYPE esb_agent_utilisation gauge\nesb_agent_utilisation {utilisation}"
+            );
+        }
         let mut states: [(SandboxState, u64); 4] = [
             (SandboxState::Running, 0),
             (SandboxState::Paused, 0),
@@ -181,6 +232,11 @@ impl GuardedRuntime {
             u8::from(listed.is_ok())
         );
         out
+    }
+
+    /// True while the backend answers (a listing succeeds).
+    pub async fn healthy(&self) -> bool {
+        self.inner.list().await.is_ok()
     }
 
     /// Refuses a sandbox over the limits; reserves its room otherwise.
@@ -230,7 +286,22 @@ impl Runtime for GuardedRuntime {
         let placeholder = SandboxId::from(format!("creating-{}", uuid_like()));
         self.sandboxes()
             .insert(placeholder.clone(), (memory, false));
+        let started = Instant::now();
         let created = self.inner.create(spec).await;
+        if created.is_ok() {
+            let c = &self.counters;
+            let seconds = started.elapsed().as_secs_f64();
+            for (le, bucket) in CREATE_BUCKETS.iter().zip(&c.create_buckets) {
+                if seconds <= *le {
+                    bucket.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            c.create_count.fetch_add(1, Ordering::Relaxed);
+            c.create_sum_us.fetch_add(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
         let mut sandboxes = self.sandboxes();
         sandboxes.remove(&placeholder);
         if let Ok(info) = &created {
@@ -309,6 +380,16 @@ impl Runtime for GuardedRuntime {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn capacity(&self) -> Capacity {
+        Capacity::default()
+            .max_sandboxes(
+                self.limits
+                    .max_sandboxes
+                    .map(|max| u32::try_from(max).unwrap_or(u32::MAX)),
+            )
+            .memory_budget_mb(self.limits.memory_budget_mb)
     }
 }
 

@@ -135,7 +135,8 @@ struct Args {
     #[arg(long, env = "ESB_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<u64>,
 
-    /// Address of the Prometheus `GET /metrics` listener (plain HTTP; none by default).
+    /// Address of the Prometheus `GET /metrics` and the `GET /health` probe listener (plain
+    /// HTTP; none by default).
     #[arg(long, env = "ESB_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
 

@@ -1,4 +1,5 @@
-//! `GET /metrics` of the agent: its Prometheus text on a plain HTTP listener of its own.
+//! `GET /metrics` and `GET /health` of the agent: its Prometheus text and a probe for
+//! orchestrators (Kubernetes httpGet probes), on a plain HTTP listener of its own.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use tokio::net::TcpListener;
 
 use crate::guard::GuardedRuntime;
 
-/// Serves `GET /metrics` (and 404 elsewhere) on `listener`, forever: the agent's own series
-/// and, when it ships logs, its log shipper's (`esb_logs_*`).
+/// Serves `GET /metrics` and `GET /health` (and 404 elsewhere) on `listener`, forever:
+/// the agent's own series and, when it ships logs, its log shipper's (`esb_logs_*`); health
+/// is 200 while the backend answers (a listing succeeds), 503 otherwise.
 pub async fn serve_metrics(
     listener: TcpListener,
     runtime: Arc<GuardedRuntime>,
@@ -34,27 +36,35 @@ pub async fn serve_metrics(
                 let runtime = Arc::clone(&runtime);
                 let shipper = shipper.clone();
                 async move {
-                    let mut response = if req.method() == Method::GET
-                        && req.uri().path() == "/metrics"
-                    {
+                    let path = req.uri().path();
+                    let response = if path != "/metrics" && path != "/health" {
+                        plain(StatusCode::NOT_FOUND, "not found\n".into())
+                    } else if req.method() != Method::GET && req.method() != Method::HEAD {
+                        plain(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "method not allowed\n".into(),
+                        )
+                    } else if path == "/health" {
+                        if runtime.healthy().await {
+                            plain(StatusCode::OK, "{\"status\":\"healthy\"}\n".into())
+                        } else {
+                            plain(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "{\"status\":\"unhealthy\"}\n".into(),
+                            )
+                        }
+                    } else {
                         let mut text = runtime.render().await;
                         if let Some(shipper) = &shipper {
                             text.push_str(&shipper.metrics().prometheus());
                         }
-                        let mut response = Response::new(Full::new(Bytes::from(text)));
+                        let mut response = plain(StatusCode::OK, text);
                         response.headers_mut().insert(
                             hyper::header::CONTENT_TYPE,
                             hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
                         );
                         response
-                    } else {
-                        Response::new(Full::new(Bytes::from_static(b"not found\n")))
                     };
-                    if req.uri().path() != "/metrics" {
-                        *response.status_mut() = StatusCode::NOT_FOUND;
-                    } else if req.method() != Method::GET {
-                        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-                    }
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -64,4 +74,10 @@ pub async fn serve_metrics(
                 .await;
         });
     }
+}
+
+fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
 }

@@ -175,6 +175,10 @@ impl AgentService for Agent {
         &self,
         _request: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
-        Ok(Response::new(self.runtime.capabilities().into()))
+        let mut reported: pb::GetCapabilitiesResponse = self.runtime.capabilities().into();
+        let capacity = self.runtime.capacity();
+        reported.max_sandboxes = capacity.max_sandboxes;
+        reported.memory_budget_mb = capacity.memory_budget_mb;
+        Ok(Response::new(reported))
     }
 }

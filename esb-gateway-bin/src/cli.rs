@@ -310,6 +310,22 @@ pub struct Args {
     /// Seconds a PING may go unanswered before the connection to an agent is given up.
     #[arg(long, env = "ESB_AGENT_KEEPALIVE_TIMEOUT", default_value_t = 5.0)]
     pub agent_keepalive_timeout: f64,
+
+    // --- Companion services (S3, DynamoDB) and the gateway's URL for functions ---
+    /// Endpoints and keys of the services functions use, over functions.yml's `services`.
+    #[command(flatten)]
+    pub services: crate::services::ServiceArgs,
+
+    // --- Resources (tables, buckets) created at start ---
+    /// Seconds start-up waits for DynamoDB / S3 to answer, and for a new table to become
+    /// ACTIVE, while creating the configuration's tables and buckets.
+    #[arg(
+        long,
+        env = "ESB_PROVISION_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECONDS"
+    )]
+    pub provision_timeout: f64,
 }
 
 /// `KEY=VALUE` (or SAM's `ParameterKey=KEY,ParameterValue=VALUE`) of `--parameter-overrides`.
@@ -339,6 +355,20 @@ fn name_parameter_flag(err: esb_router::Error) -> anyhow::Error {
         })
         .collect();
     anyhow::anyhow!(lines.join("\n"))
+}
+
+/// The host's address on the CNI bridge of `subnet`: its first address, the gateway the
+/// bridge plugin gives the sandboxes.
+fn bridge_host(subnet: &str) -> anyhow::Result<std::net::IpAddr> {
+    let parsed = subnet.split_once('/').and_then(|(addr, prefix)| {
+        let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+        let prefix: u32 = prefix.parse().ok().filter(|p| (1..=30).contains(p))?;
+        let mask = u32::MAX << (32 - prefix);
+        Some(std::net::Ipv4Addr::from((u32::from(addr) & mask) + 1))
+    });
+    parsed
+        .map(std::net::IpAddr::V4)
+        .ok_or_else(|| anyhow::anyhow!("--cni-subnet: {subnet:?} is not an IPv4 CIDR"))
 }
 
 /// `RUNTIME=PROGRAM` of `--runtime-command`.
@@ -426,6 +456,8 @@ impl Args {
             overrides
                 .get(name)
                 .map(|v| (*v).to_owned())
+                // Resource ARNs carry the functions' region (--region).
+                .or_else(|| (name == "AWS_REGION").then(|| self.region.clone()))
                 .or_else(|| std::env::var(name).ok())
         };
         let functions = match (&self.template, &self.functions, &self.routing) {
@@ -437,6 +469,9 @@ impl Args {
             _ => anyhow::bail!("give --functions and --routing, or --template"),
         };
         let mut functions = functions;
+        functions.services = self
+            .services
+            .apply(std::mem::take(&mut functions.services))?;
         if let Some(path) = &self.env_vars {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--env-vars {}", path.display()))?;
@@ -511,6 +546,7 @@ impl Args {
             .event_retry(event_retry)
             .region(&self.region);
         config.tls = tls;
+        config.wiring = self.wiring()?;
         if self.runtime == RuntimeKind::Agent {
             let id = self.gateway_id.clone().unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -520,6 +556,31 @@ impl Args {
             config = config.owner(format!("{}/{id}", self.containerd.env_name));
         }
         Ok(config)
+    }
+
+    /// What functions are told besides the services: `--gateway-internal-url`,
+    /// `VICTORIALOGS_URL`.
+    pub fn wiring(&self) -> anyhow::Result<crate::services::FunctionWiring> {
+        let mut wiring = crate::services::FunctionWiring::default();
+        if let Some(url) = self.services.internal_url()? {
+            wiring = wiring.internal_url(url);
+        }
+        if let Some(url) = self
+            .victorialogs_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+        {
+            wiring = wiring.victorialogs_url(url);
+        }
+        if self.runtime == RuntimeKind::Containerd {
+            match self.containerd.cni_subnet.as_deref() {
+                Some(subnet) => wiring = wiring.sandbox_host(bridge_host(subnet)?),
+                None => tracing::warn!(
+                    "containerd sandboxes without a CNI network (--cni-subnet) reach neither the services nor the gateway"
+                ),
+            }
+        }
+        Ok(wiring)
     }
 
     /// The credentials functions get in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
@@ -695,6 +756,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Services ESB starts itself are healthy before any function can use them.
+    let services = crate::services::Supervisor::start(&config.functions.services).await?;
+    // Then the tables and buckets functions expect, before any function runs.
+    if let Err(err) = provision(&args, &config.functions).await {
+        services.stop().await;
+        return Err(err);
+    }
     let log_sink = config
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
@@ -771,10 +839,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(release) = release {
         release().await;
     }
+    services.stop().await;
     if let Some(shipper) = shipper {
         shipper.shutdown(Duration::from_secs(5)).await;
     }
     let _ = tokio::task::spawn_blocking(|| TerminalLogSink::flush(Duration::from_secs(2))).await;
+    Ok(())
+}
+
+/// Creates the configuration's tables and buckets that do not exist yet in the configured
+/// DynamoDB and S3 (the gateway does it in every mode, agents never).
+async fn provision(args: &Args, functions: &esb_router::Config) -> anyhow::Result<()> {
+    if functions.resources.is_empty() {
+        return Ok(());
+    }
+    let timeout = Duration::try_from_secs_f64(args.provision_timeout).map_err(|err| {
+        anyhow::anyhow!(
+            "--provision-timeout: {} is not a number of seconds: {err}",
+            args.provision_timeout
+        )
+    })?;
+    let targets = crate::provision::Targets::from_services(
+        &functions.services,
+        &args.region,
+        &args.function_credentials(),
+    )
+    .timeout(timeout);
+    crate::provision::provision(&functions.resources, &targets)
+        .await
+        .context("creating the configuration's tables and buckets")?;
     Ok(())
 }
 
@@ -853,7 +946,13 @@ fn watch_config(
 
 /// `--watch` of the zip functions' code and layers of the running configuration.
 fn watch_code(args: &Args, gateway: &Gateway) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let targets = crate::hot_reload::targets(&args.functions()?);
+    let mut functions = args.functions()?;
+    // Replaced sandboxes get the services' variables too, under the function's own.
+    for function in functions.functions.values_mut() {
+        function.environment =
+            crate::services::under(gateway.function_environment(), &function.environment);
+    }
+    let targets = crate::hot_reload::targets(&functions);
     Ok(crate::hot_reload::spawn_for(
         gateway.pool().clone(),
         targets,
@@ -921,6 +1020,19 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn the_bridge_host_is_the_subnets_first_address() {
+        assert_eq!(
+            bridge_host("10.88.0.0/16").unwrap().to_string(),
+            "10.88.0.1"
+        );
+        assert_eq!(
+            bridge_host("10.235.0.7/24").unwrap().to_string(),
+            "10.235.0.1"
+        );
+        assert!(bridge_host("fd00::/64").is_err());
+    }
 
     #[test]
     fn the_flags_are_consistent() {

@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     /// The `esb.owner` label of this gateway's sandboxes (agent mode): a restarted gateway of
     /// the same owner adopts them warm; sandboxes of other owners are never touched.
     pub owner: Option<String>,
+    /// What functions are told besides the services: the gateway's URL as they reach it,
+    /// `VICTORIALOGS_URL`, endpoint rewrites.
+    pub wiring: crate::services::FunctionWiring,
 }
 
 impl GatewayConfig {
@@ -56,7 +59,14 @@ impl GatewayConfig {
             event_retry: EventRetry::default(),
             log_tail: LogTail::new(),
             owner: None,
+            wiring: crate::services::FunctionWiring::default(),
         }
+    }
+
+    /// Sets what functions are told besides the services (see [`GatewayConfig::wiring`]).
+    pub fn wiring(mut self, wiring: crate::services::FunctionWiring) -> Self {
+        self.wiring = wiring;
+        self
     }
 
     /// Owns its sandboxes under this name (see [`GatewayConfig::owner`]).

@@ -50,8 +50,10 @@ mod layers;
 pub mod logs;
 mod metrics;
 pub mod packages;
+pub mod provision;
 mod schedules;
 mod server;
+pub mod services;
 mod status;
 mod tls;
 mod trace;
@@ -93,6 +95,10 @@ pub struct Gateway {
     upkeep: JoinHandle<()>,
     /// One task per enabled schedule.
     schedules: Vec<JoinHandle<()>>,
+    /// The services' and gateway's variables every function gets under its own.
+    function_env: Arc<std::collections::BTreeMap<String, String>>,
+    /// Dropped with the gateway: its forwarders for sandboxes stop.
+    _forwarding: watch::Sender<bool>,
 }
 
 /// A gateway before it starts: its config, runtimes, and the embedder's layers.
@@ -147,11 +153,33 @@ impl<L> GatewayBuilder<L> {
         ));
         let router = esb_router::Router::new(&config.functions)?;
         let status_runtimes = runtimes.clone();
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        // Bound before the pools start: functions are told the gateway's own address.
+        let listener = server::bind(config.listen).await?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        // Forwarders for sandboxes behind a bridge live as long as this gateway: in-flight
+        // invocations still use them after it stops accepting.
+        let (forwarding, forwarders) = watch::channel(false);
+        let function_env = Arc::new(services::function_env(
+            &config,
+            local_addr,
+            scheme,
+            &forwarders,
+        )?);
         let pool = Pool::new(
-            PoolConfig::new(config.functions.functions.values().map(pool_config))
-                .owner(config.owner.clone()),
+            PoolConfig::new(config.functions.functions.values().map(|function| {
+                let mut pool = pool_config(function);
+                pool.spec.env = services::under(&function_env, &pool.spec.env);
+                pool
+            }))
+            .owner(config.owner.clone()),
             runtimes,
         )?;
+        metrics.attach_pool(pool.clone());
         if config.owner.is_some() {
             let adopted = pool.adopt().await;
             if adopted > 0 {
@@ -159,12 +187,6 @@ impl<L> GatewayBuilder<L> {
             }
         }
         let status = status::Status::new(&config, pool.clone(), status_runtimes);
-        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-        let listener = server::bind(config.listen).await?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         let invocations = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
         let schedules = schedules::start(
             &config.functions,
@@ -201,7 +223,6 @@ impl<L> GatewayBuilder<L> {
                 metrics.upkeep();
             }
         });
-        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = tokio::spawn(server::serve(
             listener,
             tls,
@@ -219,6 +240,8 @@ impl<L> GatewayBuilder<L> {
             server,
             upkeep,
             schedules,
+            function_env,
+            _forwarding: forwarding,
         })
     }
 }
@@ -332,6 +355,12 @@ impl Gateway {
     /// The address the gateway listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The variables every function gets under its own `environment`: the services'
+    /// endpoints, the gateway's URL, `VICTORIALOGS_URL`, the services' keys.
+    pub fn function_environment(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.function_env
     }
 
     /// `http://ADDR` or `https://ADDR`.

@@ -12,6 +12,9 @@
 //! plus the event queue's (`event_queue.rs`): `esb_gateway_event_queue_depth`,
 //! `esb_gateway_event_retries_total`, `esb_gateway_events_dropped_total`;
 //! plus `esb_pool_*` ([`esb_pool::metrics`]): sandboxes by state, queue depth, throttles, ...
+//! and the scale signals: `esb_pool_agent_utilisation{agent}` (set from the pool at each
+//! scrape), `esb_pool_warm_pool_exhausted_total{function}`,
+//! `esb_pool_cold_start_duration_seconds{function}`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -132,6 +135,8 @@ pub(crate) struct GatewayMetrics {
     functions: HashMap<String, Arc<FunctionSeries>>,
     statuses: RwLock<HashMap<u16, Counter>>,
     handle: PrometheusHandle,
+    /// The pool whose per-runtime usage each scrape records.
+    pool: OnceLock<esb_pool::Pool>,
 }
 
 impl GatewayMetrics {
@@ -164,6 +169,7 @@ impl GatewayMetrics {
             functions,
             statuses: RwLock::new(HashMap::new()),
             handle,
+            pool: OnceLock::new(),
         }
     }
 
@@ -192,8 +198,16 @@ impl GatewayMetrics {
         counter.increment(1);
     }
 
+    /// Records `pool`'s per-runtime usage at each scrape (the first pool attached stays).
+    pub fn attach_pool(&self, pool: esb_pool::Pool) {
+        let _ = self.pool.set(pool);
+    }
+
     /// Every series, in Prometheus text.
     pub fn render(&self) -> String {
+        if let Some(pool) = self.pool.get() {
+            pool.record_runtime_usage();
+        }
         self.handle.render()
     }
 

@@ -193,10 +193,15 @@ impl Slot {
     /// Creates the sandbox and leases it.
     async fn create(mut self) -> Result<Lease, PoolError> {
         let runtime = self.shared.placement.runtime(self.runtime);
+        let started = Instant::now();
         let result = runtime.create(self.function.spec()).await;
         self.armed = false;
         match result {
             Ok(info) => {
+                self.function
+                    .metrics
+                    .cold_start_duration
+                    .record(started.elapsed().as_secs_f64());
                 let sandbox = self.function.created(self.runtime, info, self.on_demand);
                 Ok(Lease::new(&self.shared, &self.function, sandbox))
             }
@@ -314,6 +319,9 @@ pub(crate) async fn acquire(shared: &Arc<Shared>, function: &str) -> Result<Leas
     let mut admit = true;
     loop {
         let (step, is_probe) = function.try_acquire(shared, admit)?;
+        if admit && !matches!(step, Step::Ready(_)) {
+            function.metrics.warm_exhausted.increment(1);
+        }
         if is_probe {
             probe.function = Some(Arc::clone(&function));
         }

@@ -10,6 +10,16 @@
 //! | `esb_pool_create_failures_total` | counter | `function` | failed sandbox creations |
 //! | `esb_pool_sandboxes_lost_total` | counter | `function` | sandboxes removed after a fatal error or found gone |
 //! | `esb_pool_breaker_state` | gauge | `function` | 0 closed, 1 open, 2 half-open |
+//! | `esb_pool_warm_pool_exhausted_total` | counter | `function` | requests that found no warm sandbox (cold start or queue) |
+//! | `esb_pool_cold_start_duration_seconds` | histogram | `function` | time to create and start a sandbox |
+//! | `esb_pool_agent_sandboxes` | gauge | `agent` | this pool's sandboxes on a runtime, including those being created |
+//! | `esb_pool_agent_memory_mb` | gauge | `agent` | the `memory_size` of this pool's sandboxes on a runtime |
+//! | `esb_pool_agent_capacity_sandboxes` | gauge | `agent` | the runtime's `max_sandboxes`, when limited |
+//! | `esb_pool_agent_memory_budget_mb` | gauge | `agent` | the runtime's memory budget, when limited |
+//! | `esb_pool_agent_utilisation` | gauge | `agent` | sandboxes over capacity, when the runtime is limited |
+//! | `esb_pool_agent_up` | gauge | `agent` | 1 while the runtime answers |
+//!
+//! The `agent` series are set by [`Pool::record_runtime_usage`](crate::Pool::record_runtime_usage).
 //!
 //! Handles are registered when a function is added to a pool: install the recorder first.
 
@@ -31,6 +41,22 @@ pub const CREATE_FAILURES: &str = "esb_pool_create_failures_total";
 pub const SANDBOXES_LOST: &str = "esb_pool_sandboxes_lost_total";
 /// Gauge of the circuit breaker's state (0 closed, 1 open, 2 half-open).
 pub const BREAKER_STATE: &str = "esb_pool_breaker_state";
+/// Counter of requests that found no warm sandbox and had to cold start or queue.
+pub const WARM_POOL_EXHAUSTED: &str = "esb_pool_warm_pool_exhausted_total";
+/// Histogram of sandbox creation times in seconds.
+pub const COLD_START_DURATION: &str = "esb_pool_cold_start_duration_seconds";
+/// Gauge of this pool's sandboxes per runtime.
+pub const AGENT_SANDBOXES: &str = "esb_pool_agent_sandboxes";
+/// Gauge of this pool's sandbox memory per runtime (MB).
+pub const AGENT_MEMORY: &str = "esb_pool_agent_memory_mb";
+/// Gauge of a runtime's sandbox limit.
+pub const AGENT_CAPACITY: &str = "esb_pool_agent_capacity_sandboxes";
+/// Gauge of a runtime's memory budget (MB).
+pub const AGENT_MEMORY_BUDGET: &str = "esb_pool_agent_memory_budget_mb";
+/// Gauge of a runtime's utilisation (0..1).
+pub const AGENT_UTILISATION: &str = "esb_pool_agent_utilisation";
+/// Gauge: 1 while a runtime answers.
+pub const AGENT_UP: &str = "esb_pool_agent_up";
 
 /// Describes the pool's metrics to the installed recorder (units and help texts).
 pub fn describe() {
@@ -57,6 +83,56 @@ pub fn describe() {
         BREAKER_STATE,
         "Circuit breaker state: 0 closed, 1 open, 2 half-open."
     );
+    metrics::describe_counter!(
+        WARM_POOL_EXHAUSTED,
+        Unit::Count,
+        "Requests that found no warm sandbox and had to cold start or queue."
+    );
+    metrics::describe_histogram!(
+        COLD_START_DURATION,
+        Unit::Seconds,
+        "Time to create and start a sandbox."
+    );
+    metrics::describe_gauge!(
+        AGENT_SANDBOXES,
+        Unit::Count,
+        "This pool's sandboxes on a runtime, including those being created."
+    );
+    metrics::describe_gauge!(
+        AGENT_MEMORY,
+        "The memory_size of this pool's sandboxes on a runtime (MB)."
+    );
+    metrics::describe_gauge!(
+        AGENT_CAPACITY,
+        Unit::Count,
+        "The runtime's max_sandboxes, when limited."
+    );
+    metrics::describe_gauge!(
+        AGENT_MEMORY_BUDGET,
+        "The runtime's memory budget (MB), when limited."
+    );
+    metrics::describe_gauge!(
+        AGENT_UTILISATION,
+        "This pool's sandboxes over the runtime's capacity: the larger of count / max_sandboxes and memory / budget."
+    );
+    metrics::describe_gauge!(AGENT_UP, "1 while the runtime answers.");
+}
+
+/// Sets the `agent` gauges from one runtime's usage.
+pub(crate) fn record_runtime(usage: &crate::RuntimeUsage) {
+    let agent = usage.name.clone();
+    metrics::gauge!(AGENT_SANDBOXES, "agent" => agent.clone()).set(usage.sandboxes as f64);
+    metrics::gauge!(AGENT_MEMORY, "agent" => agent.clone()).set(usage.memory_mb as f64);
+    metrics::gauge!(AGENT_UP, "agent" => agent.clone()).set(f64::from(u8::from(usage.healthy)));
+    if let Some(max) = usage.capacity.max_sandboxes {
+        metrics::gauge!(AGENT_CAPACITY, "agent" => agent.clone()).set(f64::from(max));
+    }
+    if let Some(budget) = usage.capacity.memory_budget_mb {
+        metrics::gauge!(AGENT_MEMORY_BUDGET, "agent" => agent.clone()).set(budget as f64);
+    }
+    if let Some(utilisation) = usage.utilisation() {
+        metrics::gauge!(AGENT_UTILISATION, "agent" => agent).set(utilisation);
+    }
 }
 
 /// The registered handles of one function.
@@ -74,6 +150,8 @@ pub(crate) struct FunctionMetrics {
     pub create_failures: Counter,
     pub lost: Counter,
     pub breaker: Gauge,
+    pub warm_exhausted: Counter,
+    pub cold_start_duration: Histogram,
 }
 
 impl FunctionMetrics {
@@ -93,7 +171,9 @@ impl FunctionMetrics {
             throttles: metrics::counter!(THROTTLES, "function" => f.clone()),
             create_failures: metrics::counter!(CREATE_FAILURES, "function" => f.clone()),
             lost: metrics::counter!(SANDBOXES_LOST, "function" => f.clone()),
-            breaker: metrics::gauge!(BREAKER_STATE, "function" => f),
+            breaker: metrics::gauge!(BREAKER_STATE, "function" => f.clone()),
+            warm_exhausted: metrics::counter!(WARM_POOL_EXHAUSTED, "function" => f.clone()),
+            cold_start_duration: metrics::histogram!(COLD_START_DURATION, "function" => f),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
-use esb_runtime::{Runtime, SandboxSpec};
+use esb_runtime::{Capacity, Runtime, SandboxSpec};
 use tokio::runtime::Handle;
 
 use crate::accounting::FunctionStats;
@@ -29,6 +29,29 @@ pub struct RuntimeStatus {
     pub draining: bool,
     /// This pool's sandboxes on it, including those being created or destroyed.
     pub sandboxes: usize,
+}
+
+/// How much of one runtime a pool uses.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RuntimeUsage {
+    /// The runtime's name (an agent's endpoint).
+    pub name: String,
+    /// The runtime answers.
+    pub healthy: bool,
+    /// This pool's sandboxes on it, including those being created or destroyed.
+    pub sandboxes: u64,
+    /// The `memory_size` of this pool's sandboxes on it (MB).
+    pub memory_mb: u64,
+    /// The runtime's limits.
+    pub capacity: Capacity,
+}
+
+impl RuntimeUsage {
+    /// Sandboxes over capacity (0..1, above 1 past a limit); `None` for an unlimited runtime.
+    pub fn utilisation(&self) -> Option<f64> {
+        self.capacity.utilisation(self.sandboxes, self.memory_mb)
+    }
 }
 
 /// A pool of sandboxes for several functions over one or more runtimes. Cheap to clone.
@@ -204,6 +227,36 @@ impl Pool {
     /// (the same code path), for callers without tower.
     pub async fn invoke(&self, invocation: Invocation) -> Result<PoolResponse, PoolError> {
         invoke::serve(&self.shared, RuntimeInvoker, invocation).await
+    }
+
+    /// How much of each runtime this pool uses, in placement order.
+    pub fn runtime_usage(&self) -> Vec<RuntimeUsage> {
+        let placement = &self.shared.placement;
+        let functions = self.shared.snapshot();
+        (0..placement.len())
+            .map(|index| {
+                let runtime = placement.runtime(index);
+                let memory_mb = functions
+                    .iter()
+                    .map(|f| f.known_on(index).len() as u64 * u64::from(f.spec().memory_mb))
+                    .sum();
+                RuntimeUsage {
+                    name: runtime.name(),
+                    healthy: placement.is_healthy(index),
+                    sandboxes: placement.load(index) as u64,
+                    memory_mb,
+                    capacity: runtime.capacity(),
+                }
+            })
+            .collect()
+    }
+
+    /// Sets the per-runtime gauges (`esb_pool_agent_*`, see [`crate::metrics`]) from
+    /// [`Pool::runtime_usage`]; call before rendering the metrics.
+    pub fn record_runtime_usage(&self) {
+        for usage in self.runtime_usage() {
+            crate::metrics::record_runtime(&usage);
+        }
     }
 
     /// Runs the janitor once now (it also runs every `janitor_interval`).

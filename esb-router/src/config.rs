@@ -37,6 +37,11 @@ pub struct Config {
     /// What the files ask for and ESB does not do, one entry per resource and property
     /// (the configuration still loads).
     pub warnings: Vec<crate::Problem>,
+    /// Tables and buckets to create in the configured services at start (a template's
+    /// resources, `resources:` of `functions.yml`).
+    pub resources: crate::Resources,
+    /// The companions functions are wired to (`services` of `functions.yml`).
+    pub services: crate::Services,
 }
 
 /// One function: what to run and its limits.
@@ -562,7 +567,21 @@ impl Config {
             routes,
             authorizers: BTreeMap::new(),
             warnings: Vec::new(),
+            resources: crate::Resources::default(),
+            services: crate::Services::default(),
         }
+    }
+
+    /// Sets the tables and buckets to create at start.
+    pub fn resources(mut self, resources: crate::Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Sets the companions functions are wired to.
+    pub fn services(mut self, services: crate::Services) -> Self {
+        self.services = services;
+        self
     }
 
     /// Adds a Lambda authorizer, under its name.

@@ -85,8 +85,18 @@ fn parse(
         file: functions_file,
         problems: &mut problems,
     };
-    if let Some(root) = parse_yaml(functions_text, env, &mut report) {
+    if let Some(mut root) = parse_yaml(functions_text, env, &mut report) {
+        config.resources = crate::resources::read_yaml_section(
+            &mut root,
+            &mut report,
+            &mut config.warnings,
+            env("AWS_REGION").unwrap_or_else(|| crate::DEFAULT_REGION.to_owned()),
+            env("AWS_ACCOUNT_ID").unwrap_or_else(|| crate::DEFAULT_ACCOUNT_ID.to_owned()),
+        );
         read_functions(&root, base, &mut report, &mut config.functions);
+        if let Some(services) = root.get("services") {
+            config.services = crate::services::read_services(services, &mut report);
+        }
     }
 
     let mut report = Report {
@@ -160,11 +170,11 @@ fn read_defaults(root: &Mapping, report: &mut Report<'_>) -> Partial {
                     defaults = read_partial(map, report, "defaults", DEFAULTS_FIELDS);
                 }
             }
-            Some("functions") => {}
+            Some("functions" | "resources" | "services") => {}
             _ => report.push(
                 "",
                 &key_text(key),
-                "unknown top-level key: expected defaults or functions",
+                "unknown top-level key: expected defaults, functions, resources or services",
             ),
         }
     }

@@ -65,9 +65,11 @@ mod error;
 mod fields;
 mod files;
 mod matcher;
+mod resources;
 mod sam;
 mod sam_api;
 mod schedule;
+mod services;
 mod subst;
 mod template;
 mod yaml;
@@ -82,5 +84,14 @@ pub use error::{Error, Problem};
 /// How invocations reach a function's sandbox: the runtime's own type, re-exported.
 pub use esb_runtime::InvokeMode;
 pub use matcher::{Match, NoRoute, Router};
+pub use resources::{
+    AttributeDefinition, BillingMode, BucketResource, CorsRule, DEFAULT_ACCOUNT_ID, DEFAULT_REGION,
+    KeyElement, KeyType, LifecycleRule, Resources, SecondaryIndex, StreamViewType, TableResource,
+    Throughput,
+};
 pub use schedule::{Cron, ScheduleExpression};
+pub use services::{
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, Endpoint, EndpointError, HealthCheck,
+    ServiceConfig, Services,
+};
 pub use template::{PathTemplate, Segment};

@@ -11,6 +11,7 @@ use crate::fields::{
     read_retry_attempts, read_seconds,
 };
 use crate::files::read;
+use crate::resources::{RESOURCE_TYPES, ResourceReader};
 use crate::sam_api::{Apis, FunctionNames};
 use crate::subst::Env;
 use crate::yaml::{self, Empty, key_text, mapping, text_value, value_debug};
@@ -36,10 +37,14 @@ impl Config {
     ///   `ScheduleV2` become [`crate::ScheduleConfig`]s.
     ///
     /// CloudFormation functions are tolerated: `!Ref P` / `!Sub` resolve from `env(P)`, then from
-    /// the parameter's `Default` (a parameter with neither is a problem); a `!Ref` to a resource
-    /// gives its logical id (as `sam local` does); an environment variable that cannot be
-    /// resolved (`!GetAtt`) is left out. What is not run (other properties, event types and
-    /// resources) is listed in [`Config::warnings`].
+    /// the parameter's `Default` (a parameter with neither is a problem); `!Ref` / `!GetAtt`
+    /// of a table or bucket ([`Config::resources`]) give its name and ARN (region from
+    /// `env("AWS_REGION")`, account from `env("AWS_ACCOUNT_ID")`, else
+    /// [`crate::DEFAULT_REGION`] / [`crate::DEFAULT_ACCOUNT_ID`], as `AWS::Region` /
+    /// `AWS::AccountId`); a `!Ref` to another resource gives its logical id (as `sam local`
+    /// does); an environment variable that cannot be resolved (another `!GetAtt`) is left out.
+    /// What is not run (other properties, event types and resources) is listed in
+    /// [`Config::warnings`].
     pub fn from_sam_template(
         path: impl AsRef<Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -65,6 +70,8 @@ struct Resolver<'a> {
     env: Env<'a>,
     parameters: Option<&'a Mapping>,
     resources: Option<&'a Mapping>,
+    /// The tables and buckets of the template, which `!Ref` and `!GetAtt` resolve to.
+    created: crate::Resources,
 }
 
 impl Resolver<'_> {
@@ -74,11 +81,14 @@ impl Resolver<'_> {
             Value::Tagged(tagged) => match tagged.tag.to_string().as_str() {
                 "!Ref" => self.reference(tagged.value.as_str()?),
                 "!Sub" => self.sub(&tagged.value),
+                "!GetAtt" => self.attribute(&tagged.value),
                 _ => None,
             },
             Value::Mapping(map) if map.len() == 1 => {
                 if let Some(name) = map.get("Ref") {
                     self.reference(name.as_str()?)
+                } else if let Some(att) = map.get("Fn::GetAtt") {
+                    self.attribute(att)
                 } else {
                     self.sub(map.get("Fn::Sub")?)
                 }
@@ -100,7 +110,19 @@ impl Resolver<'_> {
         }
     }
 
+    /// `!GetAtt X.Attr` of a table or bucket of the template.
+    fn attribute(&self, value: &Value) -> Option<String> {
+        let (name, attribute) = crate::resources::get_att_parts(value)?;
+        self.created.attribute(&name, &attribute)
+    }
+
     fn reference(&self, name: &str) -> Option<String> {
+        if let Some(created) = self.created.reference(name) {
+            return Some(created.to_owned());
+        }
+        if let Some((resource, attribute)) = name.split_once('.') {
+            return self.created.attribute(resource, attribute);
+        }
         if let Some(value) = (self.env)(name) {
             return Some(value);
         }
@@ -111,8 +133,22 @@ impl Resolver<'_> {
             }
             return default;
         }
-        if name == "AWS::Region" {
-            return (self.env)("AWS_REGION");
+        match name {
+            "AWS::Region" => {
+                return Some(
+                    (self.env)("AWS_REGION").unwrap_or_else(|| crate::DEFAULT_REGION.to_owned()),
+                );
+            }
+            // The account of the functions' and resources' ARNs.
+            "AWS::AccountId" => {
+                return Some(
+                    (self.env)("AWS_ACCOUNT_ID")
+                        .unwrap_or_else(|| crate::DEFAULT_ACCOUNT_ID.to_owned()),
+                );
+            }
+            "AWS::Partition" => return Some("aws".to_owned()),
+            "AWS::URLSuffix" => return Some("amazonaws.com".to_owned()),
+            _ => {}
         }
         self.resources
             .filter(|r| r.contains_key(name))
@@ -188,12 +224,30 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
         Some(Value::Mapping(map)) => Some(map),
         _ => None,
     };
-    let resolver = Resolver {
+    let mut resolver = Resolver {
         unresolved: Default::default(),
         env,
         parameters: section("Parameters"),
         resources: section("Resources"),
+        created: crate::Resources::default(),
     };
+    if let Some(resources) = resolver.resources {
+        let resolve = |value: &Value| resolver.resolve(value);
+        let mut reader = ResourceReader {
+            report: &mut report,
+            warnings: &mut warnings,
+            resolve: &resolve,
+            section: "Resources",
+            region: env("AWS_REGION").unwrap_or_else(|| crate::DEFAULT_REGION.to_owned()),
+            account: env("AWS_ACCOUNT_ID").unwrap_or_else(|| crate::DEFAULT_ACCOUNT_ID.to_owned()),
+            resources: crate::Resources::default(),
+        };
+        for (key, resource) in resources {
+            reader.resource(&key_text(key), resource);
+        }
+        let created = reader.finish();
+        resolver.created = created;
+    }
     let globals = section("Globals")
         .and_then(|g| g.get("Function"))
         .and_then(|f| mapping(f, &mut report, "Globals.Function", ""))
@@ -234,6 +288,8 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
                 | "AWS::Serverless::Api"
                 | "AWS::Serverless::HttpApi",
             ) => {}
+            // Read before the functions, created at start.
+            Some(kind) if RESOURCE_TYPES.contains(&kind) => {}
             other => reader.warnings.push(Problem::new(
                 file,
                 format!("Resources.{logical_id}"),
@@ -253,6 +309,7 @@ fn parse_sam(base: &Path, file: &str, text: &str, env: Env<'_>) -> Result<Config
         ..
     } = reader;
     config.authorizers = apis.authorizers;
+    config.resources = resolver.created.clone();
     config.warnings = warnings;
     for name in resolver.unresolved.borrow().iter() {
         problems.push(Problem::new(

@@ -318,7 +318,11 @@ fn sam_template_functions_and_events() {
             ("GREETING".to_owned(), "hi".to_owned()),
             ("SHARED".to_owned(), "from-globals".to_owned()),
             ("STAGE".to_owned(), "dev".to_owned()),
-            ("TABLE_NAME".to_owned(), "ItemsTable".to_owned()),
+            (
+                "TABLE_ARN".to_owned(),
+                "arn:aws:dynamodb:us-east-1:000000000000:table/dev-items".to_owned()
+            ),
+            ("TABLE_NAME".to_owned(), "dev-items".to_owned()),
         ])
     );
 

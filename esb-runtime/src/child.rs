@@ -32,3 +32,9 @@ pub(crate) fn prepare(command: &mut tokio::process::Command, cpus: Option<CpuSet
         command.pre_exec(hook);
     }
 }
+
+/// Makes the child of `command` get SIGKILL when the thread that spawns it dies, so that a
+/// process killed with SIGKILL leaves no such child running.
+pub fn die_with_parent(command: &mut tokio::process::Command) {
+    prepare(command, None);
+}

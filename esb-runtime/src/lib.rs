@@ -37,6 +37,8 @@ mod spec;
 
 #[cfg(feature = "process")]
 mod child;
+#[cfg(feature = "process")]
+pub use child::die_with_parent;
 #[cfg(feature = "containerd")]
 pub mod containerd;
 #[cfg(feature = "cli")]
@@ -79,8 +81,8 @@ pub use sandbox::{
     DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, FunctionCredentials, LambdaSettings,
 };
 pub use spec::{
-    BindMount, Capabilities, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics, SandboxSpec,
-    SandboxState,
+    BindMount, Capabilities, Capacity, InvokeMode, SandboxId, SandboxInfo, SandboxMetrics,
+    SandboxSpec, SandboxState,
 };
 
 /// Lambda's limit on request and response payloads of synchronous invocations: 6 MB.
@@ -113,6 +115,16 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// A name that tells this runtime from others of a pool (an agent's endpoint).
+    fn name(&self) -> String {
+        self.capabilities().backend.to_owned()
+    }
+
+    /// How much this runtime may hold at once; unlimited unless the backend says otherwise.
+    fn capacity(&self) -> Capacity {
+        Capacity::default()
+    }
 }
 
 #[async_trait]
@@ -140,5 +152,11 @@ impl<R: Runtime + ?Sized> Runtime for Arc<R> {
     }
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn capacity(&self) -> Capacity {
+        (**self).capacity()
     }
 }

@@ -303,3 +303,59 @@ impl Capabilities {
         self
     }
 }
+
+/// How much a runtime may hold at once, as its operator limited it (`None`: no limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capacity {
+    /// Sandboxes at most.
+    pub max_sandboxes: Option<u32>,
+    /// The sum of the sandboxes' `memory_size` (MB) at most.
+    pub memory_budget_mb: Option<u64>,
+}
+
+impl Capacity {
+    /// At most `max` sandboxes.
+    pub const fn max_sandboxes(mut self, max: Option<u32>) -> Self {
+        self.max_sandboxes = max;
+        self
+    }
+
+    /// At most `mb` of sandbox memory in all.
+    pub const fn memory_budget_mb(mut self, mb: Option<u64>) -> Self {
+        self.memory_budget_mb = mb;
+        self
+    }
+
+    /// The share of this capacity that `sandboxes` holding `memory_mb` in all use: the larger
+    /// of the limited ratios; `None` when nothing is limited.
+    pub fn utilisation(&self, sandboxes: u64, memory_mb: u64) -> Option<f64> {
+        let by_count = self
+            .max_sandboxes
+            .filter(|max| *max > 0)
+            .map(|max| sandboxes as f64 / f64::from(max));
+        let by_memory = self
+            .memory_budget_mb
+            .filter(|budget| *budget > 0)
+            .map(|budget| memory_mb as f64 / budget as f64);
+        match (by_count, by_memory) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::Capacity;
+
+    #[test]
+    fn utilisation_is_the_larger_limited_ratio() {
+        assert_eq!(Capacity::default().utilisation(5, 500), None);
+        let count = Capacity::default().max_sandboxes(Some(4));
+        assert_eq!(count.utilisation(1, 10_000), Some(0.25));
+        let both = count.memory_budget_mb(Some(1000));
+        assert_eq!(both.utilisation(1, 500), Some(0.5));
+        assert_eq!(both.utilisation(3, 500), Some(0.75));
+    }
+}

@@ -11,7 +11,10 @@
 //! `exit_after_ms` (answer, then exit with status 0 that many ms later, idle), `abort` (abort the process, as a
 //! panic does under `panic = "abort"`),
 //! `panic` (panic with that message), `error` (`{"type":..,"message":..}` returned as the
-//! handler's error; through an API Gateway route, `?error=TYPE` does the same). Otherwise the answer is
+//! handler's error; through an API Gateway route, `?error=TYPE` does the same), `http` (array of
+//! `{"method", "url_env", "path", "headers": {..}, "body"}`: plain unsigned HTTP/1.0 requests to
+//! the `http://` URL held by the variable `url_env`, plus `path`; their `{"url", "status",
+//! "body"}` or `{"url", "error"}` are answered under `http`). Otherwise the answer is
 //! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`; `context.client_context`
 //! is the client context the runtime parsed (`custom`, `environment`, `client`), or null.
 
@@ -123,6 +126,15 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
                 .to_owned(),
         });
     }
+    let mut http = Vec::new();
+    for request in payload
+        .get("http")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        http.push(plain_http(request).await);
+    }
     let env: serde_json::Map<String, Value> = REPORTED_ENV
         .iter()
         .filter_map(|key| Some((key.to_string(), Value::from(std::env::var(key).ok()?))))
@@ -140,7 +152,59 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
         "pid": std::process::id(),
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "held_mb": hold.len(),
+        "http": http,
     }))
+}
+
+/// One `http` request of the event (see the crate docs), answered as JSON.
+async fn plain_http(request: &Value) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = request["url_env"]
+        .as_str()
+        .and_then(|name| std::env::var(name).ok())
+        .unwrap_or_default();
+    let url = format!("{base}{}", request["path"].as_str().unwrap_or("/"));
+    let Some(rest) = url.strip_prefix("http://") else {
+        return json!({"url": url, "error": "not an http:// URL"});
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let body = request["body"].as_str().unwrap_or("");
+    let mut head = format!(
+        "{} {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Length: {}\r\n",
+        request["method"].as_str().unwrap_or("GET"),
+        body.len()
+    );
+    if let Some(headers) = request["headers"].as_object() {
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {}\r\n", value.as_str().unwrap_or("")));
+        }
+    }
+    head.push_str("\r\n");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(Ok(answer)) => {
+            let text = String::from_utf8_lossy(&answer);
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse::<u16>().ok())
+                .unwrap_or(0);
+            json!({"url": url, "status": status, "body": body})
+        }
+        Ok(Err(err)) => json!({"url": url, "error": err.to_string()}),
+        Err(_) => json!({"url": url, "error": "timed out"}),
+    }
 }
 
 /// The event's `raw` bytes and `spew` output, written to stdout.

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clients;
+pub mod moto;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -36,8 +36,8 @@ use tower::retry::{Policy, Retry};
 use self::wire::Invocation;
 pub use self::wire::{ERROR_METADATA_KEY, error_to_status, status_to_error};
 use crate::{
-    Capabilities, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId, SandboxInfo,
-    SandboxMetrics, SandboxSpec,
+    Capabilities, Capacity, Error, InvokeRequest, InvokeResponse, Result, Runtime, SandboxId,
+    SandboxInfo, SandboxMetrics, SandboxSpec,
 };
 
 /// Default [`RemoteConfig::keepalive_interval`].
@@ -225,6 +225,7 @@ pub struct RemoteRuntime {
     channel: Channel,
     config: RemoteConfig,
     capabilities: Capabilities,
+    capacity: Capacity,
     agent_backend: String,
 }
 
@@ -277,6 +278,7 @@ impl RemoteRuntime {
                 backend: "remote",
                 ..Capabilities::default()
             },
+            capacity: Capacity::default(),
             agent_backend: String::new(),
         };
         let reported = runtime
@@ -288,6 +290,9 @@ impl RemoteRuntime {
             })
             .await?;
         runtime.capabilities = Capabilities::from(&reported);
+        runtime.capacity = Capacity::default()
+            .max_sandboxes(reported.max_sandboxes)
+            .memory_budget_mb(reported.memory_budget_mb);
         runtime.agent_backend = reported.backend;
         Ok(runtime)
     }
@@ -557,6 +562,14 @@ impl Runtime for RemoteRuntime {
 
     fn capabilities(&self) -> Capabilities {
         self.capabilities
+    }
+
+    fn name(&self) -> String {
+        self.config.endpoint.clone()
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.capacity
     }
 }
 

@@ -588,6 +588,8 @@ impl From<Capabilities> for pb::GetCapabilitiesResponse {
             metrics: capabilities.metrics,
             network: capabilities.network,
             backend: capabilities.backend.to_owned(),
+            max_sandboxes: None,
+            memory_budget_mb: None,
         }
     }
 }
