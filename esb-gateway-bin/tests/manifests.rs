@@ -709,19 +709,12 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     }
     let port = free_port();
     set_flag(&mut args, "--listen", &format!("127.0.0.1:{port}"));
-    if gateway_help.contains("--agents-dns") {
-        set_flag(
-            &mut args,
-            "--agents-dns",
-            &format!("localhost:{agent_port}"),
-        );
-    } else {
-        // Until agent discovery by DNS is in this build: the same agent by URL.
-        eprintln!("esb-gateway has no --agents-dns yet: the test uses --agent instead");
-        let i = args.iter().position(|a| a == "--agents-dns").unwrap();
-        args[i] = "--agent".into();
-        args[i + 1] = format!("https://localhost:{agent_port}");
-    }
+    // The headless Service's name resolves to the agents' Pod IPs; here `localhost` does.
+    set_flag(
+        &mut args,
+        "--agents-dns",
+        &format!("localhost:{agent_port}"),
+    );
     let env = pod_env(gateway, &objects, "esb-gateway-5d8f7c9b6-x7k2p");
     assert_env_known(&gateway_help, &env, "esb-gateway");
     let checked = Command::new(&gateway_binary)
@@ -765,11 +758,12 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     )
     .await;
     assert_eq!(status, 200);
-    // The gateway reached the agent over TLS with the token: it is up in the gateway's view.
+    // The gateway found the agent by DNS and reached it over TLS (its certificate checked
+    // against the name) with the token: it is up in the gateway's view.
     assert!(
         gateway_metrics.contains(&format!(
-            "esb_pool_agent_up{{agent=\"https://localhost:{agent_port}\"}} 1"
-        )) || gateway_metrics.contains("esb_pool_agent_up{agent=\"https://127.0.0.1"),
+            "esb_pool_agent_up{{agent=\"https://127.0.0.1:{agent_port}\"}} 1"
+        )),
         "{gateway_metrics}"
     );
 
