@@ -264,6 +264,29 @@ async fn until_served(
     }
 }
 
+/// A gateway page's text.
+async fn get_text(port: u16, path: &str) -> String {
+    let response = support::client()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.unwrap()
+}
+
+/// The sandboxes `/metrics/containers` lists on the agent at `url`.
+async fn containers_on(port: u16, url: &str) -> usize {
+    let page: serde_json::Value =
+        serde_json::from_str(&get_text(port, "/metrics/containers").await).unwrap();
+    page["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["runtime_name"] == url)
+        .count()
+}
+
 /// The sandboxes of function `f` host `i`'s agent holds.
 async fn sandboxes_on(hosts: &Hosts, i: usize) -> usize {
     let agent = RemoteRuntime::connect(RemoteConfig::new(hosts.hosts[i].url()).token(TOKEN))
@@ -366,6 +389,26 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
     })
     .await;
     assert!(!by_host.contains_key(&0));
+    // It is in the per-agent metrics and in /metrics/containers; host 0, dead but still in
+    // DNS, is there as down.
+    let fourth_url = hosts.hosts[fourth].url();
+    let metrics = get_text(port, "/metrics").await;
+    assert!(
+        metrics.contains(&format!("esb_pool_agent_up{{agent=\"{fourth_url}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "esb_pool_agent_up{{agent=\"{}\"}} 0",
+            hosts.hosts[0].url()
+        )),
+        "{metrics}"
+    );
+    let containers = containers_on(port, &fourth_url).await;
+    assert!(
+        containers > 0,
+        "no sandbox of the fourth host in /metrics/containers"
+    );
 
     // Removed from DNS, it is drained: its sandboxes go and it gets no new ones.
     hosts.set_dns(&[0, 1, 2]);
@@ -377,6 +420,22 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Once drained it leaves the metrics (no stale `up` or utilisation of a host that is
+    // gone) and /metrics/containers.
+    let label = format!("{{agent=\"{fourth_url}\"}}");
+    loop {
+        let metrics = get_text(port, "/metrics").await;
+        if !metrics.contains(&label) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drained fourth host stays in the metrics: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let page = get_text(port, "/metrics/containers").await;
+    assert!(!page.contains(&fourth_url), "{page}");
     let by_host = served(&burst(&hosts, port, 12, 300).await).expect("all served");
     let used: BTreeSet<usize> = by_host.keys().copied().collect();
     assert!(!used.contains(&fourth) && !used.contains(&0), "{by_host:?}");

@@ -39,6 +39,8 @@ pub struct RuntimeUsage {
     pub name: String,
     /// The runtime answers.
     pub healthy: bool,
+    /// It takes no new sandboxes ([`Pool::set_draining`]).
+    pub draining: bool,
     /// This pool's sandboxes on it, including those being created or destroyed.
     pub sandboxes: u64,
     /// The `memory_size` of this pool's sandboxes on it (MB).
@@ -243,6 +245,7 @@ impl Pool {
                 RuntimeUsage {
                     name: runtime.name(),
                     healthy: placement.is_healthy(index),
+                    draining: placement.is_draining(index),
                     sandboxes: placement.load(index) as u64,
                     memory_mb,
                     capacity: runtime.capacity(),
@@ -251,12 +254,15 @@ impl Pool {
             .collect()
     }
 
-    /// Sets the per-runtime gauges (`esb_pool_agent_*`, see [`crate::metrics`]) from
-    /// [`Pool::runtime_usage`]; call before rendering the metrics.
-    pub fn record_runtime_usage(&self) {
-        for usage in self.runtime_usage() {
-            crate::metrics::record_runtime(&usage);
-        }
+    /// The per-runtime series (`esb_pool_agent_*`, see [`crate::metrics`]) of the runtimes
+    /// the pool has now, in Prometheus text: append it to the recorder's.
+    pub fn runtime_metrics(&self) -> String {
+        crate::metrics::render_runtimes(&self.runtime_usage())
+    }
+
+    /// The runtime at `index` ([`Pool::runtimes`]), if there is one.
+    pub fn runtime(&self, index: usize) -> Option<Arc<dyn Runtime>> {
+        (index < self.shared.placement.len()).then(|| self.shared.placement.runtime(index))
     }
 
     /// Runs the janitor once now (it also runs every `janitor_interval`).
