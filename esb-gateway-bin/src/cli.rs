@@ -12,7 +12,7 @@ use esb_runtime::Runtime;
 use esb_runtime::containerd_args::ContainerdArgs;
 use esb_runtime::logs::{LogSink, TerminalLogSink};
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
-use esb_runtime::remote::{RemoteConfig, RemoteRuntime, RemoteTls};
+use esb_runtime::remote::RemoteTls;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -273,6 +273,43 @@ pub struct Args {
     /// gateway touches another's (default: the host name).
     #[arg(long, env = "ESB_GATEWAY_ID")]
     pub gateway_id: Option<String>,
+
+    // --- Several hosts: agents found by DNS, failure detection ---
+    /// Agents found by DNS, `NAME:PORT`: every address of NAME is an agent (e.g. a Kubernetes
+    /// headless Service), resolved again every --agents-dns-interval; new addresses are
+    /// added, vanished ones drained (repeatable; with --agent too).
+    #[arg(
+        long = "agents-dns",
+        env = "ESB_AGENTS_DNS",
+        value_delimiter = ',',
+        value_name = "NAME:PORT"
+    )]
+    pub agents_dns: Vec<crate::agents::DnsTarget>,
+
+    /// Seconds between two resolutions of --agents-dns.
+    #[arg(long, env = "ESB_AGENTS_DNS_INTERVAL", default_value_t = 10.0)]
+    pub agents_dns_interval: f64,
+
+    /// Seconds between two health checks of each agent (grpc.health.v1).
+    #[arg(long, env = "ESB_AGENT_HEALTH_INTERVAL", default_value_t = 2.0)]
+    pub agent_health_interval: f64,
+
+    /// Seconds a health check may take before it counts as failed.
+    #[arg(long, env = "ESB_AGENT_HEALTH_TIMEOUT", default_value_t = 2.0)]
+    pub agent_health_timeout: f64,
+
+    /// Health checks failed in a row that mark an agent down: its sandboxes are dropped,
+    /// its in-flight requests fail (503), new sandboxes go elsewhere, until it answers again.
+    #[arg(long, env = "ESB_AGENT_HEALTH_FAILURES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub agent_health_failures: u32,
+
+    /// Seconds between HTTP/2 PINGs on each connection to an agent.
+    #[arg(long, env = "ESB_AGENT_KEEPALIVE_INTERVAL", default_value_t = 10.0)]
+    pub agent_keepalive_interval: f64,
+
+    /// Seconds a PING may go unanswered before the connection to an agent is given up.
+    #[arg(long, env = "ESB_AGENT_KEEPALIVE_TIMEOUT", default_value_t = 5.0)]
+    pub agent_keepalive_timeout: f64,
 
     // --- Companion services (S3, DynamoDB) and the gateway's URL for functions ---
     /// Endpoints and keys of the services functions use, over functions.yml's `services`.
@@ -580,12 +617,16 @@ impl Args {
         }
     }
 
-    /// One remote runtime per `--agent`; agents that cannot be reached are left out (and
-    /// logged) as long as one can.
+    /// One remote runtime per `--agent` and per address of `--agents-dns`; agents that
+    /// cannot be reached are left out (and logged) as long as one can.
     async fn agent_runtimes(&self) -> anyhow::Result<Vec<Arc<dyn Runtime>>> {
-        if self.agents.is_empty() {
-            anyhow::bail!("--runtime agent needs at least one --agent URL (or ESB_AGENTS)");
-        }
+        Ok(crate::agents::AgentSet::connect(self.agent_settings()?)
+            .await?
+            .runtimes())
+    }
+
+    /// How the agents are found, reached and watched.
+    pub fn agent_settings(&self) -> anyhow::Result<crate::agents::AgentSettings> {
         let read = |path: &PathBuf| {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
         };
@@ -599,27 +640,31 @@ impl Args {
         } else {
             None
         };
-        let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
-        let mut failures = Vec::new();
-        for url in &self.agents {
-            let mut config = RemoteConfig::new(url);
-            config.token = self.agent_token.clone();
-            config.tls = tls.clone();
-            match RemoteRuntime::connect(config).await {
-                Ok(runtime) => {
-                    tracing::info!(agent = %url, backend = runtime.agent_backend(), "agent connected");
-                    runtimes.push(Arc::new(runtime));
-                }
-                Err(err) => {
-                    tracing::warn!(agent = %url, error = %err, "agent left out");
-                    failures.push(format!("{url}: {err}"));
-                }
-            }
-        }
-        if runtimes.is_empty() {
-            anyhow::bail!("no agent can be reached:\n  {}", failures.join("\n  "));
-        }
-        Ok(runtimes)
+        Ok(crate::agents::AgentSettings {
+            urls: self.agents.clone(),
+            dns: self.agents_dns.clone(),
+            dns_interval: positive_seconds("--agents-dns-interval", self.agents_dns_interval)?,
+            health_interval: positive_seconds(
+                "--agent-health-interval",
+                self.agent_health_interval,
+            )?,
+            health_timeout: positive_seconds("--agent-health-timeout", self.agent_health_timeout)?,
+            health_failures: self.agent_health_failures,
+            token: self.agent_token.clone(),
+            tls,
+            keepalive: (
+                positive_seconds("--agent-keepalive-interval", self.agent_keepalive_interval)?,
+                positive_seconds("--agent-keepalive-timeout", self.agent_keepalive_timeout)?,
+            ),
+        })
+    }
+}
+
+/// A flag's seconds as a duration above zero.
+fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => anyhow::bail!("{flag}: {secs} is not a number of seconds above zero"),
     }
 }
 
@@ -726,11 +771,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let log_sink = config
         .log_tail
         .tee(logs::function_log_sink(shipper.clone()));
-    let (runtimes, release) = match args.runtime {
-        RuntimeKind::Containerd => {
+    let agents = match args.runtime {
+        RuntimeKind::Agent => Some(crate::agents::AgentSet::connect(args.agent_settings()?).await?),
+        _ => None,
+    };
+    let (runtimes, release) = match (args.runtime, &agents) {
+        (RuntimeKind::Containerd, _) => {
             let (runtime, release) = containerd_runtime(&args, log_sink).await?;
             (vec![runtime], release)
         }
+        (_, Some(agents)) => (agents.runtimes(), None),
         _ => (args.runtimes(log_sink).await?, None),
     };
     if args.runtime == RuntimeKind::Agent {
@@ -743,6 +793,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut gateway = Gateway::start(config, runtimes.clone())
         .await
         .map_err(explain)?;
+    let agents_watch = agents.as_ref().map(|agents| {
+        agents.attach(gateway.pool().clone());
+        agents.watch()
+    });
     // The metrics recorder is in place now: the shipper's series exist from the start.
     if let Some(shipper) = &shipper {
         shipper.register_metrics();
@@ -764,7 +818,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     // while the new one serves.
                     let counts = (config.functions.functions.len(), config.functions.routes.len());
                     gateway.stop_accepting();
-                    let new = start_again(config, runtimes.clone()).await.map_err(explain)?;
+                    let runtimes = match &agents {
+                        Some(agents) => agents.runtimes(),
+                        None => runtimes.clone(),
+                    };
+                    let new = start_again(config, runtimes).await.map_err(explain)?;
+                    if let Some(agents) = &agents {
+                        agents.attach(new.pool().clone());
+                    }
                     let old = std::mem::replace(&mut gateway, new);
                     tokio::spawn(old.shutdown());
                     code_watch.abort();
@@ -776,6 +837,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config_watch.abort();
         code_watch.abort();
         gateway.shutdown().await;
+    }
+    if let Some(watch) = agents_watch {
+        watch.abort();
     }
     if let Some(release) = release {
         release().await;

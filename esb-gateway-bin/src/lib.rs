@@ -34,6 +34,7 @@
 //! Requests go through a tower stack of named layers (see `app.rs`); an embedder adds its
 //! own with [`Gateway::builder`] and [`GatewayBuilder::layer`].
 
+pub mod agents;
 mod app;
 mod auth;
 mod authorizers;
@@ -151,7 +152,6 @@ impl<L> GatewayBuilder<L> {
             config.functions.functions.keys().map(String::as_str),
         ));
         let router = esb_router::Router::new(&config.functions)?;
-        let status_runtimes = runtimes.clone();
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         // Bound before the pools start: functions are told the gateway's own address.
         let listener = server::bind(config.listen).await?;
@@ -185,7 +185,7 @@ impl<L> GatewayBuilder<L> {
                 tracing::info!(adopted, "adopted the sandboxes of an earlier run");
             }
         }
-        let status = status::Status::new(&config, pool.clone(), status_runtimes);
+        let status = status::Status::new(&config, pool.clone());
         let invocations = PoolLayer::new(pool.clone()).layer(RuntimeInvoker);
         let schedules = schedules::start(
             &config.functions,

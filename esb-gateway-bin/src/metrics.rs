@@ -135,7 +135,7 @@ pub(crate) struct GatewayMetrics {
     functions: HashMap<String, Arc<FunctionSeries>>,
     statuses: RwLock<HashMap<u16, Counter>>,
     handle: PrometheusHandle,
-    /// The pool whose per-runtime usage each scrape records.
+    /// The pool whose per-runtime usage each scrape renders.
     pool: OnceLock<esb_pool::Pool>,
 }
 
@@ -198,17 +198,19 @@ impl GatewayMetrics {
         counter.increment(1);
     }
 
-    /// Records `pool`'s per-runtime usage at each scrape (the first pool attached stays).
+    /// Renders `pool`'s per-runtime usage at each scrape (the first pool attached stays).
     pub fn attach_pool(&self, pool: esb_pool::Pool) {
         let _ = self.pool.set(pool);
     }
 
     /// Every series, in Prometheus text.
     pub fn render(&self) -> String {
+        let mut text = self.handle.render();
         if let Some(pool) = self.pool.get() {
-            pool.record_runtime_usage();
+            // The agents the pool has now: one found later appears, a drained one is gone.
+            text.push_str(&pool.runtime_metrics());
         }
-        self.handle.render()
+        text
     }
 
     /// Drains histogram samples into their buckets; call now and then.

@@ -44,12 +44,12 @@ pub(crate) struct Status {
     functions: Arc<String>,
     routes: Arc<String>,
     pool: Pool,
-    runtimes: Arc<Vec<Arc<dyn Runtime>>>,
 }
 
 impl Status {
-    /// The status of the functions and routes of `config`, pooled in `pool` over `runtimes`.
-    pub(crate) fn new(config: &GatewayConfig, pool: Pool, runtimes: Vec<Arc<dyn Runtime>>) -> Self {
+    /// The status of the functions and routes of `config`, pooled in `pool` (over the runtimes
+    /// it has at each request: agents found later by DNS included, drained ones left out).
+    pub(crate) fn new(config: &GatewayConfig, pool: Pool) -> Self {
         let functions: Vec<Value> = config
             .functions
             .functions
@@ -102,7 +102,6 @@ impl Status {
             functions: Arc::new(json!({ "functions": functions }).to_string()),
             routes: Arc::new(json!({ "routes": routes }).to_string()),
             pool,
-            runtimes: Arc::new(runtimes),
         }
     }
 
@@ -132,16 +131,27 @@ impl Status {
         json!({ "pools": pools }).to_string()
     }
 
-    async fn containers(runtimes: Arc<Vec<Arc<dyn Runtime>>>) -> String {
+    /// The pool's runtimes now, with their index: drained ones (draining, no sandbox left)
+    /// are left out.
+    fn runtimes(pool: &Pool) -> Vec<(usize, Arc<dyn Runtime>)> {
+        pool.runtimes()
+            .into_iter()
+            .filter(|r| !(r.draining && r.sandboxes == 0))
+            .filter_map(|r| Some((r.index, pool.runtime(r.index)?)))
+            .collect()
+    }
+
+    async fn containers(runtimes: Vec<(usize, Arc<dyn Runtime>)>) -> String {
         let mut containers = Vec::new();
         let mut errors = Vec::new();
-        for (index, runtime) in runtimes.iter().enumerate() {
+        for (index, runtime) in runtimes {
             let backend = runtime.capabilities().backend;
+            let name = runtime.name();
             let listed = match runtime.list().await {
                 Ok(listed) => listed,
                 Err(err) => {
                     errors.push(
-                        json!({ "runtime": index, "backend": backend, "error": err.to_string() }),
+                        json!({ "runtime": index, "name": name, "backend": backend, "error": err.to_string() }),
                     );
                     continue;
                 }
@@ -158,6 +168,7 @@ impl Status {
                     "state": format!("{:?}", info.state).to_lowercase(),
                     "created_at": created,
                     "runtime": index,
+                    "runtime_name": name,
                     "backend": backend,
                     "memory_current_bytes": metrics.as_ref().map(|m| m.memory_current_bytes),
                     "memory_max_bytes": metrics.as_ref().map(|m| m.memory_max_bytes),
@@ -212,7 +223,7 @@ impl<B> Service<Request<B>> for StatusPage {
                 Box::pin(async move { Ok(json(StatusCode::OK, body)) })
             }
             Page::Containers => {
-                let runtimes = Arc::clone(&status.runtimes);
+                let runtimes = Status::runtimes(&status.pool);
                 Box::pin(
                     async move { Ok(json(StatusCode::OK, Status::containers(runtimes).await)) },
                 )

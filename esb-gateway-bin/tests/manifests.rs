@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Secret, Service};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -38,6 +38,7 @@ struct Objects {
     services: Vec<Service>,
     daemon_sets: Vec<DaemonSet>,
     deployments: Vec<Deployment>,
+    stateful_sets: Vec<StatefulSet>,
     hpas: Vec<HorizontalPodAutoscaler>,
     priority_classes: Vec<PriorityClass>,
 }
@@ -107,6 +108,9 @@ fn load(file: &str, objects: &mut Objects) {
             (Some("apps/v1"), Some("DaemonSet")) => objects.daemon_sets.push(typed(file, &value)),
             (Some("apps/v1"), Some("Deployment")) => {
                 objects.deployments.push(typed(file, &value));
+            }
+            (Some("apps/v1"), Some("StatefulSet")) => {
+                objects.stateful_sets.push(typed(file, &value));
             }
             (Some("autoscaling/v2"), Some("HorizontalPodAutoscaler")) => {
                 objects.hpas.push(typed(file, &value));
@@ -403,11 +407,52 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     assert_eq!(kustomization.namespace, namespace);
     assert_eq!(objects.daemon_sets.len(), 1);
     let agent_set = &objects.daemon_sets[0];
+    // The gateways are a StatefulSet: a replaced pod keeps its name, hence its --gateway-id,
+    // and adopts its predecessor's sandboxes.
+    assert!(
+        !objects
+            .deployments
+            .iter()
+            .any(|d| d.metadata.name.as_deref() == Some("esb-gateway")),
+        "esb-gateway must not be a Deployment (its pod names change on each replacement)"
+    );
     let gateway_deploy = objects
-        .deployments
+        .stateful_sets
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some("esb-gateway"))
-        .expect("a Deployment esb-gateway");
+        .expect("a StatefulSet esb-gateway");
+    let gateway_spec = gateway_deploy.spec.as_ref().unwrap();
+    assert_eq!(
+        gateway_spec.pod_management_policy.as_deref(),
+        Some("Parallel")
+    );
+    assert_eq!(
+        gateway_spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.type_.as_deref()),
+        Some("RollingUpdate")
+    );
+    assert!(
+        objects.services.iter().any(|s| s.metadata.name.as_deref()
+            == Some(gateway_spec.service_name.as_deref().unwrap_or_default())),
+        "the StatefulSet's serviceName names a Service of these manifests"
+    );
+    let gateway_id_env = gateway_spec.template.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "ESB_GATEWAY_ID")
+        .expect("ESB_GATEWAY_ID");
+    assert_eq!(
+        gateway_id_env
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name"),
+        "--gateway-id is the pod's (stable) name"
+    );
     let agent_pod = agent_set
         .spec
         .as_ref()
@@ -448,6 +493,7 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
         .chain(objects.config_maps.iter().map(|c| &c.metadata))
         .chain(objects.secrets.iter().map(|s| &s.metadata))
         .chain(objects.deployments.iter().map(|d| &d.metadata))
+        .chain(objects.stateful_sets.iter().map(|d| &d.metadata))
         .chain(objects.hpas.iter().map(|h| &h.metadata))
         .chain([&agent_set.metadata])
     {
@@ -709,20 +755,13 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     }
     let port = free_port();
     set_flag(&mut args, "--listen", &format!("127.0.0.1:{port}"));
-    if gateway_help.contains("--agents-dns") {
-        set_flag(
-            &mut args,
-            "--agents-dns",
-            &format!("localhost:{agent_port}"),
-        );
-    } else {
-        // Until agent discovery by DNS is in this build: the same agent by URL.
-        eprintln!("esb-gateway has no --agents-dns yet: the test uses --agent instead");
-        let i = args.iter().position(|a| a == "--agents-dns").unwrap();
-        args[i] = "--agent".into();
-        args[i + 1] = format!("https://localhost:{agent_port}");
-    }
-    let env = pod_env(gateway, &objects, "esb-gateway-5d8f7c9b6-x7k2p");
+    // The headless Service's name resolves to the agents' Pod IPs; here `localhost` does.
+    set_flag(
+        &mut args,
+        "--agents-dns",
+        &format!("localhost:{agent_port}"),
+    );
+    let env = pod_env(gateway, &objects, "esb-gateway-0");
     assert_env_known(&gateway_help, &env, "esb-gateway");
     let checked = Command::new(&gateway_binary)
         .args(&args)
@@ -765,11 +804,12 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     )
     .await;
     assert_eq!(status, 200);
-    // The gateway reached the agent over TLS with the token: it is up in the gateway's view.
+    // The gateway found the agent by DNS and reached it over TLS (its certificate checked
+    // against the name) with the token: it is up in the gateway's view.
     assert!(
         gateway_metrics.contains(&format!(
-            "esb_pool_agent_up{{agent=\"https://localhost:{agent_port}\"}} 1"
-        )) || gateway_metrics.contains("esb_pool_agent_up{agent=\"https://127.0.0.1"),
+            "esb_pool_agent_up{{agent=\"https://127.0.0.1:{agent_port}\"}} 1"
+        )),
         "{gateway_metrics}"
     );
 

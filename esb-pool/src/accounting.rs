@@ -179,14 +179,15 @@ impl Report {
     }
 }
 
-/// Errors that say the function's sandboxes cannot run, as opposed to the function's own failures.
+/// Errors that say the function's sandboxes cannot run, as opposed to the function's own
+/// failures. An unreachable runtime is not one: it says nothing of the function (its
+/// sandboxes go elsewhere), so a lost host never opens the breakers of its functions.
 fn is_infrastructure_failure(err: &RuntimeError) -> bool {
     matches!(
         err,
         RuntimeError::InitFailed { .. }
             | RuntimeError::InitTimeout { .. }
             | RuntimeError::SandboxLost { .. }
-            | RuntimeError::Unavailable(_)
             | RuntimeError::Backend(_)
             | RuntimeError::Io(_)
             | RuntimeError::NotFound(_)
@@ -378,10 +379,11 @@ impl<W> Accounts<W> {
         }
     }
 
-    /// A creation failed; returns true when this opened the breaker.
-    pub(crate) fn create_failed(&mut self, now: Instant) -> bool {
+    /// A creation failed; returns true when this opened the breaker. `counts` when the
+    /// failure is the function's (see [`is_infrastructure_failure`]).
+    pub(crate) fn create_failed(&mut self, now: Instant, counts: bool) -> bool {
         self.creating -= 1;
-        self.breaker.failure(now)
+        counts && self.breaker.failure(now)
     }
 
     /// A sandbox finished being destroyed.
@@ -389,7 +391,8 @@ impl<W> Accounts<W> {
         self.destroying -= 1;
     }
 
-    /// Applies a released lease's report to the breaker and the counts.
+    /// Applies a released lease's report to the breaker and the counts; a sandbox of a
+    /// `draining` runtime is destroyed instead of reused.
     pub(crate) fn release(
         &mut self,
         mut sandbox: Sandbox,
@@ -397,6 +400,7 @@ impl<W> Accounts<W> {
         now: Instant,
         closed: bool,
         runtime_healthy: bool,
+        draining: bool,
     ) -> Released {
         let opened = match report.breaker {
             Some(true) => {
@@ -415,7 +419,7 @@ impl<W> Accounts<W> {
         let gone = !self.lost.is_empty() && self.lost.remove(&sandbox.id);
         let lost = report.discard || gone || report.in_flight;
         let retired = sandbox.generation < self.generation;
-        if lost || closed || !runtime_healthy || retired {
+        if lost || closed || !runtime_healthy || retired || draining {
             self.known.remove(&sandbox.id);
             let fate = if runtime_healthy {
                 self.destroying += 1;
@@ -499,6 +503,23 @@ impl<W> Accounts<W> {
         self.forget_idle(&sandbox);
         self.destroying += 1;
         Some(sandbox)
+    }
+
+    /// Takes out, to destroy, the idle sandboxes of a draining runtime.
+    pub(crate) fn drain_runtime(&mut self, runtime: usize) -> Vec<Sandbox> {
+        let mut victims = Vec::new();
+        let mut kept = Vec::with_capacity(self.idle.len());
+        for sandbox in std::mem::take(&mut self.idle) {
+            if sandbox.runtime == runtime {
+                self.forget_idle(&sandbox);
+                self.destroying += 1;
+                victims.push(sandbox);
+            } else {
+                kept.push(sandbox);
+            }
+        }
+        self.idle = kept;
+        victims
     }
 
     /// Forgets the idle sandboxes of an unreachable runtime; returns how many.
@@ -596,7 +617,7 @@ mod tests {
             breaker: Some(true),
             ..Report::default()
         };
-        match acc.release(sandbox, &report, at, false, true).fate {
+        match acc.release(sandbox, &report, at, false, true, false).fate {
             Fate::Reuse(sandbox) => acc.return_idle(sandbox),
             other => panic!("{other:?}"),
         }
@@ -628,7 +649,7 @@ mod tests {
             used: true,
             ..Report::default()
         };
-        let Fate::Reuse(sandbox) = acc.release(sandbox, &used, now, false, true).fate else {
+        let Fate::Reuse(sandbox) = acc.release(sandbox, &used, now, false, true, false).fate else {
             panic!("a healthy sandbox is reused");
         };
         assert!(!sandbox.cold, "an invoked sandbox is warm");
@@ -640,7 +661,7 @@ mod tests {
             ..Report::default()
         };
         let sandbox = acc.pop_idle().unwrap();
-        let released = acc.release(sandbox, &discard, now, false, true);
+        let released = acc.release(sandbox, &discard, now, false, true, false);
         assert!(released.lost && matches!(released.fate, Fate::Destroy(_)));
         assert_eq!(acc.stats().destroying, 1);
         assert!(acc.known_on(0).is_empty());
@@ -697,14 +718,33 @@ mod tests {
         assert!(report.discard && report.breaker == Some(false));
         acc.start_create();
         let sandbox = acc.created(SandboxId::new("a"), 0, now, true);
-        assert!(!acc.release(sandbox, &report, now, false, true).opened);
+        assert!(
+            !acc.release(sandbox, &report, now, false, true, false)
+                .opened
+        );
         acc.start_create();
         let sandbox = acc.created(SandboxId::new("b"), 0, now, true);
-        assert!(acc.release(sandbox, &report, now, false, true).opened);
+        assert!(
+            acc.release(sandbox, &report, now, false, true, false)
+                .opened
+        );
         assert_eq!(acc.breaker_state(), BreakerState::Open);
         let mut unknown = Report::default();
         unknown.record_unknown();
         assert!(unknown.discard && unknown.breaker.is_none());
+    }
+
+    #[test]
+    fn an_unreachable_runtime_discards_without_counting_against_the_function() {
+        let mut report = Report::default();
+        assert!(report.record(Some(&RuntimeError::Unavailable("host gone".into()))));
+        assert!(report.discard && report.breaker.is_none());
+        let mut acc = accounts();
+        for _ in 0..3 {
+            acc.start_create();
+            assert!(!acc.create_failed(Instant::now(), false));
+        }
+        assert_eq!(acc.breaker_state(), BreakerState::Closed);
     }
 
     #[test]
@@ -713,9 +753,24 @@ mod tests {
         assert_eq!(acc.forget_runtime(1), 1);
         assert_eq!(acc.stats().idle, 1);
         let sandbox = acc.pop_idle().unwrap();
-        let released = acc.release(sandbox, &Report::default(), now, false, false);
+        let released = acc.release(sandbox, &Report::default(), now, false, false, false);
         assert!(matches!(released.fate, Fate::Free(0)));
         assert_eq!(acc.stats().total(), 0);
+    }
+
+    #[test]
+    fn a_draining_runtime_loses_its_idle_sandboxes_and_its_busy_ones_on_release() {
+        let (mut acc, now) = idle(&[("a", 0, 0), ("b", 1, 0), ("c", 1, 1)]);
+        let busy = acc.pop_idle().unwrap();
+        assert_eq!(busy.id, SandboxId::new("c"));
+        let victims = acc.drain_runtime(1);
+        assert_eq!(victims.len(), 1);
+        assert_eq!(victims[0].id, SandboxId::new("b"));
+        assert_eq!((acc.stats().idle, acc.stats().destroying), (1, 1));
+        let released = acc.release(busy, &Report::default(), now, false, true, true);
+        assert!(matches!(released.fate, Fate::Destroy(_)));
+        assert!(!released.lost);
+        assert_eq!(acc.stats().destroying, 2);
     }
 
     #[test]
@@ -727,7 +782,7 @@ mod tests {
         assert_eq!(ids.len(), 2);
         assert_eq!(victims.len(), 1);
         assert_eq!(victims[0].id, SandboxId::new("idle"));
-        let released = acc.release(leased, &Report::default(), listed_at, false, true);
+        let released = acc.release(leased, &Report::default(), listed_at, false, true, false);
         assert!(released.lost && matches!(released.fate, Fate::Destroy(_)));
         assert_eq!(acc.stats().destroying, 2);
     }

@@ -195,12 +195,17 @@ where
         request,
     )
     .cold_start(lease.cold_start());
+    let mut lost = lease.runtime_lost();
     let task = tokio::spawn(async move {
         let cold_start = call.cold_start;
         let sandbox_id = call.sandbox_id.clone();
         let ready: Result<&mut S, BoxError> = inner.ready().await.map_err(Into::into);
         let (result, called) = match ready {
-            Ok(inner) => (inner.call(call).await.map_err(Into::into), true),
+            // A runtime declared down ends the call at once instead of leaving it to hang.
+            Ok(inner) => tokio::select! {
+                result = inner.call(call) => (result.map_err(Into::into), true),
+                _ = lost.changed() => (Err(BoxError::from(lease::runtime_lost())), true),
+            },
             Err(err) => (Err(err), false),
         };
         match &result {

@@ -30,6 +30,10 @@ pub(crate) async fn run(shared: Weak<Shared>, interval: Duration) {
 /// One pass of the janitor.
 pub(crate) async fn sweep(shared: &Arc<Shared>) {
     for runtime in 0..shared.placement.len() {
+        // A drained runtime with nothing left of this pool is not asked any more.
+        if shared.placement.is_draining(runtime) && shared.placement.load(runtime) == 0 {
+            continue;
+        }
         reconcile(shared, runtime).await;
     }
     for function in shared.snapshot() {
@@ -73,10 +77,8 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, runtime: usize) -> usize {
             return 0;
         }
     };
-    if !shared.placement.set_healthy(runtime, true) {
-        tracing::info!(runtime, "runtime is reachable again");
-        shared.wake_waiters();
-    }
+    shared.runtime_up(runtime);
+    let draining = shared.placement.is_draining(runtime);
     let states: HashMap<&SandboxId, SandboxState> =
         listed.iter().map(|info| (&info.id, info.state)).collect();
     let gone = |id: &SandboxId| {
@@ -96,6 +98,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, runtime: usize) -> usize {
             continue;
         }
         if shared.owner.is_some()
+            && !draining
             && info.state != SandboxState::Stopped
             && shared.function(&info.function_name).is_ok_and(|function| {
                 function.adopt(

@@ -23,6 +23,8 @@ pub struct Lease {
     function: Arc<FunctionPool>,
     sandbox: Sandbox,
     report: Report,
+    /// The runtime holding the sandbox.
+    runtime: Arc<dyn Runtime>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -45,6 +47,7 @@ impl Lease {
         Self {
             shared: Arc::clone(shared),
             function: Arc::clone(function),
+            runtime: shared.placement.runtime(sandbox.runtime),
             sandbox,
             report: Report::default(),
         }
@@ -67,7 +70,12 @@ impl Lease {
 
     /// The runtime that holds the sandbox.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        self.shared.placement.runtime(self.sandbox.runtime)
+        &self.runtime
+    }
+
+    /// Changes when the runtime holding the sandbox is declared down.
+    pub(crate) fn runtime_lost(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.placement.lost(self.sandbox.runtime)
     }
 
     /// Runs one invocation on the sandbox and records its outcome (advanced use: the pool's
@@ -75,7 +83,11 @@ impl Lease {
     pub async fn invoke(&mut self, request: InvokeRequest) -> Result<InvokeResponse, PoolError> {
         let runtime = Arc::clone(self.runtime());
         self.report.in_flight = true;
-        let result = runtime.invoke(&self.sandbox.id, request).await;
+        let result = until_lost(
+            self.runtime_lost(),
+            runtime.invoke(&self.sandbox.id, request),
+        )
+        .await;
         self.report.in_flight = false;
         self.record(&result);
         result.map_err(PoolError::Runtime)
@@ -105,7 +117,9 @@ impl Lease {
 
     /// Freezes the sandbox; a fatal error destroys it when the lease drops.
     pub(crate) async fn pause(&mut self) {
-        match self.runtime().pause(&self.sandbox.id).await {
+        let runtime = Arc::clone(self.runtime());
+        let paused = until_lost(self.runtime_lost(), runtime.pause(&self.sandbox.id)).await;
+        match paused {
             Ok(()) => self.sandbox.paused = true,
             Err(err) => {
                 tracing::warn!(function = %self.function.name, sandbox = %self.sandbox.id, %err, "pause failed");
@@ -124,7 +138,9 @@ impl Lease {
         if !self.sandbox.paused {
             return Some(self);
         }
-        match self.runtime().resume(&self.sandbox.id).await {
+        let runtime = Arc::clone(self.runtime());
+        let resumed = until_lost(self.runtime_lost(), runtime.resume(&self.sandbox.id)).await;
+        match resumed {
             Ok(()) => {
                 self.sandbox.paused = false;
                 Some(self)
@@ -176,7 +192,7 @@ impl Slot {
 
     /// Creates the sandbox and leases it.
     async fn create(mut self) -> Result<Lease, PoolError> {
-        let runtime = Arc::clone(self.shared.placement.runtime(self.runtime));
+        let runtime = self.shared.placement.runtime(self.runtime);
         let started = Instant::now();
         let result = runtime.create(self.function.spec()).await;
         self.armed = false;
@@ -356,5 +372,23 @@ pub(crate) fn ensure_min(shared: &Arc<Shared>, function: &Arc<FunctionPool>) {
             // The new sandbox goes to a waiter or the idle list when its lease drops.
             let _ = slot.create().await;
         });
+    }
+}
+
+/// The error of an invocation whose runtime was declared down while it ran.
+pub(crate) fn runtime_lost() -> RuntimeError {
+    RuntimeError::Unavailable(
+        "the host running the sandbox stopped answering during the invocation".into(),
+    )
+}
+
+/// Runs a call on a runtime until it ends or the runtime is declared down.
+async fn until_lost<T>(
+    mut lost: tokio::sync::watch::Receiver<u64>,
+    call: impl Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::select! {
+        result = call => result,
+        _ = lost.changed() => Err(runtime_lost()),
     }
 }

@@ -73,6 +73,6 @@ pub use config::{
 pub use error::PoolError;
 pub use invoke::{Invocation, PoolResponse, RuntimeInvoker, SandboxCall};
 pub use lease::Lease;
-pub use pool::{Pool, RuntimeUsage};
+pub use pool::{Pool, RuntimeStatus, RuntimeUsage};
 pub use service::{PoolLayer, PoolService, ResponseFuture};
 pub use state::OWNER_LABEL;

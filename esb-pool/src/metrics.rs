@@ -18,8 +18,14 @@
 //! | `esb_pool_agent_memory_budget_mb` | gauge | `agent` | the runtime's memory budget, when limited |
 //! | `esb_pool_agent_utilisation` | gauge | `agent` | sandboxes over capacity, when the runtime is limited |
 //! | `esb_pool_agent_up` | gauge | `agent` | 1 while the runtime answers |
+//! | `esb_pool_agent_draining` | gauge | `agent` | 1 while the runtime takes no new sandboxes (gone from DNS) and still holds some |
 //!
-//! The `agent` series are set by [`Pool::record_runtime_usage`](crate::Pool::record_runtime_usage).
+//! The `agent` series are not in the recorder: [`Pool::runtime_metrics`](crate::Pool::runtime_metrics)
+//! renders them from the runtimes the pool has at that moment, so that they follow a changing
+//! set of agents. An agent found later appears at once; one removed (gone from DNS, draining)
+//! keeps its series while it still holds sandboxes and loses them all once drained, so it
+//! neither counts in an average nor raises an "agent down" alert after it is gone. An agent
+//! that is down but still expected (a static one, or still in DNS) stays, with `up` 0.
 //!
 //! Handles are registered when a function is added to a pool: install the recorder first.
 
@@ -57,6 +63,8 @@ pub const AGENT_MEMORY_BUDGET: &str = "esb_pool_agent_memory_budget_mb";
 pub const AGENT_UTILISATION: &str = "esb_pool_agent_utilisation";
 /// Gauge: 1 while a runtime answers.
 pub const AGENT_UP: &str = "esb_pool_agent_up";
+/// Gauge: 1 while a runtime is draining (takes no new sandboxes) and still holds some.
+pub const AGENT_DRAINING: &str = "esb_pool_agent_draining";
 
 /// Describes the pool's metrics to the installed recorder (units and help texts).
 pub fn describe() {
@@ -93,46 +101,76 @@ pub fn describe() {
         Unit::Seconds,
         "Time to create and start a sandbox."
     );
-    metrics::describe_gauge!(
-        AGENT_SANDBOXES,
-        Unit::Count,
-        "This pool's sandboxes on a runtime, including those being created."
-    );
-    metrics::describe_gauge!(
-        AGENT_MEMORY,
-        "The memory_size of this pool's sandboxes on a runtime (MB)."
-    );
-    metrics::describe_gauge!(
-        AGENT_CAPACITY,
-        Unit::Count,
-        "The runtime's max_sandboxes, when limited."
-    );
-    metrics::describe_gauge!(
-        AGENT_MEMORY_BUDGET,
-        "The runtime's memory budget (MB), when limited."
-    );
-    metrics::describe_gauge!(
-        AGENT_UTILISATION,
-        "This pool's sandboxes over the runtime's capacity: the larger of count / max_sandboxes and memory / budget."
-    );
-    metrics::describe_gauge!(AGENT_UP, "1 while the runtime answers.");
 }
 
-/// Sets the `agent` gauges from one runtime's usage.
-pub(crate) fn record_runtime(usage: &crate::RuntimeUsage) {
-    let agent = usage.name.clone();
-    metrics::gauge!(AGENT_SANDBOXES, "agent" => agent.clone()).set(usage.sandboxes as f64);
-    metrics::gauge!(AGENT_MEMORY, "agent" => agent.clone()).set(usage.memory_mb as f64);
-    metrics::gauge!(AGENT_UP, "agent" => agent.clone()).set(f64::from(u8::from(usage.healthy)));
-    if let Some(max) = usage.capacity.max_sandboxes {
-        metrics::gauge!(AGENT_CAPACITY, "agent" => agent.clone()).set(f64::from(max));
+/// The `agent` series of these runtimes in Prometheus text (with their HELP and TYPE lines),
+/// leaving out the runtimes that are drained (draining with no sandbox left).
+pub fn render_runtimes(usage: &[crate::RuntimeUsage]) -> String {
+    use std::fmt::Write as _;
+    let shown: Vec<&crate::RuntimeUsage> = usage
+        .iter()
+        .filter(|u| !(u.draining && u.sandboxes == 0))
+        .collect();
+    type Value = fn(&crate::RuntimeUsage) -> Option<f64>;
+    let series: [(&str, &str, Value); 7] = [
+        (
+            AGENT_SANDBOXES,
+            "This pool's sandboxes on a runtime, including those being created.",
+            |u| Some(u.sandboxes as f64),
+        ),
+        (
+            AGENT_MEMORY,
+            "The memory_size of this pool's sandboxes on a runtime (MB).",
+            |u| Some(u.memory_mb as f64),
+        ),
+        (
+            AGENT_CAPACITY,
+            "The runtime's max_sandboxes, when limited.",
+            |u| u.capacity.max_sandboxes.map(f64::from),
+        ),
+        (
+            AGENT_MEMORY_BUDGET,
+            "The runtime's memory budget (MB), when limited.",
+            |u| u.capacity.memory_budget_mb.map(|b| b as f64),
+        ),
+        (
+            AGENT_UTILISATION,
+            "This pool's sandboxes over the runtime's capacity: the larger of count / max_sandboxes and memory / budget.",
+            crate::RuntimeUsage::utilisation,
+        ),
+        (AGENT_UP, "1 while the runtime answers.", |u| {
+            Some(f64::from(u8::from(u.healthy)))
+        }),
+        (
+            AGENT_DRAINING,
+            "1 while the runtime takes no new sandboxes (gone from DNS) and still holds some.",
+            |u| Some(f64::from(u8::from(u.draining))),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in series {
+        let values: Vec<(&str, f64)> = shown
+            .iter()
+            .filter_map(|u| value(u).map(|v| (u.name.as_str(), v)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (agent, v) in values {
+            let _ = writeln!(text, "{name}{{agent=\"{}\"}} {v}", label_value(agent));
+        }
+        text.push('\n');
     }
-    if let Some(budget) = usage.capacity.memory_budget_mb {
-        metrics::gauge!(AGENT_MEMORY_BUDGET, "agent" => agent.clone()).set(budget as f64);
-    }
-    if let Some(utilisation) = usage.utilisation() {
-        metrics::gauge!(AGENT_UTILISATION, "agent" => agent).set(utilisation);
-    }
+    text
+}
+
+/// `value` escaped for a Prometheus label (backslash, double quote, new line).
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The registered handles of one function.

@@ -1,11 +1,13 @@
 //! Placement: which runtime (host) takes a new sandbox. The least-loaded healthy runtime
-//! under the host cap; load counts this pool's sandboxes on it, all functions together,
-//! including those being created or destroyed.
+//! under the host cap that is not draining; load counts this pool's sandboxes on it, all
+//! functions together, including those being created or destroyed. The set of runtimes
+//! grows while the pool runs (agents found by DNS); one that leaves is drained, not removed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use esb_runtime::Runtime;
+use tokio::sync::watch;
 
 /// Why no runtime can take a new sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,81 +49,137 @@ pub(crate) fn least_loaded(
 pub(crate) struct RuntimeSlot {
     pub runtime: Arc<dyn Runtime>,
     healthy: AtomicBool,
+    /// Takes no new sandboxes; those it has are not reused and go when released.
+    draining: AtomicBool,
     /// Sandboxes of this pool placed on it, including those being created or destroyed.
     load: AtomicUsize,
     /// The runtime can freeze sandboxes.
     pub pausable: bool,
+    /// Bumped each time the runtime is declared down: invocations in flight on it end.
+    lost: watch::Sender<u64>,
 }
 
-/// The runtimes of a pool and their load.
+impl RuntimeSlot {
+    fn new(runtime: Arc<dyn Runtime>) -> Self {
+        Self {
+            pausable: runtime.capabilities().pause,
+            runtime,
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            load: AtomicUsize::new(0),
+            lost: watch::Sender::new(0),
+        }
+    }
+}
+
+/// The runtimes of a pool and their load. Runtimes are only ever added; one that goes away
+/// is drained and keeps its index, so an index names one runtime for the pool's life.
 pub(crate) struct Placement {
-    runtimes: Vec<RuntimeSlot>,
+    runtimes: RwLock<Vec<Arc<RuntimeSlot>>>,
     host_cap: Option<usize>,
 }
 
 impl Placement {
     pub(crate) fn new(runtimes: Vec<Arc<dyn Runtime>>, host_cap: Option<usize>) -> Self {
         Self {
-            runtimes: runtimes
-                .into_iter()
-                .map(|runtime| RuntimeSlot {
-                    pausable: runtime.capabilities().pause,
-                    runtime,
-                    healthy: AtomicBool::new(true),
-                    load: AtomicUsize::new(0),
-                })
-                .collect(),
+            runtimes: RwLock::new(
+                runtimes
+                    .into_iter()
+                    .map(|runtime| Arc::new(RuntimeSlot::new(runtime)))
+                    .collect(),
+            ),
             host_cap,
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<RuntimeSlot>>> {
+        self.runtimes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a runtime; returns its index.
+    pub(crate) fn add(&self, runtime: Arc<dyn Runtime>) -> usize {
+        let mut runtimes = self
+            .runtimes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        runtimes.push(Arc::new(RuntimeSlot::new(runtime)));
+        runtimes.len() - 1
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.runtimes.len()
+        self.read().len()
     }
 
     /// The runtime at `index`.
-    pub(crate) fn slot(&self, index: usize) -> &RuntimeSlot {
-        &self.runtimes[index]
+    pub(crate) fn slot(&self, index: usize) -> Arc<RuntimeSlot> {
+        Arc::clone(&self.read()[index])
     }
 
     /// The runtime at `index`, as a trait object.
-    pub(crate) fn runtime(&self, index: usize) -> &Arc<dyn Runtime> {
-        &self.runtimes[index].runtime
+    pub(crate) fn runtime(&self, index: usize) -> Arc<dyn Runtime> {
+        Arc::clone(&self.read()[index].runtime)
     }
 
     pub(crate) fn is_healthy(&self, index: usize) -> bool {
-        self.runtimes[index].healthy.load(Ordering::Acquire)
+        self.read()[index].healthy.load(Ordering::Acquire)
     }
 
-    /// True when at least one runtime is reachable.
+    pub(crate) fn is_draining(&self, index: usize) -> bool {
+        self.read()[index].draining.load(Ordering::Acquire)
+    }
+
+    /// Sets whether the runtime is draining; returns what it was.
+    pub(crate) fn set_draining(&self, index: usize, draining: bool) -> bool {
+        self.read()[index].draining.swap(draining, Ordering::AcqRel)
+    }
+
+    /// The load of the runtime at `index`.
+    pub(crate) fn load(&self, index: usize) -> usize {
+        self.read()[index].load.load(Ordering::Acquire)
+    }
+
+    /// True when at least one runtime can take sandboxes.
     pub(crate) fn any_healthy(&self) -> bool {
-        self.runtimes
-            .iter()
-            .any(|slot| slot.healthy.load(Ordering::Acquire))
+        self.read().iter().any(|slot| {
+            slot.healthy.load(Ordering::Acquire) && !slot.draining.load(Ordering::Acquire)
+        })
     }
 
     /// Sets whether the runtime is reachable; returns what it was.
     pub(crate) fn set_healthy(&self, index: usize, healthy: bool) -> bool {
-        self.runtimes[index].healthy.swap(healthy, Ordering::AcqRel)
+        self.read()[index].healthy.swap(healthy, Ordering::AcqRel)
+    }
+
+    /// Ends the invocations in flight on the runtime at `index` (see [`Placement::lost`]).
+    pub(crate) fn declare_lost(&self, index: usize) {
+        self.read()[index].lost.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// Changes each time the runtime at `index` is declared down.
+    pub(crate) fn lost(&self, index: usize) -> watch::Receiver<u64> {
+        self.read()[index].lost.subscribe()
     }
 
     /// True when the runtime is at the host cap.
     pub(crate) fn is_full(&self, index: usize) -> bool {
         let cap = self.host_cap.unwrap_or(usize::MAX);
-        self.runtimes[index].load.load(Ordering::Acquire) >= cap
+        self.load(index) >= cap
     }
 
     /// Reserves room for one sandbox on the least-loaded healthy runtime under the host cap.
     pub(crate) fn reserve(&self) -> Result<usize, NoRoom> {
+        let runtimes = self.read();
         loop {
-            let loads = self.runtimes.iter().map(|slot| {
+            let loads = runtimes.iter().map(|slot| {
                 (
-                    slot.healthy.load(Ordering::Acquire),
+                    slot.healthy.load(Ordering::Acquire) && !slot.draining.load(Ordering::Acquire),
                     slot.load.load(Ordering::Acquire),
                 )
             });
             let (i, load) = least_loaded(loads, self.host_cap)?;
-            if self.runtimes[i]
+            if runtimes[i]
                 .load
                 .compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
@@ -133,17 +191,12 @@ impl Placement {
 
     /// Counts one more sandbox on the runtime at `index`, whatever its load (an adopted one).
     pub(crate) fn reserve_on(&self, index: usize) {
-        self.runtimes[index].load.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Sandboxes of this pool on the runtime at `index`, including those being created.
-    pub(crate) fn load(&self, index: usize) -> usize {
-        self.runtimes[index].load.load(Ordering::Acquire)
+        self.read()[index].load.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Gives back the room of `count` sandboxes on the runtime at `index`.
     pub(crate) fn unreserve(&self, index: usize, count: usize) {
-        self.runtimes[index].load.fetch_sub(count, Ordering::AcqRel);
+        self.read()[index].load.fetch_sub(count, Ordering::AcqRel);
     }
 }
 

@@ -17,6 +17,20 @@ use crate::lease::{self, Lease};
 use crate::placement::Placement;
 use crate::state::Shared;
 
+/// One runtime of a pool as [`Pool::runtimes`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeStatus {
+    /// Its index ([`Pool::add_runtime`]).
+    pub index: usize,
+    /// It answered last time it was asked.
+    pub healthy: bool,
+    /// It takes no new sandboxes ([`Pool::set_draining`]).
+    pub draining: bool,
+    /// This pool's sandboxes on it, including those being created or destroyed.
+    pub sandboxes: usize,
+}
+
 /// How much of one runtime a pool uses.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -25,6 +39,8 @@ pub struct RuntimeUsage {
     pub name: String,
     /// The runtime answers.
     pub healthy: bool,
+    /// It takes no new sandboxes ([`Pool::set_draining`]).
+    pub draining: bool,
     /// This pool's sandboxes on it, including those being created or destroyed.
     pub sandboxes: u64,
     /// The `memory_size` of this pool's sandboxes on it (MB).
@@ -107,6 +123,51 @@ impl Pool {
         adopted
     }
 
+    /// Adds a runtime (a host found while the pool runs) that new sandboxes may be placed
+    /// on; returns its index, which names it in the other runtime methods.
+    pub fn add_runtime(&self, runtime: Arc<dyn Runtime>) -> usize {
+        self.shared.add_runtime(runtime)
+    }
+
+    /// Drains the runtime at `index` (a host that went away): no new sandboxes go to it,
+    /// its idle sandboxes are destroyed now and its busy ones when their invocation ends.
+    /// `false` takes it back. An unknown index is ignored.
+    pub fn set_draining(&self, index: usize, draining: bool) {
+        if index < self.shared.placement.len() {
+            self.shared.set_draining(index, draining);
+        }
+    }
+
+    /// Declares the runtime at `index` down (it stopped answering a health check): its
+    /// invocations in flight end with [`esb_runtime::Error::Unavailable`], its sandboxes
+    /// are dropped and new ones go elsewhere until [`Pool::runtime_up`]. An unknown index
+    /// is ignored.
+    pub fn runtime_down(&self, index: usize) {
+        if index < self.shared.placement.len() {
+            self.shared.runtime_down(index);
+        }
+    }
+
+    /// Declares the runtime at `index` reachable again. An unknown index is ignored.
+    pub fn runtime_up(&self, index: usize) {
+        if index < self.shared.placement.len() {
+            self.shared.runtime_up(index);
+        }
+    }
+
+    /// The runtimes, in index order, with their state and load.
+    pub fn runtimes(&self) -> Vec<RuntimeStatus> {
+        let placement = &self.shared.placement;
+        (0..placement.len())
+            .map(|index| RuntimeStatus {
+                index,
+                healthy: placement.is_healthy(index),
+                draining: placement.is_draining(index),
+                sandboxes: placement.load(index),
+            })
+            .collect()
+    }
+
     /// Adds a function to the pool and starts its `min_capacity` sandboxes.
     pub fn register(&self, config: FunctionPoolConfig) -> Result<(), PoolError> {
         config.validate()?;
@@ -184,6 +245,7 @@ impl Pool {
                 RuntimeUsage {
                     name: runtime.name(),
                     healthy: placement.is_healthy(index),
+                    draining: placement.is_draining(index),
                     sandboxes: placement.load(index) as u64,
                     memory_mb,
                     capacity: runtime.capacity(),
@@ -192,12 +254,15 @@ impl Pool {
             .collect()
     }
 
-    /// Sets the per-runtime gauges (`esb_pool_agent_*`, see [`crate::metrics`]) from
-    /// [`Pool::runtime_usage`]; call before rendering the metrics.
-    pub fn record_runtime_usage(&self) {
-        for usage in self.runtime_usage() {
-            crate::metrics::record_runtime(&usage);
-        }
+    /// The per-runtime series (`esb_pool_agent_*`, see [`crate::metrics`]) of the runtimes
+    /// the pool has now, in Prometheus text: append it to the recorder's.
+    pub fn runtime_metrics(&self) -> String {
+        crate::metrics::render_runtimes(&self.runtime_usage())
+    }
+
+    /// The runtime at `index` ([`Pool::runtimes`]), if there is one.
+    pub fn runtime(&self, index: usize) -> Option<Arc<dyn Runtime>> {
+        (index < self.shared.placement.len()).then(|| self.shared.placement.runtime(index))
     }
 
     /// Runs the janitor once now (it also runs every `janitor_interval`).

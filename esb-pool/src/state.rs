@@ -155,6 +155,60 @@ impl Shared {
         self.wake_waiters();
     }
 
+    /// Adds a runtime that new sandboxes may be placed on; returns its index.
+    pub(crate) fn add_runtime(self: &Arc<Self>, runtime: Arc<dyn esb_runtime::Runtime>) -> usize {
+        let index = self.placement.add(runtime);
+        tracing::info!(runtime = index, "runtime added");
+        self.wake_waiters();
+        index
+    }
+
+    /// Drains a runtime: no new sandboxes on it, its idle ones are destroyed now and its busy
+    /// ones when their invocation ends. `false` takes it back into placement.
+    pub(crate) fn set_draining(self: &Arc<Self>, runtime: usize, draining: bool) {
+        let was = self.placement.set_draining(runtime, draining);
+        if was == draining {
+            return;
+        }
+        if !draining {
+            tracing::info!(runtime, "runtime takes sandboxes again");
+            self.wake_waiters();
+            return;
+        }
+        tracing::info!(runtime, "runtime draining: no new sandboxes on it");
+        for function in self.snapshot() {
+            let victims = {
+                let mut st = function.lock();
+                let victims = st.drain_runtime(runtime);
+                function.publish(&st);
+                victims
+            };
+            for sandbox in victims {
+                self.destroy_later(Arc::clone(&function), sandbox.id, sandbox.runtime);
+            }
+        }
+        if !self.placement.any_healthy() {
+            for function in self.snapshot() {
+                function.reject_waiters(|| function.no_capacity());
+            }
+        }
+    }
+
+    /// The runtime was found down from outside (a failed health check): its invocations in
+    /// flight end with an error and its sandboxes are dropped.
+    pub(crate) fn runtime_down(self: &Arc<Self>, runtime: usize) {
+        self.placement.declare_lost(runtime);
+        self.mark_unhealthy(runtime);
+    }
+
+    /// The runtime answers again: new sandboxes may go to it.
+    pub(crate) fn runtime_up(self: &Arc<Self>, runtime: usize) {
+        if !self.placement.set_healthy(runtime, true) {
+            tracing::info!(runtime, "runtime is reachable again");
+            self.wake_waiters();
+        }
+    }
+
     /// Destroys a sandbox in the background, then frees its room.
     fn destroy_later(self: &Arc<Self>, function: Arc<FunctionPool>, id: SandboxId, runtime: usize) {
         let shared = Arc::clone(self);
@@ -454,6 +508,7 @@ impl FunctionPool {
         report: Report,
     ) {
         let runtime_healthy = shared.placement.is_healthy(sandbox.runtime);
+        let draining = shared.placement.is_draining(sandbox.runtime);
         let mut rejected = Vec::new();
         let mut freed = false;
         {
@@ -464,6 +519,7 @@ impl FunctionPool {
                 Instant::now(),
                 shared.is_closed(),
                 runtime_healthy,
+                draining,
             );
             if released.opened {
                 tracing::warn!(function = %self.name, "circuit breaker opened");
@@ -533,7 +589,9 @@ impl FunctionPool {
         self.metrics.create_failures.increment(1);
         let rejected = {
             let mut st = self.lock();
-            let opened = st.create_failed(Instant::now());
+            // An unreachable runtime is no failure of the function's.
+            let counts = !matches!(err, RuntimeError::Unavailable(_));
+            let opened = st.create_failed(Instant::now(), counts);
             self.publish_breaker(&st);
             let rejected = if opened {
                 tracing::warn!(function = %self.name, "circuit breaker opened");

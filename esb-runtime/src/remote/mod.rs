@@ -40,6 +40,15 @@ use crate::{
     SandboxInfo, SandboxMetrics, SandboxSpec,
 };
 
+/// Default [`RemoteConfig::keepalive_interval`].
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default [`RemoteConfig::keepalive_timeout`].
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`RemoteConfig::call_timeout`].
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gRPC service whose `grpc.health.v1` status [`RemoteRuntime::check_health`] asks for.
+pub const AGENT_SERVICE_NAME: &str = "esb.agent.v1.AgentService";
+
 /// Largest gRPC message the agent and its clients exchange: a 6 MB payload plus its envelope.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -97,6 +106,13 @@ pub struct RemoteConfig {
     pub retry_backoff: Duration,
     /// Added to an invocation's own timeout before the client gives up on the agent.
     pub invoke_margin: Duration,
+    /// HTTP/2 PING interval on the connection to the agent, also while idle.
+    pub keepalive_interval: Duration,
+    /// A PING unanswered this long closes the connection: calls in flight on it fail with
+    /// [`Error::Unavailable`] instead of waiting for a host that is gone.
+    pub keepalive_timeout: Duration,
+    /// How long one attempt of a call that is safe to repeat (list, metrics, destroy) may take.
+    pub call_timeout: Duration,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -109,6 +125,9 @@ impl std::fmt::Debug for RemoteConfig {
             .field("attempts", &self.attempts)
             .field("retry_backoff", &self.retry_backoff)
             .field("invoke_margin", &self.invoke_margin)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }
@@ -124,6 +143,9 @@ impl RemoteConfig {
             attempts: 3,
             retry_backoff: Duration::from_millis(100),
             invoke_margin: Duration::from_secs(5),
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 
@@ -157,6 +179,20 @@ impl RemoteConfig {
         self
     }
 
+    /// Sets the HTTP/2 PING interval and how long a PING may go unanswered before the
+    /// connection (and every call on it) is given up.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Sets how long one attempt of a call that is safe to repeat may take.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
     /// Sets what is added to an invocation's own timeout before the client gives up.
     pub fn invoke_margin(mut self, margin: Duration) -> Self {
         self.invoke_margin = margin;
@@ -185,6 +221,8 @@ type Client = AgentServiceClient<InterceptedService<Channel, BearerToken>>;
 #[derive(Clone)]
 pub struct RemoteRuntime {
     client: Client,
+    /// The connection, for the health checks.
+    channel: Channel,
     config: RemoteConfig,
     capabilities: Capabilities,
     capacity: Capacity,
@@ -229,11 +267,12 @@ impl RemoteRuntime {
         let channel = Retry::new(RetryUnavailable::new(&config, "connect"), connect)
             .oneshot(())
             .await?;
-        let client = AgentServiceClient::with_interceptor(channel, BearerToken(token))
+        let client = AgentServiceClient::with_interceptor(channel.clone(), BearerToken(token))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut runtime = Self {
             client,
+            channel,
             config,
             capabilities: Capabilities {
                 backend: "remote",
@@ -268,6 +307,45 @@ impl RemoteRuntime {
         &self.agent_backend
     }
 
+    /// Asks the agent's `grpc.health.v1` service whether it serves; an agent that does not
+    /// answer within `timeout`, cannot be reached or says it does not serve (it is
+    /// shutting down) gives [`Error::Unavailable`].
+    pub async fn check_health(&self, timeout: Duration) -> Result<()> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut client = HealthClient::new(self.channel.clone());
+        let request = HealthCheckRequest {
+            service: AGENT_SERVICE_NAME.to_owned(),
+        };
+        let answer = match tokio::time::timeout(timeout, client.check(request)).await {
+            Err(_) => return Err(self.silent("health check", timeout)),
+            Ok(Err(status)) => {
+                return Err(Error::Unavailable(format!(
+                    "agent {} failed its health check: {}",
+                    self.config.endpoint,
+                    status.message()
+                )));
+            }
+            Ok(Ok(answer)) => answer.into_inner(),
+        };
+        if answer.status == ServingStatus::Serving as i32 {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "agent {} reports it is not serving",
+                self.config.endpoint
+            )))
+        }
+    }
+
+    /// The error of a call the agent did not answer within `waited`.
+    fn silent(&self, operation: &str, waited: Duration) -> Error {
+        Error::Unavailable(format!(
+            "agent {} did not answer {operation} within {waited:?}",
+            self.config.endpoint
+        ))
+    }
+
     fn error(&self, status: &Status) -> Error {
         status_to_error(status, &self.config.endpoint)
     }
@@ -287,7 +365,12 @@ impl RemoteRuntime {
     {
         let attempt = tower::service_fn(|()| {
             let fut = call(self.client.clone());
-            async move { fut.await.map_err(|status| self.error(&status)) }
+            async move {
+                match tokio::time::timeout(self.config.call_timeout, fut).await {
+                    Ok(answered) => answered.map_err(|status| self.error(&status)),
+                    Err(_) => Err(self.silent(operation, self.config.call_timeout)),
+                }
+            }
         });
         Retry::new(RetryUnavailable::new(&self.config, operation), attempt)
             .oneshot(())
@@ -355,8 +438,8 @@ fn endpoint(config: &RemoteConfig) -> Result<Endpoint> {
         .map_err(bad)?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout)
         .keep_alive_while_idle(true);
     let https = config.endpoint.starts_with("https://");
     if let Some(tls) = &config.tls {
