@@ -37,12 +37,42 @@ impl GroupPeers {
 
     /// True when a member of the group other than its leader holds the socket `link`
     /// (walks `/proc`: the slow path).
+    #[cfg(test)]
     pub(crate) fn members_hold(&self, link: &str) -> bool {
         crate::process::group_members(self.pgid)
             .into_iter()
             .filter(|pid| *pid != self.pgid)
             .any(|pid| holds(pid, link))
     }
+
+    /// The group leader (its pgid).
+    pub(crate) fn pgid(&self) -> Pid {
+        self.pgid
+    }
+}
+
+/// The process group, among `groups`, of a process other than its group's leader that
+/// holds the socket `link`: one walk of `/proc` for all the groups, whatever their number.
+pub(crate) fn group_of_member_holding(
+    groups: &std::collections::HashSet<i32>,
+    link: &str,
+) -> Option<Pid> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name, which is in parentheses.
+            let pgid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(2)?
+                .parse()
+                .ok()?;
+            (pgid != pid && groups.contains(&pgid) && holds(Pid::from_raw(pid), link))
+                .then(|| Pid::from_raw(pgid))
+        })
 }
 
 /// `socket:[inode]`, as `/proc/<pid>/fd` links name it, of the local client socket at

@@ -4,6 +4,7 @@
 //! runtime client's connection. A connection no sandbox holds is closed before a byte is
 //! read.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::SandboxId;
-use crate::peer::{GroupPeers, client_socket};
+use crate::peer::{GroupPeers, client_socket, group_of_member_holding};
 use crate::runtime_api::{Broker, serve_connection};
 use crate::sandbox::lock;
 
@@ -132,7 +133,10 @@ async fn accept_loop(listener: TcpListener, members: Members, registered: watch:
 
 /// The owner of a new connection; when none is known yet, asked again as sandboxes
 /// register, for at most [`REGISTER_GRACE`] (a busy host may run a new sandbox's process
-/// before its creator has registered it).
+/// before its creator has registered it). The client socket is looked up once; a retry asks
+/// only the leaders of sandboxes not asked before, and the other processes of every group
+/// are asked (one walk of `/proc`) first and once more when the grace runs out, so the cost
+/// of a connection does not grow with the number of sandboxes times the retries.
 async fn owner_soon(
     members: &Members,
     mut registered: watch::Receiver<u64>,
@@ -140,15 +144,25 @@ async fn owner_soon(
     stream: &TcpStream,
 ) -> Option<Arc<Member>> {
     let local = stream.local_addr().ok()?;
+    let link = client_socket(peer, local)?;
     let until = tokio::time::Instant::now() + REGISTER_GRACE;
+    let mut asked = HashSet::new();
+    registered.borrow_and_update();
+    if let Some(member) = owner(members, &link, &mut asked, true) {
+        return Some(member);
+    }
     loop {
-        registered.borrow_and_update();
-        if let Some(member) = owner(members, peer, local) {
-            return Some(member);
-        }
         match tokio::time::timeout_at(until, registered.changed()).await {
-            Ok(Ok(())) => {}
-            _ => return None,
+            Ok(Ok(())) => {
+                registered.borrow_and_update();
+                if let Some(member) = owner(members, &link, &mut asked, false) {
+                    return Some(member);
+                }
+            }
+            _ => {
+                asked.clear();
+                return owner(members, &link, &mut asked, true);
+            }
         }
     }
 }
@@ -164,19 +178,30 @@ async fn serve(stream: TcpStream, member: Arc<Member>) {
     member.connections.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// The sandbox whose processes hold the client socket at `peer` (connected to `local`).
+/// The sandbox whose processes hold the client socket `link` (`socket:[inode]`).
 ///
 /// Sandboxes without a connection are asked first (a runtime client keeps its connection,
 /// so a new one is most likely a starting sandbox's), in the order they started; each by
-/// its leader's open files, and only when no leader holds the socket, by the other members
-/// of each group (which walks `/proc`).
-fn owner(members: &Members, peer: SocketAddr, local: SocketAddr) -> Option<Arc<Member>> {
-    let link = client_socket(peer, local)?;
+/// its leader's open files, skipping those in `asked` (which gains the ones asked now).
+/// With `members`, and only when no leader holds the socket, the other processes of all the
+/// groups are asked in one walk of `/proc`.
+fn owner(
+    members: &Members,
+    link: &str,
+    asked: &mut HashSet<SandboxId>,
+    walk_members: bool,
+) -> Option<Arc<Member>> {
     let mut candidates: Vec<Arc<Member>> = lock(members).clone();
     candidates.sort_by_key(|m| m.connections.load(Ordering::SeqCst) > 0);
-    candidates
-        .iter()
-        .find(|m| m.peers.leader_holds(&link))
-        .or_else(|| candidates.iter().find(|m| m.peers.members_hold(&link)))
-        .cloned()
+    for member in &candidates {
+        if asked.insert(member.id.clone()) && member.peers.leader_holds(link) {
+            return Some(Arc::clone(member));
+        }
+    }
+    if !walk_members || candidates.is_empty() {
+        return None;
+    }
+    let groups: HashSet<i32> = candidates.iter().map(|m| m.peers.pgid().as_raw()).collect();
+    let pgid = group_of_member_holding(&groups, link)?;
+    candidates.into_iter().find(|m| m.peers.pgid() == pgid)
 }
