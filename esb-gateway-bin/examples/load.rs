@@ -77,6 +77,11 @@ struct Args {
     /// The agent's token.
     #[arg(long)]
     agent_token: Option<String>,
+
+    // The remote path's own figures.
+    /// The agent's process id: its CPU time per request is reported in the remote mode.
+    #[arg(long)]
+    agent_pid: Option<u32>,
 }
 
 /// A no-op function.
@@ -141,6 +146,8 @@ struct Outcome {
     server_cpu_us: f64,
     /// CPU time of the function processes per request, when they are this process's children.
     function_cpu_us: Option<f64>,
+    /// CPU time of the agent per request (remote mode with `--agent-pid`).
+    agent_cpu_us: Option<f64>,
 }
 
 /// Runs wrk against `url`: one second of warm-up, then the measured run.
@@ -173,9 +180,13 @@ fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<O
         };
         (cpu_ticks(me), children)
     };
+    // The remote mode is the one whose functions are not this process's children.
+    let agent = args.agent_pid.filter(|_| !functions_are_children);
+    let agent_before = agent.map(cpu_ticks);
     let before = cpu();
     let report = run(args.seconds, true)?;
     let after = cpu();
+    let agent_ticks = agent.map(cpu_ticks).zip(agent_before).map(|(a, b)| a - b);
     let requests_per_second = field(&report, "Requests/sec:")
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no Requests/sec in wrk's report:\n{report}"))?;
@@ -205,6 +216,7 @@ fn wrk(url: &str, args: &Args, functions_are_children: bool) -> anyhow::Result<O
         errors: non_2xx + socket_errors,
         server_cpu_us: per_request(after.0 - before.0),
         function_cpu_us: functions_are_children.then(|| per_request(after.1 - before.1)),
+        agent_cpu_us: agent_ticks.map(per_request),
     })
 }
 
@@ -291,6 +303,13 @@ fn print(function: Function, mode: &str, outcome: &Outcome) {
         outcome.errors,
         outcome.server_cpu_us,
     );
+    if let Some(agent) = outcome.agent_cpu_us {
+        println!(
+            "{:<15} {mode:<11} agent CPU/request {agent:>5.1} us, gateway + agent {:>5.1} us",
+            function.name(),
+            outcome.server_cpu_us + agent
+        );
+    }
 }
 
 /// A bare HTTP server invoking free sandboxes directly: the baseline without a gateway.
