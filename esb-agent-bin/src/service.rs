@@ -7,8 +7,7 @@ use esb_runtime::logs::LogTail;
 use esb_runtime::remote::wire::Invocation;
 use esb_runtime::{Runtime, SandboxId, SandboxSpec, SandboxState};
 use pb::agent_service_server::AgentService;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The agent's gRPC service: each call is one [`Runtime`] operation.
@@ -196,20 +195,17 @@ impl AgentService for Agent {
             .map(Response::new)
     }
 
-    type InvokeStreamStream = UnboundedReceiverStream<Result<pb::InvokeStreamResponse, Status>>;
+    type InvokeStreamStream = crate::stream::Answers;
 
     async fn invoke_stream(
         &self,
         request: Request<Streaming<pb::InvokeStreamRequest>>,
     ) -> Result<Response<Self::InvokeStreamStream>, Status> {
-        let (answers, answered) = mpsc::unbounded_channel();
-        tokio::spawn(crate::stream::serve(
+        Ok(Response::new(crate::stream::serve(
             self.clone(),
             request.into_inner(),
-            answers,
             self.stopping.clone(),
-        ));
-        Ok(Response::new(UnboundedReceiverStream::new(answered)))
+        )))
     }
 
     async fn get_capabilities(
