@@ -8,13 +8,17 @@
 //! and the next invocation opens a new stream.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use esb_proto::agent::v1 as pb;
+use futures::Stream;
 use pb::invoke_stream_request::Kind;
 use pb::invoke_stream_response::Result as Answer;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Code;
 
@@ -25,15 +29,29 @@ use crate::{Error, Result};
 /// An invocation's answer, or why it failed.
 type Reply = Result<pb::InvokeWorkerResponse>;
 
-/// The invocations of one stream still waiting for their answer.
+/// One invocation waiting for its answer.
 #[derive(Default)]
+struct Slot {
+    /// The answer, once it came (or the stream ended).
+    answer: Option<Reply>,
+    /// Wakes the invocation once it has polled.
+    waker: Option<Waker>,
+}
+
+/// The invocations of one stream still waiting for their answer, and the answers' side of
+/// the stream. There is no reader task: a waiting invocation reads the answers itself and
+/// hands the others theirs, so an answer costs no hand-over through a task of its own.
 struct Waiting {
-    replies: HashMap<u64, oneshot::Sender<Reply>>,
+    replies: HashMap<u64, Slot>,
+    /// The answers; `None` once the stream ended.
+    inbound: Option<tonic::Streaming<pb::InvokeStreamResponse>>,
+    /// The invocation whose waker the answers' stream holds, if any.
+    reader: Option<u64>,
     /// Why the stream ended, once it has: no invocation is added after that.
     ended: Option<String>,
 }
 
-/// What the stream's reader and its senders share.
+/// What the stream's invocations share.
 struct Shared {
     agent: String,
     waiting: Mutex<Waiting>,
@@ -48,12 +66,9 @@ impl Shared {
         Error::Unavailable(format!("agent {} unreachable: {reason}", self.agent))
     }
 
-    /// Hands an answer to the invocation that waits for it (none when it was cancelled).
-    fn answer(&self, frame: pb::InvokeStreamResponse) {
-        let Some(reply) = self.lock().replies.remove(&frame.id) else {
-            return;
-        };
-        let result = match frame.result {
+    /// An answer frame as the invocation's reply.
+    fn reply(&self, frame: pb::InvokeStreamResponse) -> Reply {
+        match frame.result {
             Some(Answer::Response(response)) => Ok(response),
             Some(Answer::Failure(failure)) => {
                 Err(status_to_error(&failure_to_status(failure), &self.agent))
@@ -62,22 +77,82 @@ impl Shared {
                 "agent {}: an invocation answer without a result",
                 self.agent
             ))),
-        };
-        let _ = reply.send(result);
+        }
+    }
+
+    /// Reads the answers that have come, with `cx`'s waker left with the stream when it
+    /// waits; every answer goes to its invocation (none when it was cancelled) and a stream
+    /// that ended fails every invocation still waiting.
+    fn read(&self, waiting: &mut Waiting, reader: Option<u64>, cx: &mut Context<'_>) {
+        loop {
+            let Some(inbound) = waiting.inbound.as_mut() else {
+                return;
+            };
+            let reason = match Pin::new(inbound).poll_next(cx) {
+                Poll::Pending => {
+                    waiting.reader = reader;
+                    return;
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let id = frame.id;
+                    if let Some(slot) = waiting.replies.get_mut(&id) {
+                        slot.answer = Some(self.reply(frame));
+                        if reader != Some(id) {
+                            if let Some(waker) = slot.waker.take() {
+                                waker.wake();
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => "the agent closed the invocation stream".to_owned(),
+                Poll::Ready(Some(Err(status))) => format!(
+                    "the invocation stream broke: {}",
+                    esb_logs::ErrorChain(&status)
+                ),
+            };
+            self.end(waiting, reason);
+            return;
+        }
     }
 
     /// Marks the stream ended and fails every invocation still waiting.
-    fn end(&self, reason: String) {
-        let replies = {
-            let mut waiting = self.lock();
-            waiting.ended = Some(reason.clone());
-            std::mem::take(&mut waiting.replies)
-        };
-        if !replies.is_empty() {
-            tracing::debug!(agent = %self.agent, %reason, waiting = replies.len(), "invocation stream ended");
+    fn end(&self, waiting: &mut Waiting, reason: String) {
+        waiting.inbound = None;
+        waiting.reader = None;
+        let open = waiting
+            .replies
+            .values()
+            .filter(|slot| slot.answer.is_none())
+            .count();
+        if open > 0 {
+            tracing::debug!(agent = %self.agent, %reason, waiting = open, "invocation stream ended");
         }
-        for (_, reply) in replies {
-            let _ = reply.send(Err(self.unreachable(&reason)));
+        for slot in waiting.replies.values_mut() {
+            if slot.answer.is_none() {
+                slot.answer = Some(Err(self.unreachable(&reason)));
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+        waiting.ended = Some(reason);
+    }
+
+    /// `done` no longer waits: when the answers' stream held its waker, it now holds the
+    /// waker of another invocation still waiting (read on its behalf; no wake-up).
+    fn hand_over(&self, waiting: &mut Waiting, done: u64) {
+        if waiting.reader != Some(done) {
+            return;
+        }
+        waiting.reader = None;
+        let next = waiting.replies.iter().find_map(|(id, slot)| {
+            (slot.answer.is_none())
+                .then(|| slot.waker.clone().map(|waker| (*id, waker)))
+                .flatten()
+        });
+        if let Some((id, waker)) = next {
+            self.read(waiting, Some(id), &mut Context::from_waker(&waker));
         }
     }
 }
@@ -98,7 +173,7 @@ pub(super) struct InvokeStream {
 }
 
 impl InvokeStream {
-    /// Opens a stream on the client's connection and starts reading its answers.
+    /// Opens a stream on the client's connection.
     async fn open(client: &Client, agent: &str) -> std::result::Result<Arc<Self>, tonic::Status> {
         let (outbound, requests) = mpsc::unbounded_channel();
         let inbound = client
@@ -108,11 +183,13 @@ impl InvokeStream {
             .into_inner();
         let shared = Arc::new(Shared {
             agent: agent.to_owned(),
-            waiting: Mutex::default(),
+            waiting: Mutex::new(Waiting {
+                replies: HashMap::new(),
+                inbound: Some(inbound),
+                reader: None,
+                ended: None,
+            }),
         });
-        // The reader holds only what it shares with the senders: when the runtime lets the
-        // stream go, `outbound` closes, the agent ends its side and the reader returns.
-        tokio::spawn(read(inbound, Arc::clone(&shared)));
         Ok(Arc::new(Self {
             outbound,
             next_id: AtomicU64::new(1),
@@ -120,8 +197,18 @@ impl InvokeStream {
         }))
     }
 
+    /// Whether the stream is over. With no invocation reading, the answers that have come are
+    /// read here, so a stream the agent ended while idle is found ended before it is used.
     fn ended(&self) -> bool {
-        self.outbound.is_closed() || self.shared.lock().ended.is_some()
+        if self.outbound.is_closed() {
+            return true;
+        }
+        let mut waiting = self.shared.lock();
+        if waiting.reader.is_none() {
+            self.shared
+                .read(&mut waiting, None, &mut Context::from_waker(Waker::noop()));
+        }
+        waiting.ended.is_some()
     }
 
     /// Sends an invocation; its answer comes through the returned [`Pending`].
@@ -130,13 +217,12 @@ impl InvokeStream {
         request: pb::InvokeWorkerRequest,
     ) -> std::result::Result<Pending, Unsent> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
         {
             let mut waiting = self.shared.lock();
             if waiting.ended.is_some() {
                 return Err(Unsent::Ended(Box::new(request)));
             }
-            waiting.replies.insert(id, reply);
+            waiting.replies.insert(id, Slot::default());
         }
         let frame = pb::InvokeStreamRequest {
             id,
@@ -151,48 +237,57 @@ impl InvokeStream {
         Ok(Pending {
             stream: Arc::clone(self),
             id,
-            answer,
             answered: false,
         })
     }
-}
-
-/// Reads the agent's answers until the stream ends, then fails what still waits.
-async fn read(mut inbound: tonic::Streaming<pb::InvokeStreamResponse>, shared: Arc<Shared>) {
-    let reason = loop {
-        match inbound.message().await {
-            Ok(Some(frame)) => shared.answer(frame),
-            Ok(None) => break "the agent closed the invocation stream".to_owned(),
-            Err(status) => {
-                break format!(
-                    "the invocation stream broke: {}",
-                    esb_logs::ErrorChain(&status)
-                );
-            }
-        }
-    };
-    shared.end(reason);
 }
 
 /// An invocation sent on a stream. Dropped before its answer came, it is cancelled on the agent.
 pub(super) struct Pending {
     stream: Arc<InvokeStream>,
     id: u64,
-    answer: oneshot::Receiver<Reply>,
     answered: bool,
 }
 
 impl Pending {
     /// Waits for the answer.
-    pub(super) async fn answer(mut self) -> Reply {
-        let reply = (&mut self.answer).await;
+    pub(super) async fn answer(self) -> Reply {
+        self.await
+    }
+}
+
+impl Future for Pending {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        let id = self.id;
+        let shared = Arc::clone(&self.stream.shared);
+        let mut waiting = shared.lock();
+        let answered = waiting
+            .replies
+            .get(&id)
+            .is_none_or(|slot| slot.answer.is_some());
+        if !answered {
+            shared.read(&mut waiting, Some(id), cx);
+        }
+        let Some(slot) = waiting.replies.get_mut(&id) else {
+            self.answered = true;
+            return Poll::Ready(Err(shared.unreachable("the invocation stream ended")));
+        };
+        let Some(reply) = slot.answer.take() else {
+            if !slot
+                .waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                slot.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        waiting.replies.remove(&id);
+        shared.hand_over(&mut waiting, id);
         self.answered = true;
-        reply.unwrap_or_else(|_| {
-            Err(self
-                .stream
-                .shared
-                .unreachable("the invocation stream ended"))
-        })
+        Poll::Ready(reply)
     }
 }
 
@@ -201,8 +296,16 @@ impl Drop for Pending {
         if self.answered {
             return;
         }
-        // Still registered: the answer has not come, so the agent is told to drop it.
-        if self.stream.shared.lock().replies.remove(&self.id).is_some() {
+        let shared = &self.stream.shared;
+        let mut waiting = shared.lock();
+        let Some(slot) = waiting.replies.remove(&self.id) else {
+            return;
+        };
+        shared.hand_over(&mut waiting, self.id);
+        let ended = waiting.ended.is_some();
+        drop(waiting);
+        // The answer has not come: the agent is told to drop the invocation.
+        if slot.answer.is_none() && !ended {
             let _ = self.stream.outbound.send(pb::InvokeStreamRequest {
                 id: self.id,
                 kind: Some(Kind::Cancel(pb::CancelInvocation {})),
