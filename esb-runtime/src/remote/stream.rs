@@ -97,10 +97,10 @@ impl Shared {
                     let id = frame.id;
                     if let Some(slot) = waiting.replies.get_mut(&id) {
                         slot.answer = Some(self.reply(frame));
-                        if reader != Some(id) {
-                            if let Some(waker) = slot.waker.take() {
-                                waker.wake();
-                            }
+                        if reader != Some(id)
+                            && let Some(waker) = slot.waker.take()
+                        {
+                            waker.wake();
                         }
                     }
                     continue;
