@@ -24,6 +24,7 @@ mod auth;
 mod guard;
 mod metrics_http;
 mod service;
+mod stream;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -147,7 +148,9 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
-    let mut agent = Agent::new(runtime);
+    // Invocation streams end once the agent stops, after their invocations in flight.
+    let (streams_stop, streams_stopping) = tokio::sync::watch::channel(false);
+    let mut agent = Agent::new(runtime).with_stopping(streams_stopping);
     if let Some(tail) = options.log_tail.clone() {
         agent = agent.with_log_tail(tail);
     }
@@ -184,6 +187,7 @@ where
     let server = router.serve_with_incoming_shutdown(incoming, async move {
         shutdown.await;
         tracing::info!("shutting down: no new calls, finishing those in flight");
+        let _ = streams_stop.send(true);
         health.set_not_serving::<AgentServer>().await;
         health
             .set_service_status("", ServingStatus::NotServing)

@@ -7,17 +7,23 @@ use esb_runtime::logs::LogTail;
 use esb_runtime::remote::wire::Invocation;
 use esb_runtime::{Runtime, SandboxId, SandboxSpec, SandboxState};
 use pb::agent_service_server::AgentService;
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
 
 /// The agent's gRPC service: each call is one [`Runtime`] operation.
 ///
 /// Runtime errors become a status in one place, [`error_to_status`](esb_runtime::remote::error_to_status) (through `?`); a
 /// function's own error is a normal [`pb::InvokeWorkerResponse`]. Messages convert with the
 /// `From`/`TryFrom` impls of [`esb_runtime::remote::wire`].
+///
+/// Invocations come one call each (`InvokeWorker`) or many over one stream
+/// (`InvokeStream`, see [`crate::stream`]); both run [`Agent::run_invocation`].
 #[derive(Clone)]
 pub struct Agent {
     runtime: Arc<dyn Runtime>,
     log_tail: Option<LogTail>,
+    /// Turns `true` when the agent stops: invocation streams then take no new invocations.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -34,7 +40,15 @@ impl Agent {
         Self {
             runtime,
             log_tail: None,
+            stopping: None,
         }
+    }
+
+    /// Ends invocation streams once `stopping` turns `true` (after their invocations in
+    /// flight), so that a graceful shutdown does not wait for callers to close them.
+    pub fn with_stopping(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// Answers invocations that ask for their log (`log_tail`) from this tail, which the
@@ -47,6 +61,32 @@ impl Agent {
     /// The runtime it serves.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
+    }
+
+    /// Runs one invocation, as `InvokeWorker` and `InvokeStream` receive it.
+    pub(crate) async fn run_invocation(
+        &self,
+        request: pb::InvokeWorkerRequest,
+    ) -> Result<pb::InvokeWorkerResponse, Status> {
+        let Invocation {
+            id,
+            request: invoke,
+        } = request.into();
+        if id.as_str().is_empty() {
+            return Err(Status::invalid_argument(
+                "InvokeWorker: container_id is empty",
+            ));
+        }
+        let capture = match &self.log_tail {
+            Some(tail) if invoke.log_tail => Some(tail.capture(&invoke.request_id)),
+            _ => None,
+        };
+        let mut response = self.runtime.invoke(&id, invoke).await?;
+        if let Some(capture) = capture {
+            // The runtime wrote END and REPORT before it returned.
+            response.log_tail = Some(capture.finish(None).await);
+        }
+        Ok(response.into())
     }
 }
 
@@ -150,25 +190,22 @@ impl AgentService for Agent {
         &self,
         request: Request<pb::InvokeWorkerRequest>,
     ) -> Result<Response<pb::InvokeWorkerResponse>, Status> {
-        let Invocation {
-            id,
-            request: invoke,
-        } = request.into_inner().into();
-        if id.as_str().is_empty() {
-            return Err(Status::invalid_argument(
-                "InvokeWorker: container_id is empty",
-            ));
-        }
-        let capture = match &self.log_tail {
-            Some(tail) if invoke.log_tail => Some(tail.capture(&invoke.request_id)),
-            _ => None,
-        };
-        let mut response = self.runtime.invoke(&id, invoke).await?;
-        if let Some(capture) = capture {
-            // The runtime wrote END and REPORT before it returned.
-            response.log_tail = Some(capture.finish(None).await);
-        }
-        Ok(Response::new(response.into()))
+        self.run_invocation(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type InvokeStreamStream = crate::stream::Answers;
+
+    async fn invoke_stream(
+        &self,
+        request: Request<Streaming<pb::InvokeStreamRequest>>,
+    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+        Ok(Response::new(crate::stream::serve(
+            self.clone(),
+            request.into_inner(),
+            self.stopping.clone(),
+        )))
     }
 
     async fn get_capabilities(

@@ -98,6 +98,11 @@ struct Args {
     /// what the platform lines (START, END, REPORT) cost on the terminal.
     #[arg(long)]
     null_sink_too: bool,
+
+    // The remote path's own figures.
+    /// The agent's process id: its CPU time per request is reported in the remote mode.
+    #[arg(long)]
+    agent_pid: Option<u32>,
 }
 
 /// How a request reaches the function through the gateway.
@@ -194,6 +199,8 @@ struct Outcome {
     server_cpu_us: f64,
     /// CPU time of the function processes per request, when they are this process's children.
     function_cpu_us: Option<f64>,
+    /// CPU time of the agent per request (remote mode with `--agent-pid`).
+    agent_cpu_us: Option<f64>,
 }
 
 /// Whose CPU a run counts: the server process, and the function processes (when known).
@@ -276,9 +283,23 @@ fn wrk(
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    // The remote mode is the one whose functions are not this process's children.
+    let agent = args.agent_pid.filter(|_| {
+        matches!(
+            processes,
+            Processes::Me {
+                functions_are_children: false
+            }
+        )
+    });
+    let agent_before = agent.map(cpu_ticks);
     let before = processes.ticks(&me);
     let report = run(args.seconds, true)?;
     let after = processes.ticks(&me);
+    let agent_ticks = agent
+        .map(cpu_ticks)
+        .zip(agent_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let requests_per_second = field(&report, "Requests/sec:")
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no Requests/sec in wrk's report:\n{report}"))?;
@@ -311,6 +332,7 @@ fn wrk(
             .1
             .zip(before.1)
             .map(|(after, before)| per_request(after.saturating_sub(before))),
+        agent_cpu_us: agent_ticks.map(per_request),
     })
 }
 
@@ -415,6 +437,13 @@ fn print(function: Function, mode: &str, outcome: &Outcome) {
         outcome.errors,
         outcome.server_cpu_us,
     );
+    if let Some(agent) = outcome.agent_cpu_us {
+        println!(
+            "{:<15} {mode:<11} agent CPU/request {agent:>5.1} us, gateway + agent {:>5.1} us",
+            function.name(),
+            outcome.server_cpu_us + agent
+        );
+    }
 }
 
 /// A bare HTTP server invoking free sandboxes directly: the baseline without a gateway.

@@ -17,9 +17,11 @@
 //! A [`RemoteRuntime`] gives its caller the same [`Error`] the agent's backend returned
 //! (see [`wire`]). Function errors are not errors here: they are a normal invocation response.
 
+mod stream;
 pub mod wire;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +53,10 @@ pub const AGENT_SERVICE_NAME: &str = "esb.agent.v1.AgentService";
 
 /// Largest gRPC message the agent and its clients exchange: a 6 MB payload plus its envelope.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Payloads larger than this take a call of their own rather than the shared invocation
+/// stream, so that they do not hold up the small ones behind them.
+pub const STREAM_PAYLOAD_LIMIT: usize = 256 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // The client
@@ -113,6 +119,9 @@ pub struct RemoteConfig {
     pub keepalive_timeout: Duration,
     /// How long one attempt of a call that is safe to repeat (list, metrics, destroy) may take.
     pub call_timeout: Duration,
+    /// Sends invocations over one long-lived stream to the agent (`InvokeStream`) rather
+    /// than one `InvokeWorker` call each; agents without the stream get calls.
+    pub invoke_stream: bool,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -128,12 +137,14 @@ impl std::fmt::Debug for RemoteConfig {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("call_timeout", &self.call_timeout)
+            .field("invoke_stream", &self.invoke_stream)
             .finish()
     }
 }
 
 impl RemoteConfig {
-    /// Settings for this endpoint: no token, no TLS, 3 attempts 100 ms apart.
+    /// Settings for this endpoint: no token, no TLS, 3 attempts 100 ms apart, invocations
+    /// over one stream.
     pub fn new(endpoint: impl Into<String>) -> Self {
         Self {
             endpoint: endpoint.into(),
@@ -146,7 +157,14 @@ impl RemoteConfig {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            invoke_stream: true,
         }
+    }
+
+    /// Sends invocations over one stream (`true`, the default) or one call each.
+    pub fn invoke_stream(mut self, stream: bool) -> Self {
+        self.invoke_stream = stream;
+        self
     }
 
     /// Sets the bearer token.
@@ -227,6 +245,8 @@ pub struct RemoteRuntime {
     capabilities: Capabilities,
     capacity: Capacity,
     agent_backend: String,
+    /// The invocation stream, shared by the clones.
+    streams: Arc<stream::Streams>,
 }
 
 impl std::fmt::Debug for RemoteRuntime {
@@ -280,6 +300,7 @@ impl RemoteRuntime {
             },
             capacity: Capacity::default(),
             agent_backend: String::new(),
+            streams: Arc::default(),
         };
         let reported = runtime
             .safe_call("capabilities", |mut client| async move {
@@ -355,6 +376,67 @@ impl RemoteRuntime {
         answered
             .map(tonic::Response::into_inner)
             .map_err(|status| self.error(&status))
+    }
+
+    /// One invocation as a call of its own (`InvokeWorker`).
+    async fn invoke_call(
+        &self,
+        invocation: pb::InvokeWorkerRequest,
+        own_timeout: Option<Duration>,
+    ) -> Result<pb::InvokeWorkerResponse> {
+        let mut grpc = tonic::Request::new(invocation);
+        if let Some(timeout) = own_timeout {
+            grpc.set_timeout(timeout + self.config.invoke_margin);
+        }
+        let mut client = self.client.clone();
+        let response = client.invoke_worker(grpc).await.map_err(|status| {
+            match (status.code(), own_timeout) {
+                // Our own deadline passed before the agent answered: the invocation timed out.
+                (Code::Cancelled | Code::DeadlineExceeded, Some(timeout))
+                    if status.metadata().get_bin(ERROR_METADATA_KEY).is_none() =>
+                {
+                    Error::Timeout { timeout }
+                }
+                _ => self.error(&status),
+            }
+        })?;
+        Ok(response.into_inner())
+    }
+
+    /// One invocation over the agent's invocation stream (a call of its own when the agent
+    /// has none). A stream found ended before the invocation went out is opened again once.
+    async fn invoke_streamed(
+        &self,
+        mut invocation: pb::InvokeWorkerRequest,
+        own_timeout: Option<Duration>,
+    ) -> Result<pb::InvokeWorkerResponse> {
+        let agent = &self.config.endpoint;
+        for _ in 0..2 {
+            let Some(stream) = self.streams.get(&self.client, agent).await? else {
+                return self.invoke_call(invocation, own_timeout).await;
+            };
+            let pending = match stream.send(invocation) {
+                Ok(pending) => pending,
+                Err(stream::Unsent::Ended(unsent)) => {
+                    invocation = *unsent;
+                    continue;
+                }
+                Err(stream::Unsent::Failed(err)) => return Err(err),
+            };
+            return match own_timeout {
+                // Past our own deadline the invocation timed out; dropping `pending` cancels
+                // it on the agent.
+                Some(timeout) => {
+                    tokio::time::timeout(timeout + self.config.invoke_margin, pending.answer())
+                        .await
+                        .unwrap_or(Err(Error::Timeout { timeout }))
+                }
+                None => pending.answer().await,
+            };
+        }
+        Err(Error::Unavailable(format!(
+            "agent {agent} unreachable: its invocation stream ended twice in a row"
+        )))
     }
 
     /// One call, repeated while the agent is unreachable: only for calls safe to repeat.
@@ -481,28 +563,16 @@ impl Runtime for RemoteRuntime {
 
     async fn invoke(&self, id: &SandboxId, request: InvokeRequest) -> Result<InvokeResponse> {
         let own_timeout = request.timeout;
-        let invocation = Invocation {
+        let streamed = self.config.invoke_stream && request.payload.len() <= STREAM_PAYLOAD_LIMIT;
+        let invocation = pb::InvokeWorkerRequest::from(Invocation {
             id: id.clone(),
             request,
+        });
+        let response = if streamed {
+            self.invoke_streamed(invocation, own_timeout).await?
+        } else {
+            self.invoke_call(invocation, own_timeout).await?
         };
-        let mut grpc = tonic::Request::new(pb::InvokeWorkerRequest::from(invocation));
-        if let Some(timeout) = own_timeout {
-            grpc.set_timeout(timeout + self.config.invoke_margin);
-        }
-        let mut client = self.client.clone();
-        let response = client
-            .invoke_worker(grpc)
-            .await
-            .map_err(|status| match (status.code(), own_timeout) {
-                // Our own deadline passed before the agent answered: the invocation timed out.
-                (Code::Cancelled | Code::DeadlineExceeded, Some(timeout))
-                    if status.metadata().get_bin(ERROR_METADATA_KEY).is_none() =>
-                {
-                    Error::Timeout { timeout }
-                }
-                _ => self.error(&status),
-            })?
-            .into_inner();
         InvokeResponse::try_from(response)
     }
 

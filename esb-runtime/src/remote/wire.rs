@@ -283,6 +283,32 @@ pub fn status_to_error(status: &Status, agent: &str) -> Error {
     }
 }
 
+/// A failed invocation of an `InvokeStream`: the status `InvokeWorker` would answer, its
+/// typed error ([`ERROR_METADATA_KEY`]) included.
+pub fn status_to_failure(status: &Status) -> pb::InvokeFailure {
+    pb::InvokeFailure {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        detail: status
+            .metadata()
+            .get_bin(ERROR_METADATA_KEY)
+            .and_then(|value| value.to_bytes().ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// The status a failed invocation of an `InvokeStream` stands for (see [`status_to_error`]).
+pub fn failure_to_status(failure: pb::InvokeFailure) -> Status {
+    let mut status = Status::new(Code::from_i32(failure.code), failure.message);
+    if !failure.detail.is_empty() {
+        status.metadata_mut().insert_bin(
+            ERROR_METADATA_KEY,
+            BinaryMetadataValue::from_bytes(&failure.detail),
+        );
+    }
+    status
+}
+
 impl From<&Error> for Status {
     fn from(err: &Error) -> Self {
         error_to_status(err)
@@ -665,6 +691,28 @@ mod tests {
             round_trip(Error::Unavailable("containerd down".into())),
             Error::Unavailable(msg) if msg.contains("containerd down")
         ));
+    }
+
+    #[test]
+    fn stream_failures_carry_the_same_typed_errors_as_call_statuses() {
+        let through_a_stream = |err: Error| {
+            let failure = status_to_failure(&error_to_status(&err));
+            status_to_error(&failure_to_status(failure), "test-agent")
+        };
+        assert!(matches!(
+            through_a_stream(Error::Timeout { timeout: Duration::from_millis(1500) }),
+            Error::Timeout { timeout } if timeout == Duration::from_millis(1500)
+        ));
+        assert!(matches!(
+            through_a_stream(Error::SandboxLost { id: "sb-3".into(), reason: "exit status 3".into() }),
+            Error::SandboxLost { id, reason } if id.as_str() == "sb-3" && reason == "exit status 3"
+        ));
+        // A status without a typed error (e.g. a refused request) keeps its code and message.
+        let failure = status_to_failure(&Status::invalid_argument("container_id is empty"));
+        assert!(failure.detail.is_empty());
+        let status = failure_to_status(failure);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "container_id is empty");
     }
 
     #[test]
