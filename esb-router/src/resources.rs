@@ -1002,40 +1002,9 @@ impl Props<'_, '_, '_> {
             }
             None => bucket_name_of(logical_id),
         };
-        let mut lifecycle_rules = Vec::new();
-        if let Some(config) = self.map.get("LifecycleConfiguration") {
-            let config = self.mapping(config, "LifecycleConfiguration")?;
-            match config.get("Rules") {
-                Some(rules) => {
-                    for (i, rule) in self
-                        .list(rules, "LifecycleConfiguration.Rules")
-                        .iter()
-                        .enumerate()
-                    {
-                        let at = format!("LifecycleConfiguration.Rules[{i}]");
-                        lifecycle_rules.extend(self.lifecycle_rule(rule, &at));
-                    }
-                }
-                None => self.problem("LifecycleConfiguration.Rules", "missing"),
-            }
-        }
-        let mut cors_rules = Vec::new();
-        if let Some(config) = self.map.get("CorsConfiguration") {
-            let config = self.mapping(config, "CorsConfiguration")?;
-            match config.get("CorsRules") {
-                Some(rules) => {
-                    for (i, rule) in self
-                        .list(rules, "CorsConfiguration.CorsRules")
-                        .iter()
-                        .enumerate()
-                    {
-                        let at = format!("CorsConfiguration.CorsRules[{i}]");
-                        cors_rules.extend(self.cors_rule(rule, &at));
-                    }
-                }
-                None => self.problem("CorsConfiguration.CorsRules", "missing"),
-            }
-        }
+        let lifecycle_rules =
+            self.rules("LifecycleConfiguration", "Rules", Self::lifecycle_rule)?;
+        let cors_rules = self.rules("CorsConfiguration", "CorsRules", Self::cors_rule)?;
         Some(BucketResource {
             logical_id: logical_id.to_owned(),
             name,
@@ -1043,6 +1012,32 @@ impl Props<'_, '_, '_> {
             lifecycle_rules,
             cors_rules,
         })
+    }
+
+    /// The rules of an optional `<config>: {<list>: [...]}` property (a bucket's lifecycle or
+    /// CORS), each read by `read` with its place for errors; `None` when `config` is not a
+    /// mapping.
+    fn rules<T>(
+        &mut self,
+        config: &str,
+        list: &str,
+        mut read: impl FnMut(&mut Self, &Value, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let mut rules = Vec::new();
+        let Some(value) = self.map.get(config) else {
+            return Some(rules);
+        };
+        let map = self.mapping(value, config)?;
+        let field = format!("{config}.{list}");
+        match map.get(list) {
+            Some(items) => {
+                for (i, rule) in self.list(items, &field).iter().enumerate() {
+                    rules.extend(read(self, rule, &format!("{field}[{i}]")));
+                }
+            }
+            None => self.problem(&field, "missing"),
+        }
+        Some(rules)
     }
 
     fn lifecycle_rule(&mut self, value: &Value, at: &str) -> Option<LifecycleRule> {
