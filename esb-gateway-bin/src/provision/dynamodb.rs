@@ -67,10 +67,21 @@ pub(crate) async fn ensure_table(
 async fn describe(client: &Client, name: &str) -> Result<Option<Value>, ProvisionError> {
     let answer = call(client, "DescribeTable", &json!({ "TableName": name })).await?;
     match error_type(&answer) {
-        None => {
-            let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-            Ok(Some(body["Table"].clone()))
-        }
+        None => match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(body) => Ok(Some(body["Table"].clone())),
+            Err(e) => {
+                let start = String::from_utf8_lossy(&answer.body[..answer.body.len().min(120)])
+                    .into_owned();
+                Err(refused(
+                    client,
+                    "DescribeTable",
+                    name,
+                    &answer,
+                    "InvalidResponse".to_owned(),
+                    format!("the answer is not JSON ({e}): {start:?}"),
+                ))
+            }
+        },
         Some((kind, _)) if kind == "ResourceNotFoundException" => Ok(None),
         Some((kind, message)) => Err(refused(
             client,

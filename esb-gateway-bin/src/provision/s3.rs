@@ -8,8 +8,7 @@ use md5::Digest as _;
 use super::client::{Answer, Client};
 use super::{Outcome, ProvisionError};
 
-/// Creates `bucket` with its lifecycle and CORS rules unless it exists (then it is left
-/// as is).
+/// Creates `bucket` unless it exists, then puts its configured lifecycle and CORS rules.
 pub(crate) async fn ensure_bucket(
     client: &Client,
     bucket: &BucketResource,
@@ -25,27 +24,14 @@ pub(crate) async fn ensure_bucket(
     let head = client
         .send(reqwest::Method::HEAD, &path, &[], Vec::new())
         .await?;
-    match head.status.as_u16() {
-        200..=299 => return Ok(outcome(false)),
-        404 => {}
+    let exists = match head.status.as_u16() {
+        200..=299 => true,
+        404 => false,
         _ => return Err(refused(client, "HeadBucket", &bucket.name, &head)),
-    }
-    let body = if region == "us-east-1" {
-        Vec::new()
-    } else {
-        format!(
-            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-            escape(region)
-        )
-        .into_bytes()
     };
-    let created = client.send(reqwest::Method::PUT, &path, &[], body).await?;
-    if !created.status.is_success() {
-        if code(&created).as_deref() == Some("BucketAlreadyOwnedByYou") {
-            return Ok(outcome(false));
-        }
-        return Err(refused(client, "CreateBucket", &bucket.name, &created));
-    }
+    let created = !exists && create(client, bucket, &path, region).await?;
+    // The rules are put on every start, not only at creation: the PUTs replace what is there,
+    // so a start that stopped after creating the bucket is completed by the next one.
     if !bucket.lifecycle_rules.is_empty() {
         let xml = lifecycle_xml(&bucket.lifecycle_rules);
         put_config(
@@ -61,7 +47,33 @@ pub(crate) async fn ensure_bucket(
         let xml = cors_xml(&bucket.cors_rules);
         put_config(client, &bucket.name, "cors", "PutBucketCors", xml).await?;
     }
-    Ok(outcome(true))
+    Ok(outcome(created))
+}
+
+/// CreateBucket; `false` when it already existed (created meanwhile by this caller).
+async fn create(
+    client: &Client,
+    bucket: &BucketResource,
+    path: &str,
+    region: &str,
+) -> Result<bool, ProvisionError> {
+    let body = if region == "us-east-1" {
+        Vec::new()
+    } else {
+        format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            escape(region)
+        )
+        .into_bytes()
+    };
+    let created = client.send(reqwest::Method::PUT, path, &[], body).await?;
+    if !created.status.is_success() {
+        if code(&created).as_deref() == Some("BucketAlreadyOwnedByYou") {
+            return Ok(false);
+        }
+        return Err(refused(client, "CreateBucket", &bucket.name, &created));
+    }
+    Ok(true)
 }
 
 /// `PUT /<bucket>?<sub>` with an XML body and its `Content-MD5`, as S3 requires for these.
