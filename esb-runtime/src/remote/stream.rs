@@ -165,6 +165,11 @@ pub(super) enum Unsent {
     Failed(Error),
 }
 
+/// Attempts at opening a stream when the connection is being re-established.
+const OPEN_ATTEMPTS: usize = 3;
+/// Pause between those attempts.
+const OPEN_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One open `InvokeStream`.
 pub(super) struct InvokeStream {
     outbound: mpsc::UnboundedSender<pb::InvokeStreamRequest>,
@@ -349,7 +354,19 @@ impl Streams {
         if let Some(stream) = self.live() {
             return Ok(Some(stream));
         }
-        match InvokeStream::open(client, agent).await {
+        // Opening sends nothing, so it is safe to repeat: the first request on a connection
+        // that just broke is cancelled while the channel connects again.
+        let mut opened = InvokeStream::open(client, agent).await;
+        for _ in 1..OPEN_ATTEMPTS {
+            match &opened {
+                Err(status) if matches!(status.code(), Code::Unavailable | Code::Cancelled) => {
+                    tokio::time::sleep(OPEN_RETRY_BACKOFF).await;
+                    opened = InvokeStream::open(client, agent).await;
+                }
+                _ => break,
+            }
+        }
+        match opened {
             Ok(stream) => {
                 *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::clone(&stream));
