@@ -406,22 +406,29 @@ async fn invoke_handler(emulator: Arc<Emulator>, req: Request<Incoming>) -> Answ
         .unwrap_or_default()
         .as_millis()
         + timeout.as_millis();
-    let next = emulator
-        .shared
-        .next
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(next) = next {
-        let _ = next.send(Invocation {
-            id: id.clone(),
-            payload,
-            deadline_ms,
-            arn: format!("arn:aws:lambda:us-east-1:012345678912:function:{name}"),
-            trace_id,
-            client_context,
-        });
-    }
+    let invocation = Invocation {
+        id: id.clone(),
+        payload,
+        deadline_ms,
+        arn: format!("arn:aws:lambda:us-east-1:012345678912:function:{name}"),
+        trace_id,
+        client_context,
+    };
+    // Delivered once the runtime asks for it: after an answer, its next `next` may still be
+    // on its way, and the invocation waits for it (within the function's timeout).
+    let shared = &emulator.shared;
+    let outcome = async move {
+        loop {
+            let notified = shared.next_ready.notified();
+            let next = shared.next.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(next) = next {
+                let _ = next.send(invocation);
+                break;
+            }
+            notified.await;
+        }
+        outcome_rx.await
+    };
     let mut exited = bootstrap.exited.clone();
     let report = |started: Instant| {
         let ms = started.elapsed().min(timeout).as_secs_f64() * 1000.0;
@@ -438,7 +445,7 @@ async fn invoke_handler(emulator: Arc<Emulator>, req: Request<Incoming>) -> Answ
         TimedOut,
     }
     let done = tokio::select! {
-        outcome = outcome_rx => Done::Outcome(outcome),
+        outcome = outcome => Done::Outcome(outcome),
         reason = exited.wait_for(Option::is_some) => {
             Done::Exited(reason.ok().and_then(|r| r.clone()).unwrap_or_default())
         }
