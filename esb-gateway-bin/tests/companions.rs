@@ -392,3 +392,63 @@ fn different_key_pairs_are_warned_about_once_without_the_secrets() {
         assert!(!text.contains(secret), "{secret} shown: {text}");
     }
 }
+
+/// An endpoint with `user:password@` in it is refused at load, in functions.yml and as a
+/// flag, naming the file or flag and the field, never showing the password.
+#[test]
+fn credentials_in_an_endpoint_url_are_refused_without_showing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let routing = dir.path().join("routing.yml");
+    std::fs::write(&routing, "routes: []\n").unwrap();
+    let check = |functions: &str, args: &[&str]| {
+        let path = dir.path().join("functions.yml");
+        std::fs::write(&path, functions).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
+            .arg("--check")
+            .arg("--functions")
+            .arg(&path)
+            .arg("--routing")
+            .arg(&routing)
+            .args(args)
+            .env_remove("ESB_FUNCTIONS")
+            .env_remove("ESB_ROUTING")
+            .env_remove("ESB_TEMPLATE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = support::bounded_output(child, std::time::Duration::from_secs(60), || {});
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("pa55word"),
+            "the password is shown: {stderr}"
+        );
+        stderr
+    };
+    let stderr = check(
+        "services:\n  s3: { endpoint: \"http://admin:pa55word@127.0.0.1:9000\" }\n  dynamodb:\n    endpoint: \"http://127.0.0.1:8001\"\n    health: { url: \"http://pa55word@127.0.0.1:8001/health\" }\nfunctions: {}\n",
+        &[],
+    );
+    for field in ["services.s3: endpoint", "services.dynamodb: health.url"] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(field))
+            .unwrap_or_else(|| panic!("no error naming {field}: {stderr}"));
+        assert!(line.contains("functions.yml"), "{line}");
+        assert!(
+            line.contains("@127.0.0.1:") && line.contains("has credentials in it"),
+            "{line}"
+        );
+    }
+    let stderr = check(
+        "functions: {}\n",
+        &["--s3-endpoint", "http://admin:pa55word@127.0.0.1:9000"],
+    );
+    assert!(
+        stderr.contains(
+            "--s3-endpoint: \"http://***@127.0.0.1:9000\" has credentials in it (user:password@)"
+        ),
+        "{stderr}"
+    );
+}
