@@ -281,6 +281,19 @@ async fn get_text(port: u16, path: &str) -> String {
     response.text().await.unwrap()
 }
 
+/// The busy sandboxes of function `f` (`/metrics/pools`).
+async fn busy(port: u16) -> u64 {
+    let page: serde_json::Value =
+        serde_json::from_str(&get_text(port, "/metrics/pools").await).unwrap();
+    page["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["function"] == "f")
+        .and_then(|p| p["busy"].as_u64())
+        .unwrap_or(0)
+}
+
 /// The sandboxes `/metrics/containers` lists on the agent at `url`.
 async fn containers_on(port: u16, url: &str) -> usize {
     let page: serde_json::Value =
@@ -347,7 +360,12 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
     // and the gateway goes on with host 2 alone.
     let long = burst(&hosts, port, 6, 8000);
     let cut = async {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Once all six run (busy sandboxes, on hosts 1 and 2).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while busy(port).await < 6 {
+            assert!(Instant::now() < deadline, "the six requests never all ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         hosts.set_link(1, false);
     };
     let (answers, ()) = tokio::join!(long, cut);
@@ -497,9 +515,11 @@ async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_witho
     // clients keep calling both: no request a client retried as an SDK does is lost (each
     // retry goes to the next gateway, as through a Service in front of both).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|i| {
             let stop = stop.clone();
+            let total = answered.clone();
             tokio::spawn(async move {
                 let mut answered = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -507,19 +527,32 @@ async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_witho
                         Ok(200) => answered += 1,
                         other => panic!("a request was lost: {other:?}"),
                     }
+                    total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 answered
             })
         })
         .collect();
+    // Waits until the clients have had `n` more answers (at most 60 s).
+    let more_answers = |n: usize| {
+        let answered = answered.clone();
+        async move {
+            let target = answered.load(std::sync::atomic::Ordering::SeqCst) + n;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while answered.load(std::sync::atomic::Ordering::SeqCst) < target {
+                assert!(Instant::now() < deadline, "the clients got no answers");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     for (id, port, gateway) in [("a", a_port, &mut a), ("b", b_port, &mut b)] {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        more_answers(8).await;
         gateway.signal(nix::sys::signal::Signal::SIGTERM);
         let _ = gateway.0.wait();
         *gateway = self::gateway(&hosts, id, port);
         wait_port(port).await;
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    more_answers(8).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for client in clients {
         assert!(client.await.unwrap() > 0);

@@ -56,8 +56,12 @@ functions:
         .env_remove("ESB_FUNCTIONS")
         .env_remove("ESB_ROUTING")
         .env_remove("ESB_TEMPLATE")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Bounded: a gateway that hangs is killed and fails the test.
+    let output = support::bounded_output(output, Duration::from_secs(60), || {});
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
@@ -187,9 +191,16 @@ async fn a_started_service_that_dies_is_restarted_and_callers_get_errors_meanwhi
     // The service is healthy: the test's own boto3 can make a bucket in it.
     let created = std::process::Command::new(&python)
         .args(["-c", &format!("import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s').create_bucket(Bucket='before')")])
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(created.success());
+    let created = support::bounded_output(created, Duration::from_secs(60), || {});
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let gateway = support::start(config).await;
     let invoke = |gateway: &Gateway| {
         let url = format!("{}/2015-03-31/functions/buckets/invocations", gateway.url());
