@@ -333,16 +333,18 @@ impl AgentSet {
                     }
                 }
                 Err(_) => {}
-                // Only this set declares the pool's runtimes down ([`AgentSet::attach`]
-                // carries `down` into a new pool), so `down` is the pool's view too.
-                Ok(()) if agent.down => {
-                    tracing::info!(agent = %url, "agent answers again");
-                    agent.down = false;
+                Ok(()) => {
+                    if agent.down {
+                        tracing::info!(agent = %url, "agent answers again");
+                        agent.down = false;
+                    }
+                    // The pool may have marked it unreachable itself (a failed call or
+                    // listing); taking it back is a no-op when it is not, so no copy of
+                    // the pool's runtime list is needed to find out.
                     if let Some(pool) = pool {
                         pool.runtime_up(index);
                     }
                 }
-                Ok(()) => {}
             }
         }
     }
