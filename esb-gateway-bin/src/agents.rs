@@ -85,6 +85,12 @@ impl AgentSettings {
         config
     }
 
+    /// How long connecting to one agent (TCP, then its capabilities) may take.
+    fn connect_bound(&self) -> Duration {
+        let config = self.remote("", None);
+        config.connect_timeout + config.call_timeout + Duration::from_secs(1)
+    }
+
     fn url(&self, addr: SocketAddr) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{addr}")
@@ -164,8 +170,8 @@ impl AgentSet {
             }
         }
         let mut failures = Vec::new();
-        for pending in wanted {
-            if let Err(err) = set.connect_one(&pending).await {
+        for (pending, outcome) in set.connect_all(wanted).await {
+            if let Err(err) = outcome {
                 failures.push(format!("{}: {err}", pending.url));
                 set.lock().pending.push(pending);
             }
@@ -187,6 +193,26 @@ impl AgentSet {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Connects to every one of `wanted` at once, each bounded by [`AgentSettings::connect_bound`],
+    /// adding those that answer; returns each with its outcome.
+    async fn connect_all(
+        &self,
+        wanted: Vec<Pending>,
+    ) -> Vec<(Pending, Result<(), esb_runtime::Error>)> {
+        let bound = self.settings.connect_bound();
+        let attempts = wanted.into_iter().map(|pending| async move {
+            let outcome = match tokio::time::timeout(bound, self.connect_one(&pending)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(esb_runtime::Error::Unavailable(format!(
+                    "agent {} did not answer within {bound:?}",
+                    pending.url
+                ))),
+            };
+            (pending, outcome)
+        });
+        futures::future::join_all(attempts).await
     }
 
     /// Connects to one agent and adds it (to the pool too, once there is one).
@@ -255,10 +281,20 @@ impl AgentSet {
             let mut dns = tokio::time::interval(set.settings.dns_interval);
             dns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             dns.tick().await;
+            // Resolving and connecting to new agents run beside the health checks, one
+            // round at a time: a slow or unreachable new address holds up no health check.
+            // Aborting this task drops the set, which aborts a round in progress.
+            let mut rediscovery = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
                     _ = health.tick() => set.check_health().await,
-                    _ = dns.tick() => set.rediscover().await,
+                    _ = dns.tick() => {
+                        if rediscovery.is_empty() {
+                            let set = set.clone();
+                            rediscovery.spawn(async move { set.rediscover().await });
+                        }
+                    }
+                    Some(_) = rediscovery.join_next(), if !rediscovery.is_empty() => {}
                 }
             }
         })
@@ -302,9 +338,10 @@ impl AgentSet {
                         tracing::info!(agent = %url, "agent answers again");
                         agent.down = false;
                     }
-                    if let Some(pool) = pool
-                        && !pool.runtimes().get(index).is_some_and(|r| r.healthy)
-                    {
+                    // The pool may have marked it unreachable itself (a failed call or
+                    // listing); taking it back is a no-op when it is not, so no copy of
+                    // the pool's runtime list is needed to find out.
+                    if let Some(pool) = pool {
                         pool.runtime_up(index);
                     }
                 }
@@ -361,13 +398,14 @@ impl AgentSet {
                 .collect();
             for (url, name) in found {
                 if !known.contains(&url) && !pending.iter().any(|p| p.url == url) {
+                    tracing::info!(agent = %url, "agent found in DNS: connecting");
                     pending.push(Pending { url, name });
                 }
             }
             pending
         };
-        for pending in pending {
-            if let Err(err) = self.connect_one(&pending).await {
+        for (pending, outcome) in self.connect_all(pending).await {
+            if let Err(err) = outcome {
                 tracing::warn!(agent = %pending.url, error = %err, "agent not reachable yet");
                 self.lock().pending.push(pending);
             }

@@ -308,3 +308,147 @@ async fn a_sam_zip_function_uses_the_services_given_as_flags() {
     assert_eq!(answer["after_delete"], json!(["a.txt"]));
     drop(gateway);
 }
+
+/// Services with different key pairs: the gateway says once, at start, that functions get
+/// S3's pair, naming both services and neither pair.
+#[test]
+fn different_key_pairs_are_warned_about_once_without_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let functions = dir.path().join("functions.yml");
+    std::fs::write(
+        &functions,
+        "services:\n  s3: { endpoint: \"http://127.0.0.1:9\", access_key: s3-access-id, secret_key: s3-secret-value }\n  dynamodb: { endpoint: \"http://127.0.0.1:9\", access_key: db-access-id, secret_key: db-secret-value }\nfunctions:\n  f: { command: [\"/bin/true\"] }\n",
+    )
+    .unwrap();
+    let routing = dir.path().join("routing.yml");
+    std::fs::write(&routing, "routes: []\n").unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
+        .arg("--functions")
+        .arg(&functions)
+        .arg("--routing")
+        .arg(&routing)
+        .args(["--listen", &addr.to_string()])
+        .env_remove("ESB_FUNCTIONS")
+        .env_remove("ESB_ROUTING")
+        .env_remove("ESB_TEMPLATE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    // Bounded: killed if it never listens or never exits.
+    let mut listened = false;
+    let output = support::bounded_output(child, std::time::Duration::from_secs(60), || {
+        // Started: its health endpoint answers (the port alone is bound earlier).
+        let healthy = || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).ok()?;
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .ok()?;
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: esb\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).ok()?;
+            answer.starts_with("HTTP/1.1 200").then_some(())
+        };
+        let started = std::time::Instant::now();
+        while healthy().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        listened = true;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("have different keys"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("services s3 and dynamodb have different keys: functions get s3's as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"),
+        "{text}"
+    );
+    assert!(listened, "the gateway did not start: {text}");
+    assert!(output.status.success(), "{text}");
+    for secret in [
+        "s3-secret-value",
+        "db-secret-value",
+        "s3-access-id",
+        "db-access-id",
+    ] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+}
+
+/// An endpoint with `user:password@` in it is refused at load, in functions.yml and as a
+/// flag, naming the file or flag and the field, never showing the password.
+#[test]
+fn credentials_in_an_endpoint_url_are_refused_without_showing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let routing = dir.path().join("routing.yml");
+    std::fs::write(&routing, "routes: []\n").unwrap();
+    let check = |functions: &str, args: &[&str]| {
+        let path = dir.path().join("functions.yml");
+        std::fs::write(&path, functions).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
+            .arg("--check")
+            .arg("--functions")
+            .arg(&path)
+            .arg("--routing")
+            .arg(&routing)
+            .args(args)
+            .env_remove("ESB_FUNCTIONS")
+            .env_remove("ESB_ROUTING")
+            .env_remove("ESB_TEMPLATE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = support::bounded_output(child, std::time::Duration::from_secs(60), || {});
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("pa55word"),
+            "the password is shown: {stderr}"
+        );
+        stderr
+    };
+    let stderr = check(
+        "services:\n  s3: { endpoint: \"http://admin:pa55word@127.0.0.1:9000\" }\n  dynamodb:\n    endpoint: \"http://127.0.0.1:8001\"\n    health: { url: \"http://pa55word@127.0.0.1:8001/health\" }\nfunctions: {}\n",
+        &[],
+    );
+    for field in ["services.s3: endpoint", "services.dynamodb: health.url"] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(field))
+            .unwrap_or_else(|| panic!("no error naming {field}: {stderr}"));
+        assert!(line.contains("functions.yml"), "{line}");
+        assert!(
+            line.contains("@127.0.0.1:") && line.contains("has credentials in it"),
+            "{line}"
+        );
+    }
+    let stderr = check(
+        "functions: {}\n",
+        &["--s3-endpoint", "http://admin:pa55word@127.0.0.1:9000"],
+    );
+    assert!(
+        stderr.contains(
+            "--s3-endpoint: \"http://***@127.0.0.1:9000\" has credentials in it (user:password@)"
+        ),
+        "{stderr}"
+    );
+}

@@ -56,6 +56,12 @@ fn write_config(dir: &Path) {
 
 /// The gateway binary, finding its agents by DNS through the test's dnsmasq.
 fn gateway(hosts: &Hosts, id: &str, port: u16) -> Proc {
+    gateway_with(hosts, id, port, "1")
+}
+
+/// [`gateway`] with `--agent-health-timeout` and `--agent-keepalive-timeout` `bound`
+/// (seconds; the health timeout is also what a call to an agent may take, at least 5 s).
+fn gateway_with(hosts: &Hosts, id: &str, port: u16, bound: &str) -> Proc {
     let dir = hosts.dir.path();
     Proc(
         hosts
@@ -73,13 +79,13 @@ fn gateway(hosts: &Hosts, id: &str, port: u16) -> Proc {
                 "--agent-health-interval",
                 "0.5",
                 "--agent-health-timeout",
-                "1",
+                bound,
             ])
             .args([
                 "--agent-keepalive-interval",
                 "1",
                 "--agent-keepalive-timeout",
-                "1",
+                bound,
             ])
             .args(["--env", &format!("hosts{}", hosts.tag), "--gateway-id", id])
             .env("JWT_SECRET_KEY", support::SECRET)
@@ -275,6 +281,19 @@ async fn get_text(port: u16, path: &str) -> String {
     response.text().await.unwrap()
 }
 
+/// The busy sandboxes of function `f` (`/metrics/pools`).
+async fn busy(port: u16) -> u64 {
+    let page: serde_json::Value =
+        serde_json::from_str(&get_text(port, "/metrics/pools").await).unwrap();
+    page["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["function"] == "f")
+        .and_then(|p| p["busy"].as_u64())
+        .unwrap_or(0)
+}
+
 /// The sandboxes `/metrics/containers` lists on the agent at `url`.
 async fn containers_on(port: u16, url: &str) -> usize {
     let page: serde_json::Value =
@@ -341,7 +360,12 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
     // and the gateway goes on with host 2 alone.
     let long = burst(&hosts, port, 6, 8000);
     let cut = async {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Once all six run (busy sandboxes, on hosts 1 and 2).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while busy(port).await < 6 {
+            assert!(Instant::now() < deadline, "the six requests never all ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         hosts.set_link(1, false);
     };
     let (answers, ()) = tokio::join!(long, cut);
@@ -491,9 +515,11 @@ async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_witho
     // clients keep calling both: no request a client retried as an SDK does is lost (each
     // retry goes to the next gateway, as through a Service in front of both).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|i| {
             let stop = stop.clone();
+            let total = answered.clone();
             tokio::spawn(async move {
                 let mut answered = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -501,21 +527,139 @@ async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_witho
                         Ok(200) => answered += 1,
                         other => panic!("a request was lost: {other:?}"),
                     }
+                    total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 answered
             })
         })
         .collect();
+    // Waits until the clients have had `n` more answers (at most 60 s).
+    let more_answers = |n: usize| {
+        let answered = answered.clone();
+        async move {
+            let target = answered.load(std::sync::atomic::Ordering::SeqCst) + n;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while answered.load(std::sync::atomic::Ordering::SeqCst) < target {
+                assert!(Instant::now() < deadline, "the clients got no answers");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     for (id, port, gateway) in [("a", a_port, &mut a), ("b", b_port, &mut b)] {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        more_answers(8).await;
         gateway.signal(nix::sys::signal::Signal::SIGTERM);
         let _ = gateway.0.wait();
         *gateway = self::gateway(&hosts, id, port);
         wait_port(port).await;
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    more_answers(8).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for client in clients {
         assert!(client.await.unwrap() > 0);
     }
+}
+
+/// The gateway's log lines so far (`gateway-<id>-<port>.log`).
+fn gateway_log(hosts: &Hosts, id: &str, port: u16) -> Vec<String> {
+    std::fs::read_to_string(hosts.dir.path().join(format!("gateway-{id}-{port}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits (at most 60 s, a bound for the test) until a line of the gateway's log has every
+/// one of `parts`; returns its index.
+async fn wait_log(hosts: &Hosts, id: &str, port: u16, parts: &[&str]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = gateway_log(hosts, id, port);
+        if let Some(index) = log.iter().position(|l| parts.iter().all(|p| l.contains(p))) {
+            return index;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?}:\n{}",
+            log.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_address_that_never_answers_does_not_hold_up_finding_an_agent_down() {
+    if let Some(reason) = hosts::unavailable() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let agent = support::agent_binary();
+    let mut hosts = Hosts::new(2);
+    write_config(hosts.dir.path());
+    for i in 0..2 {
+        hosts.start_agent(i, &agent);
+    }
+    for i in 0..2 {
+        hosts.wait_agent(i).await;
+    }
+    let port = port();
+    // Calls to agents (connecting to a new one included) and unanswered PINGs may take
+    // 20 s; a dead agent's health checks fail at once (its connection is refused).
+    let _gateway = gateway_with(&hosts, "g1", port, "20");
+    wait_port(port).await;
+    for i in 0..2 {
+        wait_log(
+            &hosts,
+            "g1",
+            port,
+            &["agent connected", &hosts.hosts[i].url()],
+        )
+        .await;
+    }
+
+    // A third address in DNS where a listener accepts connections and never answers: the
+    // gateway's connection to it waits for HTTP/2 and its capabilities until its bound.
+    let silent = hosts.add_host();
+    let silent_url = hosts.hosts[silent].url();
+    let _listener = Proc(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &hosts.hosts[silent].netns, "python3", "-c"])
+            .arg(format!(
+                "import socket, time\ns = socket.socket()\ns.bind(('{}', {}))\ns.listen(64)\ntime.sleep(3600)",
+                hosts.hosts[silent].addr,
+                hosts::AGENT_PORT
+            ))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    hosts.wait_agent(silent).await;
+    hosts.set_dns(&[0, 1, silent]);
+    let connecting = wait_log(
+        &hosts,
+        "g1",
+        port,
+        &["agent found in DNS: connecting", &silent_url],
+    )
+    .await;
+
+    // While that connection attempt is pending, agent 1 dies: it is found down before the
+    // attempt ends (the health checks do not wait for it).
+    hosts.kill_agent(1);
+    let down = wait_log(&hosts, "g1", port, &["agent down", &hosts.hosts[1].url()]).await;
+    let log = gateway_log(&hosts, "g1", port);
+    let attempt_ended = log.iter().enumerate().position(|(i, l)| {
+        i > connecting
+            && l.contains(&silent_url)
+            && (l.contains("not reachable yet") || l.contains("agent connected"))
+    });
+    assert!(
+        connecting < down && attempt_ended.is_none_or(|ended| down < ended),
+        "agent 1 was found down only after the attempt on {silent_url} ended:\n{}",
+        log.join("\n")
+    );
+    // And the gateway serves from host 0 alone.
+    until_served(&hosts, port, 4, "served by host 0 alone", |by| {
+        by.keys().all(|&h| h == 0)
+    })
+    .await;
 }

@@ -435,18 +435,27 @@ impl Drop for CheckingMoto {
 
 /// functions.yml with `services` at `url` signed with `key`/`secret`, a table and a bucket
 /// with a lifecycle rule, in `dir`; the gateway started on it (not waited for).
-fn start_on_functions_yml(
+fn start_on_functions_yml(dir: &Path, url: &str, keys: (&str, &str), args: &[&str]) -> Child {
+    start_with_keys(dir, url, keys, keys, args)
+}
+
+/// As [`start_on_functions_yml`], DynamoDB's requests signed with `dynamodb_keys` and S3's
+/// with `s3_keys`.
+fn start_with_keys(
     dir: &Path,
     url: &str,
-    (key, secret): (&str, &str),
+    dynamodb_keys: (&str, &str),
+    s3_keys: (&str, &str),
     args: &[&str],
 ) -> Child {
     let functions = dir.join("functions.yml");
-    let keys = format!("access_key: \"{key}\", secret_key: \"{secret}\"");
+    let keys =
+        |(key, secret): (&str, &str)| format!("access_key: \"{key}\", secret_key: \"{secret}\"");
+    let (dynamodb_keys, s3_keys) = (keys(dynamodb_keys), keys(s3_keys));
     std::fs::write(
         &functions,
         format!(
-            "services:\n  dynamodb: {{ endpoint: \"{url}\", {keys} }}\n  s3: {{ endpoint: \"{url}\", {keys} }}\n\
+            "services:\n  dynamodb: {{ endpoint: \"{url}\", {dynamodb_keys} }}\n  s3: {{ endpoint: \"{url}\", {s3_keys} }}\n\
              resources:\n  Orders:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      \
              BillingMode: PAY_PER_REQUEST\n      AttributeDefinitions: [{{ AttributeName: id, AttributeType: N }}]\n      \
              KeySchema: [{{ AttributeName: id, KeyType: HASH }}]\n  Reports:\n    Type: AWS::S3::Bucket\n    Properties:\n      \
@@ -520,6 +529,26 @@ fn requests_are_signed_as_a_checking_service_expects() {
         json!({ "DaysAfterInitiation": 2 })
     );
     running.stop();
+    // S3's keys wrong: HeadBucket's 403 (a HEAD answer has no error document) is told as a
+    // bucket (made above) that exists but these keys cannot reach in this region.
+    let child = start_with_keys(
+        dir.path(),
+        &moto.url(),
+        (&moto.key, &moto.secret),
+        (&moto.key, "not-the-secret"),
+        &[],
+    );
+    let (status, stderr) = exit_of(child);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "S3 at {}: bucket \"reports\" exists but is not accessible with the configured keys in region \"us-east-1\" (HeadBucket: HTTP 403)",
+            moto.url()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no error document"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
 }
 
 #[test]

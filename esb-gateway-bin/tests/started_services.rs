@@ -56,8 +56,12 @@ functions:
         .env_remove("ESB_FUNCTIONS")
         .env_remove("ESB_ROUTING")
         .env_remove("ESB_TEMPLATE")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Bounded: a gateway that hangs is killed and fails the test.
+    let output = support::bounded_output(output, Duration::from_secs(60), || {});
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
@@ -78,6 +82,80 @@ functions:
         .parse()
         .unwrap();
     assert!(!alive(pid), "the service's process {pid} was left running");
+}
+
+/// A Python HTTPS server on `port` answering every GET with `status`, noting each request
+/// it served in `seen`; its certificate is self-signed.
+const HTTPS_SERVER: &str = r#"
+import http.server, ssl, sys
+port, status, cert, key, seen = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(seen, "a") as f:
+            f.write(self.command + " " + self.path + "\n")
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+#[tokio::test]
+async fn an_https_health_url_is_probed_over_https_and_its_status_decides() {
+    let Some(python) = clients::python_with(&["ssl"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let script = dir.path().join("server.py");
+    std::fs::write(&script, HTTPS_SERVER).unwrap();
+    let services = |status: u16, seen: &std::path::Path| {
+        let port = moto::free_port();
+        let command = json!([
+            python.display().to_string(),
+            script.display().to_string(),
+            port.to_string(),
+            status.to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+            seen.display().to_string(),
+        ]);
+        let yaml = format!(
+            "services:\n  s3:\n    endpoint: \"https://127.0.0.1:{port}\"\n    command: {command}\n    health: {{ url: \"https://127.0.0.1:{port}/health\", timeout: 3, interval: 0.1 }}\nfunctions: {{}}\n"
+        );
+        (port, support::load(&yaml, "routes: []\n").services)
+    };
+
+    // Listening, but answering 503: not healthy (a TCP connection alone is not enough),
+    // and the probes were HTTP requests over TLS.
+    let seen = dir.path().join("seen-503");
+    let (port, unhealthy) = services(503, &seen);
+    let err = Supervisor::start(&unhealthy).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("service s3: not healthy after 3 s (GET https://127.0.0.1:{port}/health)")
+    );
+    let requests = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(requests.lines().any(|l| l == "GET /health"), "{requests:?}");
+
+    // Answering 404 (below 500): healthy.
+    let seen = dir.path().join("seen-404");
+    let (_, healthy) = services(404, &seen);
+    let supervisor = Supervisor::start(&healthy).await.unwrap();
+    let pid = supervisor.pid("s3").unwrap();
+    let requests = std::fs::read_to_string(&seen).unwrap();
+    assert!(requests.lines().any(|l| l == "GET /health"), "{requests:?}");
+    supervisor.stop().await;
+    assert!(!alive(pid as i32), "the service outlived stop()");
 }
 
 #[tokio::test]
@@ -113,9 +191,16 @@ async fn a_started_service_that_dies_is_restarted_and_callers_get_errors_meanwhi
     // The service is healthy: the test's own boto3 can make a bucket in it.
     let created = std::process::Command::new(&python)
         .args(["-c", &format!("import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', aws_access_key_id='k', aws_secret_access_key='s').create_bucket(Bucket='before')")])
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(created.success());
+    let created = support::bounded_output(created, Duration::from_secs(60), || {});
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let gateway = support::start(config).await;
     let invoke = |gateway: &Gateway| {
         let url = format!("{}/2015-03-31/functions/buckets/invocations", gateway.url());

@@ -25,6 +25,9 @@ pub struct Lease {
     report: Report,
     /// The runtime holding the sandbox.
     runtime: Arc<dyn Runtime>,
+    /// Changes when that runtime is declared down; subscribed when the lease is taken, so
+    /// that a runtime declared down between the lease and the call is seen by the call.
+    lost: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -48,6 +51,7 @@ impl Lease {
             shared: Arc::clone(shared),
             function: Arc::clone(function),
             runtime: shared.placement.runtime(sandbox.runtime),
+            lost: shared.placement.lost(sandbox.runtime),
             sandbox,
             report: Report::default(),
         }
@@ -73,9 +77,10 @@ impl Lease {
         &self.runtime
     }
 
-    /// Changes when the runtime holding the sandbox is declared down.
+    /// Changes when the runtime holding the sandbox is declared down (already changed when
+    /// it was declared down after the lease was taken).
     pub(crate) fn runtime_lost(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.placement.lost(self.sandbox.runtime)
+        self.lost.clone()
     }
 
     /// Runs one invocation on the sandbox and records its outcome (advanced use: the pool's
@@ -388,7 +393,9 @@ async fn until_lost<T>(
     call: impl Future<Output = Result<T, RuntimeError>>,
 ) -> Result<T, RuntimeError> {
     tokio::select! {
-        result = call => result,
+        // A runtime already declared down is not called.
+        biased;
         _ = lost.changed() => Err(runtime_lost()),
+        result = call => result,
     }
 }

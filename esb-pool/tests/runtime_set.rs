@@ -99,3 +99,26 @@ async fn a_runtime_declared_down_ends_its_invocations_and_comes_back_when_up() {
     let _three = pool.acquire("f").await.unwrap();
     assert_eq!(pool.runtimes()[0].sandboxes, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_declared_down_between_lease_and_call_ends_the_call() {
+    let (a, knobs_a, _) = support::runtime("a");
+    let pool = Pool::new(config(), vec![a]).unwrap();
+    // An invocation on `a` would take a minute.
+    knobs_a.invoke_delay_ms.store(60_000, Ordering::SeqCst);
+    let mut lease = pool.acquire("f").await.unwrap();
+    // Declared down after the lease was taken, before the call.
+    pool.runtime_down(0);
+    let call = tokio::spawn(async move { lease.invoke(InvokeRequest::new("{}")).await });
+    advance(1).await;
+    assert!(
+        call.is_finished(),
+        "the call waits for a runtime declared down"
+    );
+    let err = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, PoolError::Runtime(RuntimeError::Unavailable(_))),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("stopped answering"), "{err}");
+}

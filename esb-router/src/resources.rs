@@ -15,7 +15,7 @@ use serde_norway::{Mapping, Value};
 
 use crate::Problem;
 use crate::error::Report;
-use crate::yaml::{key_text, value_debug};
+use crate::yaml::{self, Intrinsic, key_text, value_debug};
 
 /// The account id in resource ARNs unless the lookup gives `AWS_ACCOUNT_ID` (the one of
 /// the functions' own ARNs).
@@ -425,17 +425,8 @@ impl Props<'_, '_, '_> {
 
     /// A scalar (or an intrinsic that resolves) as text, reporting anything else.
     fn text(&mut self, value: &Value, field: &str) -> Option<String> {
-        let found = match value {
-            Value::Null => None,
-            other => (self.reader.resolve)(other),
-        };
-        if found.is_none() {
-            self.problem(
-                field,
-                format!("expected a string, found {}", value_debug(value)),
-            );
-        }
-        found
+        let reader = &mut *self.reader;
+        yaml::resolved_text(value, reader.resolve, reader.report, self.item, field)
     }
 
     fn get_text(&mut self, map: &Mapping, key: &str, field: &str) -> Option<String> {
@@ -444,17 +435,8 @@ impl Props<'_, '_, '_> {
     }
 
     fn number(&mut self, value: &Value, field: &str) -> Option<u64> {
-        let found = match value {
-            Value::Number(n) => n.as_u64(),
-            other => (self.reader.resolve)(other).and_then(|t| t.trim().parse().ok()),
-        };
-        if found.is_none() {
-            self.problem(
-                field,
-                format!("expected a whole number, found {}", value_debug(value)),
-            );
-        }
-        found
+        let reader = &mut *self.reader;
+        yaml::resolved_unsigned(value, reader.resolve, reader.report, self.item, field)
     }
 
     fn days(&mut self, map: &Mapping, key: &str, field: &str) -> Option<u32> {
@@ -470,29 +452,11 @@ impl Props<'_, '_, '_> {
     }
 
     fn list<'v>(&mut self, value: &'v Value, field: &str) -> &'v [Value] {
-        match value {
-            Value::Sequence(items) => items,
-            other => {
-                self.problem(
-                    field,
-                    format!("expected a list, found {}", value_debug(other)),
-                );
-                &[]
-            }
-        }
+        yaml::list(value, self.reader.report, self.item, field)
     }
 
     fn mapping<'v>(&mut self, value: &'v Value, field: &str) -> Option<&'v Mapping> {
-        match value {
-            Value::Mapping(map) => Some(map),
-            other => {
-                self.problem(
-                    field,
-                    format!("expected a mapping, found {}", value_debug(other)),
-                );
-                None
-            }
-        }
+        yaml::plain_mapping(value, self.reader.report, self.item, field)
     }
 
     fn strings(&mut self, map: &Mapping, key: &str, field: &str) -> Vec<String> {
@@ -1289,20 +1253,8 @@ pub(crate) fn resolve_intrinsic(
     resources: &Resources,
     value: &Value,
 ) -> Option<Result<String, String>> {
-    let (tag, inner) = match value {
-        Value::Tagged(tagged) => (tagged.tag.to_string(), &tagged.value),
-        Value::Mapping(map) if map.len() == 1 => {
-            let (key, inner) = map.iter().next()?;
-            match key.as_str()? {
-                "Ref" => ("!Ref".to_owned(), inner),
-                "Fn::GetAtt" => ("!GetAtt".to_owned(), inner),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    match tag.as_str() {
-        "!Ref" => {
+    match yaml::intrinsic(value)? {
+        Intrinsic::Ref(inner) => {
             let Some(name) = inner.as_str() else {
                 return Some(Err("!Ref takes a resource's logical id".into()));
             };
@@ -1313,7 +1265,7 @@ pub(crate) fn resolve_intrinsic(
                     .ok_or_else(|| format!("!Ref {name}: no table or bucket {name:?} is defined")),
             )
         }
-        "!GetAtt" => {
+        Intrinsic::GetAtt(inner) => {
             let (name, attribute) = match get_att_parts(inner) {
                 Some(parts) => parts,
                 None => return Some(Err("!GetAtt takes Resource.Attribute".into())),
@@ -1326,7 +1278,7 @@ pub(crate) fn resolve_intrinsic(
                 }
             }))
         }
-        _ => None,
+        Intrinsic::Sub(_) => None,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::files::read;
 use crate::resources::{RESOURCE_TYPES, ResourceReader};
 use crate::sam_api::{Apis, FunctionNames};
 use crate::subst::Env;
-use crate::yaml::{self, Empty, key_text, mapping, text_value, value_debug};
+use crate::yaml::{self, Empty, Intrinsic, key_text, mapping, text_value, value_debug};
 use crate::{ApiKind, Config, Error, PayloadFormat, ScheduleConfig};
 
 impl Config {
@@ -75,37 +75,21 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    /// Resolves a scalar or a `Ref` / `Fn::Sub` to text, or `None` when it cannot.
+    /// Resolves a scalar or a `Ref` / `Fn::GetAtt` / `Fn::Sub` to text, or `None` when it
+    /// cannot.
     fn resolve(&self, value: &Value) -> Option<String> {
-        match value {
-            Value::Tagged(tagged) => match tagged.tag.to_string().as_str() {
-                "!Ref" => self.reference(tagged.value.as_str()?),
-                "!Sub" => self.sub(&tagged.value),
-                "!GetAtt" => self.attribute(&tagged.value),
-                _ => None,
-            },
-            Value::Mapping(map) if map.len() == 1 => {
-                if let Some(name) = map.get("Ref") {
-                    self.reference(name.as_str()?)
-                } else if let Some(att) = map.get("Fn::GetAtt") {
-                    self.attribute(att)
-                } else {
-                    self.sub(map.get("Fn::Sub")?)
-                }
-            }
-            other => text_value(other),
+        match yaml::intrinsic(value) {
+            Some(Intrinsic::Ref(name)) => self.reference(name.as_str()?),
+            Some(Intrinsic::GetAtt(att)) => self.attribute(att),
+            Some(Intrinsic::Sub(template)) => self.sub(template),
+            None => text_value(value),
         }
     }
 
     /// The name a `!Ref` / `Ref` that did not resolve refers to.
     fn unresolved(&self, value: &Value) -> Option<String> {
-        match value {
-            Value::Tagged(tagged) if tagged.tag == "!Ref" => {
-                tagged.value.as_str().map(str::to_owned)
-            }
-            Value::Mapping(map) if map.len() == 1 => {
-                map.get("Ref").and_then(Value::as_str).map(str::to_owned)
-            }
+        match yaml::intrinsic(value) {
+            Some(Intrinsic::Ref(name)) => name.as_str().map(str::to_owned),
             _ => None,
         }
     }
@@ -178,20 +162,12 @@ impl Resolver<'_> {
 impl FunctionNames for Resolver<'_> {
     /// `!GetAtt Fn.Arn`, `{"Fn::GetAtt": [Fn, Arn]}`, or a function ARN, as the function's name.
     fn function_name(&self, value: &Value) -> Option<String> {
-        let get_att = |v: &Value| -> Option<String> {
-            match v {
-                Value::String(s) => s.strip_suffix(".Arn").map(str::to_owned),
-                Value::Sequence(items) if items.len() == 2 && items[1].as_str() == Some("Arn") => {
-                    items[0].as_str().map(str::to_owned)
-                }
-                _ => None,
-            }
-        };
-        let logical = match value {
-            Value::Tagged(tagged) if tagged.tag == "!GetAtt" => get_att(&tagged.value),
-            Value::Mapping(map) if map.len() == 1 => map.get("Fn::GetAtt").and_then(get_att),
-            other => {
-                let arn = self.resolve(other)?;
+        let logical = match yaml::intrinsic(value) {
+            Some(Intrinsic::GetAtt(att)) => crate::resources::get_att_parts(att)
+                .filter(|(_, attribute)| attribute == "Arn")
+                .map(|(logical, _)| logical),
+            _ => {
+                let arn = self.resolve(value)?;
                 let name = arn.split(":function:").nth(1)?;
                 return Some(name.split(':').next().unwrap_or(name).to_owned());
             }

@@ -146,11 +146,20 @@ pub enum EndpointError {
     /// It parses but is not `http(s)://host...`.
     #[error("{0:?} is not an http:// or https:// URL with a host")]
     NotHttp(String),
+    /// It has a user or password in it (`user:password@`), which would show wherever the
+    /// URL does; the text kept has them replaced by `***`.
+    #[error(
+        "{0:?} has credentials in it (user:password@): give the service's keys on their own, not in its URL"
+    )]
+    Credentials(String),
 }
 
 impl Endpoint {
     /// Parses and checks `text`.
     pub fn parse(text: &str) -> Result<Self, EndpointError> {
+        if let Some(redacted) = without_userinfo(text) {
+            return Err(EndpointError::Credentials(redacted));
+        }
         let uri: http::Uri = text.parse().map_err(|source| EndpointError::Syntax {
             text: text.to_owned(),
             source,
@@ -192,6 +201,17 @@ impl Endpoint {
             _ => text,
         }
     }
+}
+
+/// `text` with the user information of its authority (`user:password@`) replaced by
+/// `***`, when it has any; `None` when it has none.
+fn without_userinfo(text: &str) -> Option<String> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let authority_len = text[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(text.len() - start);
+    let at = text[start..start + authority_len].rfind('@')?;
+    Some(format!("{}***{}", &text[..start], &text[start + at..]))
 }
 
 impl fmt::Debug for Endpoint {
@@ -475,6 +495,25 @@ mod tests {
             "[::1]"
         );
         assert!(Endpoint::parse("127.0.0.1:9000").is_err());
+        for (text, shown) in [
+            (
+                "http://user:s3cr3t@127.0.0.1:9000",
+                "http://***@127.0.0.1:9000",
+            ),
+            (
+                "https://s3cr3t@s3.local/path@x",
+                "https://***@s3.local/path@x",
+            ),
+            ("user:s3cr3t@127.0.0.1:9000", "***@127.0.0.1:9000"),
+            ("http://us er:s3cr3t@h", "http://***@h"),
+        ] {
+            let err = Endpoint::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3t"), "{err}");
+            assert!(
+                err.starts_with(&format!("{shown:?} has credentials in it")),
+                "{err}"
+            );
+        }
         assert!(Endpoint::parse("/just/a/path").is_err());
     }
 }

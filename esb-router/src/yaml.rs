@@ -62,9 +62,21 @@ pub(crate) fn text(
     item: &str,
     field: &str,
 ) -> Option<String> {
+    resolved_text(value, &text_value, report, item, field)
+}
+
+/// What `resolve` makes of `value` (a scalar, or an intrinsic function it resolves) as
+/// text, reporting anything else, null included.
+pub(crate) fn resolved_text(
+    value: &Value,
+    resolve: &dyn Fn(&Value) -> Option<String>,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<String> {
     let found = match value {
         Value::Null => None,
-        other => text_value(other),
+        other => resolve(other),
     };
     expect(found, value, report, item, field, "a string")
 }
@@ -76,7 +88,7 @@ pub(crate) fn number(
     item: &str,
     field: &str,
 ) -> Option<f64> {
-    let found = numeric(value, Number::as_f64).filter(|n| n.is_finite());
+    let found = numeric(value, Number::as_f64, &text_value).filter(|n| n.is_finite());
     expect(found, value, report, item, field, "a number")
 }
 
@@ -87,15 +99,99 @@ pub(crate) fn integer(
     item: &str,
     field: &str,
 ) -> Option<i64> {
-    let found = numeric(value, Number::as_i64);
+    let found = numeric(value, Number::as_i64, &text_value);
     expect(found, value, report, item, field, "a whole number")
 }
 
-/// A YAML number read by `read`, or a string that parses as one.
-fn numeric<T: FromStr>(value: &Value, read: fn(&Number) -> Option<T>) -> Option<T> {
+/// A whole number of zero or more, written as one or as text `resolve` makes of `value`
+/// (a string, or an intrinsic function it resolves).
+pub(crate) fn resolved_unsigned(
+    value: &Value,
+    resolve: &dyn Fn(&Value) -> Option<String>,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<u64> {
+    let found = numeric(value, Number::as_u64, resolve);
+    expect(found, value, report, item, field, "a whole number")
+}
+
+/// A list (a tagged value is not one), reporting anything else and reading it as empty.
+pub(crate) fn list<'v>(
+    value: &'v Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> &'v [Value] {
+    let found = match value {
+        Value::Sequence(items) => Some(items.as_slice()),
+        _ => None,
+    };
+    expect(found, value, report, item, field, "a list").unwrap_or_default()
+}
+
+/// A mapping as written (a tagged value is not one), reporting anything else.
+pub(crate) fn plain_mapping<'v>(
+    value: &'v Value,
+    report: &mut Report<'_>,
+    item: &str,
+    field: &str,
+) -> Option<&'v Mapping> {
+    let found = match value {
+        Value::Mapping(map) => Some(map),
+        _ => None,
+    };
+    expect(found, value, report, item, field, "a mapping")
+}
+
+/// A YAML number read by `read`, or text `resolve` makes of anything else that parses as
+/// one.
+fn numeric<T: FromStr>(
+    value: &Value,
+    read: fn(&Number) -> Option<T>,
+    resolve: &dyn Fn(&Value) -> Option<String>,
+) -> Option<T> {
     match value {
         Value::Number(n) => read(n),
-        Value::String(s) => s.trim().parse().ok(),
+        other => resolve(other).and_then(|text| text.trim().parse().ok()),
+    }
+}
+
+/// A CloudFormation intrinsic function ESB resolves, in its short (`!Ref X`) or long
+/// (`{Ref: X}`) form, with its argument.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Intrinsic<'v> {
+    /// `!Ref` / `Ref`.
+    Ref(&'v Value),
+    /// `!GetAtt` / `Fn::GetAtt`.
+    GetAtt(&'v Value),
+    /// `!Sub` / `Fn::Sub`.
+    Sub(&'v Value),
+}
+
+/// The intrinsic function `value` is, if it is one of [`Intrinsic`]'s.
+pub(crate) fn intrinsic(value: &Value) -> Option<Intrinsic<'_>> {
+    let (name, argument) = match value {
+        Value::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = match tag.as_str() {
+                "!Ref" => "Ref",
+                "!GetAtt" => "Fn::GetAtt",
+                "!Sub" => "Fn::Sub",
+                _ => return None,
+            };
+            (name, &tagged.value)
+        }
+        Value::Mapping(map) if map.len() == 1 => {
+            let (key, argument) = map.iter().next()?;
+            (key.as_str()?, argument)
+        }
+        _ => return None,
+    };
+    match name {
+        "Ref" => Some(Intrinsic::Ref(argument)),
+        "Fn::GetAtt" => Some(Intrinsic::GetAtt(argument)),
+        "Fn::Sub" => Some(Intrinsic::Sub(argument)),
         _ => None,
     }
 }
@@ -169,5 +265,38 @@ mod tests {
             })
             .collect();
         assert_eq!(tags, ["!Ref", "!GetAtt", "!If"]);
+    }
+
+    #[test]
+    fn intrinsics_are_read_in_short_and_long_form() {
+        let value: Value = serde_norway::from_str(
+            "- !Ref T\n- {Ref: T}\n- !GetAtt T.Arn\n- {\"Fn::GetAtt\": [T, Arn]}\n- !Sub x\n- {\"Fn::Sub\": x}\n- !If [a, b, c]\n- {Ref: T, Other: 1}\n- T\n",
+        )
+        .unwrap();
+        let kinds: Vec<String> = value
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| match intrinsic(v) {
+                Some(Intrinsic::Ref(a)) => format!("Ref {}", value_debug(a)),
+                Some(Intrinsic::GetAtt(a)) => format!("GetAtt {}", value_debug(a)),
+                Some(Intrinsic::Sub(a)) => format!("Sub {}", value_debug(a)),
+                None => "none".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Ref \"T\"",
+                "Ref \"T\"",
+                "GetAtt \"T.Arn\"",
+                "GetAtt a list",
+                "Sub \"x\"",
+                "Sub \"x\"",
+                "none",
+                "none",
+                "none"
+            ]
+        );
     }
 }

@@ -156,6 +156,18 @@ pub enum ProvisionError {
     /// The service answered with an error.
     #[error("{0}")]
     Refused(Box<Refusal>),
+    /// HeadBucket answered 403: the bucket is there, but not for these keys (or region).
+    #[error(
+        "S3 at {endpoint}: bucket {bucket:?} exists but is not accessible with the configured keys in region {region:?} (HeadBucket: HTTP 403)"
+    )]
+    BucketForbidden {
+        /// S3's URL.
+        endpoint: String,
+        /// The bucket.
+        bucket: String,
+        /// The region the request was signed for.
+        region: String,
+    },
     /// A new table did not become ACTIVE in time.
     #[error("DynamoDB table {table:?} is still {status} after {waited:.1?}")]
     NotActive {

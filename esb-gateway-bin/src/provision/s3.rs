@@ -27,6 +27,14 @@ pub(crate) async fn ensure_bucket(
     let exists = match head.status.as_u16() {
         200..=299 => true,
         404 => false,
+        // A HEAD answer has no error document to quote.
+        403 => {
+            return Err(ProvisionError::BucketForbidden {
+                endpoint: client.endpoint().to_owned(),
+                bucket: bucket.name.clone(),
+                region: region.to_owned(),
+            });
+        }
         _ => return Err(refused(client, "HeadBucket", &bucket.name, &head)),
     };
     let created = !exists && create(client, bucket, &path, region).await?;

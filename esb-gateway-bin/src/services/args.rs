@@ -1,7 +1,7 @@
 //! The companion services' flags and variables, over `functions.yml`'s `services`.
 
 use clap::Args;
-use esb_router::{Endpoint, ServiceConfig, Services};
+use esb_router::{Endpoint, EndpointError, ServiceConfig, Services};
 
 /// S3 and DynamoDB endpoints and keys; each flag given wins over the same field of
 /// `functions.yml`'s `services` (a template has no `services`: only these set them).
@@ -49,16 +49,24 @@ pub struct ServiceArgs {
 impl std::fmt::Debug for ServiceArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        // A URL with `user:password@` (refused when applied) is shown without them.
+        let url = |text: &Option<String>| {
+            text.as_ref()
+                .map(|text| match Endpoint::parse(text.trim()) {
+                    Err(EndpointError::Credentials(redacted)) => redacted,
+                    _ => text.clone(),
+                })
+        };
         f.debug_struct("ServiceArgs")
-            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_endpoint", &url(&self.s3_endpoint))
             .field("s3_access_key", &self.s3_access_key)
             .field("s3_secret_key", &hidden(&self.s3_secret_key))
             .field("s3_region", &self.s3_region)
-            .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field("dynamodb_endpoint", &url(&self.dynamodb_endpoint))
             .field("dynamodb_access_key", &self.dynamodb_access_key)
             .field("dynamodb_secret_key", &hidden(&self.dynamodb_secret_key))
             .field("dynamodb_region", &self.dynamodb_region)
-            .field("gateway_internal_url", &self.gateway_internal_url)
+            .field("gateway_internal_url", &url(&self.gateway_internal_url))
             .finish()
     }
 }
@@ -206,5 +214,18 @@ mod tests {
         assert!(!err.contains("very-secret"), "{err}");
         let debug = format!("{args:?}");
         assert!(!debug.contains("very-secret"), "{debug}");
+        let args = ServiceArgs {
+            s3_endpoint: Some("http://user:url-secret@127.0.0.1:9000".into()),
+            gateway_internal_url: Some("http://user:url-secret@127.0.0.1:8080".into()),
+            ..ServiceArgs::default()
+        };
+        let debug = format!("{args:?}");
+        assert!(!debug.contains("url-secret"), "{debug}");
+        assert!(debug.contains("http://***@127.0.0.1:9000"), "{debug}");
+        let err = args.apply(Services::default()).unwrap_err().to_string();
+        assert!(!err.contains("url-secret"), "{err}");
+        let err = args.internal_url().unwrap_err().to_string();
+        assert!(err.starts_with("--gateway-internal-url: "), "{err}");
+        assert!(!err.contains("url-secret"), "{err}");
     }
 }

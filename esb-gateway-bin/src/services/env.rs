@@ -144,6 +144,33 @@ fn gateway_authority(local: SocketAddr) -> String {
     SocketAddr::new(host, local.port()).to_string()
 }
 
+/// A one-line warning when two services have key pairs that differ: functions get one
+/// pair (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, the first service's), with which
+/// AWS SDKs sign every service's requests. Names the services, never the keys.
+pub(crate) fn key_pair_warning(services: &Services) -> Option<String> {
+    let mut pairs = services.iter().filter_map(|(name, service)| {
+        Some((
+            name,
+            service.access_key.as_ref()?,
+            service.secret_key.as_ref()?,
+        ))
+    });
+    let (used, access, secret) = pairs.next()?;
+    let other = pairs
+        .filter(|(_, a, s)| a != &access || s != &secret)
+        .map(|(name, _, _)| name)
+        .collect::<Vec<_>>();
+    if other.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "services {used} and {} have different keys: functions get {used}'s as \
+         AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and AWS SDKs sign every service's \
+         requests with that one pair",
+        other.join(", ")
+    ))
+}
+
 /// `env` under `own`: a function's own variables win.
 pub fn under(
     env: &BTreeMap<String, String>,
@@ -204,6 +231,29 @@ mod tests {
         let merged = under(&env, &own);
         assert_eq!(merged["AWS_ENDPOINT_URL_S3"], "http://mine");
         assert_eq!(merged["S3_ENDPOINT"], "http://10.88.0.1:40000");
+    }
+
+    #[test]
+    fn different_key_pairs_are_warned_about_without_the_keys() {
+        let mut services = services();
+        assert_eq!(key_pair_warning(&services), None, "dynamodb has no keys");
+        let mut dynamodb = services.dynamodb.clone().unwrap();
+        dynamodb.access_key = Some("ak".into());
+        dynamodb.secret_key = Some("sk".into());
+        services.dynamodb = Some(dynamodb.clone());
+        assert_eq!(key_pair_warning(&services), None, "the same pair");
+        dynamodb.access_key = Some("dynamo-id".into());
+        dynamodb.secret_key = Some("other-secret".into());
+        services.dynamodb = Some(dynamodb);
+        let warning = key_pair_warning(&services).unwrap();
+        assert!(
+            warning.starts_with("services s3 and dynamodb have different keys: functions get s3's"),
+            "{warning}"
+        );
+        for secret in ["other-secret", "dynamo-id"] {
+            assert!(!warning.contains(secret), "{warning}");
+        }
+        assert!(!warning.contains('\n'));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(crate) fn function_env(
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<BTreeMap<String, String>, crate::StartError> {
     let services = &config.functions.services;
+    if let Some(warning) = env::key_pair_warning(services) {
+        tracing::warn!("{warning}");
+    }
     let mut wiring = config.wiring.clone();
     if let Some(host) = wiring.sandbox_host {
         for target in wiring.loopback_authorities(services, local) {

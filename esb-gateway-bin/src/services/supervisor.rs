@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use esb_router::{HealthCheck, ServiceConfig, Services};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -56,6 +56,15 @@ pub enum ServiceError {
         timeout: Duration,
         /// What was probed.
         probe: String,
+    },
+    /// Its health probe's HTTP client could not be built.
+    #[error("service {service}: cannot build its health probe: {source}")]
+    Probe {
+        /// The service.
+        service: String,
+        /// The client's error.
+        #[source]
+        source: reqwest::Error,
     },
 }
 
@@ -199,6 +208,7 @@ async fn wait_healthy(
 ) -> Result<(), ServiceError> {
     let health = &service.health;
     let deadline = Instant::now() + health.timeout;
+    let prober = Prober::new(name)?;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(ServiceError::Exited {
@@ -206,7 +216,7 @@ async fn wait_healthy(
                 status,
             });
         }
-        if probe(service, health).await {
+        if prober.probe(service, health).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -229,8 +239,8 @@ async fn wait_healthy(
 
 fn describe(service: &ServiceConfig, health: &HealthCheck) -> String {
     match &health.url {
-        Some(url) if url.uri().scheme_str() == Some("http") => format!("GET {url}"),
-        _ => format!(
+        Some(url) => format!("GET {url}"),
+        None => format!(
             "TCP connect to {}:{}",
             service.endpoint.host(),
             service.endpoint.port()
@@ -238,43 +248,51 @@ fn describe(service: &ServiceConfig, health: &HealthCheck) -> String {
     }
 }
 
-/// One probe: an HTTP GET of the health URL answered below 500, else a TCP connection to
-/// the endpoint (also for an `https://` health URL).
-async fn probe(service: &ServiceConfig, health: &HealthCheck) -> bool {
-    let target = match &health.url {
-        Some(url) if url.uri().scheme_str() == Some("http") => url,
-        _ => &service.endpoint,
-    };
-    let host = target.host().trim_start_matches('[').trim_end_matches(']');
-    let connect = TcpStream::connect((host, target.port()));
-    let Ok(Ok(mut stream)) = tokio::time::timeout(PROBE_TIMEOUT, connect).await else {
-        return false;
-    };
-    let Some(url) = health
-        .url
-        .as_ref()
-        .filter(|u| u.uri().scheme_str() == Some("http"))
-    else {
-        return true;
-    };
-    let path = url.uri().path_and_query().map_or("/", |p| p.as_str());
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-        url.host(),
-        url.port()
-    );
-    let exchange = async {
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(head)
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, exchange).await {
-        Ok(Ok(head)) => std::str::from_utf8(&head[9..12])
-            .ok()
-            .and_then(|code| code.parse::<u16>().ok())
-            .is_some_and(|code| code < 500),
-        _ => false,
+/// Probes a service's health: an HTTP(S) GET of its health URL, healthy when answered
+/// below 500, else a TCP connection to its endpoint.
+///
+/// An `https://` probe does not verify the service's certificate: it sends nothing
+/// secret and only learns whether the process ESB started answers (a service started
+/// locally commonly has a self-signed certificate the host does not trust).
+struct Prober {
+    http: reqwest::Client,
+}
+
+impl Prober {
+    fn new(name: &'static str) -> Result<Self, ServiceError> {
+        let http = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .connect_timeout(PROBE_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .danger_accept_invalid_certs(true)
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|source| ServiceError::Probe {
+                service: name.to_owned(),
+                source,
+            })?;
+        Ok(Self { http })
+    }
+
+    /// One probe, bounded by [`PROBE_TIMEOUT`].
+    async fn probe(&self, service: &ServiceConfig, health: &HealthCheck) -> bool {
+        if let Some(url) = &health.url {
+            return match self.http.get(url.uri().to_string()).send().await {
+                Ok(response) => response.status().as_u16() < 500,
+                Err(err) => {
+                    tracing::debug!(url = %url, error = %err, "health probe failed");
+                    false
+                }
+            };
+        }
+        let target = &service.endpoint;
+        let host = target.host().trim_start_matches('[').trim_end_matches(']');
+        let connect = TcpStream::connect((host, target.port()));
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, connect).await,
+            Ok(Ok(_))
+        )
     }
 }
 

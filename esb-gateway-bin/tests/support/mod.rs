@@ -163,3 +163,41 @@ pub fn agent_binary() -> PathBuf {
     })
     .clone()
 }
+
+/// Runs `during` while `child` runs, then collects its output (its stdout and stderr must
+/// be piped); the child is killed when it has not exited `limit` after this was called.
+pub fn bounded_output(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+    during: impl FnOnce(),
+) -> std::process::Output {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    during();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
