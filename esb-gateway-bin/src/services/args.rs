@@ -8,7 +8,7 @@ use esb_router::{Endpoint, EndpointError, ServiceConfig, Services};
 #[derive(Clone, Default, Args)]
 pub struct ServiceArgs {
     /// URL of the S3-compatible store functions use (services.s3.endpoint).
-    #[arg(long, env = "ESB_S3_ENDPOINT")]
+    #[arg(long, env = "ESB_S3_ENDPOINT", hide_env_values = true)]
     pub s3_endpoint: Option<String>,
 
     /// Access key id of the S3 store (services.s3.access_key).
@@ -24,7 +24,7 @@ pub struct ServiceArgs {
     pub s3_region: Option<String>,
 
     /// URL of the DynamoDB-compatible database functions use (services.dynamodb.endpoint).
-    #[arg(long, env = "ESB_DYNAMODB_ENDPOINT")]
+    #[arg(long, env = "ESB_DYNAMODB_ENDPOINT", hide_env_values = true)]
     pub dynamodb_endpoint: Option<String>,
 
     /// Access key id of the DynamoDB database (services.dynamodb.access_key).
@@ -42,7 +42,7 @@ pub struct ServiceArgs {
     /// The gateway's URL as functions reach it (AWS_ENDPOINT_URL_LAMBDA,
     /// GATEWAY_INTERNAL_URL) [default: the address it listens on, 127.0.0.1 for an
     /// unspecified one].
-    #[arg(long, env = "ESB_GATEWAY_INTERNAL_URL")]
+    #[arg(long, env = "ESB_GATEWAY_INTERNAL_URL", hide_env_values = true)]
     pub gateway_internal_url: Option<String>,
 }
 
