@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Started as a Lambda sandbox (`AWS_LAMBDA_RUNTIME_API` is set) this program is the no-op
-//! function (`esb_testfn::noop`).
+//! function (`esb_testfn::noop`). Its allocator is told not to use transparent huge pages
+//! (`MIMALLOC_ALLOW_THP=0` in the function's environment; `--function-thp` leaves them on):
+//! otherwise each sandbox's start zeroes megabytes of huge pages, which on a small host costs
+//! more than everything the gateway does for it.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -35,6 +38,26 @@ struct Args {
     /// Give up waiting for them after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Let the no-op function's allocator use transparent huge pages.
+    #[arg(long)]
+    function_thp: bool,
+}
+
+/// CPU time (user + system) this process has used, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, after)| {
+            after
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ticks as f64 / 100.0
 }
 
 /// `key:  N kB` of /proc/self/status, in MB.
@@ -130,8 +153,9 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         let functions = esb_router::Config::from_yaml_str(
             &format!(
-                "functions:\n  noop:\n    command: [{me:?}]\n    timeout: 30\n    scaling: {{ min_capacity: {n}, max_capacity: {n}, acquire_timeout: 30.0 }}\n",
-                n = args.sandboxes
+                "functions:\n  noop:\n    command: [{me:?}]\n    timeout: 30\n    environment: {{ {thp} }}\n    scaling: {{ min_capacity: {n}, max_capacity: {n}, acquire_timeout: 30.0 }}\n",
+                n = args.sandboxes,
+                thp = if args.function_thp { "" } else { "MIMALLOC_ALLOW_THP: \"0\"" },
             ),
             "routes:\n  - { path: \"/noop\", method: GET, function: noop, auth: none }\n",
             &|_| None,
@@ -140,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             ProcessConfig::default().log_sink(Arc::new(NullLogSink)),
         ));
         let rss_before = status_mb("VmRSS");
+        let cpu_before = cpu_seconds();
         let start = Instant::now();
         let gateway = Gateway::start(
             GatewayConfig::new(functions, "127.0.0.1:0".parse()?),
@@ -159,7 +184,11 @@ fn main() -> anyhow::Result<()> {
             if port.is_none() {
                 port = runtime_api_port();
             }
-            let connected = port.map_or(0, established_to);
+            // /proc/net/tcp costs the host a walk of every socket: read once the pool is done.
+            let connected = match (port, pool_idle_after) {
+                (Some(port), Some(_)) => established_to(port),
+                _ => 0,
+            };
             if connected >= args.sandboxes {
                 break start.elapsed();
             }
@@ -171,8 +200,9 @@ fn main() -> anyhow::Result<()> {
                     args.timeout
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let cpu = cpu_seconds() - cpu_before;
         let stats = gateway.pool().stats("noop")?;
         let rss = status_mb("VmRSS");
         let fds = std::fs::read_dir("/proc/self/fd")?.count();
@@ -190,7 +220,7 @@ fn main() -> anyhow::Result<()> {
             idle_after.as_secs_f64()
         );
         println!(
-            "gateway: RSS {rss:.1} MB ({rss_before:.1} MB before the gateway started), {fds} open descriptors ({:.2} per sandbox), open-file limit {}",
+            "gateway: RSS {rss:.1} MB ({rss_before:.1} MB before the gateway started), {cpu:.2} s of CPU (user + system) until then, {fds} open descriptors ({:.2} per sandbox), open-file limit {}",
             fds as f64 / args.sandboxes as f64,
             fd.soft
         );

@@ -94,13 +94,28 @@ async fn min_capacity_over_the_fd_limit_is_a_startup_warning_and_the_gateway_kee
     // 256 descriptors, 32 of them for connections, 64 kept aside: room for 53 idle sandboxes.
     let gateway = Gateway::spawn(256, 120, 32);
     assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
-    // Still answering while the sandboxes that cannot fit fail to start (for want of
-    // descriptors, which each failure says).
-    for _ in 0..10 {
+    // Still answering while the sandboxes that cannot fit fail to start, for want of
+    // descriptors, which the failure says (not an invalid spec).
+    let mut stderr = gateway.stderr();
+    for _ in 0..100 {
+        if stderr.contains("sandbox creation failed") {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
+        stderr = gateway.stderr();
     }
-    let stderr = gateway.stderr();
+    let failure = stderr
+        .lines()
+        .find(|line| line.contains("sandbox creation failed"))
+        .unwrap_or_else(|| panic!("no sandbox creation failed: {stderr}"));
+    assert!(
+        failure.contains("of function noop (out of file descriptors, processes or memory)")
+            && failure.contains("Too many open files"),
+        "{failure}"
+    );
+    assert!(!stderr.contains("invalid sandbox spec"), "{stderr}");
+    assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
     assert!(
         stderr.contains(
             "the functions' min_capacity adds up to 120 sandboxes, but the open-file limit (256, hard limit 256) leaves room for about 53 beside --max-connections 32"

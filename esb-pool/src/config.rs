@@ -168,6 +168,15 @@ pub struct PoolConfig {
     /// know (left by an earlier run of the same owner) are adopted as warm idle sandboxes
     /// up to `max_capacity`, and no other sandbox is ever destroyed.
     pub owner: Option<String>,
+    /// At most this many sandboxes are created at once on one runtime to reach the
+    /// functions' `min_capacity` (a request waiting for a cold start does not wait behind
+    /// them); by default four per CPU of this host.
+    pub warmup_concurrency: usize,
+}
+
+/// The default [`PoolConfig::warmup_concurrency`]: four per CPU this process may use.
+fn default_warmup_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(4, |cpus| cpus.get() * 4)
 }
 
 impl Default for PoolConfig {
@@ -180,6 +189,7 @@ impl Default for PoolConfig {
             breaker: BreakerConfig::default(),
             env: None,
             owner: None,
+            warmup_concurrency: default_warmup_concurrency(),
         }
     }
 }
@@ -200,6 +210,7 @@ impl PoolConfig {
         breaker: BreakerConfig,
         env: Option<String>,
         owner: Option<String>,
+        warmup_concurrency: usize,
     }
 
     pub(crate) fn validate(&self) -> Result<(), PoolError> {
@@ -208,6 +219,13 @@ impl PoolConfig {
                 function: String::new(),
                 field: "janitor_interval",
                 reason: "must be more than zero".into(),
+            });
+        }
+        if self.warmup_concurrency == 0 {
+            return Err(PoolError::InvalidConfig {
+                function: String::new(),
+                field: "warmup_concurrency",
+                reason: "must be at least 1".into(),
             });
         }
         if self.host_cap == Some(0) {

@@ -369,14 +369,56 @@ async fn create(shared: &Shared, slot: Slot) -> Result<Lease, PoolError> {
         .map_err(|source| PoolError::Aborted { function, source })?
 }
 
-/// Creates sandboxes in the background up to the function's `min_capacity`.
+/// Creates sandboxes in the background up to the function's `min_capacity`, a few at a
+/// time on each runtime (see [`Warmup`]).
 pub(crate) fn ensure_min(shared: &Arc<Shared>, function: &Arc<FunctionPool>) {
     for runtime in function.reserve_min(shared) {
         let slot = Slot::new(shared, function, runtime, false);
+        let turns = shared.warmup.of(runtime);
+        let pool = Arc::clone(shared);
         shared.handle.spawn(async move {
+            let Ok(_turn) = turns.acquire_owned().await else {
+                return;
+            };
+            if pool.is_closed() {
+                return; // the slot is given back unused
+            }
             // The new sandbox goes to a waiter or the idle list when its lease drops.
             let _ = slot.create().await;
         });
+    }
+}
+
+/// How many creations toward `min_capacity` run at once on each runtime.
+///
+/// Thousands of sandboxes started at once would all be starting together: the host's CPUs
+/// shared among them, each new Runtime API connection asked of all their processes, and none
+/// ready before most are. A few at a time (a few per CPU) are ready one after another, as
+/// fast. A request's own cold start takes no turn.
+pub(crate) struct Warmup {
+    per_runtime: usize,
+    turns: std::sync::Mutex<Vec<Arc<tokio::sync::Semaphore>>>,
+}
+
+impl Warmup {
+    /// At most `per_runtime` at once on each runtime.
+    pub(crate) fn new(per_runtime: usize) -> Self {
+        Self {
+            per_runtime: per_runtime.max(1),
+            turns: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The turns of runtime `runtime`.
+    fn of(&self, runtime: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut turns = self
+            .turns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while turns.len() <= runtime {
+            turns.push(Arc::new(tokio::sync::Semaphore::new(self.per_runtime)));
+        }
+        Arc::clone(&turns[runtime])
     }
 }
 

@@ -98,6 +98,7 @@ impl Pool {
             functions: RwLock::new(HashMap::new()),
             handle,
             closed: AtomicBool::new(false),
+            warmup: lease::Warmup::new(config.warmup_concurrency),
         });
         for function in config.functions {
             shared.insert(function)?;

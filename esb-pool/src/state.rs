@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     pub functions: RwLock<HashMap<Arc<str>, Arc<FunctionPool>>>,
     pub handle: Handle,
     pub closed: AtomicBool,
+    /// Creations toward `min_capacity` running at once, per runtime (see
+    /// [`crate::PoolConfig::warmup_concurrency`]).
+    pub warmup: crate::lease::Warmup,
 }
 
 impl Shared {

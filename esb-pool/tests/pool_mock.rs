@@ -607,3 +607,47 @@ async fn a_sandbox_granted_to_a_waiter_that_leaves_before_taking_it_returns_to_t
     assert_eq!(count(&seen.creates), 1);
     drop(lease);
 }
+
+#[tokio::test(start_paused = true)]
+async fn min_capacity_is_created_a_few_at_a_time_and_a_cold_start_does_not_wait_behind_it() {
+    let (runtime, knobs, seen) = support::runtime("a");
+    knobs.create_delay_ms.store(1000, Ordering::SeqCst);
+    let pool = Pool::new(
+        config(vec![function("f", 41).min_capacity(40)]).warmup_concurrency(4),
+        vec![runtime],
+    )
+    .unwrap();
+    // Creations under way = calls begun - calls ended.
+    let creating = || count(&seen.create_calls) - count(&seen.creates);
+    let invocation = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.invoke(invocation("f")).await })
+    };
+    let mut most = 0;
+    while !invocation.is_finished() {
+        most = most.max(creating());
+        advance(1).await;
+    }
+    let answer = invocation.await.unwrap().unwrap();
+    assert!(answer.cold_start, "its own sandbox, created for it");
+    // Answered while the warm-up had only begun: it took no turn among them.
+    let warm = count(&seen.creates) - 1;
+    assert!(
+        warm < 40,
+        "the cold start was answered after the whole warm-up ({warm} created)"
+    );
+    while pool.stats("f").unwrap().idle < 41 {
+        most = most.max(creating());
+        advance(1).await;
+    }
+    // Four warm-up creations at a time, and the request's own.
+    assert_eq!(most, 5, "creations at once");
+    assert_eq!(count(&seen.creates), 41);
+}
+
+#[tokio::test]
+async fn a_warmup_concurrency_of_zero_is_refused() {
+    let (runtime, _knobs, _seen) = support::runtime("a");
+    let err = Pool::new(config(vec![]).warmup_concurrency(0), vec![runtime]).unwrap_err();
+    assert!(err.to_string().contains("warmup_concurrency"), "{err}");
+}

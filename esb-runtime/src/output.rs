@@ -248,11 +248,22 @@ pub const MAX_LINE_BYTES: usize = 256 * 1024;
 /// Ends every record of a split line but the last.
 pub const SPLIT_MARKER: &str = " [esb: line over 256 KB, continued in the next record]";
 
+/// How much of its pipe a reader takes at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Reads a function's output as lines: any bytes (invalid UTF-8 becomes U+FFFD), lines cut
 /// into records of at most [`MAX_LINE_BYTES`], so that memory stays bounded whatever the
 /// function writes, and the pipe is read until it ends (never closed on bad input).
+///
+/// A reader waiting for output holds no buffer (an idle sandbox has two of them): one is
+/// taken when the pipe has bytes, and given back once they are all handed out and the pipe
+/// is empty again.
 pub(crate) struct LineReader<R> {
-    inner: tokio::io::BufReader<R>,
+    inner: R,
+    /// Bytes read, `buf[start..end]` not handed out yet; no allocation while waiting.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
     line: Vec<u8>,
 }
 
@@ -260,33 +271,63 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// Lines of `reader`.
     pub(crate) fn new(reader: R) -> Self {
         Self {
-            inner: tokio::io::BufReader::with_capacity(64 * 1024, reader),
+            inner: reader,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
             line: Vec::new(),
         }
+    }
+
+    /// Reads more once everything read before is handed out: `false` once the output ended
+    /// (or cannot be read any more).
+    async fn fill(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            loop {
+                if self.buf.is_empty() {
+                    self.buf = vec![0; READ_CHUNK];
+                }
+                let mut read = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        self.start = 0;
+                        self.end = read.filled().len();
+                        return Poll::Ready(self.end > 0);
+                    }
+                    Poll::Ready(Err(err)) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                    Poll::Ready(Err(_)) => {
+                        (self.start, self.end) = (0, 0);
+                        return Poll::Ready(false);
+                    }
+                    Poll::Pending => {
+                        // Nothing to read: waiting costs no buffer.
+                        self.buf = Vec::new();
+                        (self.start, self.end) = (0, 0);
+                        return Poll::Pending;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     /// The next line (or piece of a long one), without its `\n` or `\r\n`; `None` once the
     /// output ended (or cannot be read any more).
     pub(crate) async fn next_line(&mut self) -> Option<String> {
-        use tokio::io::AsyncBufReadExt;
         let room = MAX_LINE_BYTES - SPLIT_MARKER.len();
         loop {
-            let available = match self.inner.fill_buf().await {
-                Ok(available) => available,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => &[],
-            };
-            if available.is_empty() {
+            if self.start == self.end && !self.fill().await {
                 if self.line.is_empty() {
                     return None;
                 }
                 let line = std::mem::take(&mut self.line);
                 return Some(String::from_utf8_lossy(&line).into_owned());
             }
+            let available = &self.buf[self.start..self.end];
             let window = &available[..available.len().min(room - self.line.len())];
             if let Some(at) = window.iter().position(|&b| b == b'\n') {
                 self.line.extend_from_slice(&window[..at]);
-                self.inner.consume(at + 1);
+                self.start += at + 1;
                 if self.line.last() == Some(&b'\r') {
                     self.line.pop();
                 }
@@ -295,7 +336,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             }
             let taken = window.len();
             self.line.extend_from_slice(window);
-            self.inner.consume(taken);
+            self.start += taken;
             if self.line.len() >= room {
                 // Cut on a character boundary: an incomplete character at the end starts the
                 // next piece.

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::logs::LogStream;
 use crate::output::SharedPipe;
-use crate::process_api::SharedApi;
+use crate::process_api::{Registration, SharedApi};
 use crate::record::Record;
 use crate::runtime_api::Broker;
 use crate::sandbox::{self, Core, Exit, LambdaSettings, WhenPaused, lock};
@@ -112,6 +112,8 @@ impl ProcessConfig {
 struct Sandbox {
     core: Core,
     pgid: Pid,
+    /// Its place with the shared Runtime API listener.
+    api: Registration,
     /// The leader's peak memory, for the REPORT line's `Max Memory Used`.
     peak: PeakMemory,
 }
@@ -131,7 +133,7 @@ impl Sandbox {
     async fn kill(&self) {
         let _ = self.signal(Signal::SIGKILL);
         self.core.wait_exit(None).await;
-        self.core.stop_server();
+        self.api.stop();
     }
 }
 
@@ -559,7 +561,7 @@ impl Runtime for ProcessRuntime {
         let lambda = &self.config.lambda;
         let broker = lambda.broker(&id, &spec.function_name, spec.timeout);
         // Only the sandbox's own processes may poll its Runtime API.
-        let stop_server = api.register(id.clone(), pgid, broker.clone());
+        let registration = api.register(id.clone(), pgid, broker.clone());
         let info = SandboxInfo {
             id: id.clone(),
             function_name: spec.function_name.clone(),
@@ -584,16 +586,20 @@ impl Runtime for ProcessRuntime {
         }
         let exited = watch_exit(pgid, sigchld, broker.clone(), self.record.clone());
         let sandbox = Arc::new(Sandbox {
-            core: Core::new(
-                info.clone(),
-                spec.memory_mb,
-                broker,
-                exited,
-                Some(stop_server),
-            ),
+            core: Core::new(info.clone(), spec.memory_mb, broker, exited, None),
             pgid,
+            api: registration,
             peak: PeakMemory::new(pgid),
         });
+        // Created means ready to be invoked: its runtime client has asked for its first
+        // invocation (or the sandbox died, or its init timed out, which its first invocation
+        // reports). So a pool counts it idle, and may freeze it, only once its client is
+        // connected, and a pool that starts a few sandboxes at a time has few whose client
+        // is still to connect (each new Runtime API connection is asked of those first).
+        // Listed only then: nobody adopts or reaps a sandbox still being created.
+        let unclaimed = Unclaimed(Some(Arc::clone(&sandbox)));
+        sandbox.core.broker.wait_init().await;
+        unclaimed.claim();
         lock(&self.sandboxes).insert(id, sandbox);
         Ok(info)
     }
@@ -661,6 +667,27 @@ impl Runtime for ProcessRuntime {
 
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
+    }
+}
+
+/// A sandbox whose creation is still under way: killed if the creator leaves before it is
+/// returned (nobody would know its id).
+struct Unclaimed(Option<Arc<Sandbox>>);
+
+impl Unclaimed {
+    /// The sandbox is returned to its creator.
+    fn claim(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.0.take() {
+            // Its exit watcher reaps the leader and the rest of the group.
+            let _ = sandbox.signal(Signal::SIGKILL);
+            sandbox.api.stop();
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::unistd::Pid;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::SandboxId;
@@ -34,10 +34,19 @@ struct Member {
     /// Its open connections.
     connections: AtomicUsize,
     /// Turns true when the sandbox is stopped: its connections close.
-    stopped: watch::Receiver<bool>,
+    stopped: watch::Sender<bool>,
 }
 
-type Members = Arc<Mutex<Vec<Arc<Member>>>>;
+/// The registered sandboxes: those no connection has come from yet (most likely the owners
+/// of a new connection, since a runtime client keeps its connection), in the order they
+/// registered, and the others.
+#[derive(Default)]
+struct Registry {
+    waiting: Vec<Arc<Member>>,
+    connected: Vec<Arc<Member>>,
+}
+
+type Members = Arc<Mutex<Registry>>;
 
 /// The shared listener and the sandboxes it serves.
 pub(crate) struct SharedApi {
@@ -53,6 +62,31 @@ impl std::fmt::Debug for SharedApi {
         f.debug_struct("SharedApi")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
+    }
+}
+
+/// A sandbox's registration with the shared listener: stopping it (or dropping it) forgets
+/// the sandbox and closes its connections.
+pub(crate) struct Registration {
+    members: Members,
+    member: Arc<Member>,
+}
+
+impl Registration {
+    /// Forgets the sandbox and closes its connections.
+    pub(crate) fn stop(&self) {
+        let mut registry = lock(&self.members);
+        let member = &self.member;
+        registry.waiting.retain(|m| !Arc::ptr_eq(m, member));
+        registry.connected.retain(|m| !Arc::ptr_eq(m, member));
+        drop(registry);
+        self.member.stopped.send_replace(true);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -77,27 +111,22 @@ impl SharedApi {
         self.addr
     }
 
-    /// Serves the processes of group `pgid` with `broker` until the returned sender is used
+    /// Serves the processes of group `pgid` with `broker` until the registration is stopped
     /// or dropped; then its connections close.
-    pub(crate) fn register(&self, id: SandboxId, pgid: Pid, broker: Broker) -> oneshot::Sender<()> {
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (stopped_tx, stopped) = watch::channel(false);
+    pub(crate) fn register(&self, id: SandboxId, pgid: Pid, broker: Broker) -> Registration {
         let member = Arc::new(Member {
             id,
             peers: GroupPeers::new(pgid),
             broker,
             connections: AtomicUsize::new(0),
-            stopped,
+            stopped: watch::Sender::new(false),
         });
-        lock(&self.members).push(Arc::clone(&member));
+        lock(&self.members).waiting.push(Arc::clone(&member));
         self.registered.send_modify(|count| *count += 1);
-        let members = Arc::clone(&self.members);
-        tokio::spawn(async move {
-            let _ = stop_rx.await;
-            lock(&members).retain(|m| m.id != member.id);
-            let _ = stopped_tx.send(true);
-        });
-        stop_tx
+        Registration {
+            members: Arc::clone(&self.members),
+            member,
+        }
     }
 }
 
@@ -126,7 +155,7 @@ async fn accept_loop(listener: TcpListener, members: Members, registered: watch:
                 tracing::warn!(%peer, "Runtime API connection from outside the sandboxes refused");
                 return;
             };
-            serve(stream, member).await;
+            serve(stream, &members, member).await;
         });
     }
 }
@@ -168,9 +197,19 @@ async fn owner_soon(
 }
 
 /// Serves one connection of `member` until it closes or the sandbox stops.
-async fn serve(stream: TcpStream, member: Arc<Member>) {
-    member.connections.fetch_add(1, Ordering::SeqCst);
-    let mut stopped = member.stopped.clone();
+async fn serve(stream: TcpStream, members: &Members, member: Arc<Member>) {
+    if member.connections.fetch_add(1, Ordering::SeqCst) == 0 {
+        let mut registry = lock(members);
+        if let Some(at) = registry
+            .waiting
+            .iter()
+            .position(|m| Arc::ptr_eq(m, &member))
+        {
+            let member = registry.waiting.remove(at);
+            registry.connected.push(member);
+        }
+    }
+    let mut stopped = member.stopped.subscribe();
     tokio::select! {
         () = serve_connection(stream, member.broker.clone()) => {}
         _ = stopped.wait_for(|stopped| *stopped) => {}
@@ -180,28 +219,49 @@ async fn serve(stream: TcpStream, member: Arc<Member>) {
 
 /// The sandbox whose processes hold the client socket `link` (`socket:[inode]`).
 ///
-/// Sandboxes without a connection are asked first (a runtime client keeps its connection,
-/// so a new one is most likely a starting sandbox's), in the order they started; each by
+/// The sandboxes no connection has come from yet are asked first, in the order they
+/// started (a runtime client keeps its connection, so a new one is most likely a starting
+/// sandbox's: the pool starts few at a time, so few are asked), then the others; each by
 /// its leader's open files, skipping those in `asked` (which gains the ones asked now).
-/// With `members`, and only when no leader holds the socket, the other processes of all the
-/// groups are asked in one walk of `/proc`.
+/// With `walk_members`, and only when no leader holds the socket, the other processes of
+/// all the groups are asked in one walk of `/proc`.
 fn owner(
     members: &Members,
     link: &str,
     asked: &mut HashSet<SandboxId>,
     walk_members: bool,
 ) -> Option<Arc<Member>> {
-    let mut candidates: Vec<Arc<Member>> = lock(members).clone();
-    candidates.sort_by_key(|m| m.connections.load(Ordering::SeqCst) > 0);
-    for member in &candidates {
-        if asked.insert(member.id.clone()) && member.peers.leader_holds(link) {
-            return Some(Arc::clone(member));
-        }
+    let waiting: Vec<Arc<Member>> = lock(members).waiting.clone();
+    if let Some(member) = leader_holding(&waiting, link, asked) {
+        return Some(member);
     }
-    if !walk_members || candidates.is_empty() {
+    let connected: Vec<Arc<Member>> = lock(members).connected.clone();
+    if let Some(member) = leader_holding(&connected, link, asked) {
+        return Some(member);
+    }
+    if !walk_members || (waiting.is_empty() && connected.is_empty()) {
         return None;
     }
-    let groups: HashSet<i32> = candidates.iter().map(|m| m.peers.pgid().as_raw()).collect();
+    let groups: HashSet<i32> = waiting
+        .iter()
+        .chain(&connected)
+        .map(|m| m.peers.pgid().as_raw())
+        .collect();
     let pgid = group_of_member_holding(&groups, link)?;
-    candidates.into_iter().find(|m| m.peers.pgid() == pgid)
+    waiting
+        .into_iter()
+        .chain(connected)
+        .find(|m| m.peers.pgid() == pgid)
+}
+
+/// The first of `candidates` not in `asked` whose leader holds `link`; those asked join `asked`.
+fn leader_holding(
+    candidates: &[Arc<Member>],
+    link: &str,
+    asked: &mut HashSet<SandboxId>,
+) -> Option<Arc<Member>> {
+    candidates
+        .iter()
+        .find(|member| asked.insert(member.id.clone()) && member.peers.leader_holds(link))
+        .cloned()
 }

@@ -104,8 +104,10 @@ struct Inner {
     created: Instant,
     phase: watch::Sender<Phase>,
     init_duration: Mutex<Option<Duration>>,
-    jobs_tx: mpsc::Sender<Job>,
-    jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    /// Boxed: the channel allocates room for a block of messages up front, which for
+    /// unboxed jobs is several kilobytes per idle sandbox.
+    jobs_tx: mpsc::Sender<Box<Job>>,
+    jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Box<Job>>>,
     slots: Mutex<Slots>,
     busy: AtomicBool,
     #[cfg_attr(
@@ -359,7 +361,7 @@ impl Broker {
             deadline_ms,
             answer: answer_tx,
         };
-        let send = self.inner.jobs_tx.send(job);
+        let send = self.inner.jobs_tx.send(Box::new(job));
         let outcome = tokio::select! {
             biased;
             answer = async { send.await.ok()?; answer_rx.await.ok() } => answer,

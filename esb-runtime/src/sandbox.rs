@@ -383,7 +383,9 @@ pub(crate) struct Core {
     pub(crate) paused: AtomicBool,
     /// The reason it exited, once it has.
     pub(crate) exited: watch::Receiver<Option<String>>,
-    /// Stops its Runtime API server.
+    /// Stops its Runtime API server (the containerd backend's; a process sandbox's
+    /// registration with the shared listener is its own).
+    #[cfg_attr(not(feature = "containerd"), allow(dead_code))]
     stop_server: Mutex<Option<oneshot::Sender<()>>>,
     /// Its function polls the Runtime API (not an emulator's HTTP endpoint).
     runtime_api: bool,
@@ -473,6 +475,7 @@ impl Core {
     }
 
     /// Stops its Runtime API server.
+    #[cfg_attr(not(feature = "containerd"), allow(dead_code))]
     pub(crate) fn stop_server(&self) {
         if let Some(stop) = lock(&self.stop_server).take() {
             let _ = stop.send(());

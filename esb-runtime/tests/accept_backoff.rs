@@ -1,9 +1,11 @@
 //! The process backend's Runtime API listener, out of file descriptors (EMFILE on every
-//! accept while connections wait), backs off instead of spinning: this process's CPU stays
-//! low, and once descriptors are free again the sandbox still answers.
+//! accept while connections wait), backs off instead of spinning: it says so in a warning
+//! naming the error, this process's CPU stays low, and once descriptors are free again the
+//! sandbox still answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use esb_runtime::logs::NullLogSink;
@@ -27,6 +29,26 @@ fn cpu_ticks(file: &std::fs::File) -> u64 {
         .sum()
 }
 
+/// The log lines this process writes, kept in memory (no descriptor needed).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 /// The Runtime API address in the environment of process `pid`.
 fn runtime_api_of(pid: u32) -> String {
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
@@ -38,6 +60,15 @@ fn runtime_api_of(pid: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_backs_off_while_descriptors_are_exhausted() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
     let runtime =
         ProcessRuntime::new(ProcessConfig::default().log_sink(std::sync::Arc::new(NullLogSink)));
     let bin = esb_testfn::build_bin("noop_fn").expect("build noop_fn");
@@ -75,9 +106,21 @@ async fn accept_backs_off_while_descriptors_are_exhausted() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ticks = cpu_ticks(&stat) - before;
     let elapsed = started.elapsed();
+    let during = logs.text();
     drop(hog);
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
     drop(waiting);
+    // The accepts did fail for want of descriptors, and said so.
+    let warnings: Vec<&str> = during
+        .lines()
+        .filter(|line| line.contains("Runtime API accept failed"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains("Too many open files")),
+        "no EMFILE warning while out of descriptors: {during}"
+    );
     // A spinning accept loop burns a whole core (200 ticks in 2 s).
     assert!(
         ticks * 10 < elapsed.as_millis() as u64 / 4,
