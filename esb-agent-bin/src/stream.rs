@@ -2,14 +2,16 @@
 //!
 //! The answers' stream itself reads the requests and drives the invocations, so an
 //! invocation costs no task of its own and no hand-over between tasks: hyper's task that
-//! sends the answers polls them.
+//! sends the answers polls them. When the agent stops, the stream still reads: cancels take
+//! effect and new invocations are refused at once (`UNAVAILABLE`); it ends once the
+//! invocations in flight have.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
 use esb_proto::agent::v1 as pb;
-use esb_runtime::remote::wire::status_to_failure;
+use esb_runtime::remote::wire::{error_to_status, status_to_failure};
 use futures::FutureExt;
 use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -45,7 +47,11 @@ struct State {
     stop: Option<watch::Receiver<bool>>,
     running: FuturesUnordered<Running>,
     cancels: HashMap<u64, AbortHandle>,
+    /// The caller's side is still open.
     reading: bool,
+    /// The agent stops: new invocations are refused at once, the stream ends once the
+    /// invocations in flight have.
+    stopped: bool,
 }
 
 impl State {
@@ -73,12 +79,22 @@ impl State {
         }));
     }
 
+    /// Whether the agent stops (also when the stop came just now, together with a request).
+    fn stopping_now(&mut self) -> bool {
+        if !self.stopped && self.stop.as_ref().is_some_and(|stop| *stop.borrow()) {
+            self.stopped = true;
+        }
+        self.stopped
+    }
+
     /// The next answer, or `None` when the stream is over: the caller closed its side or the
     /// agent stops (after the invocations in flight), or the connection broke (they are
-    /// dropped).
+    /// dropped). While the agent stops, requests are still read: cancels take effect and
+    /// new invocations are answered at once with `UNAVAILABLE`, so that the caller can send
+    /// them elsewhere.
     async fn next(&mut self) -> Option<pb::InvokeStreamResponse> {
         loop {
-            if !self.reading && self.running.is_empty() {
+            if self.running.is_empty() && (!self.reading || self.stopped) {
                 return None;
             }
             tokio::select! {
@@ -88,6 +104,15 @@ impl State {
                     return Some(pb::InvokeStreamResponse { id, result: Some(answer) });
                 }
                 request = self.requests.message(), if self.reading => match request {
+                    Ok(Some(pb::InvokeStreamRequest { id, kind: Some(Kind::Invoke(_)) })) if self.stopping_now() => {
+                        let refused = error_to_status(&esb_runtime::Error::Unavailable(
+                            "the agent is stopping".to_owned(),
+                        ));
+                        return Some(pb::InvokeStreamResponse {
+                            id,
+                            result: Some(Answer::Failure(status_to_failure(&refused))),
+                        });
+                    }
                     Ok(Some(pb::InvokeStreamRequest { id, kind: Some(Kind::Invoke(request)) })) => {
                         self.start(id, request);
                     }
@@ -108,7 +133,7 @@ impl State {
                         return None;
                     }
                 },
-                () = stopping(&mut self.stop), if self.reading => self.reading = false,
+                () = stopping(&mut self.stop), if !self.stopped => self.stopped = true,
             }
         }
     }
@@ -127,6 +152,7 @@ pub fn serve(
         running: FuturesUnordered::new(),
         cancels: HashMap::new(),
         reading: true,
+        stopped: false,
     };
     Box::pin(futures::stream::unfold(state, |mut state| async move {
         let answer = state.next().await?;

@@ -1,11 +1,14 @@
 //! Invocations over the agent's `InvokeStream`: many at once on one stream, cancellation,
-//! a stream that breaks mid-invocation, agents without the stream, and the raw protocol.
+//! a stream that breaks mid-invocation, an agent that stops, agents without the stream, and
+//! the raw protocol. Tests wait on conditions (the function has started an invocation, the
+//! agent reports it stops), never for a fixed time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use esb_proto::agent::v1 as pb;
@@ -27,6 +30,44 @@ fn echoed(result: &InvokeResult) -> Value {
             serde_json::from_slice::<Value>(body).unwrap()["echo"].clone()
         }
         InvokeResult::FunctionError(err) => panic!("function error: {err:?}"),
+    }
+}
+
+/// A file the function appends each invocation's request id to as it starts it
+/// (`count_file`): tells when an invocation is running.
+struct Starts {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Starts {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("starts");
+        Self { _dir: dir, path }
+    }
+
+    /// `payload` with `count_file` set to this file.
+    fn payload(&self, mut payload: Value) -> String {
+        payload["count_file"] = json!(self.path.display().to_string());
+        payload.to_string()
+    }
+
+    fn count(&self) -> usize {
+        std::fs::read_to_string(&self.path)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the function has started `n` invocations.
+    async fn started(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while self.count() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the function starts the invocation");
     }
 }
 
@@ -74,7 +115,42 @@ async fn many_concurrent_invocations_each_get_their_own_answer() {
     agent.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_answers_on_one_stream_each_reach_their_invocation() {
+    let agent = TestAgent::start().await;
+    let remote = agent.remote().await;
+    let ids = sandboxes(&remote, 6).await;
+    // Answers of ~200 KB (many HTTP/2 frames each, read while the others wait) among small
+    // ones, all on the one stream.
+    let large = "x".repeat(200 * 1024);
+    let callers: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(caller, id)| {
+            let remote = remote.clone();
+            let id = id.clone();
+            let large = large.clone();
+            tokio::spawn(async move {
+                for n in 0..15 {
+                    let event = if caller % 2 == 0 {
+                        json!({"caller": caller, "n": n, "fill": large})
+                    } else {
+                        json!({"caller": caller, "n": n})
+                    };
+                    let request = InvokeRequest::new(event.to_string());
+                    let response = remote.invoke(&id, request).await.unwrap();
+                    assert_eq!(echoed(&response.result), event);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_goes_away_cancels_its_invocation_on_the_agent() {
     let agent = TestAgent::start().await;
     let remote = agent.remote().await;
@@ -84,33 +160,28 @@ async fn a_caller_that_goes_away_cancels_its_invocation_on_the_agent() {
         .invoke(&sandbox.id, InvokeRequest::new("{}"))
         .await
         .unwrap();
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(300),
-        remote.invoke(&sandbox.id, InvokeRequest::new(r#"{"sleep_ms":20000}"#)),
-    )
-    .await;
-    assert!(abandoned.is_err(), "the slow invocation was still running");
+    let starts = Starts::new();
+    let abandoned = {
+        let remote = remote.clone();
+        let id = sandbox.id.clone();
+        let payload = starts.payload(json!({"sleep_ms": 2000}));
+        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
+    };
+    starts.started(1).await;
+    // The caller goes away while the function runs its invocation.
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
     // The agent dropped the abandoned invocation: the sandbox takes the next one (it runs
     // once the function is done sleeping) instead of answering that it is busy.
-    let mut next = None;
-    for _ in 0..50 {
-        let started = remote.invoke(&sandbox.id, InvokeRequest::new(r#"{"n":1}"#));
-        match tokio::time::timeout(Duration::from_millis(100), started).await {
-            Ok(Err(Error::Busy(_))) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Ok(other) => {
-                panic!("the next invocation answered before the function was free: {other:?}")
-            }
-            // Accepted and waiting for the function: the slot was freed.
-            Err(_) => {
-                next = Some(());
-                break;
-            }
-        }
-    }
-    assert!(
-        next.is_some(),
-        "the sandbox stayed busy with the abandoned invocation"
-    );
+    let response = remote
+        .invoke(
+            &sandbox.id,
+            InvokeRequest::new(starts.payload(json!({"n": 1}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(echoed(&response.result)["n"], json!(1));
+    assert_eq!(starts.count(), 2);
     remote.destroy(&sandbox.id).await.unwrap();
     agent.stop().await;
 }
@@ -175,16 +246,14 @@ async fn a_stream_broken_mid_invocation_fails_it_at_once_and_the_next_one_opens_
         .await
         .unwrap();
 
+    let starts = Starts::new();
     let pending = {
         let remote = remote.clone();
         let id = slow.id.clone();
-        tokio::spawn(async move {
-            remote
-                .invoke(&id, InvokeRequest::new(r#"{"sleep_ms":60000}"#))
-                .await
-        })
+        let payload = starts.payload(json!({"sleep_ms": 60000}));
+        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    starts.started(1).await;
     proxy.cut();
     // Well before the function would answer (60 s): the caller learns the stream broke.
     let err = tokio::time::timeout(Duration::from_secs(20), pending)
@@ -343,23 +412,113 @@ async fn a_stopping_agent_finishes_the_invocations_in_flight_and_ends_its_stream
         .invoke(&sandbox.id, InvokeRequest::new("{}"))
         .await
         .unwrap();
+    let starts = Starts::new();
     let in_flight = {
         let remote = remote.clone();
         let id = sandbox.id.clone();
-        tokio::spawn(async move {
-            remote
-                .invoke(&id, InvokeRequest::new(r#"{"sleep_ms":500}"#))
-                .await
-        })
+        let payload = starts.payload(json!({"sleep_ms": 500}));
+        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    starts.started(1).await;
     // The open stream does not hold the shutdown up beyond the invocation in flight.
     agent.stop().await;
     let response = in_flight.await.unwrap().unwrap();
-    assert_eq!(echoed(&response.result), json!({"sleep_ms": 500}));
+    assert_eq!(echoed(&response.result)["sleep_ms"], json!(500));
     let err = remote
         .invoke(&sandbox.id, InvokeRequest::new("{}"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_refuses_new_invocations_at_once_and_still_takes_cancels() {
+    let mut agent = TestAgent::start().await;
+    let remote = agent.remote().await;
+    let busy = remote.create(testfn("slow")).await.unwrap().id;
+    let free = remote.create(testfn("echo")).await.unwrap().id;
+    for id in [&busy, &free] {
+        remote.invoke(id, InvokeRequest::new("{}")).await.unwrap();
+    }
+    let starts = Starts::new();
+    let in_flight = {
+        let remote = remote.clone();
+        let id = busy.clone();
+        let payload = starts.payload(json!({"sleep_ms": 60000}));
+        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
+    };
+    starts.started(1).await;
+    agent.ask_to_stop();
+    // The agent stops once it no longer reports that it serves.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while remote.check_health(Duration::from_secs(5)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stopping agent's health check fails");
+
+    // A new invocation on the open stream is refused at once, so the caller can go
+    // elsewhere, while the one in flight still runs.
+    let err = remote
+        .invoke(&free, InvokeRequest::new("{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unavailable(message) if message.contains("stopping")),
+        "{err:?}"
+    );
+    assert!(!in_flight.is_finished(), "{:?}", in_flight.await);
+
+    // Its caller goes away: the cancel still reaches the stopping agent, which then stops
+    // without waiting for the function's 60 s (`stop` gives it 10 s).
+    in_flight.abort();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_stream_of_a_stopping_agent_answers_new_invocations_unavailable_then_ends() {
+    let mut agent = TestAgent::start().await;
+    let remote = agent.remote().await;
+    let busy = remote.create(testfn("slow")).await.unwrap().id;
+    let free = remote.create(testfn("echo")).await.unwrap().id;
+    for id in [&busy, &free] {
+        remote.invoke(id, InvokeRequest::new("{}")).await.unwrap();
+    }
+    let starts = Starts::new();
+    let (requests, mut answers) = raw_stream(&agent).await;
+    let mut first = invoke(1, &busy, json!({"sleep_ms": 300}));
+    if let Some(Kind::Invoke(request)) = &mut first.kind {
+        request.payload = starts.payload(json!({"sleep_ms": 300})).into();
+    }
+    requests.send(first).unwrap();
+    starts.started(1).await;
+    agent.ask_to_stop();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while remote.check_health(Duration::from_secs(5)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stopping agent's health check fails");
+    requests.send(invoke(2, &free, json!({"n": 2}))).unwrap();
+
+    // 2 is refused (before 1, which is still running), then 1 answers and the stream ends
+    // although the caller keeps its side open.
+    let refused = answers.message().await.unwrap().unwrap();
+    assert_eq!(refused.id, 2);
+    let Some(Answer::Failure(failure)) = refused.result else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(failure.code, tonic::Code::Unavailable as i32, "{failure:?}");
+    assert!(!failure.detail.is_empty(), "the typed error rides along");
+    let answered = answers.message().await.unwrap().unwrap();
+    assert_eq!(answered.id, 1);
+    assert!(
+        matches!(answered.result, Some(Answer::Response(_))),
+        "{answered:?}"
+    );
+    assert!(answers.message().await.unwrap().is_none());
+    drop(requests);
+    agent.stop().await;
 }

@@ -816,6 +816,26 @@ fn main() -> anyhow::Result<()> {
                     record("cargo-lambda".into(), outcome);
                 }
             }
+            // The remote path against all-in-one, run by run (issue 18's goal holds in each).
+            for entry in &entries {
+                let (aio, remote) = (format!("aio-{}", entry.name()), format!("remote-{}", entry.name()));
+                if let (Some(aio), Some(remote)) = (runs.get(&aio), runs.get(&remote)) {
+                    for (run, (aio, remote)) in aio.iter().zip(remote).enumerate() {
+                        let extra = remote
+                            .agent_cpu_us
+                            .map(|agent| format!("{:+.1} us", remote.server_cpu_us + agent - aio.server_cpu_us))
+                            .unwrap_or_else(|| "? (no --agent-pid)".into());
+                        println!(
+                            "{:<15} run {}: remote-{} / aio-{}: {:.2}x req/s, gateway + agent CPU per request {extra} over all-in-one",
+                            function.name(),
+                            run + 1,
+                            entry.name(),
+                            entry.name(),
+                            remote.requests_per_second / aio.requests_per_second,
+                        );
+                    }
+                }
+            }
             let medians: BTreeMap<String, Outcome> = runs
                 .into_iter()
                 .map(|(mode, outcomes)| (mode, median(outcomes)))

@@ -60,11 +60,16 @@ impl TestAgent {
             .unwrap()
     }
 
-    /// Asks the agent to stop and waits for it.
-    pub async fn stop(mut self) {
+    /// Asks the agent to stop, without waiting for it (see [`TestAgent::stop`]).
+    pub fn ask_to_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Asks the agent to stop and waits for it.
+    pub async fn stop(mut self) {
+        self.ask_to_stop();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await

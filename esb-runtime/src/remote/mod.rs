@@ -404,7 +404,8 @@ impl RemoteRuntime {
     }
 
     /// One invocation over the agent's invocation stream (a call of its own when the agent
-    /// has none). A stream found ended before the invocation went out is opened again once.
+    /// has none). A stream found ended or closed before the invocation went out (nothing of
+    /// it was sent) is opened again once.
     async fn invoke_streamed(
         &self,
         mut invocation: pb::InvokeWorkerRequest,
@@ -421,7 +422,6 @@ impl RemoteRuntime {
                     invocation = *unsent;
                     continue;
                 }
-                Err(stream::Unsent::Failed(err)) => return Err(err),
             };
             return match own_timeout {
                 // Past our own deadline the invocation timed out; dropping `pending` cancels

@@ -40,11 +40,16 @@ struct Slot {
 
 /// The invocations of one stream still waiting for their answer, and the answers' side of
 /// the stream. There is no reader task: a waiting invocation reads the answers itself and
-/// hands the others theirs, so an answer costs no hand-over through a task of its own.
+/// hands the others theirs, so an answer costs no hand-over through a task of its own. The
+/// reading invocation takes the answers' stream out of here while it reads, so that an
+/// answer is decoded without the lock held (a large one does not hold up the invocations
+/// that poll meanwhile).
 struct Waiting {
     replies: HashMap<u64, Slot>,
-    /// The answers; `None` once the stream ended.
+    /// The answers; `None` while an invocation reads them and once the stream ended.
     inbound: Option<tonic::Streaming<pb::InvokeStreamResponse>>,
+    /// An invocation is reading the answers (it holds `inbound`).
+    reading: bool,
     /// The invocation whose waker the answers' stream holds, if any.
     reader: Option<u64>,
     /// Why the stream ended, once it has: no invocation is added after that.
@@ -80,28 +85,66 @@ impl Shared {
         }
     }
 
-    /// Reads the answers that have come, with `cx`'s waker left with the stream when it
-    /// waits; every answer goes to its invocation (none when it was cancelled) and a stream
-    /// that ended fails every invocation still waiting.
-    fn read(&self, waiting: &mut Waiting, reader: Option<u64>, cx: &mut Context<'_>) {
-        loop {
-            let Some(inbound) = waiting.inbound.as_mut() else {
+    /// Reads the answers that have come, with `waker` (the waker of `reader`, if any) left
+    /// with the stream when it waits; every answer goes to its invocation (none when it was
+    /// cancelled) and a stream that ended fails every invocation still waiting. `polling`:
+    /// `reader` is the invocation being polled now, so its own answer needs no wake-up.
+    ///
+    /// When another invocation is reading already, that one delivers the answers (the
+    /// caller left its waker in its slot). When the stream is left waiting with a waker
+    /// that belongs to no waiting invocation, reading goes on with the waker of one.
+    fn read(&self, reader: Option<u64>, waker: &Waker, polling: bool) {
+        let mut inbound = {
+            let mut waiting = self.lock();
+            if waiting.reading {
+                return;
+            }
+            let Some(inbound) = waiting.inbound.take() else {
                 return;
             };
-            let reason = match Pin::new(inbound).poll_next(cx) {
+            waiting.reading = true;
+            inbound
+        };
+        let (mut reader, mut polling) = (reader, polling);
+        let mut other: Option<Waker> = None;
+        loop {
+            let current = other.as_ref().unwrap_or(waker);
+            // Decoded without the lock held.
+            let reason = match Pin::new(&mut inbound).poll_next(&mut Context::from_waker(current)) {
                 Poll::Pending => {
+                    let mut waiting = self.lock();
+                    if reader.is_none_or(|id| !waiting.replies.contains_key(&id)) {
+                        // Nobody to wake when an answer comes: read for one that waits.
+                        let next = waiting.replies.iter().find_map(|(id, slot)| {
+                            (slot.answer.is_none())
+                                .then(|| slot.waker.clone().map(|waker| (*id, waker)))
+                                .flatten()
+                        });
+                        if let Some((id, waker)) = next {
+                            drop(waiting);
+                            (reader, polling, other) = (Some(id), false, Some(waker));
+                            continue;
+                        }
+                    }
+                    waiting.inbound = Some(inbound);
+                    waiting.reading = false;
                     waiting.reader = reader;
                     return;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let id = frame.id;
-                    if let Some(slot) = waiting.replies.get_mut(&id) {
-                        slot.answer = Some(self.reply(frame));
-                        if reader != Some(id)
-                            && let Some(waker) = slot.waker.take()
-                        {
-                            waker.wake();
-                        }
+                    let reply = self.reply(frame);
+                    let woken = {
+                        let mut waiting = self.lock();
+                        waiting.replies.get_mut(&id).and_then(|slot| {
+                            slot.answer = Some(reply);
+                            slot.waker
+                                .take()
+                                .filter(|_| !(polling && reader == Some(id)))
+                        })
+                    };
+                    if let Some(woken) = woken {
+                        woken.wake();
                     }
                     continue;
                 }
@@ -111,7 +154,10 @@ impl Shared {
                     esb_logs::ErrorChain(&status)
                 ),
             };
-            self.end(waiting, reason);
+            drop(inbound);
+            let mut waiting = self.lock();
+            waiting.reading = false;
+            self.end(&mut waiting, reason);
             return;
         }
     }
@@ -140,29 +186,33 @@ impl Shared {
     }
 
     /// `done` no longer waits: when the answers' stream held its waker, it now holds the
-    /// waker of another invocation still waiting (read on its behalf; no wake-up).
-    fn hand_over(&self, waiting: &mut Waiting, done: u64) {
+    /// waker of another invocation still waiting (read on its behalf; no wake-up). Returns
+    /// that invocation, to be read for once the lock is released ([`Shared::read`]).
+    fn hand_over(waiting: &mut Waiting, done: u64) -> Option<(u64, Waker)> {
         if waiting.reader != Some(done) {
-            return;
+            return None;
         }
         waiting.reader = None;
-        let next = waiting.replies.iter().find_map(|(id, slot)| {
+        waiting.replies.iter().find_map(|(id, slot)| {
             (slot.answer.is_none())
                 .then(|| slot.waker.clone().map(|waker| (*id, waker)))
                 .flatten()
-        });
+        })
+    }
+
+    /// Reads on behalf of the invocation [`Shared::hand_over`] chose.
+    fn read_for(&self, next: Option<(u64, Waker)>) {
         if let Some((id, waker)) = next {
-            self.read(waiting, Some(id), &mut Context::from_waker(&waker));
+            self.read(Some(id), &waker, false);
         }
     }
 }
 
 /// An invocation that could not be sent on a stream.
 pub(super) enum Unsent {
-    /// The stream had ended before: the request may go on a new one.
+    /// The stream had ended or closed before the request went out: nothing was sent, so it
+    /// may go on a new stream.
     Ended(Box<pb::InvokeWorkerRequest>),
-    /// The stream broke while it was sent.
-    Failed(Error),
 }
 
 /// Attempts at opening a stream when the connection is being re-established.
@@ -191,6 +241,7 @@ impl InvokeStream {
             waiting: Mutex::new(Waiting {
                 replies: HashMap::new(),
                 inbound: Some(inbound),
+                reading: false,
                 reader: None,
                 ended: None,
             }),
@@ -208,12 +259,11 @@ impl InvokeStream {
         if self.outbound.is_closed() {
             return true;
         }
-        let mut waiting = self.shared.lock();
-        if waiting.reader.is_none() {
-            self.shared
-                .read(&mut waiting, None, &mut Context::from_waker(Waker::noop()));
+        let idle = self.shared.lock().reader.is_none();
+        if idle {
+            self.shared.read(None, Waker::noop(), false);
         }
-        waiting.ended.is_some()
+        self.shared.lock().ended.is_some()
     }
 
     /// Sends an invocation; its answer comes through the returned [`Pending`].
@@ -233,11 +283,15 @@ impl InvokeStream {
             id,
             kind: Some(Kind::Invoke(request)),
         };
-        if self.outbound.send(frame).is_err() {
+        if let Err(mpsc::error::SendError(frame)) = self.outbound.send(frame) {
+            // The stream closed just now (its requests' side is gone): nothing went out.
             self.shared.lock().replies.remove(&id);
-            return Err(Unsent::Failed(
-                self.shared.unreachable("the invocation stream closed"),
-            ));
+            let request = match frame.kind {
+                Some(Kind::Invoke(request)) => request,
+                // What was built above; never a cancel.
+                _ => pb::InvokeWorkerRequest::default(),
+            };
+            return Err(Unsent::Ended(Box::new(request)));
         }
         Ok(Pending {
             stream: Arc::clone(self),
@@ -267,30 +321,37 @@ impl Future for Pending {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
         let id = self.id;
         let shared = Arc::clone(&self.stream.shared);
-        let mut waiting = shared.lock();
-        let answered = waiting
-            .replies
-            .get(&id)
-            .is_none_or(|slot| slot.answer.is_some());
-        if !answered {
-            shared.read(&mut waiting, Some(id), cx);
+        {
+            // The waker goes in first: an invocation reading meanwhile wakes it with its
+            // answer.
+            let mut waiting = shared.lock();
+            match waiting.replies.get_mut(&id) {
+                Some(slot) if slot.answer.is_none() => {
+                    if !slot
+                        .waker
+                        .as_ref()
+                        .is_some_and(|waker| waker.will_wake(cx.waker()))
+                    {
+                        slot.waker = Some(cx.waker().clone());
+                    }
+                    drop(waiting);
+                    shared.read(Some(id), cx.waker(), true);
+                }
+                _ => {}
+            }
         }
+        let mut waiting = shared.lock();
         let Some(slot) = waiting.replies.get_mut(&id) else {
             self.answered = true;
             return Poll::Ready(Err(shared.unreachable("the invocation stream ended")));
         };
         let Some(reply) = slot.answer.take() else {
-            if !slot
-                .waker
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
-            {
-                slot.waker = Some(cx.waker().clone());
-            }
             return Poll::Pending;
         };
         waiting.replies.remove(&id);
-        shared.hand_over(&mut waiting, id);
+        let next = Shared::hand_over(&mut waiting, id);
+        drop(waiting);
+        shared.read_for(next);
         self.answered = true;
         Poll::Ready(reply)
     }
@@ -306,9 +367,10 @@ impl Drop for Pending {
         let Some(slot) = waiting.replies.remove(&self.id) else {
             return;
         };
-        shared.hand_over(&mut waiting, self.id);
+        let next = Shared::hand_over(&mut waiting, self.id);
         let ended = waiting.ended.is_some();
         drop(waiting);
+        shared.read_for(next);
         // The answer has not come: the agent is told to drop the invocation.
         if slot.answer.is_none() && !ended {
             let _ = self.stream.outbound.send(pb::InvokeStreamRequest {
@@ -379,5 +441,48 @@ impl Streams {
             }
             Err(status) => Err(status_to_error(&status, agent)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream whose requests' side has just closed, while its answers' side has not been
+    /// found ended yet (the moment between `Streams::get` and `InvokeStream::send`).
+    fn just_closed() -> Arc<InvokeStream> {
+        let (outbound, requests) = mpsc::unbounded_channel();
+        drop(requests);
+        Arc::new(InvokeStream {
+            outbound,
+            next_id: AtomicU64::new(1),
+            shared: Arc::new(Shared {
+                agent: "http://agent:1".to_owned(),
+                waiting: Mutex::new(Waiting {
+                    replies: HashMap::new(),
+                    inbound: None,
+                    reading: false,
+                    reader: None,
+                    ended: None,
+                }),
+            }),
+        })
+    }
+
+    #[test]
+    fn an_invocation_not_sent_on_a_just_closed_stream_comes_back_to_be_sent_on_a_new_one() {
+        let stream = just_closed();
+        let request = pb::InvokeWorkerRequest {
+            container_id: "sb-1".into(),
+            payload: bytes::Bytes::from_static(br#"{"n":1}"#),
+            request_id: "req-1".into(),
+            ..Default::default()
+        };
+        match stream.send(request.clone()) {
+            Err(Unsent::Ended(unsent)) => assert_eq!(*unsent, request),
+            Ok(_) => panic!("sent on a closed stream"),
+        }
+        // Nothing is left waiting for an answer.
+        assert!(stream.shared.lock().replies.is_empty());
     }
 }
