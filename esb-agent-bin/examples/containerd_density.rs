@@ -125,6 +125,8 @@ impl Agent {
 #[derive(Clone, Copy, Debug, Default)]
 struct Usage {
     rss_kb: u64,
+    anon_kb: u64,
+    file_kb: u64,
     hwm_kb: u64,
     threads: u64,
     fds: usize,
@@ -144,6 +146,8 @@ impl Usage {
         };
         Ok(Self {
             rss_kb: field("VmRSS:"),
+            anon_kb: field("RssAnon:"),
+            file_kb: field("RssFile:") + field("RssShmem:"),
             hwm_kb: field("VmHWM:"),
             threads: field("Threads:"),
             fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
@@ -152,8 +156,10 @@ impl Usage {
 
     fn print(&self, what: &str) {
         println!(
-            "{what:<34} RSS {:>7.1} MB  (peak {:>6.1} MB)  {:>5} fds  {:>3} threads",
+            "{what:<34} RSS {:>6.1} MB (anon {:>5.1}, file {:>5.1}, peak {:>5.1})  {:>5} fds  {:>3} threads",
             self.rss_kb as f64 / 1024.0,
+            self.anon_kb as f64 / 1024.0,
+            self.file_kb as f64 / 1024.0,
             self.hwm_kb as f64 / 1024.0,
             self.fds,
             self.threads
