@@ -456,7 +456,20 @@ async fn cleanup(setup: &Setup, agent: &mut Agent) {
         .args(["link", "del", &setup.bridge])
         .stderr(Stdio::null())
         .status();
-    let _ = std::fs::remove_dir(Path::new(STATE_DIR).join(setup.namespace()).join("netns"));
+    // Network namespaces no container holds (e.g. of a create cut short): unpinned, removed.
+    let netns_dir = Path::new(STATE_DIR).join(setup.namespace()).join("netns");
+    for entry in std::fs::read_dir(&netns_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        if std::fs::remove_file(&path).is_ok() {
+            eprintln!("cleanup: removed the network namespace {}", path.display());
+        }
+    }
+    let _ = std::fs::remove_dir(&netns_dir);
     let _ = std::fs::remove_dir(Path::new(STATE_DIR).join(setup.namespace()).join("io"));
     let _ = std::fs::remove_dir(Path::new(STATE_DIR).join(setup.namespace()));
 }

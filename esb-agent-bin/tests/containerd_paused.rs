@@ -1,7 +1,8 @@
 //! The `esb-agent` binary on containerd (cgroup freezer, the default) keeps answering for
 //! sandboxes it has paused: several sandboxes invoked, paused (their cgroups frozen), then
 //! each resumed and invoked again; an image reference that is not valid is refused with a
-//! message naming it. Skips with a printed reason when no containerd is reachable, unless
+//! message naming it. A create whose caller goes away mid-way leaves nothing behind (no
+//! network namespace, no reserved slot). Skips with a printed reason when no containerd is reachable, unless
 //! `ESB_REQUIRE_CONTAINERD=1`.
 #![cfg(feature = "containerd")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -80,7 +81,7 @@ impl Drop for Agent {
     }
 }
 
-fn spawn(address: &Path, env: &str, net: &Net, extra: &[&str]) -> Agent {
+fn spawn(address: &Path, env: &str, net: &Net, subnet: &str, extra: &[&str]) -> Agent {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_esb-agent"))
         .args(["--runtime", "containerd", "--token", TOKEN])
@@ -89,7 +90,7 @@ fn spawn(address: &Path, env: &str, net: &Net, extra: &[&str]) -> Agent {
         .arg(address)
         .args(["--env", env, "--state-dir", "/run/esb-test"])
         .args(["--insecure-registry", &oci::registry()])
-        .args(["--cni-subnet", "10.240.0.0/24", "--cni-bridge", &net.bridge])
+        .args(["--cni-subnet", subnet, "--cni-bridge", &net.bridge])
         .args(["--cni-network", &net.bridge])
         .arg("--cni-conf-dir")
         .arg(&net.conf)
@@ -153,6 +154,7 @@ async fn paused_sandboxes_of_the_agent_binary_answer_after_a_resume() {
         &address,
         &env,
         &net,
+        "10.240.0.0/24",
         &["--reconcile", "remove", "--destroy-on-exit"],
     );
     let remote = connect(&mut agent).await;
@@ -235,4 +237,86 @@ async fn paused_sandboxes_of_the_agent_binary_answer_after_a_resume() {
             "{id}'s snapshot is left"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_caller_goes_away_leaves_no_network_namespace_or_slot() {
+    let Some(address) = oci::containerd() else {
+        return;
+    };
+    let image = tokio::task::block_in_place(oci::pushed_image);
+    let env = format!("ac-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let net = Net::new();
+    // One sandbox at most: a slot still held by the abandoned create would refuse the next.
+    let mut agent = spawn(
+        &address,
+        &env,
+        &net,
+        "10.241.0.0/24",
+        &[
+            "--reconcile",
+            "remove",
+            "--destroy-on-exit",
+            "--max-sandboxes",
+            "1",
+        ],
+    );
+    let remote = connect(&mut agent).await;
+    let spec = SandboxSpec::new("abandoned")
+        .image(image)
+        .timeout(Duration::from_secs(10));
+    // The image pulled once, so that the abandoned create below is quick to reach its netns.
+    let warm = remote.create(spec.clone()).await.unwrap();
+    remote.destroy(&warm.id).await.unwrap();
+
+    let netns_dir = Path::new("/run/esb-test")
+        .join(format!("esb-{env}"))
+        .join("netns");
+    let entries = || {
+        std::fs::read_dir(&netns_dir)
+            .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(entries(), Vec::<PathBuf>::new());
+    // The call is dropped as soon as the agent has made the sandbox's network namespace.
+    let mut creating = Box::pin(remote.create(spec.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let abandoned = loop {
+        tokio::select! {
+            created = &mut creating => break created.ok(),
+            () = tokio::time::sleep(Duration::from_millis(1)) => {
+                if !entries().is_empty() {
+                    break None;
+                }
+                assert!(Instant::now() < deadline, "the create never started");
+            }
+        }
+    };
+    drop(creating);
+    if let Some(info) = abandoned {
+        // It finished before the drop: nothing was abandoned after all.
+        remote.destroy(&info.id).await.unwrap();
+    }
+    // The agent finishes the create and removes the sandbox no one claimed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !entries().is_empty() || !remote.list().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left: {:?}, listed: {:?}",
+            entries(),
+            remote.list().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And its slot is free again.
+    let next = remote.create(spec).await.unwrap();
+    let response = remote
+        .invoke(&next.id, InvokeRequest::new(r#"{"after":"abandon"}"#))
+        .await
+        .unwrap();
+    assert!(matches!(response.result, InvokeResult::Success(_)));
+    remote.destroy(&next.id).await.unwrap();
+    drop(remote);
+    stop(&mut agent).await;
+    assert_eq!(net.left(), Vec::<PathBuf>::new(), "left after a clean stop");
 }
