@@ -5,7 +5,7 @@ use std::sync::Arc;
 use esb_proto::agent::v1 as pb;
 use esb_runtime::logs::LogTail;
 use esb_runtime::remote::wire::Invocation;
-use esb_runtime::{Runtime, SandboxId, SandboxSpec, SandboxState};
+use esb_runtime::{Runtime, SandboxId, SandboxInfo, SandboxSpec, SandboxState};
 use pb::agent_service_server::AgentService;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
@@ -90,6 +90,32 @@ impl Agent {
     }
 }
 
+/// Creates a sandbox on a task of its own, so that a caller who goes away mid-way (a
+/// cancelled call, a closed connection) cannot cut the create short and leave half a sandbox
+/// behind (a network namespace, an IP lease, a reserved slot); a sandbox finished after its
+/// caller left is destroyed.
+async fn create_detached(
+    runtime: &Arc<dyn Runtime>,
+    spec: SandboxSpec,
+) -> esb_runtime::Result<SandboxInfo> {
+    let (done, created) = tokio::sync::oneshot::channel();
+    let runtime = runtime.clone();
+    tokio::spawn(async move {
+        let result = runtime.create(spec).await;
+        if let Err(Ok(info)) = done.send(result) {
+            tracing::info!(sandbox = %info.id, "the caller left before the create finished; destroying the sandbox");
+            if let Err(err) = runtime.destroy(&info.id).await {
+                tracing::warn!(sandbox = %info.id, %err, "cannot destroy an unclaimed sandbox");
+            }
+        }
+    });
+    created.await.unwrap_or_else(|_| {
+        Err(esb_runtime::Error::Backend(
+            "the sandbox create task ended without an answer".into(),
+        ))
+    })
+}
+
 /// The sandbox id of a request, which must not be empty.
 fn sandbox_id(id: String, rpc: &str) -> Result<SandboxId, Status> {
     if id.is_empty() {
@@ -125,7 +151,7 @@ impl AgentService for Agent {
         }
         let spec = SandboxSpec::try_from(request)?;
         let function = spec.function_name.clone();
-        let info = self.runtime.create(spec).await?;
+        let info = create_detached(&self.runtime, spec).await?;
         tracing::info!(%function, sandbox = %info.id, "sandbox created");
         Ok(Response::new(pb::EnsureContainerResponse {
             container: Some(info.into()),

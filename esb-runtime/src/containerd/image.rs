@@ -495,12 +495,10 @@ impl Images {
 
     /// Pulls `name` from its registry into the content store and records it.
     async fn pull(&self, name: &str, lease: &str) -> crate::Result<Desc> {
-        let reference: Reference =
-            name.parse()
-                .map_err(|err: oci_client::ParseError| Error::Other {
-                    operation: format!("image reference {name:?} is not valid"),
-                    source: err.into(),
-                })?;
+        let reference = super::reference::parse(name).map_err(|err| Error::Other {
+            operation: format!("image reference {name:?} is not valid"),
+            source: err.into(),
+        })?;
         let auth = self.auth(&reference);
         let registry_error = |what: &str, err: oci_client::errors::OciDistributionError| -> Error {
             Error::Other {

@@ -22,6 +22,7 @@ mod cni;
 mod image;
 mod netns;
 mod oci;
+mod reference;
 mod rie;
 
 use std::collections::{BTreeMap, HashMap};
