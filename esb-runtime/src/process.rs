@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +15,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::child::Launch;
 use crate::logs::LogStream;
 use crate::output::SharedPipe;
 use crate::process_api::{Registration, SharedApi};
@@ -281,57 +281,35 @@ impl ProcessRuntime {
         env
     }
 
-    /// The command of a sandbox: its argv, the Lambda environment, piped output, its own
-    /// process group.
-    fn command(
-        &self,
-        spec: &SandboxSpec,
-        id: &SandboxId,
-        api: &str,
-    ) -> Result<tokio::process::Command> {
+    /// How a sandbox's leader is started: its argv, the Lambda environment, its working
+    /// directory and CPUs (see [`crate::child::spawn`]: piped output, its own process
+    /// group, dying with this process).
+    fn launch(&self, spec: &SandboxSpec, id: &SandboxId, api: &str) -> Result<Launch> {
         let Some([program, args @ ..]) = spec.command.as_deref() else {
             return Err(Error::InvalidSpec {
                 function: spec.function_name.clone(),
                 reason: "the process backend needs a command".into(),
             });
         };
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .envs(self.environment(spec, id, api))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
         // A zip function's code directory (its LAMBDA_TASK_ROOT) is its working directory.
-        if let Some(root) = spec.env.get("LAMBDA_TASK_ROOT") {
-            command.current_dir(root);
-        } else if let Some(root) = &self.config.task_root {
-            command.current_dir(root);
-        }
-        Ok(command)
-    }
-
-    /// Starts the command, on the CPUs of a sandbox of `memory_mb`, dying with this process.
-    ///
-    /// A plain child: no pidfd is kept for it (its exit is learnt from SIGCHLD, see
-    /// [`watch_exit`]), so that an idle sandbox holds as few descriptors as can be.
-    fn spawn(
-        &self,
-        command: &mut tokio::process::Command,
-        memory_mb: u32,
-    ) -> std::io::Result<std::process::Child> {
-        crate::child::prepare(command, self.cpu_set(memory_mb));
-        command.as_std_mut().spawn()
+        let cwd = spec
+            .env
+            .get("LAMBDA_TASK_ROOT")
+            .map(PathBuf::from)
+            .or_else(|| self.config.task_root.clone());
+        Ok(Launch {
+            program: program.into(),
+            args: args.iter().map(Into::into).collect(),
+            env: self.environment(spec, id, api).into_iter().collect(),
+            cwd,
+            cpus: self.cpu_set(spec.memory_mb),
+        })
     }
 }
 
 /// Why a command could not start: the spec's fault (no such file, not executable) or this
 /// host's (out of file descriptors, processes or memory), which is no invalid spec.
-fn spawn_error(function: &str, command: &tokio::process::Command, err: std::io::Error) -> Error {
-    let program = command.as_std().get_program();
+fn spawn_error(function: &str, program: &std::ffi::OsStr, err: std::io::Error) -> Error {
     match err.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => Error::Os {
             operation: format!(
@@ -545,18 +523,13 @@ impl Runtime for ProcessRuntime {
         let id = sandbox::new_id(&spec.function_name);
         let api = self.api.get_or_try_init(SharedApi::bind).await?;
         let sigchld = self.child_signals().await?;
-        let mut command = self.command(&spec, &id, &api.addr().to_string())?;
-        let mut child = self
-            .spawn(&mut command, spec.memory_mb)
-            .map_err(|err| spawn_error(&spec.function_name, &command, err))?;
-        let pgid = Pid::from_raw(
-            i32::try_from(child.id())
-                .map_err(|_| Error::Backend("the child's process id is out of range".into()))?,
-        );
-        let stdout = child.stdout.take().map(|out| SharedPipe::new(out.into()));
-        let stderr = child.stderr.take().map(|err| SharedPipe::new(err.into()));
-        // From here on the child is followed by its pid (`watch_exit`), not by `child`.
-        drop(child);
+        let launch = self.launch(&spec, &id, &api.addr().to_string())?;
+        let spawned = crate::child::spawn(&launch)
+            .map_err(|err| spawn_error(&spec.function_name, &launch.program, err))?;
+        // The child is followed by its pid (`watch_exit`): no handle, no pidfd.
+        let pgid = spawned.pid;
+        let stdout = Some(SharedPipe::new(spawned.stdout));
+        let stderr = Some(SharedPipe::new(spawned.stderr));
 
         let lambda = &self.config.lambda;
         let broker = lambda.broker(&id, &spec.function_name, spec.timeout);
@@ -707,17 +680,17 @@ mod tests {
 
     #[test]
     fn out_of_file_descriptors_is_no_invalid_spec() {
-        let command = tokio::process::Command::new("/bin/true");
+        let command = std::ffi::OsStr::new("/bin/true");
         let err = spawn_error(
             "f",
-            &command,
+            command,
             std::io::Error::from_raw_os_error(libc::EMFILE),
         );
         assert!(matches!(err, Error::Os { .. }), "{err}");
         assert!(err.to_string().contains("out of file descriptors"), "{err}");
         let err = spawn_error(
             "f",
-            &command,
+            command,
             std::io::Error::from_raw_os_error(libc::ENOENT),
         );
         assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
