@@ -41,6 +41,10 @@ struct Args {
     /// Let the no-op function's allocator use transparent huge pages.
     #[arg(long)]
     function_thp: bool,
+    /// The function's program (a no-op `provided`-style bootstrap such as
+    /// `target/release/noop_fn`); by default this program, started as the function.
+    #[arg(long)]
+    function: Option<std::path::PathBuf>,
 }
 
 /// CPU time (user + system) this process has used, in seconds.
@@ -149,7 +153,14 @@ fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     let fd = esb_runtime::limits::raise_fd_limit().context("the open-file limit")?;
-    let me = std::env::current_exe()?.display().to_string();
+    let me = match &args.function {
+        Some(program) => program
+            .canonicalize()
+            .with_context(|| format!("{}", program.display()))?,
+        None => std::env::current_exe()?,
+    }
+    .display()
+    .to_string();
     tokio::runtime::Runtime::new()?.block_on(async {
         let functions = esb_router::Config::from_yaml_str(
             &format!(

@@ -70,8 +70,13 @@ pub(crate) struct Spawned {
 /// The child shares this process's memory until it execs (`clone` with `CLONE_VM |
 /// CLONE_VFORK`, as `posix_spawn` does), so the cost of a start does not grow with the
 /// size of this process: a `fork` copies the page tables of the whole gateway, and its
-/// exec tears that copy down again. Everything the child needs is prepared here; between
-/// clone and exec it makes only system calls.
+/// exec tears that copy down again. It also shares the descriptor table at first
+/// (`CLONE_FILES`), then takes a table of its own holding only 0, 1 and 2
+/// (`close_range(3, ~0, CLOSE_RANGE_UNSHARE)`) and opens its stdio anew (`/dev/null`, and
+/// the pipes' write ends through `/proc/<this process>/fd`): a gateway holding thousands of
+/// descriptors would otherwise copy them all for each child, which then closes them all
+/// at its exec. Everything the child needs is prepared here; between clone and exec it
+/// makes only system calls.
 pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -114,6 +119,12 @@ pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (stderr_r, stderr_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
 
+    let parent = nix::unistd::getpid().as_raw();
+    let reopen = [
+        c(b"/dev/null")?,
+        c(format!("/proc/{parent}/fd/{}", stdout_w.as_raw_fd()).as_bytes())?,
+        c(format!("/proc/{parent}/fd/{}", stderr_w.as_raw_fd()).as_bytes())?,
+    ];
     let mut child = Child {
         program: program.as_ptr(),
         argv: argv.as_ptr(),
@@ -124,8 +135,10 @@ pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
         ],
+        reopen: [reopen[0].as_ptr(), reopen[1].as_ptr(), reopen[2].as_ptr()],
+        proc_fds: std::path::Path::new(&format!("/proc/{parent}/fd")).is_dir(),
         cpus: launch.cpus,
-        parent: nix::unistd::getpid().as_raw(),
+        parent,
         mask: empty_sigset(),
         error: AtomicI32::new(0),
     };
@@ -147,7 +160,7 @@ pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
         let pid = libc::clone(
             child_main,
             top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
             child_ptr.cast(),
         );
         let clone_error = std::io::Error::last_os_error();
@@ -190,7 +203,12 @@ struct Child {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
+    /// The descriptors to become 0, 1 and 2, in this process's table.
     stdio: [libc::c_int; 3],
+    /// The same, as paths a child with a table of its own opens.
+    reopen: [*const libc::c_char; 3],
+    /// Whether `/proc/<pid>/fd` can be read (else the child copies the whole table).
+    proc_fds: bool,
     cpus: Option<CpuSet>,
     parent: libc::pid_t,
     mask: libc::sigset_t,
@@ -220,6 +238,34 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(127)
         };
         let errno = || *libc::__errno_location();
+        // First a descriptor table of its own (until then it is the parent's): with only
+        // 0, 1 and 2 copied when the kernel can, else all of it.
+        let small_table = child.proc_fds
+            && libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) == 0;
+        if small_table {
+            let flags = [libc::O_RDONLY, libc::O_WRONLY, libc::O_WRONLY];
+            for (target, (path, flags)) in child.reopen.iter().zip(flags).enumerate() {
+                let fd = libc::open(*path, flags | libc::O_CLOEXEC);
+                if fd < 0 || libc::dup2(fd, target as libc::c_int) < 0 {
+                    fail(errno());
+                }
+                libc::close(fd);
+            }
+        } else {
+            if libc::unshare(libc::CLONE_FILES) != 0 {
+                fail(errno());
+            }
+            for (target, fd) in child.stdio.iter().enumerate() {
+                if libc::dup2(*fd, target as libc::c_int) < 0 {
+                    fail(errno());
+                }
+            }
+        }
         // The parent's handlers must not run here: back to the defaults (the signal
         // table is the child's own copy: no CLONE_SIGHAND).
         for signal in 1..=libc::SIGRTMAX() {
@@ -247,11 +293,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             && nix::sched::sched_setaffinity(Pid::from_raw(0), cpus).is_err()
         {
             fail(errno());
-        }
-        for (target, fd) in child.stdio.iter().enumerate() {
-            if libc::dup2(*fd, target as libc::c_int) < 0 {
-                fail(errno());
-            }
         }
         if !child.cwd.is_null() && libc::chdir(child.cwd) != 0 {
             fail(errno());
@@ -335,13 +376,17 @@ mod tests {
             "cut -d' ' -f5 /proc/$$/stat; ",
             "grep -E '^(SigBlk|Cpus_allowed_list)' /proc/$$/status; ",
             "echo to-stderr >&2; ",
+            "echo fds; ls /proc/$$/fd; echo end; ",
             "read -r line || echo stdin-empty"
         ));
         launch.cwd = Some(dir.path().to_path_buf());
         let mut cpus = CpuSet::new();
         cpus.set(0).unwrap();
         launch.cpus = Some(cpus);
+        // dup() leaves out close-on-exec: such a descriptor must not reach the child either.
+        let inheritable = nix::unistd::dup(std::fs::File::open("/dev/null").unwrap()).unwrap();
         let spawned = spawn(&launch).unwrap();
+        drop(inheritable);
         let pid = spawned.pid.as_raw();
         let (out, err, status) = output(spawned);
         let lines: Vec<&str> = out.lines().collect();
@@ -356,6 +401,9 @@ mod tests {
         assert!(out.contains("Cpus_allowed_list:\t0\n"), "{out}");
         assert_eq!(lines.last(), Some(&"stdin-empty"), "{out}");
         assert_eq!(err, "to-stderr\n");
+        // Nothing of this process's but the pipes (a descriptor without close-on-exec
+        // included), and stdin is /dev/null.
+        assert!(out.contains("\nfds\n0\n1\n2\nend\n"), "{out}");
         assert_eq!(
             status,
             nix::sys::wait::WaitStatus::Exited(Pid::from_raw(pid), 0)
