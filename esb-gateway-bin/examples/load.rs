@@ -91,6 +91,10 @@ struct Args {
     /// How the gateway is called (default: all three, in this order).
     #[arg(long, value_enum, value_delimiter = ',')]
     entry: Vec<Entry>,
+    /// Seconds the `cargo lambda watch` peer may take to answer its first invocation (it
+    /// builds this example with its own flags first: minutes on a small host).
+    #[arg(long, default_value_t = 900)]
+    peer_timeout: u64,
     /// Leave out the `cargo lambda watch` peer.
     #[arg(long)]
     no_peer: bool,
@@ -697,8 +701,9 @@ async fn cargo_lambda(function: Function, args: &Args) -> anyhow::Result<Outcome
     // `_`: the package's one function (an example is no binary of its own to name).
     let path = "/2015-03-31/functions/_/invocations";
     // The first invocation builds (nothing, when this build is fresh) and starts the function.
+    let timeout = args.peer_timeout;
     let ready = tokio::task::spawn_blocking(move || {
-        let until = std::time::Instant::now() + Duration::from_secs(120);
+        let until = std::time::Instant::now() + Duration::from_secs(timeout);
         while std::time::Instant::now() < until {
             if post_once(port, path, "{}") {
                 return true;
@@ -709,7 +714,7 @@ async fn cargo_lambda(function: Function, args: &Args) -> anyhow::Result<Outcome
     })
     .await?;
     if !ready {
-        bail!("cargo lambda watch did not answer on 127.0.0.1:{port} within 120 s");
+        bail!("cargo lambda watch did not answer on 127.0.0.1:{port} within {timeout} s");
     }
     // Its server: the `cargo-lambda` process below `cargo lambda`.
     let server = descendants_of(root)
