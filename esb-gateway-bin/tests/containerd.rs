@@ -139,6 +139,18 @@ impl Drop for Running {
     }
 }
 
+/// Deletes a CNI bridge when dropped, so that a test that fails before the gateway's clean
+/// stop leaves no bridge holding its subnet's address for the next run.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if Path::new("/sys/class/net").join(&self.0).exists() {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -178,6 +190,7 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
     let cni_conf = dir.path().join("net.d");
     let cni_data = dir.path().join("cni");
     let bridge = format!("esbw{suffix}");
+    let _bridge = Bridge(bridge.clone());
     let (functions, routing) = definitions(
         dir.path(),
         &[("api", &image, "runtime-api"), ("rie", &rie_image, "rie")],
