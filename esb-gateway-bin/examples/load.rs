@@ -676,6 +676,8 @@ fn post_once(port: u16, path: &str, body: &str) -> bool {
 async fn cargo_lambda(function: Function, args: &Args) -> anyhow::Result<Outcome> {
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let port = free_port()?;
+    // Its output, shown when it does not answer.
+    let output = tempfile::tempfile().context("a file for cargo lambda's output")?;
     let mut command = Command::new("cargo");
     command
         .args(["lambda", "watch", "--quiet", "--ignore-changes"])
@@ -685,8 +687,8 @@ async fn cargo_lambda(function: Function, args: &Args) -> anyhow::Result<Outcome
         .args(["--concurrency", &args.sandboxes.to_string()])
         .args(["--env-var", &format!("{FUNCTION_VAR}={}", function.name())])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stdout(output.try_clone()?)
+        .stderr(output.try_clone()?);
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
@@ -714,7 +716,17 @@ async fn cargo_lambda(function: Function, args: &Args) -> anyhow::Result<Outcome
     })
     .await?;
     if !ready {
-        bail!("cargo lambda watch did not answer on 127.0.0.1:{port} within {timeout} s");
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let mut output = output;
+        output.rewind()?;
+        output.read_to_string(&mut text)?;
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "cargo lambda watch did not answer on 127.0.0.1:{port} within {timeout} s; its last lines:\n{}",
+            tail.join("\n")
+        );
     }
     // Its server: the `cargo-lambda` process below `cargo lambda`.
     let server = descendants_of(root)
