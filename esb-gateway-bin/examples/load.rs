@@ -9,6 +9,10 @@
 //!   the same function binary, loaded through its Invoke API (only when `cargo lambda` is on
 //!   `PATH`: `pip install cargo-lambda`; `--no-peer` leaves it out).
 //!
+//! With `--slices N` (and `--agent`), an all-in-one and a remote gateway stay up together and
+//! are loaded in turn, `--seconds` each, N times: on a machine whose speed drifts, pairs of
+//! short slices compare the two more fairly than one long run of each.
+//!
 //! With `--null-sink-too`, all-in-one runs again with function logs discarded: the
 //! difference is the cost of the platform lines (START, END, REPORT) on the terminal.
 //!
@@ -107,6 +111,11 @@ struct Args {
     /// The agent's process id: its CPU time per request is reported in the remote mode.
     #[arg(long)]
     agent_pid: Option<u32>,
+    /// With `--agent`: keep an all-in-one and a remote gateway up together and load them in
+    /// turn, `--seconds` each, this many times (through the first `--entry`), instead of the
+    /// modes above; slices this short compare the two at the same machine speed.
+    #[arg(long, default_value_t = 0)]
+    slices: usize,
 }
 
 /// How a request reaches the function through the gateway.
@@ -283,7 +292,9 @@ fn wrk(
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
-    run(warm_up, false)?;
+    if warm_up > 0 {
+        run(warm_up, false)?;
+    }
     let me = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -573,24 +584,7 @@ async fn gateway(
     entries: &[Entry],
     functions_are_children: bool,
 ) -> anyhow::Result<Vec<(Entry, Outcome)>> {
-    let functions = esb_router::Config::from_yaml_str(
-        &functions_yml(me, function, args.sandboxes),
-        ROUTING,
-        &|_| None,
-    )?;
-    let gateway = Gateway::start(
-        GatewayConfig::new(functions, "127.0.0.1:0".parse()?),
-        vec![runtime],
-    )
-    .await?;
-    // min_capacity sandboxes start in the background: wait until they are idle.
-    for _ in 0..200 {
-        let stats = gateway.pool().stats("noop")?;
-        if stats.idle + stats.paused >= args.sandboxes {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let gateway = start_gateway(me, function, runtime, args).await?;
     let mut outcomes = Vec::new();
     for &entry in entries {
         let (path, body) = entry.request();
@@ -614,6 +608,122 @@ async fn gateway(
     }
     gateway.shutdown().await;
     Ok(outcomes)
+}
+
+/// A gateway over `runtime` with the no-op function, once its sandboxes are idle.
+async fn start_gateway(
+    me: &str,
+    function: Function,
+    runtime: Arc<dyn Runtime>,
+    args: &Args,
+) -> anyhow::Result<Gateway> {
+    let functions = esb_router::Config::from_yaml_str(
+        &functions_yml(me, function, args.sandboxes),
+        ROUTING,
+        &|_| None,
+    )?;
+    let gateway = Gateway::start(
+        GatewayConfig::new(functions, "127.0.0.1:0".parse()?),
+        vec![runtime],
+    )
+    .await?;
+    // min_capacity sandboxes start in the background: wait until they are idle.
+    for _ in 0..200 {
+        let stats = gateway.pool().stats("noop")?;
+        if stats.idle + stats.paused >= args.sandboxes {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(gateway)
+}
+
+/// `--slices`: an all-in-one and a remote gateway up together, loaded in turn; prints each
+/// pair of slices and their medians.
+async fn interleaved(
+    me: &str,
+    function: Function,
+    args: &Args,
+    agent: &str,
+    entry: Entry,
+) -> anyhow::Result<()> {
+    let process = Arc::new(ProcessRuntime::new(
+        ProcessConfig::default().log_sink(LogTail::new().tee(function_log_sink(None))),
+    ));
+    let mut config = RemoteConfig::new(agent);
+    config.token = args.agent_token.clone();
+    let remote = RemoteRuntime::connect(config)
+        .await
+        .with_context(|| format!("cannot reach the agent at {agent}"))?;
+    let aio = start_gateway(me, function, process, args).await?;
+    let remote = start_gateway(me, function, Arc::new(remote), args).await?;
+    let (path, body) = entry.request();
+    let modes = [
+        (format!("http://{}{path}", aio.local_addr()), true),
+        (format!("http://{}{path}", remote.local_addr()), false),
+    ];
+    let mut pairs = Vec::new();
+    let mut result = Ok(());
+    for slice in 0..args.slices {
+        let mut pair = Vec::new();
+        for (url, functions_are_children) in &modes {
+            // One warm-up second before the first slice of each.
+            let warm_up = u64::from(slice == 0);
+            let processes = Processes::Me {
+                functions_are_children: *functions_are_children,
+            };
+            match measure(url.clone(), body, warm_up, args, processes).await {
+                Ok(outcome) => pair.push(outcome),
+                Err(err) => result = Err(err),
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        let [aio, remote] =
+            <[Outcome; 2]>::try_from(pair).map_err(|_| anyhow::anyhow!("a slice is missing"))?;
+        let extra =
+            remote.server_cpu_us + remote.agent_cpu_us.unwrap_or(f64::NAN) - aio.server_cpu_us;
+        println!(
+            "{:<15} slice {:>2}: aio {:>6.0} req/s, remote {:>6.0} req/s: {:.2}x, gateway + agent CPU {extra:+.1} us over all-in-one's {:.1} us",
+            function.name(),
+            slice + 1,
+            aio.requests_per_second,
+            remote.requests_per_second,
+            remote.requests_per_second / aio.requests_per_second,
+            aio.server_cpu_us,
+        );
+        pairs.push((aio, remote));
+    }
+    aio.shutdown().await;
+    remote.shutdown().await;
+    result?;
+    let middle = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let ratios = pairs
+        .iter()
+        .map(|(aio, remote)| remote.requests_per_second / aio.requests_per_second)
+        .collect();
+    let extras = pairs
+        .iter()
+        .map(|(aio, remote)| {
+            remote.server_cpu_us + remote.agent_cpu_us.unwrap_or(f64::NAN) - aio.server_cpu_us
+        })
+        .collect();
+    let total = |pick: fn(&(Outcome, Outcome)) -> f64| pairs.iter().map(pick).sum::<f64>();
+    println!(
+        "{:<15} {} slices of {} s: remote / aio-{} median {:.2}x req/s (totals {:.2}x), gateway + agent CPU per request median {:+.1} us over all-in-one",
+        function.name(),
+        pairs.len(),
+        args.seconds,
+        entry.name(),
+        middle(ratios),
+        total(|(_, remote)| remote.requests_per_second) / total(|(aio, _)| aio.requests_per_second),
+        middle(extras),
+    );
+    Ok(())
 }
 
 /// Why the `cargo lambda` peer cannot run here, if it cannot.
@@ -784,6 +894,13 @@ fn main() -> anyhow::Result<()> {
             "wrk -t{} -c{}, {} warm sandboxes, {} s per mode",
             args.threads, args.connections, args.sandboxes, args.seconds
         );
+        if args.slices > 0 {
+            let agent = args.agent.as_deref().context("--slices needs --agent")?;
+            for function in functions {
+                interleaved(&me, function, &args, agent, entries[0]).await?;
+            }
+            return Ok(());
+        }
         for function in functions {
             let mut runs: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
             let mut order: Vec<String> = Vec::new();
