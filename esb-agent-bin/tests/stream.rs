@@ -14,7 +14,7 @@ use std::time::Duration;
 use esb_proto::agent::v1 as pb;
 use esb_proto::agent::v1::agent_service_client::AgentServiceClient;
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
-use esb_runtime::{Error, InvokeRequest, InvokeResult, Runtime, SandboxId};
+use esb_runtime::{Error, InvokeRequest, InvokeResponse, InvokeResult, Runtime, SandboxId};
 use pb::invoke_stream_request::Kind;
 use pb::invoke_stream_response::Result as Answer;
 use serde_json::{Value, json};
@@ -57,6 +57,24 @@ impl Starts {
         std::fs::read_to_string(&self.path)
             .map(|text| text.lines().count())
             .unwrap_or(0)
+    }
+
+    /// Sends an invocation that sleeps `sleep_ms` in the function on its own task, and waits
+    /// until the function has started it.
+    async fn sleeping(
+        &self,
+        remote: &RemoteRuntime,
+        id: &SandboxId,
+        sleep_ms: u64,
+    ) -> JoinHandle<Result<InvokeResponse, Error>> {
+        let before = self.count();
+        let invocation = {
+            let (remote, id) = (remote.clone(), id.clone());
+            let payload = self.payload(json!({ "sleep_ms": sleep_ms }));
+            tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
+        };
+        self.started(before + 1).await;
+        invocation
     }
 
     /// Waits until the function has started `n` invocations.
@@ -161,13 +179,7 @@ async fn a_caller_that_goes_away_cancels_its_invocation_on_the_agent() {
         .await
         .unwrap();
     let starts = Starts::new();
-    let abandoned = {
-        let remote = remote.clone();
-        let id = sandbox.id.clone();
-        let payload = starts.payload(json!({"sleep_ms": 2000}));
-        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
-    };
-    starts.started(1).await;
+    let abandoned = starts.sleeping(&remote, &sandbox.id, 2000).await;
     // The caller goes away while the function runs its invocation.
     abandoned.abort();
     assert!(abandoned.await.unwrap_err().is_cancelled());
@@ -247,13 +259,7 @@ async fn a_stream_broken_mid_invocation_fails_it_at_once_and_the_next_one_opens_
         .unwrap();
 
     let starts = Starts::new();
-    let pending = {
-        let remote = remote.clone();
-        let id = slow.id.clone();
-        let payload = starts.payload(json!({"sleep_ms": 60000}));
-        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
-    };
-    starts.started(1).await;
+    let pending = starts.sleeping(&remote, &slow.id, 60000).await;
     proxy.cut();
     // Well before the function would answer (60 s): the caller learns the stream broke.
     let err = tokio::time::timeout(Duration::from_secs(20), pending)
@@ -413,13 +419,7 @@ async fn a_stopping_agent_finishes_the_invocations_in_flight_and_ends_its_stream
         .await
         .unwrap();
     let starts = Starts::new();
-    let in_flight = {
-        let remote = remote.clone();
-        let id = sandbox.id.clone();
-        let payload = starts.payload(json!({"sleep_ms": 500}));
-        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
-    };
-    starts.started(1).await;
+    let in_flight = starts.sleeping(&remote, &sandbox.id, 500).await;
     // The open stream does not hold the shutdown up beyond the invocation in flight.
     agent.stop().await;
     let response = in_flight.await.unwrap().unwrap();
@@ -441,13 +441,7 @@ async fn a_stopping_agent_refuses_new_invocations_at_once_and_still_takes_cancel
         remote.invoke(id, InvokeRequest::new("{}")).await.unwrap();
     }
     let starts = Starts::new();
-    let in_flight = {
-        let remote = remote.clone();
-        let id = busy.clone();
-        let payload = starts.payload(json!({"sleep_ms": 60000}));
-        tokio::spawn(async move { remote.invoke(&id, InvokeRequest::new(payload)).await })
-    };
-    starts.started(1).await;
+    let in_flight = starts.sleeping(&remote, &busy, 60000).await;
     agent.ask_to_stop();
     // The agent stops once it no longer reports that it serves.
     tokio::time::timeout(Duration::from_secs(10), async {

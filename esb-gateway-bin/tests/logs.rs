@@ -455,25 +455,28 @@ async fn post_route(addr: SocketAddr, payload: Value, trace: &str) -> (u16, Stri
     (response.status().as_u16(), request_id)
 }
 
+/// A gateway shipping its logs to a VictoriaLogs stand-in of its own (started first), with
+/// `extra` arguments, once it listens: its directory, the stand-in, its address and process.
+async fn shipping_gateway(
+    extra: &[&str],
+) -> (tempfile::TempDir, VictoriaLogs, SocketAddr, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaLogs::start().await;
+    let addr = free_addr();
+    let mut args = vec!["--victorialogs-url", server.url.as_str()];
+    args.extend_from_slice(extra);
+    let mut run = Running::spawn(gateway(dir.path(), addr, &args), dir.path(), "gateway");
+    run.wait_listening(addr);
+    (dir, server, addr, run)
+}
+
 fn find(lines: &[Value], what: impl Fn(&Value) -> bool) -> Vec<&Value> {
     lines.iter().filter(|l| what(l)).collect()
 }
 
 #[tokio::test]
 async fn every_request_has_an_access_record_and_errors_and_platform_lines_carry_its_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = VictoriaLogs::start().await;
-    let addr = free_addr();
-    let mut run = Running::spawn(
-        gateway(
-            dir.path(),
-            addr,
-            &["--victorialogs-url", &server.url, "--log-host", "gw-1"],
-        ),
-        dir.path(),
-        "gateway",
-    );
-    run.wait_listening(addr);
+    let (_dir, server, addr, run) = shipping_gateway(&["--log-host", "gw-1"]).await;
     let trace = "Root=1-65a0b0c0-00000000000000000000a11e;Sampled=1";
     // esb-testfn's answer is no proxy response: the route answers 502, a logged error.
     let (status, request_id) =
@@ -565,19 +568,7 @@ async fn every_request_has_an_access_record_and_errors_and_platform_lines_carry_
 
 #[tokio::test]
 async fn access_log_false_writes_none_and_errors_keep_their_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = VictoriaLogs::start().await;
-    let addr = free_addr();
-    let mut run = Running::spawn(
-        gateway(
-            dir.path(),
-            addr,
-            &["--victorialogs-url", &server.url, "--access-log", "false"],
-        ),
-        dir.path(),
-        "gateway",
-    );
-    run.wait_listening(addr);
+    let (_dir, server, addr, run) = shipping_gateway(&["--access-log", "false"]).await;
     let trace = "Root=1-65a0b0c0-00000000000000000000b0b0";
     let (status, request_id) = post_route(addr, serde_json::json!({}), trace).await;
     assert_eq!(status, 502);
@@ -603,15 +594,7 @@ async fn access_log_false_writes_none_and_errors_keep_their_ids() {
 
 #[tokio::test]
 async fn levels_are_kept_as_written_times_have_microseconds_and_the_drop_count_exists_at_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = VictoriaLogs::start().await;
-    let addr = free_addr();
-    let mut run = Running::spawn(
-        gateway(dir.path(), addr, &["--victorialogs-url", &server.url]),
-        dir.path(),
-        "gateway",
-    );
-    run.wait_listening(addr);
+    let (_dir, server, addr, run) = shipping_gateway(&[]).await;
     // Exported before anything was dropped (or sent).
     let metrics = reqwest::get(format!("http://{addr}/metrics"))
         .await

@@ -1525,82 +1525,62 @@ mod tests {
         );
     }
 
+    /// `GOOD` with `from` replaced by `to` is refused with a problem holding each of `expected`.
+    fn assert_problem(from: &str, to: &str, expected: &[&str]) {
+        let template = GOOD.replace(from, to);
+        assert_ne!(template, GOOD, "{from:?} is not in the template");
+        let found = problems(sam(&template));
+        assert!(
+            found
+                .iter()
+                .any(|p| expected.iter().all(|part| p.contains(part))),
+            "no problem holds {expected:?}: {found:?}"
+        );
+    }
+
     #[test]
     fn invalid_key_schemas_name_the_resource() {
-        let bad = GOOD.replace(
+        assert_problem(
             "KeyType: RANGE }\n      GlobalSecondary",
             "KeyType: HASH }\n      GlobalSecondary",
+            &["Resources.Items: KeySchema: has 2 HASH"],
         );
-        let found = problems(sam(&bad));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("Resources.Items: KeySchema: has 2 HASH")),
-            "{found:?}"
-        );
-        let missing = GOOD.replace(
+        assert_problem(
             "        - { AttributeName: gsi_pk, AttributeType: S }\n",
             "",
+            &[
+                "Resources.Items: GlobalSecondaryIndexes[0].KeySchema: key attribute \"gsi_pk\" is missing from AttributeDefinitions",
+            ],
         );
-        let found = problems(sam(&missing));
-        assert!(
-            found.iter().any(|p| p.contains("Resources.Items: GlobalSecondaryIndexes[0].KeySchema: key attribute \"gsi_pk\" is missing from AttributeDefinitions")),
-            "{found:?}"
-        );
-        let unused = GOOD.replace(
+        assert_problem(
             "        - { AttributeName: lsi_sk, AttributeType: N }\n",
             "        - { AttributeName: lsi_sk, AttributeType: N }\n        - { AttributeName: extra, AttributeType: S }\n",
+            &["AttributeDefinitions[4]", "no key attribute"],
         );
-        let found = problems(sam(&unused));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("AttributeDefinitions[4]") && p.contains("no key attribute")),
-            "{found:?}"
-        );
-        let provisioned = GOOD.replace("      BillingMode: PAY_PER_REQUEST\n", "");
-        let found = problems(sam(&provisioned));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("Resources.Items: ProvisionedThroughput: missing")),
-            "{found:?}"
+        assert_problem(
+            "      BillingMode: PAY_PER_REQUEST\n",
+            "",
+            &["Resources.Items: ProvisionedThroughput: missing"],
         );
     }
 
     #[test]
     fn bad_buckets_and_rules_are_problems() {
-        let bad = GOOD.replace(
+        assert_problem(
             "      LifecycleConfiguration:",
             "      BucketName: My_Bucket\n      LifecycleConfiguration:",
+            &["Resources.Files: BucketName: \"My_Bucket\" may contain only lowercase"],
         );
-        let found = problems(sam(&bad));
-        assert!(
-            found.iter().any(|p| p
-                .contains("Resources.Files: BucketName: \"My_Bucket\" may contain only lowercase")),
-            "{found:?}"
+        assert_problem(
+            "Status: Enabled",
+            "Status: On",
+            &["Rules[0].Status: \"On\" is not Enabled or Disabled"],
         );
-        let bad = GOOD.replace("Status: Enabled", "Status: On");
-        let found = problems(sam(&bad));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("Rules[0].Status: \"On\" is not Enabled or Disabled")),
-            "{found:?}"
-        );
-        let bad = GOOD.replace("[GET, PUT]", "[GET, PATCH]");
-        let found = problems(sam(&bad));
-        assert!(
-            found.iter().any(|p| p.contains("\"PATCH\" is not GET")),
-            "{found:?}"
-        );
-        let bad = GOOD.replace("ExpirationInDays: 7", "ExpirationInDays: 0");
-        let found = problems(sam(&bad));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("ExpirationInDays: 0 is not a number of days")),
-            "{found:?}"
+        assert_problem("[GET, PUT]", "[GET, PATCH]", &["\"PATCH\" is not GET"]);
+        assert_problem(
+            "ExpirationInDays: 7",
+            "ExpirationInDays: 0",
+            &["ExpirationInDays: 0 is not a number of days"],
         );
     }
 
