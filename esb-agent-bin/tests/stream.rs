@@ -89,6 +89,13 @@ impl Starts {
     }
 }
 
+/// A sandbox of `function` that has answered one invocation (its init done).
+async fn warm(remote: &RemoteRuntime, function: &str) -> SandboxId {
+    let id = remote.create(testfn(function)).await.unwrap().id;
+    remote.invoke(&id, InvokeRequest::new("{}")).await.unwrap();
+    id
+}
+
 async fn sandboxes(remote: &RemoteRuntime, n: usize) -> Vec<SandboxId> {
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -172,14 +179,10 @@ async fn large_and_small_answers_on_one_stream_each_reach_their_invocation() {
 async fn a_caller_that_goes_away_cancels_its_invocation_on_the_agent() {
     let agent = TestAgent::start().await;
     let remote = agent.remote().await;
-    let sandbox = remote.create(testfn("slow")).await.unwrap();
     // Warm: the first invocation's init is not part of what is cancelled.
-    remote
-        .invoke(&sandbox.id, InvokeRequest::new("{}"))
-        .await
-        .unwrap();
+    let sandbox = warm(&remote, "slow").await;
     let starts = Starts::new();
-    let abandoned = starts.sleeping(&remote, &sandbox.id, 2000).await;
+    let abandoned = starts.sleeping(&remote, &sandbox, 2000).await;
     // The caller goes away while the function runs its invocation.
     abandoned.abort();
     assert!(abandoned.await.unwrap_err().is_cancelled());
@@ -187,14 +190,14 @@ async fn a_caller_that_goes_away_cancels_its_invocation_on_the_agent() {
     // once the function is done sleeping) instead of answering that it is busy.
     let response = remote
         .invoke(
-            &sandbox.id,
+            &sandbox,
             InvokeRequest::new(starts.payload(json!({"n": 1}))),
         )
         .await
         .unwrap();
     assert_eq!(echoed(&response.result)["n"], json!(1));
     assert_eq!(starts.count(), 2);
-    remote.destroy(&sandbox.id).await.unwrap();
+    remote.destroy(&sandbox).await.unwrap();
     agent.stop().await;
 }
 
@@ -413,19 +416,15 @@ async fn a_stream_without_the_token_is_refused() {
 async fn a_stopping_agent_finishes_the_invocations_in_flight_and_ends_its_streams() {
     let agent = TestAgent::start().await;
     let remote = agent.remote().await;
-    let sandbox = remote.create(testfn("slow")).await.unwrap();
-    remote
-        .invoke(&sandbox.id, InvokeRequest::new("{}"))
-        .await
-        .unwrap();
+    let sandbox = warm(&remote, "slow").await;
     let starts = Starts::new();
-    let in_flight = starts.sleeping(&remote, &sandbox.id, 500).await;
+    let in_flight = starts.sleeping(&remote, &sandbox, 500).await;
     // The open stream does not hold the shutdown up beyond the invocation in flight.
     agent.stop().await;
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(echoed(&response.result)["sleep_ms"], json!(500));
     let err = remote
-        .invoke(&sandbox.id, InvokeRequest::new("{}"))
+        .invoke(&sandbox, InvokeRequest::new("{}"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
@@ -435,11 +434,8 @@ async fn a_stopping_agent_finishes_the_invocations_in_flight_and_ends_its_stream
 async fn a_stopping_agent_refuses_new_invocations_at_once_and_still_takes_cancels() {
     let mut agent = TestAgent::start().await;
     let remote = agent.remote().await;
-    let busy = remote.create(testfn("slow")).await.unwrap().id;
-    let free = remote.create(testfn("echo")).await.unwrap().id;
-    for id in [&busy, &free] {
-        remote.invoke(id, InvokeRequest::new("{}")).await.unwrap();
-    }
+    let busy = warm(&remote, "slow").await;
+    let free = warm(&remote, "echo").await;
     let starts = Starts::new();
     let in_flight = starts.sleeping(&remote, &busy, 60000).await;
     agent.ask_to_stop();
@@ -474,11 +470,8 @@ async fn a_stopping_agent_refuses_new_invocations_at_once_and_still_takes_cancel
 async fn the_raw_stream_of_a_stopping_agent_answers_new_invocations_unavailable_then_ends() {
     let mut agent = TestAgent::start().await;
     let remote = agent.remote().await;
-    let busy = remote.create(testfn("slow")).await.unwrap().id;
-    let free = remote.create(testfn("echo")).await.unwrap().id;
-    for id in [&busy, &free] {
-        remote.invoke(id, InvokeRequest::new("{}")).await.unwrap();
-    }
+    let busy = warm(&remote, "slow").await;
+    let free = warm(&remote, "echo").await;
     let starts = Starts::new();
     let (requests, mut answers) = raw_stream(&agent).await;
     let mut first = invoke(1, &busy, json!({"sleep_ms": 300}));
