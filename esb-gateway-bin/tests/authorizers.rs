@@ -79,12 +79,25 @@ async fn authorizer_seen(gw: &Gateway, path: &str, token: &str) -> Value {
     event["requestContext"]["authorizer"].clone()
 }
 
+/// API Gateway's answers to a request its authorizer did not let through.
+const UNAUTHORIZED: (StatusCode, &str) = (StatusCode::UNAUTHORIZED, "Unauthorized");
+const FORBIDDEN: (StatusCode, &str) = (StatusCode::FORBIDDEN, "Forbidden");
+const EXPLICIT_DENY: (StatusCode, &str) = (
+    StatusCode::FORBIDDEN,
+    "User is not authorized to access this resource with an explicit deny",
+);
+const NOT_ALLOWED: (StatusCode, &str) = (
+    StatusCode::FORBIDDEN,
+    "User is not authorized to access this resource",
+);
+const AUTHORIZER_FAILED: (StatusCode, &str) =
+    (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+
 async fn assert_answer(
     gw: &Gateway,
     path: &str,
     token: Option<&str>,
-    status: StatusCode,
-    message: &str,
+    (status, message): (StatusCode, &str),
 ) {
     let (got, body) = get(gw, path, token).await;
     assert_eq!(got, status, "{path} with {token:?}: {body}");
@@ -94,11 +107,10 @@ async fn assert_answer(
 #[tokio::test]
 async fn a_token_authorizer_denies_allows_with_context_and_is_cached_per_token() {
     let gw = gateway().await;
-    let unauthorized = StatusCode::UNAUTHORIZED;
-    assert_answer(&gw, "/token/1", None, unauthorized, "Unauthorized").await;
+    assert_answer(&gw, "/token/1", None, UNAUTHORIZED).await;
     // Not matching the validation expression (as a whole): 401, the authorizer not invoked.
     for token in ["Allow-A", "allow-a-b", "allow a"] {
-        assert_answer(&gw, "/token/1", Some(token), unauthorized, "Unauthorized").await;
+        assert_answer(&gw, "/token/1", Some(token), UNAUTHORIZED).await;
     }
 
     let seen = authorizer_seen(&gw, "/token/1", "allow-a").await;
@@ -125,55 +137,19 @@ async fn a_token_authorizer_denies_allows_with_context_and_is_cached_per_token()
     assert_eq!(other["calls"], "2");
 
     // The function's Deny statement: an explicit deny, as API Gateway words it.
-    let explicit = "User is not authorized to access this resource with an explicit deny";
-    assert_answer(
-        &gw,
-        "/token/1",
-        Some("deny-x"),
-        StatusCode::FORBIDDEN,
-        explicit,
-    )
-    .await;
+    assert_answer(&gw, "/token/1", Some("deny-x"), EXPLICIT_DENY).await;
     // A denial is cached too: the next new token sees call 4, not 5.
-    assert_answer(
-        &gw,
-        "/token/1",
-        Some("deny-x"),
-        StatusCode::FORBIDDEN,
-        explicit,
-    )
-    .await;
+    assert_answer(&gw, "/token/1", Some("deny-x"), EXPLICIT_DENY).await;
     assert_eq!(
         authorizer_seen(&gw, "/token/1", "allow-c").await["calls"],
         "4"
     );
     // A cached Allow for /token/1 does not allow /token/2: the policy names one method ARN,
     // and no statement matching is an implicit deny.
-    assert_answer(
-        &gw,
-        "/token/2",
-        Some("allow-a"),
-        StatusCode::FORBIDDEN,
-        "User is not authorized to access this resource",
-    )
-    .await;
+    assert_answer(&gw, "/token/2", Some("allow-a"), NOT_ALLOWED).await;
 
-    assert_answer(
-        &gw,
-        "/token/1",
-        Some("unauthorized"),
-        unauthorized,
-        "Unauthorized",
-    )
-    .await;
-    assert_answer(
-        &gw,
-        "/token/1",
-        Some("garbage"),
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Internal server error",
-    )
-    .await;
+    assert_answer(&gw, "/token/1", Some("unauthorized"), UNAUTHORIZED).await;
+    assert_answer(&gw, "/token/1", Some("garbage"), AUTHORIZER_FAILED).await;
     gw.shutdown().await;
 }
 
@@ -181,14 +157,7 @@ async fn a_token_authorizer_denies_allows_with_context_and_is_cached_per_token()
 async fn a_request_authorizer_gets_the_request_and_is_cached_by_all_its_identity_sources() {
     let gw = gateway().await;
     // One identity source missing (the query parameter): 401, the authorizer not invoked.
-    assert_answer(
-        &gw,
-        "/request/7",
-        Some("allow-a"),
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized",
-    )
-    .await;
+    assert_answer(&gw, "/request/7", Some("allow-a"), UNAUTHORIZED).await;
 
     let seen = authorizer_seen(&gw, "/request/7?tenant=t1", "allow-a").await;
     assert_eq!(seen["type"], "REQUEST");
@@ -204,28 +173,14 @@ async fn a_request_authorizer_gets_the_request_and_is_cached_by_all_its_identity
         authorizer_seen(&gw, "/request/7?tenant=t2", "allow-a").await["calls"],
         "2"
     );
-    assert_answer(
-        &gw,
-        "/request/7?tenant=t1",
-        Some("deny-a"),
-        StatusCode::FORBIDDEN,
-        "User is not authorized to access this resource with an explicit deny",
-    )
-    .await;
+    assert_answer(&gw, "/request/7?tenant=t1", Some("deny-a"), EXPLICIT_DENY).await;
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_http_api_simple_authorizer_passes_its_context_under_lambda() {
     let gw = gateway().await;
-    assert_answer(
-        &gw,
-        "/simple/1",
-        None,
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized",
-    )
-    .await;
+    assert_answer(&gw, "/simple/1", None, UNAUTHORIZED).await;
     let seen = authorizer_seen(&gw, "/simple/1", "allow-a").await;
     let lambda = &seen["lambda"];
     assert_eq!(lambda["token"], "allow-a");
@@ -245,14 +200,7 @@ async fn an_http_api_simple_authorizer_passes_its_context_under_lambda() {
         1,
         "cached for the default 300 s"
     );
-    assert_answer(
-        &gw,
-        "/simple/1",
-        Some("deny"),
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-    )
-    .await;
+    assert_answer(&gw, "/simple/1", Some("deny"), FORBIDDEN).await;
     gw.shutdown().await;
 }
 
@@ -265,14 +213,7 @@ async fn an_http_api_payload_1_authorizer_without_cache_is_invoked_every_time() 
     assert_eq!(first["calls"], 1);
     let second = authorizer_seen(&gw, "/http10", "allow-a").await;
     assert_eq!(second["calls"], 2, "ttl: 0 caches nothing");
-    assert_answer(
-        &gw,
-        "/http10",
-        Some("deny"),
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-    )
-    .await;
+    assert_answer(&gw, "/http10", Some("deny"), FORBIDDEN).await;
     gw.shutdown().await;
 }
 
@@ -289,14 +230,7 @@ async fn jwt_claims_keep_the_earlier_placement_of_the_cognito_username() {
     );
     let v2 = authorizer_seen(&gw, "/jwt/v2", &bearer).await;
     assert_eq!(v2["jwt"]["claims"]["cognito:username"], "alice");
-    assert_answer(
-        &gw,
-        "/jwt/v1",
-        None,
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized",
-    )
-    .await;
+    assert_answer(&gw, "/jwt/v1", None, UNAUTHORIZED).await;
     gw.shutdown().await;
 }
 
@@ -362,37 +296,16 @@ async fn authorizers_and_cors_of_a_sam_template_run() {
         "127.0.0.1:0".parse().unwrap(),
     ))
     .await;
-    assert_answer(
-        &gw,
-        "/rest/1",
-        None,
-        StatusCode::UNAUTHORIZED,
-        "Unauthorized",
-    )
-    .await;
+    assert_answer(&gw, "/rest/1", None, UNAUTHORIZED).await;
     let seen = authorizer_seen(&gw, "/rest/1", "allow-a").await;
     assert_eq!(seen["type"], "TOKEN");
     assert_eq!(seen["principalId"], "user-allow-a");
-    assert_answer(
-        &gw,
-        "/rest/1",
-        Some("deny"),
-        StatusCode::FORBIDDEN,
-        "User is not authorized to access this resource with an explicit deny",
-    )
-    .await;
+    assert_answer(&gw, "/rest/1", Some("deny"), EXPLICIT_DENY).await;
     let (status, _) = get(&gw, "/open", None).await;
     assert_eq!(status, StatusCode::OK);
     let simple = authorizer_seen(&gw, "/http", "allow-b").await;
     assert_eq!(simple["lambda"]["token"], "allow-b");
-    assert_answer(
-        &gw,
-        "/http",
-        Some("deny"),
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-    )
-    .await;
+    assert_answer(&gw, "/http", Some("deny"), FORBIDDEN).await;
     // The Api's Cors: its OPTIONS answered by the gateway, without the authorizer.
     let response = support::client()
         .request(reqwest::Method::OPTIONS, format!("{}/rest/1", gw.url()))
