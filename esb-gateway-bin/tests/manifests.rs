@@ -315,6 +315,23 @@ fn assert_env_known(help: &str, env: &[(String, String)], binary: &str) {
 /// A child process and the file of its stderr.
 struct Running(Child, PathBuf);
 
+impl Running {
+    /// Starts `binary` as the pod's container would run: `args`, `env`, its sandbox records
+    /// and stderr under the mounts' root.
+    fn start(binary: &Path, args: &[String], env: Vec<(String, String)>, mounts: &Mounts) -> Self {
+        let log = mounts.root.path().join("stderr.log");
+        let child = Command::new(binary)
+            .args(args)
+            .envs(env)
+            .env("ESB_SANDBOX_RECORD_DIR", mounts.root.path().join("records"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self(child, log)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -692,21 +709,7 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     );
     let env = pod_env(agent, &objects, "esb-agent-x7k2p");
     assert_env_known(&agent_help, &env, "esb-agent");
-    let agent_log = agent_mounts.root.path().join("stderr.log");
-    let mut agent_child = Running(
-        Command::new(&agent_binary)
-            .args(&args)
-            .envs(env)
-            .env(
-                "ESB_SANDBOX_RECORD_DIR",
-                agent_mounts.root.path().join("records"),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap(),
-        agent_log,
-    );
+    let mut agent_child = Running::start(&agent_binary, &args, env, &agent_mounts);
     let mut agent_metrics = String::new();
     for (path, port) in probes(agent) {
         assert_eq!(port, named_port(agent, "metrics"));
@@ -774,21 +777,7 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
         "esb-gateway --check with the manifest's args: {}",
         String::from_utf8_lossy(&checked.stderr)
     );
-    let gateway_log = gateway_mounts.root.path().join("stderr.log");
-    let mut gateway_child = Running(
-        Command::new(&gateway_binary)
-            .args(&args)
-            .envs(env)
-            .env(
-                "ESB_SANDBOX_RECORD_DIR",
-                gateway_mounts.root.path().join("records"),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&gateway_log).unwrap())
-            .spawn()
-            .unwrap(),
-        gateway_log,
-    );
+    let mut gateway_child = Running::start(&gateway_binary, &args, env, &gateway_mounts);
     for (path, probe) in probes(gateway) {
         assert_eq!(probe, named_port(gateway, "http"));
         let (status, _) = get_when_up(
