@@ -320,21 +320,30 @@ async fn sandboxes_on(hosts: &Hosts, i: usize) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host() {
+/// `count` hosts with the test's functions and an agent up on each; `None`, after printing
+/// why, where this machine cannot make hosts.
+async fn hosts_with_agents(count: usize, agent: &Path) -> Option<Hosts> {
     if let Some(reason) = hosts::unavailable() {
         eprintln!("skipped: {reason}");
-        return;
+        return None;
     }
-    let agent = support::agent_binary();
-    let mut hosts = Hosts::new(3);
+    let mut hosts = Hosts::new(count);
     write_config(hosts.dir.path());
-    for i in 0..3 {
-        hosts.start_agent(i, &agent);
+    for i in 0..count {
+        hosts.start_agent(i, agent);
     }
-    for i in 0..3 {
+    for i in 0..count {
         hosts.wait_agent(i).await;
     }
+    Some(hosts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host() {
+    let agent = support::agent_binary();
+    let Some(mut hosts) = hosts_with_agents(3, &agent).await else {
+        return;
+    };
     let port = port();
     let _gateway = gateway(&hosts, "g1", port);
     wait_port(port).await;
@@ -467,19 +476,10 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_without_loss() {
-    if let Some(reason) = hosts::unavailable() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
     let agent = support::agent_binary();
-    let mut hosts = Hosts::new(3);
-    write_config(hosts.dir.path());
-    for i in 0..3 {
-        hosts.start_agent(i, &agent);
-    }
-    for i in 0..3 {
-        hosts.wait_agent(i).await;
-    }
+    let Some(hosts) = hosts_with_agents(3, &agent).await else {
+        return;
+    };
     let (a_port, b_port) = (port(), port());
     let mut a = gateway(&hosts, "a", a_port);
     let mut b = gateway(&hosts, "b", b_port);
@@ -588,19 +588,10 @@ async fn wait_log(hosts: &Hosts, id: &str, port: u16, parts: &[&str]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_address_that_never_answers_does_not_hold_up_finding_an_agent_down() {
-    if let Some(reason) = hosts::unavailable() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
     let agent = support::agent_binary();
-    let mut hosts = Hosts::new(2);
-    write_config(hosts.dir.path());
-    for i in 0..2 {
-        hosts.start_agent(i, &agent);
-    }
-    for i in 0..2 {
-        hosts.wait_agent(i).await;
-    }
+    let Some(mut hosts) = hosts_with_agents(2, &agent).await else {
+        return;
+    };
     let port = port();
     // Calls to agents (connecting to a new one included) and unanswered PINGs may take
     // 20 s; a dead agent's health checks fail at once (its connection is refused).
