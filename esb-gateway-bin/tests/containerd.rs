@@ -13,27 +13,10 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use support::{gateway_command as gateway, write};
+
 use esb_testfn::oci;
 use serde_json::{Value, json};
-
-/// The gateway binary, without the variables of the environment that would change it.
-fn gateway() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
-    for (var, _) in std::env::vars() {
-        let ours = var.starts_with("ESB_") && var != "ESB_CONTAINERD_ADDRESS";
-        if ours || ["JWT_SECRET_KEY", "X_API_KEY", "AUTH_USER", "AUTH_PASS"].contains(&var.as_str())
-        {
-            command.env_remove(var);
-        }
-    }
-    command
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 /// functions.yml and routing.yml of one function per `(name, image, invoke)`, each routed
 /// at `POST /<name>` without auth.

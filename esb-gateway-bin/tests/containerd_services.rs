@@ -9,7 +9,8 @@
 
 mod support;
 
-use std::path::Path;
+use support::{gateway_command as gateway, write};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,24 +40,6 @@ impl Drop for Running {
         let _ = self.0.wait();
         let _ = Command::new("ip").args(["link", "del", &self.1]).status();
     }
-}
-
-fn gateway() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
-    for (var, _) in std::env::vars() {
-        let ours = var.starts_with("ESB_") && var != "ESB_CONTAINERD_ADDRESS";
-        if ours || ["JWT_SECRET_KEY", "X_API_KEY", "AUTH_USER", "AUTH_PASS"].contains(&var.as_str())
-        {
-            command.env_remove(var);
-        }
-    }
-    command
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
 }
 
 /// An `Authorization` header as moto reads it: the service comes from its credential scope

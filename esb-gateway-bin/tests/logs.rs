@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::write;
+
 #[path = "../../esb-logs/tests/support/mod.rs"]
 mod victorialogs;
 #[path = "../../esb-logs/tests/support/tls.rs"]
@@ -90,12 +92,6 @@ impl Running {
         }
         self.output()
     }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
 }
 
 /// functions.yml and routing.yml of one `esb-testfn` function `logfn` at `/log`.

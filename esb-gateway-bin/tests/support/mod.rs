@@ -136,6 +136,27 @@ impl CapturingSink {
     }
 }
 
+/// The gateway binary, without the variables of the environment that would change it (the
+/// `ESB_` ones but the containerd address the tests are given, and the auth secrets).
+pub fn gateway_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
+    for (var, _) in std::env::vars() {
+        let ours = var.starts_with("ESB_") && var != "ESB_CONTAINERD_ADDRESS";
+        if ours || ["JWT_SECRET_KEY", "X_API_KEY", "AUTH_USER", "AUTH_PASS"].contains(&var.as_str())
+        {
+            command.env_remove(var);
+        }
+    }
+    command
+}
+
+/// Writes `text` to `dir/name`; its path.
+pub fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 /// Builds the `esb-agent` binary without containerd (no protoc needed) and returns its path.
 pub fn agent_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
