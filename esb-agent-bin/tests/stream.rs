@@ -89,6 +89,19 @@ impl Starts {
     }
 }
 
+/// Asks the agent to stop and waits until it no longer reports that it serves (it is then
+/// stopping: still up, finishing what is in flight).
+async fn ask_to_stop(agent: &mut TestAgent, remote: &RemoteRuntime) {
+    agent.ask_to_stop();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while remote.check_health(Duration::from_secs(5)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stopping agent's health check fails");
+}
+
 /// A sandbox of `function` that has answered one invocation (its init done).
 async fn warm(remote: &RemoteRuntime, function: &str) -> SandboxId {
     let id = remote.create(testfn(function)).await.unwrap().id;
@@ -438,15 +451,7 @@ async fn a_stopping_agent_refuses_new_invocations_at_once_and_still_takes_cancel
     let free = warm(&remote, "echo").await;
     let starts = Starts::new();
     let in_flight = starts.sleeping(&remote, &busy, 60000).await;
-    agent.ask_to_stop();
-    // The agent stops once it no longer reports that it serves.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while remote.check_health(Duration::from_secs(5)).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the stopping agent's health check fails");
+    ask_to_stop(&mut agent, &remote).await;
 
     // A new invocation on the open stream is refused at once, so the caller can go
     // elsewhere, while the one in flight still runs.
@@ -480,14 +485,7 @@ async fn the_raw_stream_of_a_stopping_agent_answers_new_invocations_unavailable_
     }
     requests.send(first).unwrap();
     starts.started(1).await;
-    agent.ask_to_stop();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while remote.check_health(Duration::from_secs(5)).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the stopping agent's health check fails");
+    ask_to_stop(&mut agent, &remote).await;
     requests.send(invoke(2, &free, json!({"n": 2}))).unwrap();
 
     // 2 is refused (before 1, which is still running), then 1 answers and the stream ends

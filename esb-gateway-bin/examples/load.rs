@@ -662,66 +662,55 @@ async fn interleaved(
         (format!("http://{}{path}", aio.local_addr()), true),
         (format!("http://{}{path}", remote.local_addr()), false),
     ];
-    let mut pairs = Vec::new();
-    let mut result = Ok(());
-    for slice in 0..args.slices {
-        let mut pair = Vec::new();
-        for (url, functions_are_children) in &modes {
-            // One warm-up second before the first slice of each.
-            let warm_up = u64::from(slice == 0);
-            let processes = Processes::Me {
-                functions_are_children: *functions_are_children,
-            };
-            match measure(url.clone(), body, warm_up, args, processes).await {
-                Ok(outcome) => pair.push(outcome),
-                Err(err) => result = Err(err),
+    // Per pair: remote / all-in-one req/s, gateway + agent CPU over all-in-one's, and the
+    // two req/s.
+    let mut pairs: Vec<(f64, f64, f64, f64)> = Vec::new();
+    let slices = async {
+        for slice in 0..args.slices {
+            let mut outcomes = Vec::new();
+            for (url, functions_are_children) in &modes {
+                // One warm-up second before the first slice of each.
+                let warm_up = u64::from(slice == 0);
+                let processes = Processes::Me {
+                    functions_are_children: *functions_are_children,
+                };
+                outcomes.push(measure(url.clone(), body, warm_up, args, processes).await?);
             }
+            let (aio, remote) = (&outcomes[0], &outcomes[1]);
+            let ratio = remote.requests_per_second / aio.requests_per_second;
+            let agent = remote.agent_cpu_us.unwrap_or_default();
+            let extra = remote.server_cpu_us + agent - aio.server_cpu_us;
+            println!(
+                "{:<15} slice {:>2}: aio {:>6.0} req/s, remote {:>6.0} req/s: {ratio:.2}x, gateway + agent CPU {extra:+.1} us over all-in-one's {:.1} us",
+                function.name(),
+                slice + 1,
+                aio.requests_per_second,
+                remote.requests_per_second,
+                aio.server_cpu_us,
+            );
+            pairs.push((ratio, extra, aio.requests_per_second, remote.requests_per_second));
         }
-        if result.is_err() {
-            break;
-        }
-        let [aio, remote] =
-            <[Outcome; 2]>::try_from(pair).map_err(|_| anyhow::anyhow!("a slice is missing"))?;
-        let extra =
-            remote.server_cpu_us + remote.agent_cpu_us.unwrap_or(f64::NAN) - aio.server_cpu_us;
-        println!(
-            "{:<15} slice {:>2}: aio {:>6.0} req/s, remote {:>6.0} req/s: {:.2}x, gateway + agent CPU {extra:+.1} us over all-in-one's {:.1} us",
-            function.name(),
-            slice + 1,
-            aio.requests_per_second,
-            remote.requests_per_second,
-            remote.requests_per_second / aio.requests_per_second,
-            aio.server_cpu_us,
-        );
-        pairs.push((aio, remote));
+        anyhow::Ok(())
     }
+    .await;
     aio.shutdown().await;
     remote.shutdown().await;
-    result?;
-    let middle = |mut values: Vec<f64>| {
+    slices?;
+    let middle = |pick: fn(&(f64, f64, f64, f64)) -> f64| {
+        let mut values: Vec<f64> = pairs.iter().map(pick).collect();
         values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        values[values.len() / 2]
     };
-    let ratios = pairs
-        .iter()
-        .map(|(aio, remote)| remote.requests_per_second / aio.requests_per_second)
-        .collect();
-    let extras = pairs
-        .iter()
-        .map(|(aio, remote)| {
-            remote.server_cpu_us + remote.agent_cpu_us.unwrap_or(f64::NAN) - aio.server_cpu_us
-        })
-        .collect();
-    let total = |pick: fn(&(Outcome, Outcome)) -> f64| pairs.iter().map(pick).sum::<f64>();
+    let total = |pick: fn(&(f64, f64, f64, f64)) -> f64| pairs.iter().map(pick).sum::<f64>();
     println!(
         "{:<15} {} slices of {} s: remote / aio-{} median {:.2}x req/s (totals {:.2}x), gateway + agent CPU per request median {:+.1} us over all-in-one",
         function.name(),
         pairs.len(),
         args.seconds,
         entry.name(),
-        middle(ratios),
-        total(|(_, remote)| remote.requests_per_second) / total(|(aio, _)| aio.requests_per_second),
-        middle(extras),
+        middle(|pair| pair.0),
+        total(|pair| pair.3) / total(|pair| pair.2),
+        middle(|pair| pair.1),
     );
     Ok(())
 }
@@ -864,6 +853,11 @@ fn main() -> anyhow::Result<()> {
         return serve_function();
     }
     let args = Args::parse();
+    if args.slices > 0 && (args.agent.is_none() || args.agent_pid.is_none()) {
+        bail!(
+            "--slices needs --agent and --agent-pid (the agent's CPU is half of what it compares)"
+        );
+    }
     let me = std::env::current_exe()
         .context("this program's path")?
         .display()
