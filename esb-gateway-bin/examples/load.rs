@@ -28,8 +28,8 @@
 //! apt-get install wrk
 //! cargo run --release -p esb-gateway-bin --example load -- --seconds 5 --connections 16
 //! # with an agent (same host, so it can start this program as the function):
-//! cargo run --release -p esb-agent-bin --no-default-features -- --runtime process --insecure-no-auth --listen 127.0.0.1:50551 &
-//! cargo run --release -p esb-gateway-bin --example load -- --agent http://127.0.0.1:50551
+//! cargo run --release -p esb-agent-bin --no-default-features -- --runtime process --insecure-no-auth --listen 127.0.0.1:29551 &
+//! cargo run --release -p esb-gateway-bin --example load -- --agent http://127.0.0.1:29551
 //! ```
 //!
 //! Started as a Lambda sandbox (`AWS_LAMBDA_RUNTIME_API` is set) this program is the no-op
