@@ -1,5 +1,7 @@
-//! The agent binary's limits and metrics: `--max-sandboxes`, `--memory-budget-mb`, no
-//! clear-text listening beyond loopback without `--insecure`, and Prometheus `/metrics`.
+//! The agent binary's limits and metrics: `--max-sandboxes`, `--memory-budget-mb`, the
+//! open-file limit raised at start (and a warning when `--max-sandboxes` cannot fit under
+//! it), no clear-text listening beyond loopback without `--insecure`, and Prometheus
+//! `/metrics`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{InvokeRequest, Runtime};
+use esb_testfn::limits::{hard_limit_above, open_file_limits, under_ulimit};
 use support::{TOKEN, testfn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -101,6 +104,71 @@ fn a_non_loopback_address_without_tls_is_refused_unless_insecure() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An agent started under `ulimit <limit>`, once it has served a sandbox; killed on drop.
+struct LimitedAgent {
+    agent: Agent,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LimitedAgent {
+    async fn serving(limit: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("stderr");
+        let port = free_port();
+        let agent = Agent(
+            under_ulimit(limit, &agent(&format!("127.0.0.1:{port}"), extra), &stderr)
+                .spawn()
+                .unwrap(),
+        );
+        let remote = connect(port).await;
+        let sandbox = remote.create(testfn("fds")).await.unwrap();
+        remote
+            .invoke(&sandbox.id, InvokeRequest::new(r#"{"n": 1}"#))
+            .await
+            .unwrap();
+        remote.destroy(&sandbox.id).await.unwrap();
+        Self {
+            agent,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// The first line of its standard error that holds `needle`, waited for.
+    async fn line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no line with {needle:?}: {text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one_at_start() {
+    let Some(hard) = hard_limit_above(128) else {
+        return;
+    };
+    let agent = LimitedAgent::serving("-Sn 128", &["--max-sandboxes", "8"]).await;
+    assert_eq!(open_file_limits(agent.agent.0.id()).unwrap(), (hard, hard));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_sandboxes_over_the_open_file_limit_is_a_start_up_warning_and_the_agent_serves() {
+    let agent = LimitedAgent::serving("-n 128", &["--max-sandboxes", "500"]).await;
+    let warning = agent.line("--max-sandboxes 500").await;
+    assert!(
+        warning.contains("is over what the open-file limit (128, hard limit 128) allows")
+            && warning.contains("raise `ulimit -n`"),
+        "{warning}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

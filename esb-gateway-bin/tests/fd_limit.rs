@@ -1,14 +1,17 @@
-//! A gateway whose functions' `min_capacity` cannot fit under its open-file limit says so at
-//! start, in one line naming the figures, and keeps answering.
+//! The gateway raises its soft open-file limit to the hard one at start; one whose functions'
+//! `min_capacity` cannot fit under the limit says so at start, in one line naming the figures,
+//! and keeps answering.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-/// An `esb-gateway` started under `ulimit -n <limit>` with `min_capacity` sandboxes of the
-/// no-op function; killed on drop.
+use esb_testfn::limits::{hard_limit_above, open_file_limits, under_ulimit};
+
+/// An `esb-gateway` started under `ulimit <ulimit>` (e.g. `-n 256`) with `min_capacity`
+/// sandboxes of the no-op function; killed on drop.
 struct Gateway {
     child: Child,
     url: String,
@@ -17,7 +20,7 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn spawn(fd_limit: u32, min_capacity: u32, max_connections: u32) -> Self {
+    fn spawn(ulimit: &str, min_capacity: u32, max_connections: u32) -> Self {
         let noop = esb_testfn::build_bin("noop_fn").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let functions = dir.path().join("functions.yml");
@@ -41,22 +44,15 @@ impl Gateway {
             .unwrap()
             .port();
         let stderr = dir.path().join("stderr");
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {fd_limit} && exec \"$0\" \"$@\" 2>{}",
-                stderr.display()
-            ))
-            .arg(env!("CARGO_BIN_EXE_esb-gateway"))
+        let mut gateway = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
+        gateway
             .args(["--functions", &functions.display().to_string()])
             .args(["--routing", &routing.display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--max-connections", &max_connections.to_string()])
             .env_remove("ESB_FUNCTIONS")
-            .env_remove("ESB_ROUTING")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .env_remove("ESB_ROUTING");
+        let child = under_ulimit(ulimit, &gateway, &stderr).spawn().unwrap();
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -92,7 +88,7 @@ impl Drop for Gateway {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_capacity_over_the_fd_limit_is_a_startup_warning_and_the_gateway_keeps_answering() {
     // 256 descriptors, 32 of them for connections, 64 kept aside: room for 53 idle sandboxes.
-    let gateway = Gateway::spawn(256, 120, 32);
+    let gateway = Gateway::spawn("-n 256", 120, 32);
     assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
     // Still answering while the sandboxes that cannot fit fail to start, for want of
     // descriptors, which the failure says (not an invalid spec).
@@ -126,9 +122,22 @@ async fn min_capacity_over_the_fd_limit_is_a_startup_warning_and_the_gateway_kee
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_capacity_that_fits_draws_no_warning() {
-    let gateway = Gateway::spawn(256, 4, 32);
+    let gateway = Gateway::spawn("-n 256", 4, 32);
     assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
     assert_eq!(gateway.get("/noop").await, reqwest::StatusCode::OK);
     let stderr = gateway.stderr();
     assert!(!stderr.contains("min_capacity adds up"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one_at_start() {
+    let Some(hard) = hard_limit_above(256) else {
+        return;
+    };
+    let gateway = Gateway::spawn("-Sn 256", 4, 32);
+    assert_eq!(gateway.get("/health").await, reqwest::StatusCode::OK);
+    assert_eq!(open_file_limits(gateway.child.id()).unwrap(), (hard, hard));
+    assert_eq!(gateway.get("/noop").await, reqwest::StatusCode::OK);
+    let stderr = gateway.stderr();
+    assert!(!stderr.contains("open-file limit"), "{stderr}");
 }

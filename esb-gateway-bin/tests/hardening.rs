@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use esb_gateway::Limits;
@@ -112,13 +112,8 @@ impl LimitedGateway {
             .unwrap()
             .port();
         let stderr = dir.path().join("stderr");
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {fd_limit} && exec \"$0\" \"$@\" 2>{}",
-                stderr.display()
-            ))
-            .arg(env!("CARGO_BIN_EXE_esb-gateway"))
+        let mut gateway = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
+        gateway
             .args(["--functions", &functions.display().to_string()])
             .args(["--routing", &routing.display().to_string()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -128,8 +123,8 @@ impl LimitedGateway {
             .env("AUTH_USER", "alice")
             .env("AUTH_PASS", "wonderland")
             .env_remove("ESB_FUNCTIONS")
-            .env_remove("ESB_ROUTING")
-            .stdout(Stdio::null())
+            .env_remove("ESB_ROUTING");
+        let child = esb_testfn::limits::under_ulimit(&format!("-n {fd_limit}"), &gateway, &stderr)
             .spawn()
             .unwrap();
         Self {

@@ -18,6 +18,7 @@
 //! `{"echo": <event>, "context": {...}, "env": {...}, "pid": N, "cpus": N}`; `context.client_context`
 //! is the client context the runtime parsed (`custom`, `environment`, `client`), or null.
 
+pub mod limits;
 pub mod noop;
 #[cfg(feature = "oci")]
 pub mod oci;
