@@ -120,6 +120,7 @@ impl LimitedAgent {
         let port = free_port();
         let agent = Agent(
             under_ulimit(limit, &agent(&format!("127.0.0.1:{port}"), extra), &stderr)
+                .unwrap()
                 .spawn()
                 .unwrap(),
         );

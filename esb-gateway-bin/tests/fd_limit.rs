@@ -52,7 +52,10 @@ impl Gateway {
             .args(["--max-connections", &max_connections.to_string()])
             .env_remove("ESB_FUNCTIONS")
             .env_remove("ESB_ROUTING");
-        let child = under_ulimit(ulimit, &gateway, &stderr).spawn().unwrap();
+        let child = under_ulimit(ulimit, &gateway, &stderr)
+            .unwrap()
+            .spawn()
+            .unwrap();
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),

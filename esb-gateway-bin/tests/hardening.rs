@@ -125,6 +125,7 @@ impl LimitedGateway {
             .env_remove("ESB_FUNCTIONS")
             .env_remove("ESB_ROUTING");
         let child = esb_testfn::limits::under_ulimit(&format!("-n {fd_limit}"), &gateway, &stderr)
+            .unwrap()
             .spawn()
             .unwrap();
         Self {

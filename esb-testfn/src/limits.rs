@@ -1,31 +1,30 @@
 //! Open-file limits in tests: a binary started under `ulimit`, and the limits a process ended
 //! up with.
 
+use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// `command` started by `sh` under `ulimit <limit>` (`-n 256` for both limits, `-Sn 256` for
 /// the soft one alone), with `command`'s program, arguments and environment, its standard
-/// output discarded and its standard error written to the file `stderr`. `sh` `exec`s the
-/// program, so the child's pid is the program's.
-pub fn under_ulimit(limit: &str, command: &Command, stderr: &Path) -> Command {
+/// output discarded and its standard error written to the file `stderr` (created). `sh`
+/// `exec`s the program, so the child's pid is the program's.
+pub fn under_ulimit(limit: &str, command: &Command, stderr: &Path) -> std::io::Result<Command> {
     let mut limited = Command::new("sh");
     limited
         .arg("-c")
-        .arg(format!(
-            "ulimit {limit} && exec \"$0\" \"$@\" 2>'{}'",
-            stderr.display()
-        ))
+        .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
         .arg(command.get_program())
         .args(command.get_args())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(File::create(stderr)?);
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => limited.env(key, value),
             None => limited.env_remove(key),
         };
     }
-    limited
+    Ok(limited)
 }
 
 /// The soft and hard open-file limits of process `pid` (`/proc/<pid>/limits`; `unlimited`
@@ -72,6 +71,7 @@ mod tests {
         let mut sleep = Command::new("sleep");
         sleep.arg("30");
         let mut child = under_ulimit("-Sn 77", &sleep, Path::new("/dev/null"))
+            .unwrap()
             .spawn()
             .unwrap();
         let (own_soft, own_hard) = open_file_limits(std::process::id()).unwrap();
