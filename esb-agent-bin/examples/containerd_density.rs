@@ -32,6 +32,7 @@ use esb_runtime::logs::NullLogSink;
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{InvokeRequest, InvokeResult, Runtime, SandboxId, SandboxSpec, SandboxState};
 use esb_testfn::oci;
+use esb_testfn::ports::free_port;
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -165,12 +166,6 @@ impl Usage {
             self.threads
         );
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn spawn_agent(args: &Args, setup: &Setup) -> anyhow::Result<Agent> {

@@ -9,18 +9,11 @@ use std::time::{Duration, Instant};
 
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{InvokeRequest, InvokeResult, Runtime};
+use esb_testfn::ports::free_port;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 use support::{TOKEN, testfn};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn_agent(port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_esb-agent"))
@@ -78,7 +71,7 @@ fn alive(pid: i32) -> bool {
 #[tokio::test]
 async fn agent_binary_serves_and_finishes_in_flight_work_on_sigterm() {
     let spec = testfn("bin-echo");
-    let port = free_port();
+    let port = free_port().unwrap();
     let mut agent = spawn_agent(port, &["--token", TOKEN]);
     let remote = connect(port).await;
     assert_eq!(remote.agent_backend(), "process");
@@ -129,7 +122,7 @@ async fn agent_binary_serves_and_finishes_in_flight_work_on_sigterm() {
 
 #[tokio::test]
 async fn agent_binary_refuses_to_start_without_a_token() {
-    let port = free_port();
+    let port = free_port().unwrap();
     let mut agent = spawn_agent(port, &[]);
     let status = wait_exit(&mut agent, Duration::from_secs(15)).await;
     assert!(!status.success());

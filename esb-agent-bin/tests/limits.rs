@@ -13,16 +13,9 @@ use std::time::{Duration, Instant};
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{InvokeRequest, Runtime};
 use esb_testfn::limits::{hard_limit_above, open_file_limits, under_ulimit};
+use esb_testfn::ports::free_port;
 use support::{TOKEN, testfn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Agent(Child);
 
@@ -83,7 +76,7 @@ fn value(text: &str, series: &str) -> f64 {
 
 #[test]
 fn a_non_loopback_address_without_tls_is_refused_unless_insecure() {
-    let port = free_port();
+    let port = free_port().unwrap();
     let output = agent(&format!("0.0.0.0:{port}"), &[]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -117,7 +110,7 @@ impl LimitedAgent {
     async fn serving(limit: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr");
-        let port = free_port();
+        let port = free_port().unwrap();
         let agent = Agent(
             under_ulimit(limit, &agent(&format!("127.0.0.1:{port}"), extra), &stderr)
                 .unwrap()
@@ -174,7 +167,7 @@ async fn max_sandboxes_over_the_open_file_limit_is_a_start_up_warning_and_the_ag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_sandboxes_and_the_memory_budget_refuse_creates_and_metrics_count_the_work() {
-    let (port, metrics) = (free_port(), free_port());
+    let (port, metrics) = (free_port().unwrap(), free_port().unwrap());
     let _agent = Agent(
         agent(
             &format!("127.0.0.1:{port}"),
@@ -282,7 +275,11 @@ async fn max_sandboxes_and_the_memory_budget_refuse_creates_and_metrics_count_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_shipping_logs_exports_its_shippers_series_from_the_start() {
-    let (port, metrics, victorialogs) = (free_port(), free_port(), free_port());
+    let (port, metrics, victorialogs) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
     let _agent = Agent(
         agent(
             &format!("127.0.0.1:{port}"),

@@ -11,6 +11,7 @@ use esb_proto::agent::v1::agent_service_client::AgentServiceClient;
 use esb_proto::agent::v1::{InvokeWorkerRequest, ListContainersRequest};
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{Error, InvokeRequest, InvokeResult, Runtime, SandboxState};
+use esb_testfn::ports::free_port;
 use serde_json::{Value, json};
 use support::{TOKEN, TestAgent, testfn};
 use tonic::Code;
@@ -265,11 +266,8 @@ async fn invoke_of_an_empty_container_id_is_an_invalid_argument() {
 
 #[tokio::test]
 async fn unreachable_agent_is_unavailable() {
-    // A port that was just free: nothing listens there.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Nothing listens there.
+    let port = free_port().unwrap();
     let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}")).token(TOKEN);
     config.retry_backoff = Duration::from_millis(10);
     let err = RemoteRuntime::connect(config).await.unwrap_err();

@@ -17,13 +17,13 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use esb_testfn::ports::free_port;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -66,10 +66,6 @@ impl Proc {
     fn pid(&self) -> Pid {
         Pid::from_raw(self.0.id() as i32)
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 async fn wait_port(port: u16) -> anyhow::Result<()> {

@@ -50,6 +50,7 @@ use esb_runtime::logs::NullLogSink;
 use esb_runtime::process::{ProcessConfig, ProcessRuntime};
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_runtime::{InvokeRequest, Runtime, SandboxSpec};
+use esb_testfn::ports::free_port;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -742,13 +743,6 @@ impl Drop for Peer {
         }
         let _ = self.child.wait();
     }
-}
-
-/// A free port on 127.0.0.1 (free when this returns).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// One blocking `POST path` with `body`, answered 200 with the no-op's answer.

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::net::TcpListener;
+use esb_testfn::ports::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,14 +20,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_port(port: u16) {
@@ -100,7 +92,7 @@ async fn a_restarted_gateway_adopts_its_sandboxes_warm_and_leaves_another_gatewa
     )
     .unwrap();
     std::fs::write(dir.path().join("routing.yml"), "routes: []\n").unwrap();
-    let agent_port = port();
+    let agent_port = free_port().unwrap();
     let _agent = Proc(
         Command::new(support::agent_binary())
             .args([
@@ -118,7 +110,7 @@ async fn a_restarted_gateway_adopts_its_sandboxes_warm_and_leaves_another_gatewa
     wait_port(agent_port).await;
 
     // Gateway `a` and gateway `b` each get one sandbox on the same agent.
-    let (a_port, b_port) = (port(), port());
+    let (a_port, b_port) = (free_port().unwrap(), free_port().unwrap());
     let mut a = gateway(dir.path(), agent_port, "a", a_port);
     let _b = gateway(dir.path(), agent_port, "b", b_port);
     wait_port(a_port).await;
@@ -130,7 +122,7 @@ async fn a_restarted_gateway_adopts_its_sandboxes_warm_and_leaves_another_gatewa
     // `a` dies; a new `a` serves its first request from the same, warm sandbox.
     let _ = a.0.kill();
     let _ = a.0.wait();
-    let again = port();
+    let again = free_port().unwrap();
     let _a2 = gateway(dir.path(), agent_port, "a", again);
     wait_port(again).await;
     assert_eq!(invoke(again).await, a_pid, "the sandbox was not adopted");

@@ -5,6 +5,7 @@
 
 mod support;
 
+use esb_testfn::ports::free_port;
 use std::process::Command;
 
 fn gateway() -> Command {
@@ -183,10 +184,7 @@ fn function_logs_reach_the_terminal_prefixed_and_are_flushed_on_shutdown() {
         "routing.yml",
         "routes:\n  - { path: \"/noop\", method: GET, function: noop, auth: none }\n",
     );
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
     let child = gateway()
         .args(["--functions", &functions, "--routing", &routing])
         .args(["--listen", &addr.to_string()])

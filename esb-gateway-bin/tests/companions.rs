@@ -10,6 +10,7 @@ mod support;
 use std::sync::Arc;
 
 use esb_gateway::{Gateway, GatewayConfig};
+use esb_testfn::ports::free_port;
 use serde_json::{Value, json};
 use support::clients;
 use support::moto::{self, Moto};
@@ -199,7 +200,7 @@ async fn functions_on_an_agent_get_the_same_variables() {
         return;
     };
     moto::create_bucket_and_table(&python, &moto.url(), "box-bucket", "box-table");
-    let port = moto::free_port();
+    let port = moto::free_port().unwrap();
     let agent = Agent(
         std::process::Command::new(support::agent_binary())
             .args(["--runtime", "process", "--insecure-no-auth"])
@@ -267,7 +268,7 @@ async fn a_sam_zip_function_uses_the_services_given_as_flags() {
         "Transform: AWS::Serverless-2016-10-31\nResources:\n  Store:\n    Type: AWS::Serverless::Function\n    Properties:\n      FunctionName: store\n      Runtime: python3.12\n      Handler: companions.s3\n      CodeUri: code\n      Timeout: 60\n",
     )
     .unwrap();
-    let port = moto::free_port();
+    let port = moto::free_port().unwrap();
     let gateway = Binary(
         std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
             .arg("--template")
@@ -322,10 +323,7 @@ fn different_key_pairs_are_warned_about_once_without_the_secrets() {
     .unwrap();
     let routing = dir.path().join("routing.yml");
     std::fs::write(&routing, "routes: []\n").unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
         .arg("--functions")
         .arg(&functions)

@@ -16,6 +16,7 @@ mod support;
 use support::{gateway_command as gateway, write};
 
 use esb_testfn::oci;
+use esb_testfn::ports::free_port;
 use serde_json::{Value, json};
 
 /// functions.yml and routing.yml of one function per `(name, image, invoke)`, each routed
@@ -70,7 +71,7 @@ fn check_refuses_an_rie_function_without_a_network_and_names_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_up_refuses_an_rie_function_when_no_agent_has_a_network() {
-    let port = free_port();
+    let port = free_port().unwrap();
     let agent = Command::new(support::agent_binary())
         .args(["--runtime", "process", "--insecure-no-auth"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -100,7 +101,7 @@ async fn start_up_refuses_an_rie_function_when_no_agent_has_a_network() {
             &format!("http://127.0.0.1:{port}"),
         ])
         .args(["--functions", &functions, "--routing", &routing])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port().unwrap())])
         .stdout(Stdio::null())
         .output()
         .unwrap();
@@ -132,14 +133,6 @@ impl Drop for Bridge {
             let _ = Command::new("ip").args(["link", "del", &self.0]).status();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_healthy(client: &reqwest::Client, url: &str, child: &mut Child) {
@@ -178,7 +171,7 @@ async fn the_all_in_one_containerd_gateway_runs_local_registry_images_in_both_in
         dir.path(),
         &[("api", &image, "runtime-api"), ("rie", &rie_image, "rie")],
     );
-    let port = free_port();
+    let port = free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let child = gateway()
         .args([
@@ -384,7 +377,7 @@ Resources:
     Properties: { ContentUri: second }
 "#;
     let template_path = write(root, "template.yaml", template);
-    let port = free_port();
+    let port = free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let child = gateway()
         .args(["--runtime", "containerd"])

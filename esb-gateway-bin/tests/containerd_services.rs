@@ -108,7 +108,7 @@ async fn a_containerd_sandbox_reaches_s3_dynamodb_and_the_gateway_on_loopback() 
         ),
     );
     let routing = write(dir.path(), "routing.yml", "routes: []\n");
-    let port = moto::free_port();
+    let port = moto::free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let child = gateway()
         .args([

@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use esb_testfn::limits::{hard_limit_above, open_file_limits, under_ulimit};
+use esb_testfn::ports::free_port;
 
 /// An `esb-gateway` started under `ulimit <ulimit>` (e.g. `-n 256`) with `min_capacity`
 /// sandboxes of the no-op function; killed on drop.
@@ -38,11 +38,7 @@ impl Gateway {
             "routes:\n  - { path: \"/noop\", method: GET, function: noop, auth: none }\n",
         )
         .unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port().unwrap();
         let stderr = dir.path().join("stderr");
         let mut gateway = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
         gateway

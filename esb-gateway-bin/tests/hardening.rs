@@ -6,11 +6,12 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use esb_gateway::Limits;
+use esb_testfn::ports::free_port;
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -106,11 +107,7 @@ impl LimitedGateway {
         .unwrap();
         let routing = dir.path().join("routing.yml");
         std::fs::write(&routing, ROUTING).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port().unwrap();
         let stderr = dir.path().join("stderr");
         let mut gateway = Command::new(env!("CARGO_BIN_EXE_esb-gateway"));
         gateway

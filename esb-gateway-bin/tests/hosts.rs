@@ -12,22 +12,14 @@ mod hosts;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use esb_runtime::Runtime;
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
+use esb_testfn::ports::free_port;
 use hosts::{Hosts, NAME, Proc, TOKEN};
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn wait_port(port: u16) {
     for _ in 0..400 {
@@ -344,7 +336,7 @@ async fn agents_found_by_dns_share_the_load_and_the_gateway_outlives_a_lost_host
     let Some(mut hosts) = hosts_with_agents(3, &agent).await else {
         return;
     };
-    let port = port();
+    let port = free_port().unwrap();
     let _gateway = gateway(&hosts, "g1", port);
     wait_port(port).await;
 
@@ -480,7 +472,7 @@ async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_witho
     let Some(hosts) = hosts_with_agents(3, &agent).await else {
         return;
     };
-    let (a_port, b_port) = (port(), port());
+    let (a_port, b_port) = (free_port().unwrap(), free_port().unwrap());
     let mut a = gateway(&hosts, "a", a_port);
     let mut b = gateway(&hosts, "b", b_port);
     wait_port(a_port).await;
@@ -503,7 +495,7 @@ async fn two_gateways_share_the_hosts_keep_their_own_sandboxes_and_restart_witho
     assert_eq!(pids(&burst(&hosts, b_port, 6, 500).await), b_pids);
 
     // `a` restarted adopts its own: its first requests are served warm by its old sandboxes.
-    let a_port = port();
+    let a_port = free_port().unwrap();
     a = gateway(&hosts, "a", a_port);
     wait_port(a_port).await;
     assert_eq!(pids(&burst(&hosts, a_port, 6, 500).await), a_pids);
@@ -592,7 +584,7 @@ async fn a_new_address_that_never_answers_does_not_hold_up_finding_an_agent_down
     let Some(mut hosts) = hosts_with_agents(2, &agent).await else {
         return;
     };
-    let port = port();
+    let port = free_port().unwrap();
     // Calls to agents (connecting to a new one included) and unanswered PINGs may take
     // 20 s; a dead agent's health checks fail at once (its connection is refused).
     let _gateway = gateway_with(&hosts, "g1", port, "20");

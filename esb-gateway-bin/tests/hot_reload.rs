@@ -14,6 +14,7 @@ use std::time::Duration;
 use esb_gateway::GatewayConfig;
 use esb_gateway::hot_reload::{DEFAULT_POLL, spawn, targets};
 use esb_runtime::managed::{Managed, ManagedConfig};
+use esb_testfn::ports::free_port;
 use support::clients;
 
 fn handler(answer: &str) -> String {
@@ -125,9 +126,7 @@ fn a_broken_template_keeps_the_running_configuration_and_prints_the_problem() {
                 Runtime: provided.al2023\n      Handler: bootstrap\n      CodeUri: code\n      \
                 FunctionName: fn\n";
     std::fs::write(&template, good).unwrap();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listen.local_addr().unwrap().port();
-    drop(listen);
+    let port = free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
         .arg("--watch")
         .arg("--template")
@@ -273,10 +272,7 @@ async fn a_config_edit_adds_and_removes_routes_and_functions_without_dropping_re
     };
     std::fs::write(tmp.path().join("functions.yml"), functions(false)).unwrap();
     std::fs::write(tmp.path().join("routing.yml"), routes(&[("/a", "web")])).unwrap();
-    let port = {
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listen.local_addr().unwrap().port()
-    };
+    let port = free_port().unwrap();
     let (child, lines) = watched_gateway(tmp.path(), port);
     let mut child = Stopped(child);
     let base = format!("http://127.0.0.1:{port}");

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use esb_testfn::ports::free_port;
 use serde_json::Value;
 use victorialogs::VictoriaLogs;
 
@@ -29,10 +30,7 @@ fn gateway_binary() -> PathBuf {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()))
 }
 
 /// A URL whose user information carries [`PASSWORD`].

@@ -10,11 +10,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use esb_testfn::ports::free_port;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Secret, Service};
@@ -139,14 +139,6 @@ struct Kustomization {
 struct KustomizeImage {
     name: String,
     new_tag: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The value after `flag` in `args`.
@@ -699,8 +691,8 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
     }
     // The process backend stands in for the node's containerd; every other flag is as deployed.
     set_flag(&mut args, "--runtime", "process");
-    let agent_port = free_port();
-    let metrics_port = free_port();
+    let agent_port = free_port().unwrap();
+    let metrics_port = free_port().unwrap();
     set_flag(&mut args, "--listen", &format!("127.0.0.1:{agent_port}"));
     set_flag(
         &mut args,
@@ -756,7 +748,7 @@ async fn the_kubernetes_manifests_parse_and_match_the_binaries() {
             "{path} is not in a mounted volume"
         );
     }
-    let port = free_port();
+    let port = free_port().unwrap();
     set_flag(&mut args, "--listen", &format!("127.0.0.1:{port}"));
     // The headless Service's name resolves to the agents' Pod IPs; here `localhost` does.
     set_flag(

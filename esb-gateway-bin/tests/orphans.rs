@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use std::time::Duration;
 
 use esb_gateway::Gateway;
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
+use esb_testfn::ports::free_port;
 
 const TOKEN: &str = "agent-token-0123456789";
 
@@ -61,14 +61,6 @@ async fn wait_marked(mark: &str, done: impl Fn(&[(u32, String)]) -> bool) -> Vec
         now = marked(mark);
     }
     now
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed on drop.
@@ -175,7 +167,7 @@ async fn a_gateway_killed_under_load_leaves_no_sandbox_process() {
     std::fs::write(dir.path().join("functions.yml"), functions(&mark)).unwrap();
     std::fs::write(dir.path().join("routing.yml"), "routes: []\n").unwrap();
     let records = dir.path().join("records");
-    let port = port();
+    let port = free_port().unwrap();
     let mut first = gateway(dir.path(), &records, port);
     wait_port(port).await;
     let requests = load(&format!("http://127.0.0.1:{port}"));
@@ -186,7 +178,7 @@ async fn a_gateway_killed_under_load_leaves_no_sandbox_process() {
     let left = wait_marked(&mark, |p| p.iter().all(|(_, c)| c != "esb-testfn")).await;
     assert!(left.iter().all(|(_, c)| c == "sleep"), "{left:?}");
     // ... until the next start reaps them.
-    let second_port = self::port();
+    let second_port = free_port().unwrap();
     let _second = gateway(dir.path(), &records, second_port);
     wait_port(second_port).await;
     let survivors = wait_marked(&mark, <[_]>::is_empty).await;
@@ -201,7 +193,7 @@ async fn an_agent_killed_under_load_leaves_no_sandbox_process() {
     let mark = uuid::Uuid::new_v4().to_string();
     let dir = tempfile::tempdir().unwrap();
     let records = dir.path().join("records");
-    let agent_port = port();
+    let agent_port = free_port().unwrap();
     let mut first = agent(&records, agent_port);
     wait_port(agent_port).await;
     let url = format!("http://127.0.0.1:{agent_port}");

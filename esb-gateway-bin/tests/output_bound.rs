@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::net::TcpListener;
+use esb_testfn::ports::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -44,11 +44,7 @@ async fn spawn_gateway() -> Gateway {
     .unwrap();
     let routing = dir.path().join("routing.yml");
     std::fs::write(&routing, "routes: []\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_esb-gateway"))
         .args(["--functions", &functions.display().to_string()])
         .args(["--routing", &routing.display().to_string()])

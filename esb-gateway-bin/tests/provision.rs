@@ -114,7 +114,7 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path, python: &Path, moto: &str) -> Self {
-        let port = free_port();
+        let port = free_port().unwrap();
         let mut child = gateway()
             .arg("--template")
             .arg(dir.join("template.yaml"))
@@ -376,7 +376,7 @@ struct CheckingMoto {
 impl CheckingMoto {
     fn start(python: &Path) -> Option<Self> {
         let program = support::moto::program()?;
-        let port = free_port();
+        let port = free_port().unwrap();
         let child = Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
@@ -471,7 +471,7 @@ fn start_with_keys(
         .arg(&functions)
         .arg("--routing")
         .arg(&routing)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port().unwrap())])
         .args(["--provision-timeout", "5"])
         .args(args)
         .stdout(Stdio::null())
@@ -559,7 +559,7 @@ fn with_agents_the_gateway_creates_them() {
     let Some(moto) = Moto::start() else {
         return;
     };
-    let agent_port = free_port();
+    let agent_port = free_port().unwrap();
     let agent = Command::new(support::agent_binary())
         .args(["--runtime", "process", "--insecure-no-auth"])
         .args(["--listen", &format!("127.0.0.1:{agent_port}")])
@@ -645,7 +645,7 @@ fn functions_yml_resources_are_created_too() {
     .unwrap();
     let routing = dir.path().join("routing.yml");
     std::fs::write(&routing, "routes: []\n").unwrap();
-    let port = free_port();
+    let port = free_port().unwrap();
     let child = gateway()
         .arg("--functions")
         .arg(&functions)
@@ -690,7 +690,7 @@ fn an_invalid_key_schema_stops_check_and_start_naming_the_resource() {
         let child = command
             .arg("--template")
             .arg(dir.path().join("template.yaml"))
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port().unwrap())])
             .args([
                 "--code-cache",
                 &dir.path().join("cache").display().to_string(),
@@ -725,12 +725,12 @@ fn an_unreachable_service_stops_start_up_naming_it() {
                     T:\n    Type: AWS::Serverless::SimpleTable\n";
     let dir = project(template);
     // A port nothing listens on.
-    let closed = free_port();
+    let closed = free_port().unwrap();
     let endpoint = format!("http://127.0.0.1:{closed}");
     let child = gateway()
         .arg("--template")
         .arg(dir.path().join("template.yaml"))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port().unwrap())])
         .args([
             "--code-cache",
             &dir.path().join("cache").display().to_string(),

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use std::time::Duration;
 use esb_gateway::Gateway;
 use esb_runtime::Runtime;
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
+use esb_testfn::ports::free_port;
 use reqwest::StatusCode;
 
 const TOKEN: &str = "agent-token-0123456789";
@@ -25,11 +25,7 @@ struct Agent {
 
 impl Agent {
     async fn spawn() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port().unwrap();
         Self::spawn_on(port).await
     }
 

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +13,10 @@ use std::time::Duration;
 use esb_gateway::Gateway;
 use esb_runtime::Runtime;
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
+use esb_testfn::ports::free_port;
 use reqwest::StatusCode;
 
 const TOKEN: &str = "agent-token-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An `esb-agent --runtime process --max-sandboxes 4 --memory-budget-mb 2048` with its
 /// metrics listener; killed on drop.
@@ -36,8 +28,8 @@ struct Agent {
 
 impl Agent {
     async fn spawn() -> Self {
-        let port = free_port();
-        let metrics_port = free_port();
+        let port = free_port().unwrap();
+        let metrics_port = free_port().unwrap();
         let agent = Self {
             child: Command::new(support::agent_binary())
                 .args(["--runtime", "process"])

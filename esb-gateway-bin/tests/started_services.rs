@@ -29,7 +29,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn a_service_that_never_becomes_healthy_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let port = moto::free_port();
+    let port = moto::free_port().unwrap();
     let pidfile = dir.path().join("service.pid");
     let functions = format!(
         r#"
@@ -119,7 +119,7 @@ async fn an_https_health_url_is_probed_over_https_and_its_status_decides() {
     let script = dir.path().join("server.py");
     std::fs::write(&script, HTTPS_SERVER).unwrap();
     let services = |status: u16, seen: &std::path::Path| {
-        let port = moto::free_port();
+        let port = moto::free_port().unwrap();
         let command = json!([
             python.display().to_string(),
             script.display().to_string(),
@@ -168,7 +168,7 @@ async fn a_started_service_that_dies_is_restarted_and_callers_get_errors_meanwhi
     };
     let dir = tempfile::tempdir().unwrap();
     let hold = dir.path().join("hold");
-    let port = moto::free_port();
+    let port = moto::free_port().unwrap();
     // While `hold` exists a restarted service waits before it starts listening: an outage
     // as long as the test needs.
     let script = format!(

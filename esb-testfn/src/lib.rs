@@ -22,6 +22,7 @@ pub mod limits;
 pub mod noop;
 #[cfg(feature = "oci")]
 pub mod oci;
+pub mod ports;
 pub mod rie;
 
 use std::path::PathBuf;

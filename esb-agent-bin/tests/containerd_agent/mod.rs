@@ -8,19 +8,12 @@ use std::time::{Duration, Instant};
 
 use esb_runtime::remote::{RemoteConfig, RemoteRuntime};
 use esb_testfn::oci;
+pub use esb_testfn::ports::free_port;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// The token the agents of these tests are started with.
 pub const TOKEN: &str = "containerd-agent-token-0123";
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The CNI set-up of one test: its bridge (also the network's name) and directories.
 pub struct Net {
@@ -78,7 +71,7 @@ impl Drop for Agent {
 
 /// The agent binary on containerd with a CNI network of `subnet` on `net`.
 pub fn spawn(address: &Path, env: &str, net: &Net, subnet: &str, extra: &[&str]) -> Agent {
-    let port = free_port();
+    let port = free_port().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_esb-agent"))
         .args(["--runtime", "containerd", "--token", TOKEN])
         .args(["--listen", &format!("127.0.0.1:{port}")])

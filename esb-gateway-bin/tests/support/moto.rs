@@ -1,27 +1,18 @@
 //! A real S3 + DynamoDB server for tests: `moto_server` on a free 127.0.0.1 port, killed
 //! when dropped. Missing `moto_server` skips the test, or fails it under `CI=true`.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::clients;
+pub use esb_testfn::ports::free_port;
 
 /// A running `moto_server`.
 pub struct Moto {
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
-}
-
-/// A free port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `moto_server` as found on PATH (`ESB_MOTO_SERVER` overrides), or why not.
@@ -58,7 +49,7 @@ impl Moto {
     /// Starts `moto_server` on a free port and waits until it answers; `None`: skipped.
     pub fn start() -> Option<Self> {
         let program = program()?;
-        let port = free_port();
+        let port = free_port().unwrap();
         let child = Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
