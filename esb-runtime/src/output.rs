@@ -445,7 +445,7 @@ mod tests {
         gate.settle().await;
     }
 
-    #[cfg(any(feature = "process", feature = "containerd"))]
+    #[cfg(feature = "containerd")]
     #[test]
     fn bytes_left_in_a_watched_pipe_keep_the_gate_busy_whatever_the_flags() {
         use std::io::{Read, Write};

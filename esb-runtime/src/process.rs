@@ -524,10 +524,19 @@ impl Runtime for ProcessRuntime {
         let api = self.api.get_or_try_init(SharedApi::bind).await?;
         let sigchld = self.child_signals().await?;
         let launch = self.launch(&spec, &id, &api.addr().to_string())?;
+        // Noted before the leader starts: it may start processes of its own before `spawn`
+        // returns, and this process may be killed at any time.
+        let starting = self
+            .record
+            .as_deref()
+            .map(|record| record.starting(id.as_str()));
         let spawned = crate::child::spawn(&launch)
             .map_err(|err| spawn_error(&spec.function_name, &launch.program, err))?;
         // The child is followed by its pid (`watch_exit`): no handle, no pidfd.
         let pgid = spawned.pid;
+        if let Some(starting) = starting {
+            starting.started(pgid);
+        }
         let stdout = Some(SharedPipe::new(spawned.stdout));
         let stderr = Some(SharedPipe::new(spawned.stderr));
 
@@ -553,9 +562,6 @@ impl Runtime for ProcessRuntime {
                 }
                 None => {}
             }
-        }
-        if let Some(record) = &self.record {
-            record.add(pgid, id.as_str());
         }
         let exited = watch_exit(pgid, sigchld, broker.clone(), self.record.clone());
         let sandbox = Arc::new(Sandbox {

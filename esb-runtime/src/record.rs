@@ -2,9 +2,12 @@
 //! kills what a killed (SIGKILL) gateway or agent left behind: the members of their process
 //! groups that `PR_SET_PDEATHSIG` does not reach (a function's own child processes).
 //!
-//! Layout: `<root>/<owner pid>-<owner start time>/<pgid>` holding the sandbox id. An owner
-//! directory whose process is gone is reaped: every process still in a recorded group whose
-//! environment names that sandbox id is killed, then the directory is removed. Several
+//! Layout: `<root>/<owner pid>-<owner start time>/<pgid>` holding the sandbox id, and
+//! `starting-<sandbox id>` from just before its leader is started until its `<pgid>` entry is
+//! written (the leader runs, and may start processes, before its starter learns its pid). An
+//! owner directory whose process is gone is reaped: every process still in a recorded group
+//! whose environment names that sandbox id is killed, and for a sandbox that was still
+//! starting, every process whose environment names it; then the directory is removed. Several
 //! gateways and agents can share a root; none touches a live owner's sandboxes.
 
 use std::io::Write as _;
@@ -32,6 +35,20 @@ impl Record {
         Ok((Self { dir }, reaped))
     }
 
+    /// Notes a sandbox whose leader is about to start, until [`Starting::started`] records
+    /// its process group (or the start fails and the returned guard is dropped).
+    pub(crate) fn starting(&self, id: &str) -> Starting<'_> {
+        let path = self.dir.join(format!("{STARTING}{id}"));
+        if let Err(err) = std::fs::File::create(&path) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "cannot record a sandbox");
+        }
+        Starting {
+            record: self,
+            path,
+            id: id.to_owned(),
+        }
+    }
+
     /// Notes a started sandbox: its process group and id.
     pub(crate) fn add(&self, pgid: Pid, id: &str) {
         let written = std::fs::File::create(self.dir.join(pgid.to_string()))
@@ -44,6 +61,30 @@ impl Record {
     /// Forgets a sandbox whose group is gone.
     pub(crate) fn remove(&self, pgid: Pid) {
         let _ = std::fs::remove_file(self.dir.join(pgid.to_string()));
+    }
+}
+
+/// The name prefix of a sandbox's entry while its leader starts.
+const STARTING: &str = "starting-";
+
+/// A sandbox being started, noted in the [`Record`] until it is dropped.
+#[derive(Debug)]
+pub(crate) struct Starting<'a> {
+    record: &'a Record,
+    path: PathBuf,
+    id: String,
+}
+
+impl Starting<'_> {
+    /// Notes the sandbox's process group; its "starting" entry goes once that is written.
+    pub(crate) fn started(self, pgid: Pid) {
+        self.record.add(pgid, &self.id);
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -106,19 +147,25 @@ fn reap(root: &Path) -> usize {
         let Ok(groups) = std::fs::read_dir(owner.path()) else {
             continue;
         };
-        for group in groups.filter_map(Result::ok) {
-            let Some(pgid) = group
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
+        let mut starting = Vec::new();
+        for entry in groups.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
                 continue;
             };
-            let Ok(id) = std::fs::read(group.path()) else {
+            if let Some(id) = name.strip_prefix(STARTING) {
+                starting.push(id.as_bytes().to_vec());
+                continue;
+            }
+            let Ok(pgid) = name.parse::<i32>() else {
+                continue;
+            };
+            let Ok(id) = std::fs::read(entry.path()) else {
                 continue;
             };
             killed += kill_group_of(Pid::from_raw(pgid), &id);
         }
+        killed += kill_naming(&starting);
         let _ = std::fs::remove_dir_all(owner.path());
     }
     if killed > 0 {
@@ -141,6 +188,39 @@ fn kill_group_of(pgid: Pid, id: &[u8]) -> usize {
             continue;
         };
         if environ.windows(id.len()).any(|w| w == id) && kill(pid, Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// Kills every process of this user whose environment names one of the sandbox `ids`.
+fn kill_naming(ids: &[Vec<u8>]) -> usize {
+    let ids: Vec<&[u8]> = ids
+        .iter()
+        .map(Vec::as_slice)
+        .filter(|id| !id.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut killed = 0;
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if pid == me {
+            continue;
+        }
+        // Another user's process cannot be read (nor killed).
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let named = ids
+            .iter()
+            .any(|id| environ.windows(id.len()).any(|w| w == *id));
+        if named && kill(Pid::from_raw(pid.cast_signed()), Signal::SIGKILL).is_ok() {
             killed += 1;
         }
     }
@@ -171,5 +251,82 @@ mod tests {
         assert!(!dead.exists());
         drop(record);
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+
+    /// A `sleep` whose environment names `id` (when given), killed and reaped on drop.
+    struct Sleep(std::process::Child);
+
+    impl Sleep {
+        fn start(id: Option<&str>) -> Self {
+            let mut command = std::process::Command::new("sleep");
+            command.arg("60");
+            if let Some(id) = id {
+                command.env("ESB_TEST_SANDBOX", id);
+            }
+            Self(command.spawn().unwrap())
+        }
+
+        /// Whether it is still running (a killed one is reaped here).
+        fn running(&mut self) -> bool {
+            for _ in 0..100 {
+                if self.0.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            true
+        }
+    }
+
+    impl Drop for Sleep {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_sandbox_still_starting_when_its_owner_died_is_found_by_its_id_anywhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("records");
+        let id = format!("fn-{}", std::process::id());
+        let mut named = Sleep::start(Some(&id));
+        let mut other = Sleep::start(Some("fn-another"));
+        let mut plain = Sleep::start(None);
+        // An owner that is gone, killed while the leader of `id` was starting.
+        let dead = root.join("1-1");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join(format!("{STARTING}{id}")), "").unwrap();
+        assert_eq!(reap(&root), 1);
+        assert!(!named.running(), "the process naming the sandbox survived");
+        assert!(
+            other.running() && plain.running(),
+            "another process was killed"
+        );
+        assert!(!dead.exists());
+    }
+
+    #[test]
+    fn a_starting_entry_lasts_until_the_process_group_is_written_or_the_start_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (record, _) = Record::open(&tmp.path().join("records")).unwrap();
+        let entries = || {
+            let mut names: Vec<String> = std::fs::read_dir(&record.dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        let failed = record.starting("fn-failed");
+        assert_eq!(entries(), ["starting-fn-failed"]);
+        drop(failed);
+        assert_eq!(entries(), Vec::<String>::new());
+        record.starting("fn-ok").started(Pid::from_raw(999_997));
+        assert_eq!(entries(), ["999997"]);
+        assert_eq!(
+            std::fs::read_to_string(record.dir.join("999997")).unwrap(),
+            "fn-ok"
+        );
     }
 }
