@@ -263,7 +263,20 @@ mod tests {
             if let Some(id) = id {
                 command.env("ESB_TEST_SANDBOX", id);
             }
-            Self(command.spawn().unwrap())
+            let child = command.spawn().unwrap();
+            // The environment shows in /proc a moment after the spawn returns (the exec is
+            // still setting up the new program).
+            if let Some(id) = id {
+                let path = format!("/proc/{}/environ", child.id());
+                for _ in 0..500 {
+                    let environ = std::fs::read(&path).unwrap_or_default();
+                    if environ.windows(id.len()).any(|w| w == id.as_bytes()) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+            Self(child)
         }
 
         /// Whether it is still running (a killed one is reaped here).
