@@ -194,7 +194,8 @@ fn kill_group_of(pgid: Pid, id: &[u8]) -> usize {
     killed
 }
 
-/// Kills every process of this user whose environment names one of the sandbox `ids`.
+/// Kills every process whose environment names one of the sandbox `ids` (of those this
+/// process may read: its user's, or all for root).
 fn kill_naming(ids: &[Vec<u8>]) -> usize {
     let ids: Vec<&[u8]> = ids
         .iter()
@@ -213,7 +214,7 @@ fn kill_naming(ids: &[Vec<u8>]) -> usize {
         if pid == me {
             continue;
         }
-        // Another user's process cannot be read (nor killed).
+        // A process this one may not read (another user's) is not ours to kill.
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
