@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +60,23 @@ fn runtime_api_of(pid: u32) -> String {
         .unwrap()
 }
 
+/// A `bash` that opens 8 connections to `api` once a line arrives on its stdin, and holds
+/// them.
+fn clients_on_signal(api: std::net::SocketAddr) -> Child {
+    let script = format!(
+        "read -r go; for i in 1 2 3 4 5 6 7 8; do exec {{fd}}<>/dev/tcp/{}/{}; done; sleep 30",
+        api.ip(),
+        api.port()
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bash")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_backs_off_while_descriptors_are_exhausted() {
     let logs = Captured::default();
@@ -88,10 +107,10 @@ async fn accept_backs_off_while_descriptors_are_exhausted() {
     let api: std::net::SocketAddr = runtime_api_of(runtime.pid(&info.id).unwrap())
         .parse()
         .unwrap();
-    // Clients waiting in the listen backlog, opened before this process runs out.
-    let waiting: Vec<std::net::TcpStream> = (0..8)
-        .map(|_| std::net::TcpStream::connect(api).unwrap())
-        .collect();
+    // Clients of another process (its descriptors are its own), told to connect once this
+    // one has run out: were they opened here first, the listener could accept them all
+    // before the descriptors ran out, and nothing would be left waiting.
+    let mut clients = clients_on_signal(api);
     let stat = std::fs::File::open("/proc/self/stat").unwrap();
     // Every descriptor taken: each accept fails with EMFILE while they wait.
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
@@ -101,6 +120,7 @@ async fn accept_backs_off_while_descriptors_are_exhausted() {
     while let Ok(file) = std::fs::File::open("/dev/null") {
         hog.push(file);
     }
+    clients.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let before = cpu_ticks(&stat);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -109,7 +129,8 @@ async fn accept_backs_off_while_descriptors_are_exhausted() {
     let during = logs.text();
     drop(hog);
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
-    drop(waiting);
+    clients.kill().unwrap();
+    clients.wait().unwrap();
     // The accepts did fail for want of descriptors, and said so.
     let warnings: Vec<&str> = during
         .lines()
