@@ -60,18 +60,18 @@ fn runtime_api_of(pid: u32) -> String {
         .unwrap()
 }
 
-/// A `bash` that opens 8 connections to `api` once a line arrives on its stdin, and holds
-/// them.
+/// A `bash` that opens 8 connections to `api` once a line arrives on its stdin, says
+/// `connected`, and holds them.
 fn clients_on_signal(api: std::net::SocketAddr) -> Child {
     let script = format!(
-        "read -r go; for i in 1 2 3 4 5 6 7 8; do exec {{fd}}<>/dev/tcp/{}/{}; done; sleep 30",
+        "read -r go; for i in 1 2 3 4 5 6 7 8; do exec {{fd}}<>/dev/tcp/{}/{} || exit 1; done; echo connected; sleep 30",
         api.ip(),
         api.port()
     );
     Command::new("bash")
         .args(["-c", &script])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("bash")
@@ -121,6 +121,13 @@ async fn accept_backs_off_while_descriptors_are_exhausted() {
         hog.push(file);
     }
     clients.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    // Read through the pipe already open: no descriptor needed.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(clients.stdout.as_mut().unwrap()),
+        &mut said,
+    )
+    .unwrap();
     let before = cpu_ticks(&stat);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -131,6 +138,10 @@ async fn accept_backs_off_while_descriptors_are_exhausted() {
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
     clients.kill().unwrap();
     clients.wait().unwrap();
+    assert_eq!(
+        said, "connected\n",
+        "bash could not connect to {api} through /dev/tcp"
+    );
     // The accepts did fail for want of descriptors, and said so.
     let warnings: Vec<&str> = during
         .lines()
